@@ -1,0 +1,1 @@
+"""Package marker: the grammar files ship inside the wheel as ``maskstore.grammar``."""

@@ -1,0 +1,13 @@
+"""maskstore: frames and segmentation masks in one embedded archive, a query language, a renderer."""
+
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
+                     QueryError, ReadOnlyError, VersionNotFoundError)
+from .archive import Archive, DatasetVersion
+from .model import FrameGroup, Mask, Roi, SingleFrame, Source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Archive", "DatasetVersion", "ArchiveError", "FrameError", "FrameNotFoundError", "FrameGroup", "Mask", "MaskError", "MaskstoreError",
+    "MediaError", "QueryError", "ReadOnlyError", "Roi", "SingleFrame", "Source", "VersionNotFoundError",
+]

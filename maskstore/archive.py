@@ -1,0 +1,660 @@
+"""The LMDB environment: versions, frame records and their secondary indexes, written together.
+
+Layout (one environment, one file, named sub-databases; keys big-endian so they sort numerically):
+
+=============  ===================================  ==========================================
+sub-db         key                                  value
+=============  ===================================  ==========================================
+meta           b"format", b"next_version"           format record / counter
+versions       version id (8)                       version record
+frames         version id (8) + seq (8)             frame record (the normalized frame dict)
+frame_ids      version id (8) + frame id (utf-8)    seq (8)
+ix_context     version id (8) + context id          seq (dupsort, dupfixed)
+ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
+ix_source      version id (8) + source id           seq (dupsort, dupfixed)
+ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
+ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
+ix_time        version id (8) + biased ts (8) + seq  empty
+dirty          version id (8) + chunk (8)           empty: column chunks to rebuild for scans
+blobs          sha256 (32)                          embedded image or mask bytes
+=============  ===================================  ==========================================
+
+Every write is one transaction: a frame, its statistics and its index entries commit together.
+Labels never enter an index: ``label == X`` resolves X to mask values at query time, so changing
+``mask_labels`` needs no rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import lmdb
+from PIL import Image
+
+from . import records
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, ReadOnlyError, VersionNotFoundError)
+from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
+from .media import BLOB_PREFIX, blob_uri, open_image, read_bytes
+from .model import Frame, frame_from_dict, normalize_frame_dict
+from .stats import MaskDecoder
+
+if TYPE_CHECKING:
+    import numpy as np
+
+T = TypeVar("T")
+
+U64 = struct.Struct(">Q")
+INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
+VERSION_DBS = ("frames", "frame_ids", "ix_time", "dirty") + INDEX_DBS
+DUP_DBS = frozenset(INDEX_DBS)
+MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
+CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
+TIME_BIAS = 1 << 63
+DEFAULT_MAP_SIZE = 1 << 30
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+def text_key(text: str) -> bytes:
+    """Index key bytes of a string; 0xff never starts UTF-8, so hashed keys cannot collide with text."""
+    raw = text.encode("utf-8")
+    return raw if len(raw) <= MAX_KEY_TEXT else b"\xff" + hashlib.sha256(raw).digest()
+
+
+def value_key(rgb: Iterable[int]) -> bytes:
+    return bytes(list(rgb)[:3])
+
+
+def time_key(vid: bytes, timestamp: int, seq: bytes) -> bytes:
+    return vid + u64(timestamp + TIME_BIAS) + seq
+
+
+def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
+    """Index keys (without the version prefix) of one frame record: one function for write, delete,
+    check and repair, so they can never disagree."""
+    sources = rec["sources"]
+    masks = [m for s in sources for m in s["masks"]]
+    return {
+        "ix_context": {text_key(rec["context_id"])},
+        "ix_value": {value_key(v) for m in masks for v in (m.get("values") or ())},
+        "ix_source": {text_key(s["id"]) for s in sources},
+        "ix_mask": {text_key(m["id"]) for m in masks},
+        "ix_roi": {text_key(label) for r in rec["rois"] for label in r["label"]},
+    }
+
+
+def meta_types(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted path, type name) of every meta value; nested dicts are walked, null has no type."""
+    for key, value in meta.items():
+        path = prefix + key
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            yield path, "dict"
+            yield from meta_types(value, path + ".")
+        elif isinstance(value, bool):
+            yield path, "bool"
+        elif isinstance(value, int):
+            yield path, "int"
+        elif isinstance(value, float):
+            yield path, "float"
+        elif isinstance(value, str):
+            yield path, "str"
+        else:
+            yield path, "list"
+
+
+def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str) -> None:
+    old = known.get(path)
+    if old is None or old == kind:
+        known[path] = kind
+    elif {old, kind} == {"int", "float"}:
+        known[path] = "float"  # ints widen to float; both are numbers
+    else:
+        raise FrameError(f"frame {frame_id!r}: meta.{path} is a {kind} here but a {old} in other frames of "
+                         "this version; a meta key keeps one type across a version")
+
+
+class Archive:
+    """One archive file holding many datasets and their versions.
+
+    >>> with Archive("city.maskstore") as ar:                      # doctest: +SKIP
+    ...     v = ar.create_version(dataset_name="Example", version_name="v1")
+    """
+
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False, *, map_size: int | None = None,
+                 sync: bool = True, jobs: int | None = None) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._decoder = MaskDecoder(jobs)
+        if self.path.is_dir():
+            raise ArchiveError(f"{self.path} is a folder; an archive is a single file (e.g. data.maskstore)")
+        if readonly and not self.path.exists():
+            raise ArchiveError(f"no archive at {self.path}")
+        size = max(map_size or DEFAULT_MAP_SIZE, self.path.stat().st_size if self.path.exists() else 0)
+        self.env = self._open_env(size, sync)
+        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly, dupsort=name in DUP_DBS,
+                                            dupfixed=name in DUP_DBS)
+                     for name in ("meta", "versions", "blobs") + VERSION_DBS} if not readonly else {}
+        if readonly:
+            self._open_readonly_dbs()
+        else:
+            self._init_format()
+
+    # ------------------------------------------------------------------ environment
+
+    def _open_env(self, size: int, sync: bool) -> lmdb.Environment:
+        common = dict(subdir=False, max_dbs=32, map_size=size, readonly=self.readonly, sync=sync,
+                      metasync=sync, readahead=False)
+        try:
+            try:
+                return lmdb.open(str(self.path), lock=True, **common)
+            except lmdb.Error:
+                if not self.readonly:
+                    raise
+                # Read-only media: no lock file can be made; a read-only archive is not being written.
+                return lmdb.open(str(self.path), lock=False, **common)
+        except lmdb.InvalidError:
+            raise ArchiveError(f"{self.path} is not a maskstore archive (not an LMDB file)") from None
+        except lmdb.VersionMismatchError as exc:
+            raise ArchiveError(f"{self.path} was written by an incompatible LMDB: {exc}") from None
+        except lmdb.Error as exc:
+            raise ArchiveError(f"cannot open {self.path}: {exc}") from None
+
+    def _open_readonly_dbs(self) -> None:
+        with self.env.begin() as txn:
+            names = {bytes(k) for k, _ in txn.cursor()}
+        if b"meta" not in names:
+            raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
+        missing = {"versions", "blobs", *VERSION_DBS} - {n.decode(errors="replace") for n in names}
+        if missing:
+            raise ArchiveError(f"{self.path} is damaged: sub-databases {sorted(missing)} are missing")
+        # On a read-only environment py-lmdb opens handles in a read transaction of its own.
+        for name in ("meta", "versions", "blobs") + VERSION_DBS:
+            self._dbs[name] = self.env.open_db(name.encode(), create=False, dupsort=name in DUP_DBS,
+                                               dupfixed=name in DUP_DBS)
+        fmt = self.read(lambda t: t.get(b"format", db=self._dbs["meta"]))
+        if fmt is None:
+            raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
+        records.decode_format(fmt)
+
+    def _init_format(self) -> None:
+        def work(txn: lmdb.Transaction) -> None:
+            fmt = txn.get(b"format", db=self._dbs["meta"])
+            if fmt is None:
+                others = [k for k, _ in txn.cursor() if bytes(k).decode(errors="replace") not in self._dbs]
+                if txn.stat(self._dbs["versions"])["entries"] or others:
+                    raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
+                txn.put(b"format", records.encode_format(), db=self._dbs["meta"])
+            else:
+                records.decode_format(fmt)
+        try:
+            self.write(work)
+        except ArchiveError:
+            self.env.close()
+            raise
+
+    def _begin(self, write: bool = False) -> lmdb.Transaction:
+        try:
+            return self.env.begin(write=write)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            return self.env.begin(write=write)
+
+    def read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in one read transaction: a consistent snapshot."""
+        with self._begin() as txn:
+            return fn(txn)
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in one write transaction, all or nothing; grow the map and retry when full."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        while True:
+            try:
+                with self._begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def db(self, name: str) -> Any:
+        return self._dbs[name]
+
+    def sync(self) -> None:
+        """Flush to disk: needed only when opened with ``sync=False``."""
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self._decoder.close()
+        self.env.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ versions
+
+    def _version_records(self, txn: lmdb.Transaction) -> Iterator[dict[str, Any]]:
+        for _, data in txn.cursor(db=self._dbs["versions"]):
+            yield records.decode_version(data)
+
+    def versions(self) -> list[DatasetVersion]:
+        """Every version of every dataset, oldest first."""
+        return [DatasetVersion(self, rec["id"]) for rec in self.read(lambda t: list(self._version_records(t)))]
+
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(v.dataset_name for v in self.versions()))
+
+    def _find_version(self, txn: lmdb.Transaction, dataset_name: str, version_name: str) -> dict | None:
+        for rec in self._version_records(txn):
+            if rec["dataset"] == dataset_name and rec["name"] == version_name:
+                return rec
+        return None
+
+    def get_version(self, dataset_name: str, version_name: str) -> DatasetVersion:
+        rec = self.read(lambda t: self._find_version(t, dataset_name, version_name))
+        if rec is None:
+            names = [f"{v.dataset_name}/{v.version_name}" for v in self.versions()]
+            raise VersionNotFoundError(f"no version {dataset_name}/{version_name} in {self.path}; "
+                                       f"it has: {', '.join(names) or 'no versions yet'}")
+        return DatasetVersion(self, rec["id"])
+
+    def create_version(self, dataset_name: str, version_name: str,
+                       parent: DatasetVersion | str | None = None, description: str = "",
+                       meta: Mapping[str, Any] | None = None) -> DatasetVersion:
+        """A new draft version; with a parent it starts with a copy of the parent's frames and labels."""
+        if not dataset_name or not version_name:
+            raise FrameError("dataset_name and version_name must be non-empty")
+        parent_version = self.get_version(dataset_name, parent) if isinstance(parent, str) else parent
+
+        def work(txn: lmdb.Transaction) -> int:
+            if self._find_version(txn, dataset_name, version_name) is not None:
+                raise FrameError(f"version {dataset_name}/{version_name} exists already")
+            counter = txn.get(b"next_version", db=self._dbs["meta"])
+            vid = U64.unpack(counter)[0] if counter else 1
+            txn.put(b"next_version", u64(vid + 1), db=self._dbs["meta"])
+            rec: dict[str, Any] = {
+                "id": vid, "dataset": dataset_name, "name": version_name, "parent": None,
+                "created": time.time(), "description": description, "meta": dict(meta or {}),
+                "state": "draft", "mask_labels": [], "label_colors": {}, "meta_types": {},
+                "next_seq": 0, "count": 0, "generation": 0,
+            }
+            if parent_version is not None:
+                prec = _version_record(txn, self, parent_version.id)
+                rec.update({k: prec[k] for k in ("mask_labels", "label_colors", "meta_types", "next_seq", "count")})
+                rec["parent"] = prec["id"]
+                self._copy_version_entries(txn, u64(prec["id"]), u64(vid))
+            txn.put(u64(vid), records.encode_version(rec), db=self._dbs["versions"])
+            return vid
+
+        return DatasetVersion(self, self.write(work))
+
+    def _copy_version_entries(self, txn: lmdb.Transaction, src: bytes, dst: bytes) -> None:
+        for name in VERSION_DBS:
+            db = self._dbs[name]
+            cursor = txn.cursor(db=db)
+            items = []
+            if cursor.set_range(src):
+                for key, value in cursor:  # MDB_NEXT visits every duplicate too
+                    if not key.startswith(src):
+                        break
+                    items.append((dst + key[8:], value))
+            txn.cursor(db=db).putmulti(items, dupdata=name in DUP_DBS)
+
+    def delete_version(self, dataset_name: str, version_name: str) -> None:
+        """Remove a version and everything it holds (its children keep their own copies)."""
+        version = self.get_version(dataset_name, version_name)
+        prefix = u64(version.id)
+
+        def work(txn: lmdb.Transaction) -> None:
+            for name in VERSION_DBS:
+                cursor = txn.cursor(db=self._dbs[name])
+                if cursor.set_range(prefix):
+                    while cursor.key().startswith(prefix):
+                        if not cursor.delete(dupdata=True):
+                            break
+            txn.delete(prefix, db=self._dbs["versions"])
+        self.write(work)
+
+    # ------------------------------------------------------------------ blobs
+
+    def read_blob(self, hexdigest: str) -> bytes:
+        """Bytes of an embedded image or mask."""
+        try:
+            key = bytes.fromhex(hexdigest)
+        except ValueError:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI") from None
+        data = self.read(lambda t: t.get(key, db=self._dbs["blobs"]))
+        if data is None:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not embedded in {self.path}")
+        return data
+
+    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+        return open_image(uri, self.read_blob, what=what)
+
+
+def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
+    data = txn.get(u64(vid), db=archive.db("versions"))
+    if data is None:
+        raise VersionNotFoundError(f"version id {vid} no longer exists in {archive.path}")
+    return records.decode_version(data)
+
+
+def _partial_frame_dict(frame: Frame | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a caller really gave, for merging: defaults must not overwrite stored values."""
+    if isinstance(frame, Mapping):
+        return dict(frame)
+    d = frame.to_dict()
+    if frame._timestamp is None:
+        d.pop("timestamp")
+    if frame._context_id is None:
+        d.pop("context_id")
+    return d
+
+
+def _merge_by_id(old: list[dict], new: list[dict]) -> list[dict]:
+    out = {item["id"]: item for item in old}
+    out.update({item["id"]: item for item in new})
+    return list(out.values())
+
+
+def _merge_frame(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """update_frames(merge=True): meta merges key by key, sources and ROIs by id, the rest replaces."""
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("meta", "sources", "rois")}}
+    merged["meta"] = {**old.get("meta", {}), **(new.get("meta") or {})}
+    merged["sources"] = _merge_by_id(old["sources"], normalize_frame_dict({"id": old["id"], "sources": new.get("sources") or []})["sources"])
+    merged["rois"] = _merge_by_id(old["rois"], normalize_frame_dict({"id": old["id"], "rois": new.get("rois") or []})["rois"])
+    return merged
+
+
+class DatasetVersion:
+    """A named version of a dataset: its frames, mask labels and colours.
+
+    The object is a handle: every call reads the current state from the archive, so several
+    handles (and processes) see each other's committed writes.
+    """
+
+    def __init__(self, archive: Archive, version_id: int) -> None:
+        self.archive = archive
+        self.id = version_id
+        self.prefix = u64(version_id)
+
+    # ------------------------------------------------------------------ record
+
+    def record(self, txn: lmdb.Transaction | None = None) -> dict[str, Any]:
+        """The version record as stored now."""
+        if txn is None:
+            return self.archive.read(lambda t: _version_record(t, self.archive, self.id))
+        return _version_record(txn, self.archive, self.id)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.record()["dataset"]
+
+    @property
+    def version_name(self) -> str:
+        return self.record()["name"]
+
+    @property
+    def name(self) -> str:
+        return self.version_name
+
+    @property
+    def parent(self) -> DatasetVersion | None:
+        pid = self.record()["parent"]
+        return None if pid is None else DatasetVersion(self.archive, pid)
+
+    @property
+    def state(self) -> str:
+        return self.record()["state"]
+
+    @property
+    def is_published(self) -> bool:
+        return self.state == "published"
+
+    @property
+    def mask_labels(self) -> list[dict[str, Any]]:
+        """The list form: ``[{"value": [r, g, b], "labels": [...]}, ...]``."""
+        return self.record()["mask_labels"]
+
+    def __repr__(self) -> str:
+        rec = self.record()
+        return f"DatasetVersion({rec['dataset']!r}, {rec['name']!r}, frames={rec['count']}, state={rec['state']!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatasetVersion) and other.archive is self.archive and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash((id(self.archive), self.id))
+
+    def _update(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T]) -> T:
+        """Write transaction with the version record loaded, checked writable, and saved after."""
+        def work(txn: lmdb.Transaction) -> T:
+            rec = self.record(txn)
+            if rec["state"] == "published":
+                raise ReadOnlyError(f"version {rec['dataset']}/{rec['name']} is published and read-only; "
+                                    "create a child version to change it")
+            result = fn(txn, rec)
+            rec["generation"] += 1
+            txn.put(self.prefix, records.encode_version(rec), db=self.archive.db("versions"))
+            return result
+        return self.archive.write(work)
+
+    def publish(self) -> None:
+        """Make the version read-only for ever."""
+        def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> None:
+            rec["state"] = "published"
+        self._update(work)
+
+    def set_description(self, description: str) -> None:
+        self._update(lambda txn, rec: rec.__setitem__("description", description))
+
+    # ------------------------------------------------------------------ labels and colours
+
+    def set_masks_labels(self, labels: Mapping[Any, Any] | Iterable[Mapping[str, Any]]) -> None:
+        """``{(r, g, b): ["label", ...]}`` (or the list form); replaces the version's table."""
+        table = normalize_mask_labels(labels)
+        self._update(lambda txn, rec: rec.__setitem__("mask_labels", table))
+
+    def get_masks_labels(self) -> dict[RGB, list[str]]:
+        return mask_labels_dict(self.mask_labels)
+
+    def set_label_colors(self, colors: Mapping[str, Any]) -> None:
+        """Colours per label, merged into the version's table (``(r, g, b)`` or ``"#rrggbb"``)."""
+        table = normalize_label_colors(colors)
+        self._update(lambda txn, rec: rec["label_colors"].update(table))
+
+    def get_label_colors(self) -> dict[str, RGB]:
+        return {label: parse_color(c) for label, c in self.record()["label_colors"].items()}
+
+    # ------------------------------------------------------------------ writing frames
+
+    def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
+                 merge: bool = False) -> tuple[list[dict[str, Any]], dict[bytes, bytes]]:
+        """Normalize, merge, decode mask statistics and read blobs: all before the write transaction,
+        so a bad frame fails the call before anything is written."""
+        given = [_partial_frame_dict(f) if merge else (f.to_dict() if isinstance(f, Frame) else f)
+                 for f in frames]
+        if merge:
+            old = self._records_by_id([str(g.get("id")) for g in given])
+            dicts = [normalize_frame_dict(_merge_frame(old[str(g.get("id"))], g)) for g in given]
+        else:
+            dicts = [normalize_frame_dict(f) for f in given]
+        seen: set[str] = set()
+        for d in dicts:
+            if d["id"] in seen:
+                raise FrameError(f"frame id {d['id']!r} appears twice in one call; ids must be unique")
+            if len(d["id"].encode("utf-8")) > MAX_KEY_TEXT:
+                raise FrameError(f"frame id {d['id'][:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
+            seen.add(d["id"])
+        self.archive._decoder.fill(dicts, self.archive.read_blob)
+        blobs = self._embed(dicts) if embed else {}
+        return dicts, blobs
+
+    def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
+        blobs: dict[bytes, bytes] = {}
+        for d in dicts:
+            for item in [s for s in d["sources"]] + [m for s in d["sources"] for m in s["masks"]]:
+                if item["uri"].startswith(BLOB_PREFIX):
+                    continue
+                try:
+                    data = read_bytes(item["uri"])
+                except Exception as exc:
+                    raise type(exc)(f"frame {d['id']!r}: {exc}") from None
+                uri = blob_uri(data)
+                blobs[bytes.fromhex(uri[len(BLOB_PREFIX):])] = data
+                item["original_uri"], item["uri"] = item["uri"], uri
+        return blobs
+
+    def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        def work(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
+            out = {}
+            for fid in ids:
+                seq = txn.get(self.prefix + text_key(fid), db=self.archive.db("frame_ids"))
+                if seq is None:
+                    raise FrameNotFoundError(f"no frame {fid!r} in {self!r}")
+                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")))
+            return out
+        return self.archive.read(work)
+
+    def _write_frames(self, dicts: list[dict[str, Any]], blobs: dict[bytes, bytes], must_exist: bool) -> int:
+        """Records, then every index entry of the batch sorted and written with one putmulti per
+        sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
+        arc = self.archive
+        prefix = self.prefix
+
+        def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
+            for digest, data in blobs.items():
+                txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
+            ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
+            entries: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in INDEX_DBS + ("ix_time", "dirty")}
+            known_types = rec["meta_types"]
+            for d in dicts:
+                id_key = prefix + text_key(d["id"])
+                seq = txn.get(id_key, db=ids_db)
+                if seq is not None:
+                    seq = bytes(seq)
+                    self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
+                elif must_exist:
+                    raise FrameNotFoundError(f"no frame {d['id']!r} in {rec['dataset']}/{rec['name']} to update")
+                else:
+                    seq = u64(rec["next_seq"])
+                    rec["next_seq"] += 1
+                    rec["count"] += 1
+                    txn.put(id_key, seq, db=ids_db)
+                for path, kind in meta_types(d["meta"]):
+                    if known_types.get(path) != kind:
+                        _merge_meta_type(known_types, path, kind, d["id"])
+                txn.put(prefix + seq, records.encode_frame(d), db=frames_db)
+                for name, keys in index_entries(d).items():
+                    entries[name] += [(prefix + key, seq) for key in keys]
+                entries["ix_time"].append((time_key(prefix, d["timestamp"], seq), b""))
+                entries["dirty"].append((self._chunk_key(seq), b""))
+            for name, items in entries.items():
+                items.sort()
+                txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
+            return len(dicts)
+        return self._update(work)
+
+    def _chunk_key(self, seq: bytes) -> bytes:
+        return self.prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS)
+
+    def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
+        arc = self.archive
+        for name, keys in index_entries(d).items():
+            db = arc.db(name)
+            for key in keys:
+                txn.delete(self.prefix + key, seq, db=db)
+        txn.delete(time_key(self.prefix, d["timestamp"], seq), db=arc.db("ix_time"))
+        txn.put(self._chunk_key(seq), b"", db=arc.db("dirty"))
+
+    def add_frames(self, frames: Iterable[Frame | Mapping[str, Any]], *, embed: bool = False) -> int:
+        """Add frames (objects or frame dicts) in one transaction: all of them or none.
+
+        A frame whose id exists already replaces that frame (adding the same image again updates it).
+        Masks without precomputed ``values`` are decoded once for their statistics.
+        """
+        dicts, blobs = self._prepare(frames, embed)
+        return self._write_frames(dicts, blobs, must_exist=False)
+
+    def update_frames(self, frames: Iterable[Frame | Mapping[str, Any]], merge: bool = False, *,
+                      embed: bool = False) -> int:
+        """Replace existing frames, or with ``merge=True`` merge the given fields into them."""
+        dicts, blobs = self._prepare(frames, embed, merge=merge)
+        return self._write_frames(dicts, blobs, must_exist=True)
+
+    def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
+        """Delete frames by id in one transaction; an unknown id fails the whole call."""
+        ids = [f.id if isinstance(f, Frame) else f for f in frame_ids]
+
+        def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
+            arc = self.archive
+            for fid in ids:
+                id_key = self.prefix + text_key(fid)
+                seq = txn.get(id_key, db=arc.db("frame_ids"))
+                if seq is None:
+                    raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
+                seq = bytes(seq)
+                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames"))))
+                txn.delete(self.prefix + seq, db=arc.db("frames"))
+                txn.delete(id_key, db=arc.db("frame_ids"))
+                rec["count"] -= 1
+            return len(ids)
+        return self._update(work)
+
+    # ------------------------------------------------------------------ reading frames
+
+    def __len__(self) -> int:
+        return int(self.record()["count"])
+
+    def get_frame_dict(self, frame_id: str) -> dict[str, Any]:
+        return self._records_by_id([frame_id])[frame_id]
+
+    def get_frame(self, frame_id: str) -> Frame:
+        return frame_from_dict(self.get_frame_dict(frame_id))
+
+    def __contains__(self, frame_id: object) -> bool:
+        if not isinstance(frame_id, str):
+            return False
+        key = self.prefix + text_key(frame_id)
+        return self.archive.read(lambda t: t.get(key, db=self.archive.db("frame_ids")) is not None)
+
+    def iter_records(self, seqs: "np.ndarray | None" = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(seq, frame dict) in insertion order, or for the given sorted seqs, from one snapshot."""
+        arc = self.archive
+        with arc._begin() as txn:
+            if seqs is None:
+                cursor = txn.cursor(db=arc.db("frames"))
+                if not cursor.set_range(self.prefix):
+                    return
+                for key, data in cursor:
+                    if not key.startswith(self.prefix):
+                        return
+                    yield U64.unpack(key[8:])[0], records.decode_frame(data)
+            else:
+                frames_db = arc.db("frames")
+                for seq in seqs.tolist():
+                    data = txn.get(self.prefix + u64(seq), db=frames_db)
+                    if data is not None:
+                        yield seq, records.decode_frame(data)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return (frame_from_dict(d) for _, d in self.iter_records())
+
+    def frame_dicts(self) -> Iterator[dict[str, Any]]:
+        """Every frame in the frame-dict shape, in insertion order (for JSON-lines export)."""
+        return (d for _, d in self.iter_records())
+
+    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+        """Decode an image or mask of this version (embedded blobs included)."""
+        return self.archive.open_image(uri, what)

@@ -1,0 +1,150 @@
+"""Verify an archive: records decode, indexes agree with records both ways, blobs match their hashes.
+
+Expected index entries come from the same ``index_entries`` the writer uses, so "what should be
+indexed" has one definition. ``repair`` rebuilds the secondary indexes from the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from . import records
+from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, index_entries, text_key, time_key,
+                      u64)
+from .errors import ArchiveError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """``severity`` is "error" (the archive is inconsistent) or "warning" (the data is suspect)."""
+
+    severity: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
+
+
+def _prefixed(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=db)
+    out = []
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            out.append((bytes(key), bytes(value)))
+    return out
+
+
+def _expected(frames: dict[bytes, dict[str, Any]], prefix: bytes) -> dict[str, set[tuple[bytes, bytes]]]:
+    expected: dict[str, set[tuple[bytes, bytes]]] = {name: set() for name in INDEX_DBS + ("ix_time",)}
+    for seq, rec in frames.items():
+        for name, keys in index_entries(rec).items():
+            expected[name].update((prefix + key, seq) for key in keys)
+        expected["ix_time"].add((time_key(prefix, rec["timestamp"], seq), b""))
+    return expected
+
+
+def _size_warnings(label: str, rec: dict[str, Any]) -> list[Problem]:
+    out = []
+    for source in rec["sources"]:
+        for mask in source["masks"]:
+            src_size = (source.get("width"), source.get("height"))
+            mask_size = (mask.get("width"), mask.get("height"))
+            if None not in src_size and None not in mask_size and src_size != mask_size:
+                out.append(Problem("warning", f"{label} frame {rec['id']!r} source {source['id']!r}: mask "
+                                              f"{mask['id']!r} ({mask['uri']}) is {mask_size[0]}x{mask_size[1]} "
+                                              f"but the source is {src_size[0]}x{src_size[1]}"))
+    return out
+
+
+def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> tuple[list[Problem], dict]:
+    prefix = u64(vrec["id"])
+    label = f"{vrec['dataset']}/{vrec['name']}"
+    problems: list[Problem] = []
+    frames: dict[bytes, dict[str, Any]] = {}
+    for key, data in _prefixed(txn, arc.db("frames"), prefix):
+        try:
+            frames[key[8:]] = records.decode_frame(data)
+        except ArchiveError as exc:
+            problems.append(Problem("error", f"{label} frame seq {U64.unpack(key[8:])[0]}: {exc}"))
+    for rec in frames.values():
+        problems += _size_warnings(label, rec)
+    ids = dict(_prefixed(txn, arc.db("frame_ids"), prefix))
+    want_ids = {prefix + text_key(rec["id"]): seq for seq, rec in frames.items()}
+    for key in want_ids.keys() - ids.keys():
+        problems.append(Problem("error", f"{label}: frame {key[8:].decode(errors='replace')!r} has no id entry"))
+    for key, seq in ids.items():
+        if want_ids.get(key) != seq:
+            problems.append(Problem("error", f"{label}: id entry {key[8:].decode(errors='replace')!r} points at "
+                                             f"seq {U64.unpack(seq)[0]}, which has no frame with that id"))
+    if vrec["count"] != len(frames):
+        problems.append(Problem("error", f"{label}: version record counts {vrec['count']} frames, "
+                                         f"the archive holds {len(frames)}"))
+    expected = _expected(frames, prefix)
+    for name, want in expected.items():
+        have = set(_prefixed(txn, arc.db(name), prefix))
+        for key, seq in sorted(have - want)[:20]:
+            problems.append(Problem("error", f"{label}: {name} entry {key[8:]!r} -> seq "
+                                             f"{U64.unpack(seq[:8] or key[-8:])[0]} matches no record"))
+        for key, seq in sorted(want - have)[:20]:
+            problems.append(Problem("error", f"{label}: {name} is missing {key[8:]!r} for frame "
+                                             f"{frames[seq or key[-8:]]['id']!r}"))
+    return problems, expected
+
+
+def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
+    """Every problem found; with ``repair`` the indexes are rebuilt first and then checked again."""
+    if repair:
+        for version in archive.versions():
+            rebuild_indexes(version)
+    problems: list[Problem] = []
+
+    def work(txn: lmdb.Transaction) -> None:
+        version_ids = set()
+        for key, data in txn.cursor(db=archive.db("versions")):
+            try:
+                vrec = records.decode_version(data)
+            except ArchiveError as exc:
+                problems.append(Problem("error", f"version id {U64.unpack(key)[0]}: {exc}"))
+                continue
+            version_ids.add(vrec["id"])
+            problems.extend(_check_version(archive, txn, vrec)[0])
+        for digest, data in txn.cursor(db=archive.db("blobs")):
+            if hashlib.sha256(data).digest() != digest:
+                problems.append(Problem("error", f"embedded blob sha256:{bytes(digest).hex()} does not match its bytes"))
+    archive.read(work)
+    return problems
+
+
+def rebuild_indexes(version: DatasetVersion) -> None:
+    """Rewrite every secondary index entry and the id table of a version from its records."""
+    arc = version.archive
+    prefix = version.prefix
+
+    def work(txn: lmdb.Transaction) -> None:
+        vrec = version.record(txn)
+        frames = {}
+        for key, data in _prefixed(txn, arc.db("frames"), prefix):
+            try:
+                frames[key[8:]] = records.decode_frame(data)
+            except ArchiveError:
+                continue  # an undecodable record cannot be indexed; check reports it
+        for name in INDEX_DBS + ("ix_time", "frame_ids"):
+            cursor = txn.cursor(db=arc.db(name))
+            while cursor.set_range(prefix) and cursor.key().startswith(prefix):
+                cursor.delete(dupdata=True)
+        for name, items in _expected(frames, prefix).items():
+            txn.cursor(db=arc.db(name)).putmulti(sorted(items), dupdata=name in DUP_DBS)
+        txn.cursor(db=arc.db("frame_ids")).putmulti(
+            sorted((prefix + text_key(rec["id"]), seq) for seq, rec in frames.items()))
+        dirty = {(prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS), b"") for seq in frames}
+        txn.cursor(db=arc.db("dirty")).putmulti(sorted(dirty))
+        vrec["count"] = len(frames)
+        vrec["generation"] += 1
+        txn.put(prefix, records.encode_version(vrec), db=arc.db("versions"))
+    arc.write(work)

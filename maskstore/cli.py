@@ -1,0 +1,217 @@
+"""The ``maskstore`` command: argument parsing and output formatting over the public API only.
+
+This is the one module that prints. Library errors become a one-line message on stderr and exit
+status 1 here, in ``MaskstoreGroup.invoke``; click's own usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from .archive import Archive, DatasetVersion
+from .check import check_archive
+from .errors import MaskstoreError
+from .ingest import IngestReport, ingest
+from .ingest.folders import pair_folders
+from .ingest.jsonl import read_frames_jsonl
+from .labels import normalize_mask_labels
+from .records import FORMAT_VERSION
+
+
+class MaskstoreGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MaskstoreError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # `maskstore query ... | head`
+            sys.stderr.close()
+            sys.exit(0)
+
+
+@click.group(cls=MaskstoreGroup)
+@click.version_option(package_name="maskstore")
+def main() -> None:
+    """Keep frames and segmentation masks in one archive file, query them, export masked images."""
+
+
+def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("-V", "--version", "version_name", help="Version name (optional when the archive has one).")(fn)
+    return click.option("-d", "--dataset", help="Dataset name (optional when the archive has one version).")(fn)
+
+
+def open_version(archive: Archive, dataset: str | None, version: str | None) -> DatasetVersion:
+    """The version named, or the only one that fits what was given."""
+    if dataset and version:
+        return archive.get_version(dataset, version)
+    candidates = [v for v in archive.versions() if (dataset is None or v.dataset_name == dataset)
+                  and (version is None or v.version_name == version)]
+    if len(candidates) == 1:
+        return candidates[0]
+    names = ", ".join(f"{v.dataset_name}/{v.version_name}" for v in archive.versions()) or "none"
+    if not candidates:
+        raise MaskstoreError(f"no matching version in {archive.path} (it has: {names})")
+    raise MaskstoreError(f"{archive.path} holds several versions ({names}); choose one with -d DATASET -V VERSION")
+
+
+def progress_bar(total: int | None, unit: str) -> tqdm:
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------- archive
+
+@main.command()
+@click.argument("archive", type=click.Path(dir_okay=False))
+def init(archive: str) -> None:
+    """Create an empty archive file."""
+    with Archive(archive):
+        pass
+    click.echo(f"created {archive}", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+def info(archive: str) -> None:
+    """Show the archive's format, size and versions."""
+    with Archive(archive, readonly=True) as ar:
+        size = Path(archive).stat().st_size
+        click.echo(f"archive: {archive}\nformat:  maskstore {FORMAT_VERSION}\nsize:    {size / 1e6:.1f} MB")
+        for v in ar.versions():
+            rec = v.record()
+            parent = f", parent {v.parent.version_name}" if rec["parent"] is not None else ""
+            click.echo(f"- {rec['dataset']}/{rec['name']}: {rec['count']} frames, {len(rec['mask_labels'])} mask "
+                       f"values labelled, {rec['state']}{parent}")
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--repair", is_flag=True, help="Rebuild the secondary indexes from the frame records first.")
+def check(archive: str, repair: bool) -> None:
+    """Verify records, indexes and embedded blobs; exit 1 when anything is inconsistent."""
+    with Archive(archive, readonly=not repair) as ar:
+        problems = check_archive(ar, repair=repair)
+    for problem in problems:
+        click.echo(str(problem))
+    errors = sum(p.severity == "error" for p in problems)
+    click.echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
+    if errors:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------- ingest
+
+INGEST_EPILOG = """\b
+Examples:
+  maskstore ingest city.maskstore -d city -V v1 --frames frames.jsonl --embed
+  maskstore ingest city.maskstore -d pets -V v1 --images photos/ --masks masks/ --labels table.json
+"""
+
+
+@main.command(epilog=INGEST_EPILOG)
+@click.argument("archive", type=click.Path(dir_okay=False))
+@version_options
+@click.option("--frames", "frames_file", type=click.Path(exists=True, dir_okay=False),
+              help="Frames as JSON lines in the frame-dict shape.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), help="Folder of images (with --masks).")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False), help="Folder of masks paired by file stem.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+              help='Label table: [{"value": [r,g,b], "labels": [...], "color": [r,g,b]}].')
+@click.option("--embed", is_flag=True, help="Copy every image and mask into the archive (self-contained).")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1),
+              help="Frames per transaction; each batch is all or nothing.")
+@click.option("--jobs", type=click.IntRange(1), help="Processes for mask statistics (default: all cores).")
+def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
+               images: str | None, masks: str | None, labels_file: str | None, embed: bool, batch_size: int,
+               jobs: int | None) -> None:
+    """Add frames to a version, creating the archive and the version when missing."""
+    if bool(images) != bool(masks):
+        raise click.UsageError("--images and --masks go together")
+    if not frames_file and not images:
+        raise click.UsageError("give --frames FILE or --images DIR --masks DIR")
+    report = IngestReport()
+    frames = read_frames_jsonl(frames_file) if frames_file else pair_folders(images, masks, report.skipped)
+    with Archive(archive, jobs=jobs) as ar:
+        version = version_for_ingest(ar, dataset, version_name, Path(archive).stem)
+        if labels_file:
+            apply_label_table(version, load_json(labels_file))
+        with progress_bar(None, "frames") as bar:
+            ingest(version, frames, batch_size=batch_size, embed=embed, report=report, progress=bar.update)
+        click.echo(f"added {report.frames} frames in {report.batches} batches to "
+                   f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
+    for path, reason in report.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+
+
+ingest_cmd.name = "ingest"
+
+
+def version_for_ingest(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> DatasetVersion:
+    existing = ar.versions()
+    if existing and not (dataset and version):
+        try:
+            return open_version(ar, dataset, version)
+        except MaskstoreError:
+            if dataset is None or version is None:
+                raise
+    dataset, version = dataset or default_dataset, version or "v1"
+    try:
+        return ar.get_version(dataset, version)
+    except KeyError:
+        return ar.create_version(dataset_name=dataset, version_name=version)
+
+
+def version_label(version: DatasetVersion) -> str:
+    return f"{version.dataset_name}/{version.version_name}"
+
+
+def load_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MaskstoreError(f"cannot read {path}: {exc}") from None
+
+
+def apply_label_table(version: DatasetVersion, table: Any) -> None:
+    """A table with optional colours sets both mask_labels and label colours."""
+    if not isinstance(table, list):
+        raise MaskstoreError('a label table is a list: [{"value": [r, g, b], "labels": [...], "color": [r, g, b]}]')
+    version.set_masks_labels(normalize_mask_labels(table))
+    colors = {e["labels"][0]: e["color"] for e in table if e.get("color") is not None and e.get("labels")}
+    if colors:
+        version.set_label_colors(colors)
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--set", "set_file", type=click.Path(exists=True, dir_okay=False),
+              help='mask_labels.json: [{"value": [r, g, b], "labels": [...]}, ...]')
+@click.option("--colors", "colors_file", type=click.Path(exists=True, dir_okay=False),
+              help='colors.json: {"label": [r, g, b] or "#rrggbb"}')
+def labels(archive: str, dataset: str | None, version_name: str | None, set_file: str | None,
+           colors_file: str | None) -> None:
+    """Show or set the version's mask labels and label colours."""
+    with Archive(archive, readonly=not (set_file or colors_file)) as ar:
+        version = open_version(ar, dataset, version_name)
+        if set_file:
+            version.set_masks_labels(load_json(set_file))
+        if colors_file:
+            colors = load_json(colors_file)
+            if not isinstance(colors, dict):
+                raise MaskstoreError(f'{colors_file} must map a label to a colour: {{"car": [0, 0, 142]}}')
+            version.set_label_colors(colors)
+        colors = version.get_label_colors()
+        for value, names in version.get_masks_labels().items():
+            swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
+            click.echo(f"{list(value)}\t{swatch}")
+

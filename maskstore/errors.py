@@ -1,0 +1,61 @@
+"""One exception hierarchy: callers catch ``MaskstoreError`` or the builtin they already expect."""
+
+from __future__ import annotations
+
+
+class MaskstoreError(Exception):
+    """Root of every error maskstore raises on purpose."""
+
+
+class ArchiveError(MaskstoreError):
+    """The file is not a maskstore archive, is damaged, or is from a newer format."""
+
+
+class ReadOnlyError(MaskstoreError):
+    """A write was attempted on a published version or a read-only archive."""
+
+
+class VersionNotFoundError(MaskstoreError, KeyError):
+    """No dataset version with that name or id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FrameNotFoundError(MaskstoreError, KeyError):
+    """No frame with that id in the version."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class FrameError(MaskstoreError, ValueError):
+    """A frame or frame dict is malformed: wrong types, duplicate ids, conflicting meta types."""
+
+
+class MaskError(MaskstoreError):
+    """A mask or image is missing, unreadable, oversized, or does not match its source."""
+
+
+class MediaError(MaskError):
+    """A URI could not be fetched or resolved."""
+
+
+class QueryError(MaskstoreError, ValueError):
+    """A query is malformed or does not type-check; carries line, column and a caret."""
+
+    def __init__(self, message: str, *, query: str = "", line: int = 0, column: int = 0,
+                 expected: str = "") -> None:
+        self.query = query
+        self.line = line
+        self.column = column
+        self.expected = expected
+        self.message = message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        if not self.line:
+            return self.message
+        text_line = self.query.splitlines()[self.line - 1] if self.query.splitlines() else ""
+        caret = " " * max(self.column - 1, 0) + "^"
+        return f"{self.message} (line {self.line}, column {self.column})\n  {text_line}\n  {caret}"

@@ -1,0 +1,524 @@
+"""Frames, sources, masks and ROIs, and the frame-dict shape they travel in.
+
+The frame dict (spec section 1, the shape ClearML's SDK writes) is the single interchange form:
+objects turn into it with ``to_dict()``, the archive stores it, and ``normalize_frame_dict`` is the
+one place where defaults are filled in and types are checked, for objects and raw dicts alike.
+Unknown keys are kept at every level so foreign frames round-trip.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FrameError
+from .media import content_type_of
+
+FRAME_KEYS = ("id", "timestamp", "context_id", "meta", "sources", "rois")
+SOURCE_KEYS = ("id", "content_type", "uri", "timestamp", "width", "height", "masks")
+MASK_KEYS = ("id", "content_type", "uri", "timestamp")
+ROI_KEYS = ("id", "sources", "label", "confidence", "poly", "meta")
+
+
+def derived_frame_id(uri: str) -> str:
+    """The id a frame gets from its first source URI, so re-adding an image updates its frame."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, uri).hex
+
+
+def mask_id(index: int) -> str:
+    """Generated mask ids: "00", "01", ... (spec section 1)."""
+    return f"{index:02d}"
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _fail(frame_id: Any, message: str) -> FrameError:
+    where = f"frame {frame_id!r}: " if frame_id is not None else ""
+    return FrameError(where + message)
+
+
+def _int_or_none(value: Any, what: str, frame_id: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _fail(frame_id, f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def _str(value: Any, what: str, frame_id: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(frame_id, f"{what} must be a string, got {value!r}")
+    return value
+
+
+def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
+    """Meta holds JSON-like data only; anything else would not survive msgpack or JSON export."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise _fail(frame_id, f"meta.{path} is NaN; store null instead")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_meta_value(item, f"{path}[{i}]", frame_id)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _fail(frame_id, f"meta.{path} has a non-string key {key!r}")
+            if not key or "." in key:
+                raise _fail(frame_id, f"meta key {key!r} under meta.{path} must be non-empty and contain no '.'")
+            check_meta_value(item, f"{path}.{key}" if path else key, frame_id)
+        return
+    raise _fail(frame_id, f"meta.{path} has a {type(value).__name__}; meta holds str, int, float, bool, "
+                          "null, lists and dicts")
+
+
+def _keep_extra(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in known}
+
+
+def _normalize_values(values: Any, frame_id: Any, uri: str) -> list[list[int]]:
+    # Precomputed statistics are the bulk-import path, so the check leans on C code:
+    # bytes() refuses anything that is not an int in 0..255.
+    try:
+        values = [v if type(v) is list else list(v) for v in values]
+        if not all(len(v) == 4 and type(v[3]) is int and v[3] >= 0 for v in values):
+            raise ValueError
+        bytes([c for v in values for c in v[:3]])
+    except (TypeError, ValueError):
+        raise _fail(frame_id, f"mask {uri}: values must be a list of [r, g, b, pixel_count] with "
+                              f"channels in 0..255, got {str(values)[:80]}") from None
+    return values
+
+
+def _normalize_mask(m: Any, index: int, source_ts: int, frame_id: Any) -> dict[str, Any]:
+    if not isinstance(m, Mapping):
+        raise _fail(frame_id, f"a mask must be a dict, got {m!r}")
+    uri = _str(m.get("uri"), "mask uri", frame_id)
+    out = dict(m)
+    out["id"] = _str(m["id"], "mask id", frame_id) if m.get("id") is not None else mask_id(index)
+    out["uri"] = uri
+    out["content_type"] = m.get("content_type") or content_type_of(uri)
+    ts = _int_or_none(m.get("timestamp"), "mask timestamp", frame_id)
+    out["timestamp"] = source_ts if ts is None else ts
+    if m.get("values") is not None:
+        out["values"] = _normalize_values(m["values"], frame_id, uri)
+    return out
+
+
+def _normalize_source(s: Any, index: int, frame_ts: int, frame_id: Any) -> dict[str, Any]:
+    if not isinstance(s, Mapping):
+        raise _fail(frame_id, f"a source must be a dict, got {s!r}")
+    uri = _str(s.get("uri"), "source uri", frame_id)
+    out = dict(s)
+    out["id"] = _str(s["id"], "source id", frame_id) if s.get("id") is not None else str(index)
+    out["uri"] = uri
+    out["content_type"] = s.get("content_type") or content_type_of(uri)
+    ts = _int_or_none(s.get("timestamp"), "source timestamp", frame_id)
+    out["timestamp"] = frame_ts if ts is None else ts
+    out["width"] = _int_or_none(s.get("width"), "source width", frame_id)
+    out["height"] = _int_or_none(s.get("height"), "source height", frame_id)
+    masks = s.get("masks") or []
+    if not isinstance(masks, list):
+        raise _fail(frame_id, "source masks must be a list")
+    out["masks"] = [_normalize_mask(m, i, out["timestamp"], frame_id) for i, m in enumerate(masks)]
+    ids = [m["id"] for m in out["masks"]]
+    if len(set(ids)) != len(ids):
+        raise _fail(frame_id, f"source {out['id']!r} has duplicate mask ids {ids}")
+    return out
+
+
+def _normalize_roi(r: Any, index: int, default_sources: list[str], frame_id: Any) -> dict[str, Any]:
+    if not isinstance(r, Mapping):
+        raise _fail(frame_id, f"a ROI must be a dict, got {r!r}")
+    out = dict(r)
+    out["id"] = str(r["id"]) if r.get("id") is not None else str(index)
+    label = r.get("label", [])
+    if isinstance(label, str):
+        label = [label]
+    if not isinstance(label, list) or not all(isinstance(x, str) for x in label):
+        raise _fail(frame_id, f"ROI label must be a list of strings, got {label!r}")
+    out["label"] = label
+    sources = r.get("sources")
+    out["sources"] = list(default_sources) if sources is None else [str(x) for x in sources]
+    confidence = r.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))):
+        raise _fail(frame_id, f"ROI confidence must be a number, got {confidence!r}")
+    out["confidence"] = confidence
+    poly = r.get("poly") or []
+    if not isinstance(poly, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in poly) or len(poly) % 2:
+        raise _fail(frame_id, f"ROI poly must be a flat list of x, y numbers, got {poly!r}")
+    out["poly"] = poly
+    meta = r.get("meta") or {}
+    check_meta_value(meta, "", frame_id)
+    out["meta"] = dict(meta)
+    return out
+
+
+def normalize_frame_dict(d: Any) -> dict[str, Any]:
+    """Validate a frame dict and fill every default of spec section 1.
+
+    Raises FrameError naming the frame; returns a new dict (the input is not changed).
+    """
+    if not isinstance(d, Mapping):
+        raise FrameError(f"a frame must be a dict, got {type(d).__name__}")
+    given_id = d.get("id")
+    if given_id is not None and not isinstance(given_id, str):
+        if isinstance(given_id, int) and not isinstance(given_id, bool):
+            given_id = str(given_id)
+        else:
+            raise _fail(given_id, f"frame id must be a string, got {given_id!r}")
+    if given_id == "":
+        raise FrameError("frame id must not be empty")
+    sources = d.get("sources") or []
+    if not isinstance(sources, list):
+        raise _fail(given_id, "sources must be a list")
+    first = sources[0] if sources and isinstance(sources[0], Mapping) else {}
+    frame_id = given_id
+    if frame_id is None:
+        uri = first.get("uri")
+        frame_id = derived_frame_id(uri) if isinstance(uri, str) else uuid.uuid4().hex
+    ts = _int_or_none(d.get("timestamp"), "timestamp", frame_id)
+    if ts is None:
+        ts = _int_or_none(first.get("timestamp"), "source timestamp", frame_id) or 0
+    out = dict(d)
+    out["id"] = frame_id
+    out["timestamp"] = ts
+    out["sources"] = [_normalize_source(s, i, ts, frame_id) for i, s in enumerate(sources)]
+    source_ids = [s["id"] for s in out["sources"]]
+    if len(set(source_ids)) != len(source_ids):
+        raise _fail(frame_id, f"duplicate source ids {source_ids}")
+    context = d.get("context_id")
+    if context is None:
+        context = out["sources"][0]["uri"] if out["sources"] else frame_id
+    out["context_id"] = _str(context, "context_id", frame_id)
+    meta = d.get("meta")
+    meta = {} if meta is None else meta
+    if not isinstance(meta, Mapping):
+        raise _fail(frame_id, f"meta must be a dict, got {meta!r}")
+    check_meta_value(meta, "", frame_id)
+    out["meta"] = dict(meta)
+    rois = d.get("rois") or []
+    if not isinstance(rois, list):
+        raise _fail(frame_id, "rois must be a list")
+    out["rois"] = [_normalize_roi(r, i, source_ids[:1], frame_id) for i, r in enumerate(rois)]
+    return out
+
+
+# ----------------------------------------------------------------------------- objects
+
+@dataclass
+class Mask:
+    """A mask image attached to a source; ``values`` are its ``[r, g, b, pixel_count]`` statistics."""
+
+    uri: str
+    id: str | None = None
+    content_type: str | None = None
+    timestamp: int | None = None
+    values: list[list[int]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"id": self.id, "content_type": self.content_type, "uri": self.uri, "timestamp": self.timestamp}
+        d.update(self.extra)
+        if self.values is not None:
+            d["values"] = self.values
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Mask:
+        return cls(uri=d["uri"], id=d.get("id"), content_type=d.get("content_type"),
+                   timestamp=d.get("timestamp"), values=d.get("values"),
+                   extra=_keep_extra(d, MASK_KEYS + ("values",)))
+
+
+@dataclass
+class Source:
+    """One image of a frame (a camera, a view)."""
+
+    uri: str
+    id: str | None = None
+    content_type: str | None = None
+    timestamp: int | None = None
+    width: int | None = None
+    height: int | None = None
+    masks: list[Mask] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"id": self.id, "content_type": self.content_type, "uri": self.uri, "timestamp": self.timestamp,
+             "width": self.width, "height": self.height, "masks": [m.to_dict() for m in self.masks]}
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Source:
+        return cls(uri=d["uri"], id=d.get("id"), content_type=d.get("content_type"),
+                   timestamp=d.get("timestamp"), width=d.get("width"), height=d.get("height"),
+                   masks=[Mask.from_dict(m) for m in d.get("masks") or []],
+                   extra=_keep_extra(d, SOURCE_KEYS))
+
+    def mask(self, mask_id: str | None = None) -> Mask:
+        """The mask with that id, or the first one."""
+        for m in self.masks:
+            if mask_id is None or m.id == mask_id:
+                return m
+        raise FrameError(f"source {self.id!r} has no mask {mask_id!r}" if mask_id else
+                         f"source {self.id!r} has no mask")
+
+
+@dataclass
+class Roi:
+    """A labelled region (``poly``) or, without geometry, a frame-level label."""
+
+    label: list[str]
+    id: str | None = None
+    sources: list[str] | None = None
+    confidence: float | None = None
+    poly: list[float] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"id": self.id, "sources": self.sources, "label": list(self.label),
+             "confidence": self.confidence, "poly": list(self.poly), "meta": dict(self.meta)}
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Roi:
+        label = d.get("label") or []
+        return cls(label=[label] if isinstance(label, str) else list(label), id=d.get("id"),
+                   sources=d.get("sources"), confidence=d.get("confidence"), poly=list(d.get("poly") or []),
+                   meta=dict(d.get("meta") or {}), extra=_keep_extra(d, ROI_KEYS))
+
+
+def _masks_from(masks_source: Mapping[str, str] | Iterable[str] | str | None) -> list[Mask]:
+    if masks_source is None:
+        return []
+    if isinstance(masks_source, str):
+        return [Mask(uri=masks_source, id=mask_id(0))]
+    if isinstance(masks_source, Mapping):
+        return [Mask(uri=uri, id=str(mid)) for mid, uri in masks_source.items()]
+    return [Mask(uri=uri, id=mask_id(i)) for i, uri in enumerate(masks_source)]
+
+
+class Frame:
+    """What SingleFrame and FrameGroup share: id rules, context, time, meta and ROIs."""
+
+    sources: list[Source]
+
+    def __init__(self, *, id: str | None = None, timestamp: int | None = None, context_id: str | None = None,
+                 meta: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
+                 rois: Iterable[Roi] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        self._id = id
+        self._random_id: str | None = None
+        self._timestamp = timestamp
+        self._context_id = context_id
+        self.meta: dict[str, Any] = dict(meta if meta is not None else metadata or {})
+        self.rois: list[Roi] = list(rois or [])
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    # id / context / timestamp follow spec section 1: given, else derived from the first source.
+    @property
+    def id(self) -> str:
+        if self._id is not None:
+            return self._id
+        sources = self.sources
+        if sources:
+            return derived_frame_id(sources[0].uri)
+        if self._random_id is None:
+            self._random_id = uuid.uuid4().hex
+        return self._random_id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
+    @property
+    def context_id(self) -> str:
+        if self._context_id is not None:
+            return self._context_id
+        sources = self.sources
+        return sources[0].uri if sources else self.id
+
+    @context_id.setter
+    def context_id(self, value: str) -> None:
+        self._context_id = value
+
+    @property
+    def timestamp(self) -> int:
+        if self._timestamp is not None:
+            return self._timestamp
+        sources = self.sources
+        return (sources[0].timestamp or 0) if sources else 0
+
+    @timestamp.setter
+    def timestamp(self, value: int) -> None:
+        self._timestamp = value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """ClearML's name for ``meta``."""
+        return self.meta
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        self.meta = dict(value)
+
+    def add_annotation(self, box2d_xywh: Iterable[float] | None = None, poly2d_xy: Iterable[Any] | None = None,
+                       labels: Iterable[str] | None = None, confidence: float | None = None,
+                       metadata: Mapping[str, Any] | None = None, frame_class: Iterable[str] | None = None,
+                       id: str | None = None, sources: Iterable[str] | None = None) -> Roi:
+        """Add a ROI: a box, a polygon, or (``frame_class``) a frame-level label without geometry."""
+        poly: list[float] = []
+        if box2d_xywh is not None:
+            x, y, w, h = (float(v) for v in box2d_xywh)
+            poly = [x, y, x + w, y, x + w, y + h, x, y + h]
+        elif poly2d_xy is not None:
+            points = list(poly2d_xy)
+            if points and isinstance(points[0], (list, tuple)):
+                points = [c for p in points for c in p]
+            poly = [float(v) for v in points]
+        names = list(frame_class if frame_class is not None else labels or [])
+        roi = Roi(label=names, id=id if id is not None else str(len(self.rois)),
+                  sources=list(sources) if sources is not None else None,
+                  confidence=confidence, poly=poly, meta=dict(metadata or {}))
+        self.rois.append(roi)
+        return roi
+
+    def to_dict(self) -> dict[str, Any]:
+        """The frame-dict shape, with every default filled in."""
+        d = {"id": self.id, "timestamp": self.timestamp, "context_id": self.context_id, "meta": self.meta,
+             "sources": [s.to_dict() for s in self.sources], "rois": [r.to_dict() for r in self._all_rois()]}
+        d.update(self.extra)
+        return normalize_frame_dict(d)
+
+    def _all_rois(self) -> list[Roi]:
+        return self.rois
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Frame:
+        """A frame from the frame-dict shape: a FrameGroup when it has several sources."""
+        return frame_from_dict(d, None if cls is Frame else cls)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Frame) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, context_id={self.context_id!r}, " \
+               f"timestamp={self.timestamp!r}, sources={[s.id for s in self.sources]!r})"
+
+
+class SingleFrame(Frame):
+    """A frame with one image source (source id ``"0"`` unless given) and its masks."""
+
+    def __init__(self, source: str | None = None, mask_source: str | None = None, *,
+                 masks_source: Mapping[str, str] | Iterable[str] | None = None, id: str | None = None,
+                 context_id: str | None = None, timestamp: int | None = None,
+                 meta: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
+                 width: int | None = None, height: int | None = None, source_id: str = "0",
+                 content_type: str | None = None, rois: Iterable[Roi] | None = None,
+                 sources: Iterable[Source] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(id=id, timestamp=timestamp, context_id=context_id, meta=meta, metadata=metadata,
+                         rois=rois, extra=extra)
+        if sources is not None:
+            self.sources = list(sources)
+        elif source is not None:
+            self.sources = [Source(uri=source, id=source_id, content_type=content_type, timestamp=timestamp,
+                                   width=width, height=height)]
+        else:
+            self.sources = []
+        if mask_source is not None:
+            self.masks_source = [mask_source]
+        if masks_source is not None:
+            self.masks_source = masks_source
+
+    def _first_source(self) -> Source:
+        if not self.sources:
+            raise FrameError(f"frame {self.id!r} has no source to attach masks to")
+        return self.sources[0]
+
+    @property
+    def source(self) -> str | None:
+        return self.sources[0].uri if self.sources else None
+
+    @property
+    def mask_source(self) -> str | None:
+        masks = self.sources[0].masks if self.sources else []
+        return masks[0].uri if masks else None
+
+    @mask_source.setter
+    def mask_source(self, uri: str) -> None:
+        self._first_source().masks = _masks_from([uri])
+
+    @property
+    def masks_source(self) -> dict[str, str]:
+        """Mask id -> URI of the source; assign a dict (ids kept) or a list (ids "00", "01", ...)."""
+        masks = self.sources[0].masks if self.sources else []
+        return {m.id or mask_id(i): m.uri for i, m in enumerate(masks)}
+
+    @masks_source.setter
+    def masks_source(self, value: Mapping[str, str] | Iterable[str]) -> None:
+        self._first_source().masks = _masks_from(value)
+
+
+class FrameGroup(Frame, dict):
+    """A frame with several sources (cameras): a dict of source id -> SingleFrame."""
+
+    def __init__(self, id: str | None = None, *, timestamp: int | None = None, context_id: str | None = None,
+                 meta: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
+                 rois: Iterable[Roi] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        dict.__init__(self)
+        Frame.__init__(self, id=id, timestamp=timestamp, context_id=context_id, meta=meta, metadata=metadata,
+                       rois=rois, extra=extra)
+
+    def __setitem__(self, source_id: str, frame: SingleFrame) -> None:
+        if not isinstance(frame, SingleFrame) or len(frame.sources) != 1:
+            raise FrameError(f"FrameGroup[{source_id!r}] takes a SingleFrame with one source")
+        dict.__setitem__(self, str(source_id), frame)
+
+    @property  # type: ignore[override]
+    def sources(self) -> list[Source]:
+        out = []
+        for source_id, frame in self.items():
+            src = frame.sources[0]
+            out.append(Source(uri=src.uri, id=source_id, content_type=src.content_type, timestamp=src.timestamp,
+                              width=src.width, height=src.height, masks=src.masks, extra=src.extra))
+        return out
+
+    def _all_rois(self) -> list[Roi]:
+        """Group ROIs plus each member's ROIs, bound to that member's source id."""
+        return self.rois + [Roi(label=r.label, id=f"{sid}:{r.id}", sources=[sid], confidence=r.confidence,
+                                poly=r.poly, meta=r.meta, extra=r.extra)
+                            for sid, frame in self.items() for r in frame.rois]
+
+    __eq__ = Frame.__eq__
+    __hash__ = None  # type: ignore[assignment]
+    __repr__ = Frame.__repr__
+
+
+def frame_from_dict(d: Mapping[str, Any], cls: type[Frame] | None = None) -> Frame:
+    """Build a frame object from a frame dict; ``cls`` forces SingleFrame or FrameGroup."""
+    n = normalize_frame_dict(d)
+    extra = _keep_extra(n, FRAME_KEYS)
+    rois = [Roi.from_dict(r) for r in n["rois"]]
+    sources = [Source.from_dict(s) for s in n["sources"]]
+    common = dict(id=n["id"], timestamp=n["timestamp"], context_id=n["context_id"], meta=n["meta"],
+                  rois=rois, extra=extra)
+    if cls is FrameGroup or (cls is None and len(sources) > 1):
+        group = FrameGroup(**common)
+        for src in sources:
+            group[src.id or "0"] = SingleFrame(sources=[src])
+        return group
+    return SingleFrame(sources=sources, **common)

@@ -1,0 +1,90 @@
+"""Mask statistics for a batch of frame dicts: decode each mask once, in a process pool when it pays.
+
+PNG decoding is the cost of ingest, so it runs on every core; everything else stays in the caller.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import MaskError
+from .media import BLOB_PREFIX, BlobReader, image_size, mask_statistics
+
+# Below this many masks a pool costs more to start than it saves.
+POOL_MIN_MASKS = 16
+
+
+@dataclass(frozen=True)
+class _Job:
+    frame: int
+    source: int
+    mask: int  # -1: only the source size is wanted
+    uri: str
+    frame_id: str
+
+
+def _run(job: _Job, blobs: BlobReader | None = None) -> tuple[_Job, Any]:
+    try:
+        if job.mask < 0:
+            return job, image_size(job.uri, blobs)
+        return job, mask_statistics(job.uri, blobs)
+    except MaskError as exc:
+        return job, MaskError(f"frame {job.frame_id!r}: {exc}")
+
+
+def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:
+    jobs = []
+    for fi, frame in enumerate(frames):
+        for si, source in enumerate(frame["sources"]):
+            pending = [mi for mi, m in enumerate(source["masks"]) if m.get("values") is None]
+            if pending and source.get("width") is None:
+                jobs.append(_Job(fi, si, -1, source["uri"], frame["id"]))
+            jobs += [_Job(fi, si, mi, source["masks"][mi]["uri"], frame["id"]) for mi in pending]
+    return jobs
+
+
+class MaskDecoder:
+    """Fills ``values``, ``width`` and ``height`` of masks that lack statistics, in place."""
+
+    def __init__(self, jobs: int | None = None) -> None:
+        self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+        self._pool: Executor | None = None
+        self.decoded = 0
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            # forkserver: workers never inherit the parent's LMDB environment or threads.
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context(method))
+        return self._pool
+
+    def fill(self, frames: list[dict[str, Any]], blobs: BlobReader | None = None) -> None:
+        jobs = _jobs(frames)
+        local = [j for j in jobs if j.uri.startswith(BLOB_PREFIX)]
+        shipped = [j for j in jobs if not j.uri.startswith(BLOB_PREFIX)]
+        if self.jobs > 1 and len(shipped) >= POOL_MIN_MASKS:
+            chunk = max(1, len(shipped) // (self.jobs * 4))
+            results = list(self._executor().map(_run, shipped, chunksize=chunk))
+        else:
+            results = [_run(j) for j in shipped]
+        results += [_run(j, blobs) for j in local]
+        for job, result in results:
+            if isinstance(result, Exception):
+                raise result
+        for job, result in results:
+            source = frames[job.frame]["sources"][job.source]
+            if job.mask < 0:
+                source["width"], source["height"] = result
+                continue
+            mask = source["masks"][job.mask]
+            mask["values"], mask["width"], mask["height"] = result.values, result.width, result.height
+            self.decoded += 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
