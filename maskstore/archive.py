@@ -16,6 +16,7 @@ ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
 ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
 ix_time        version id (8) + biased ts (8) + seq  empty
 dirty          version id (8) + chunk (8)           empty: column chunks to rebuild for scans
+columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
 
@@ -51,7 +52,7 @@ T = TypeVar("T")
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
-VERSION_DBS = ("frames", "frame_ids", "ix_time", "dirty") + INDEX_DBS
+VERSION_DBS = ("frames", "frame_ids", "ix_time", "dirty", "columns") + INDEX_DBS
 DUP_DBS = frozenset(INDEX_DBS)
 MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
 CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
@@ -91,25 +92,31 @@ def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     }
 
 
-def meta_types(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(dotted path, type name) of every meta value; nested dicts are walked, null has no type."""
+def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every meta entry, nested dicts included and walked."""
     for key, value in meta.items():
         path = prefix + key
-        if value is None:
-            continue
+        yield path, value
         if isinstance(value, Mapping):
-            yield path, "dict"
-            yield from meta_types(value, path + ".")
-        elif isinstance(value, bool):
-            yield path, "bool"
-        elif isinstance(value, int):
-            yield path, "int"
-        elif isinstance(value, float):
-            yield path, "float"
-        elif isinstance(value, str):
-            yield path, "str"
-        else:
-            yield path, "list"
+            yield from meta_items(value, path + ".")
+
+
+def type_name(value: Any) -> str:
+    """The meta type of a value: one type per key across a version (ints widen to floats)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "dict" if isinstance(value, Mapping) else "list"
+
+
+def meta_types(meta: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(dotted path, type name) of every meta value; null has no type."""
+    return ((path, type_name(value)) for path, value in meta_items(meta) if value is not None)
 
 
 def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str) -> None:
@@ -654,6 +661,33 @@ class DatasetVersion:
     def frame_dicts(self) -> Iterator[dict[str, Any]]:
         """Every frame in the frame-dict shape, in insertion order (for JSON-lines export)."""
         return (d for _, d in self.iter_records())
+
+    # ------------------------------------------------------------------ queries (maskstore.query)
+    # The query stage comes after the archive in the data flow, so it is imported at call time.
+
+    def query(self, query: str = "") -> Iterator[Frame]:
+        """Frames selected by a query, streamed one at a time from one snapshot."""
+        from .query import engine
+        return engine.query(self, query)
+
+    def query_dicts(self, query: str = "") -> Iterator[dict[str, Any]]:
+        """Like ``query`` but frame dicts (the JSON-lines export shape), without building objects."""
+        from .query import engine
+        return engine.frame_dicts(self, query)
+
+    def ids(self, query: str = "") -> list[str]:
+        """Ids of the selected frames, in result order."""
+        from .query import engine
+        return engine.ids(self, query)
+
+    def count(self, query: str = "") -> int:
+        from .query import engine
+        return engine.count(self, query)
+
+    def explain(self, query: str = "") -> str:
+        """The plan the query runs: index lookups, column scans, residual filters."""
+        from .query import engine
+        return engine.explain(self, query)
 
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""

@@ -1,0 +1,308 @@
+"""Plan a checked query: index lookups and column scans produce sorted seq arrays, set algebra combines
+them, and what neither answers becomes a residual closure over the candidates' records.
+
+Every step yields a sorted, unique uint64 array of frame seqs, so ``and``/``or``/``not`` are numpy
+set operations. ``explain`` prints the plan tree the run executes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from .. import records
+from ..archive import DatasetVersion, text_key, u64, value_key
+from ..labels import unpack_rgb
+from .columns import Chunk, StrColumn, ValueColumn, chunk_seqs, concat
+from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
+from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, to_text
+
+EMPTY = np.zeros(0, np.uint64)
+SCALAR_META = ("str", "int", "float", "bool")
+
+
+@dataclass
+class Context:
+    """What a run reads from: one snapshot (read transaction) of one version."""
+
+    txn: lmdb.Transaction
+    version: DatasetVersion
+    chunks: list[Chunk]
+    labels: Labels
+    meta_types: dict[str, str]
+
+    @cached_property
+    def roi_labels(self) -> list[str]:
+        """Distinct ROI labels of the version (for globs), read from the ix_roi keys."""
+        prefix = self.version.prefix
+        cursor = self.txn.cursor(db=self.version.archive.db("ix_roi"))
+        out = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext_nodup(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                out.append(bytes(key[8:]).decode("utf-8", errors="replace"))
+        return out
+
+    def universe(self) -> np.ndarray:
+        return concat([chunk_seqs(c, c.present) for c in self.chunks])
+
+
+class Step:
+    def run(self, ctx: Context) -> np.ndarray:
+        raise NotImplementedError
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass
+class Lookup(Step):
+    """Union of the posting lists of some keys of one dupsort index."""
+
+    db: str
+    keys: tuple[bytes, ...]
+    what: str
+
+    def run(self, ctx: Context) -> np.ndarray:
+        if not self.keys:
+            return EMPTY
+        prefix = ctx.version.prefix
+        cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
+        raw = cursor.getmulti([prefix + k for k in self.keys], dupdata=True, dupfixed_bytes=8, keyfixed=False)
+        seqs = np.frombuffer(b"".join(v for _, v in raw), dtype=">u8").astype(np.uint64)
+        return np.unique(seqs)
+
+    def lines(self) -> list[str]:
+        return [f"index {self.db}: {self.what}"]
+
+
+@dataclass
+class IdLookup(Step):
+    ids: tuple[str, ...]
+
+    def run(self, ctx: Context) -> np.ndarray:
+        db = ctx.version.archive.db("frame_ids")
+        found = [ctx.txn.get(ctx.version.prefix + text_key(i), db=db) for i in self.ids]
+        return np.unique(np.array([int.from_bytes(s, "big") for s in found if s is not None], np.uint64))
+
+    def lines(self) -> list[str]:
+        return [f"index frame_ids: {len(self.ids)} id(s)"]
+
+
+@dataclass
+class Scan(Step):
+    """A vectorized scan of the columnar side tables."""
+
+    node: Expr
+
+    def run(self, ctx: Context) -> np.ndarray:
+        return concat([chunk_seqs(c, column_mask(self.node, c, ctx)) for c in ctx.chunks])
+
+    def lines(self) -> list[str]:
+        return [f"scan columns: {to_text(self.node)}"]
+
+
+@dataclass
+class Combine(Step):
+    op: str  # "and" / "or"
+    parts: list[Step]
+
+    def run(self, ctx: Context) -> np.ndarray:
+        result = self.parts[0].run(ctx)
+        for part in self.parts[1:]:
+            if self.op == "or":
+                result = np.union1d(result, part.run(ctx))
+            elif not len(result):
+                return EMPTY
+            else:
+                result = np.intersect1d(result, part.run(ctx), assume_unique=True)
+        return result
+
+    def lines(self) -> list[str]:
+        return [("intersect" if self.op == "and" else "union")] + ["  " + ln for p in self.parts for ln in p.lines()]
+
+
+@dataclass
+class Complement(Step):
+    part: Step
+
+    def run(self, ctx: Context) -> np.ndarray:
+        return np.setdiff1d(ctx.universe(), self.part.run(ctx), assume_unique=True)
+
+    def lines(self) -> list[str]:
+        return ["all frames except"] + ["  " + ln for ln in self.part.lines()]
+
+
+@dataclass
+class Everything(Step):
+    def run(self, ctx: Context) -> np.ndarray:
+        return ctx.universe()
+
+    def lines(self) -> list[str]:
+        return ["all frames"]
+
+
+@dataclass
+class Filter(Step):
+    """Residual predicates: decode the candidates' records and test them with compiled closures."""
+
+    source: Step
+    node: Expr
+
+    def run(self, ctx: Context) -> np.ndarray:
+        test = compile_expr(self.node, ctx.labels)
+        frames_db = ctx.version.archive.db("frames")
+        prefix = ctx.version.prefix
+        keep = [seq for seq in self.source.run(ctx).tolist()
+                if test(records.decode_frame(ctx.txn.get(prefix + u64(seq), db=frames_db)))]
+        return np.array(keep, np.uint64)
+
+    def lines(self) -> list[str]:
+        return [f"filter records: {to_text(self.node)}"] + ["  " + ln for ln in self.source.lines()]
+
+
+# ------------------------------------------------------------------------------------- planning
+
+def _labels_matching(node: Compare | In, ctx: Context, candidates: list[str]) -> list[str]:
+    if isinstance(node, In):
+        return [v for v in node.values if isinstance(v, str)]
+    if node.op == "~":
+        pattern = glob(node.value)
+        return [name for name in candidates if pattern.fullmatch(name)]
+    return [node.value] if isinstance(node.value, str) else []
+
+
+def _label_step(node: Compare | In, ctx: Context) -> Step:
+    """label / mask.label / roi.label: labels -> mask values (version mask_labels) and ROI postings."""
+    name = node.field.name
+    parts: list[Step] = []
+    if name != "roi.label":
+        labels = _labels_matching(node, ctx, ctx.labels.names)
+        values = ctx.labels.values_of(labels)
+        shown = ", ".join(str(list(unpack_rgb(v))) for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        parts.append(Lookup("ix_value", tuple(value_key(unpack_rgb(v)) for v in values),
+                            f"mask values labelled {labels!r}: {shown or 'none'}"))
+    if name != "mask.label":
+        labels = _labels_matching(node, ctx, ctx.roi_labels)
+        parts.append(Lookup("ix_roi", tuple(text_key(x) for x in labels), f"ROI labels {labels!r}"))
+    return parts[0] if len(parts) == 1 else Combine("or", parts)
+
+
+def _equality_values(node: Compare | In) -> tuple[Any, ...] | None:
+    if isinstance(node, In):
+        return node.values
+    return (node.value,) if node.op == "==" else None
+
+
+INDEXED_TEXT = {"context_id": "ix_context", "source.id": "ix_source", "mask.id": "ix_mask"}
+
+
+def plan_expr(node: Expr, ctx: Context) -> Step:
+    """The step answering ``node``: an index or column step where one exists, else a Filter."""
+    if isinstance(node, And):
+        steps = [plan_expr(i, ctx) for i in node.items]
+        sets = [s for s in steps if not isinstance(s, Filter)]
+        residual = [s.node for s in steps if isinstance(s, Filter)]
+        base = sets[0] if len(sets) == 1 else Combine("and", sets) if sets else Everything()
+        if not residual:
+            return base
+        return Filter(base, residual[0] if len(residual) == 1 else And(tuple(residual)))
+    if isinstance(node, Or):
+        steps = [plan_expr(i, ctx) for i in node.items]
+        if any(isinstance(s, Filter) for s in steps):
+            return Filter(Everything(), node)
+        return Combine("or", steps)
+    if isinstance(node, Not):
+        step = plan_expr(node.item, ctx)
+        return Filter(Everything(), node) if isinstance(step, Filter) else Complement(step)
+    if isinstance(node, RoiAll):
+        labelled = [i for i in node.items if i.field.name == "roi.label" and _equality_values(i) is not None]
+        source = _label_step(labelled[0], ctx) if labelled else Everything()
+        return Filter(source, node)
+    if isinstance(node, (Has, Coverage)):
+        return Scan(node)
+    name = node.field.name
+    if node.field.path:
+        kind = ctx.meta_types.get(".".join(node.field.path))
+        return Scan(node) if kind is None or kind in SCALAR_META else Filter(Everything(), node)
+    if name in ("label", "mask.label", "roi.label"):
+        if isinstance(node, In) or node.op in ("==", "~"):
+            return _label_step(node, ctx)
+        return Filter(Everything(), node)
+    equal = _equality_values(node)
+    if name == "mask.value" and equal is not None:
+        values = [rgb_value(v) for v in equal]
+        return Lookup("ix_value", tuple(value_key(v) for v in values if v is not None),
+                      ", ".join(str(list(v)) for v in values if v is not None))
+    if name in INDEXED_TEXT and equal is not None:
+        texts = tuple(v for v in equal if isinstance(v, str))
+        return Lookup(INDEXED_TEXT[name], tuple(text_key(t) for t in texts), ", ".join(map(repr, texts)))
+    if name == "id" and equal is not None:
+        return IdLookup(tuple(v for v in equal if isinstance(v, str)))
+    if name in ("id", "context_id", "timestamp"):
+        return Scan(node)
+    return Filter(Everything(), node)
+
+
+# ------------------------------------------------------------------------------------- column scans
+
+def _value_mask(col: StrColumn | ValueColumn | None, op: str, value: Any) -> np.ndarray:
+    """Rows where ``column op value`` holds, with exactly ``evaluate.compare``'s rules."""
+    if col is None:
+        return np.zeros(0, bool)
+    if isinstance(col, StrColumn):
+        return col.select(lambda s: compare(s, op, value))
+    sample = True if col.kind == "bool" else 0
+    if col.kind == "present" or not comparable(sample, value) or value is None:
+        return col.present.copy() if op == "!=" else np.zeros(len(col.present), bool)
+    ops = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+           ">=": np.greater_equal}
+    return ops[op](col.values, value) & col.present
+
+
+def _column(node: Compare | In, chunk: Chunk) -> StrColumn | ValueColumn | None:
+    name = node.field.name
+    if node.field.path:
+        return chunk.meta.get(".".join(node.field.path))
+    if name == "timestamp":
+        return ValueColumn("int", chunk.timestamp, chunk.present)
+    return chunk.ids if name == "id" else chunk.context
+
+
+def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
+    per_frame = np.diff(chunk.value_offsets)
+    owner = np.repeat(np.arange(len(per_frame)), per_frame)
+    counts = chunk.value_counts.astype(np.float64)
+    total = np.bincount(owner, weights=counts, minlength=len(per_frame))
+    hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
+    labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
+    return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
+
+
+def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:
+    """Boolean row mask of one chunk for a node the planner sent to a Scan."""
+    size = len(chunk.present)
+    if isinstance(node, Has):
+        if node.field.path:
+            col = chunk.meta.get(".".join(node.field.path))
+            return col.present if isinstance(col, ValueColumn) else (col.codes >= 0) if col else np.zeros(size, bool)
+        return (chunk.n_masks if node.field.name == "mask" else chunk.n_rois) > 0
+    if isinstance(node, Coverage):
+        ratio = _coverage(chunk, ctx.labels.values_of([node.label]))
+        return _value_mask(ValueColumn("float", ratio, np.ones(size, bool)), node.op, node.value)
+    assert isinstance(node, (Compare, In))
+    col = _column(node, chunk)
+    if isinstance(node, In):
+        out = np.zeros(size, bool)
+        for value in node.values:
+            hit = _value_mask(col, "==", value)
+            if len(hit):
+                out |= hit
+        return out
+    hit = _value_mask(col, node.op, node.value)
+    return hit if len(hit) else np.zeros(size, bool)
