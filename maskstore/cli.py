@@ -21,7 +21,7 @@ from .errors import MaskstoreError
 from .ingest import IngestReport, ingest
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
-from .labels import normalize_mask_labels
+from .labels import normalize_mask_labels, pack_rgb
 from .records import FORMAT_VERSION
 
 
@@ -215,3 +215,45 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
             click.echo(f"{list(value)}\t{swatch}")
 
+
+
+# ---------------------------------------------------------------------------------------- query
+
+def _table_row(frame: dict[str, Any], labels: dict[int, list[str]]) -> str:
+    names = sorted({n for s in frame["sources"] for m in s["masks"] for v in m.get("values") or ()
+                    for n in labels.get(pack_rgb(v[:3]), ())} | {n for r in frame["rois"] for n in r["label"]})
+    sources = ",".join(s["id"] for s in frame["sources"])
+    return f"{frame['id']}\t{frame['context_id']}\t{frame['timestamp']}\t{sources}\t{', '.join(names)}"
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.argument("query_text", metavar="QUERY", default="")
+@version_options
+@click.option("--format", "fmt", type=click.Choice(["ids", "jsonl", "table"]), default="ids", show_default=True,
+              help="ids: one frame id per line; jsonl: frame dicts (re-importable with ingest --frames).")
+@click.option("--count", "count_only", is_flag=True, help="Print the number of frames selected, nothing else.")
+@click.option("--explain", is_flag=True, help="Print the plan (index lookups, scans, filters) instead of running.")
+@click.option("--limit", type=click.IntRange(0), help="At most this many frames (same as 'limit N' in the query).")
+def query(archive: str, query_text: str, dataset: str | None, version_name: str | None, fmt: str,
+          count_only: bool, explain: bool, limit: int | None) -> None:
+    """Select frames with a query, e.g. 'label == "person" and meta.city == "frankfurt"'."""
+    if limit is not None:
+        query_text = f"{query_text} limit {limit}"
+    with Archive(archive, readonly=True) as ar:
+        version = open_version(ar, dataset, version_name)
+        if explain:
+            click.echo(version.explain(query_text))
+        elif count_only:
+            click.echo(version.count(query_text))
+        elif fmt == "ids":
+            for frame_id in version.ids(query_text):
+                click.echo(frame_id)
+        elif fmt == "jsonl":
+            for frame in version.query_dicts(query_text):
+                click.echo(json.dumps(frame, ensure_ascii=False))
+        else:
+            labels = {pack_rgb(e["value"]): e["labels"] for e in version.mask_labels}
+            click.echo("id\tcontext_id\ttimestamp\tsources\tlabels")
+            for frame in version.query_dicts(query_text):
+                click.echo(_table_row(frame, labels))
