@@ -73,7 +73,7 @@ def _parse(text: str) -> Query:
     return Query(where, field, descending, limit_value, text=text, limit_at=limit_at)
 
 
-def locate(text: str, at: int) -> tuple[int, int]:
+def _locate(text: str, at: int) -> tuple[int, int]:
     """1-based (line, column) of offset ``at``, counting lines as ``str.splitlines`` does (as QueryError
     does when it prints the line); the end of input is one past the last character of the last line."""
     lines = text.splitlines(keepends=True) or [""]
@@ -90,7 +90,7 @@ def query_error(text: str, at: int, message: str, expected: str = "") -> QueryEr
     """A QueryError pointing at offset ``at`` of ``text`` (no position when ``at`` < 0)."""
     if at < 0:
         return QueryError(message, query=text, expected=expected)
-    line, column = locate(text, at)
+    line, column = _locate(text, at)
     return QueryError(message, query=text, line=line, column=column, expected=expected)
 
 
