@@ -22,6 +22,7 @@ from .ingest import IngestReport, ingest
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
 from .labels import normalize_mask_labels, pack_rgb
+from . import summary
 from .records import FORMAT_VERSION
 
 
@@ -265,3 +266,24 @@ def query(archive: str, query_text: str, dataset: str | None, version_name: str 
             click.echo("id\tcontext_id\ttimestamp\tsources\tlabels")
             for frame in version.query_dicts(query_text):
                 click.echo(_table_row(frame, labels))
+
+
+# ---------------------------------------------------------------------------------------- stats
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--chart", type=click.Path(dir_okay=False), help="Also draw a bar chart PNG here.")
+def stats(archive: str, dataset: str | None, version_name: str | None, chart: str | None) -> None:
+    """Frames and share of mask pixels per label, from stored statistics (no image is decoded)."""
+    with Archive(archive, readonly=True) as ar:
+        version = open_version(ar, dataset, version_name)
+        n_frames, label_stats = summary.label_stats(version)
+        click.echo(f"{n_frames} frames in {version_label(version)}")
+        click.echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}")
+        for s in label_stats:
+            click.echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}")
+        if chart:
+            summary.bar_chart(label_stats, chart, version.get_label_colors(),
+                              title=f"{version_label(version)}: share of mask pixels per label")
+            click.echo(f"chart written to {chart}", err=True)

@@ -35,7 +35,7 @@ def prepare(text: str | Query, meta_types: dict[str, str]) -> Query:
     return _checked(text, tuple(sorted(meta_types.items())))
 
 
-def _context(txn: lmdb.Transaction, version: DatasetVersion) -> Context:
+def context(txn: lmdb.Transaction, version: DatasetVersion) -> Context:
     rec = version.record(txn)
     cache = version.archive.__dict__.setdefault("_column_cache", {})
     cached = cache.get(version.id)
@@ -84,7 +84,7 @@ def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
 def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> np.ndarray:
     """Seqs of the selected frames in result order, from the snapshot ``txn``."""
     query = prepare(text, version.record(txn)["meta_types"])
-    ctx = _context(txn, version)
+    ctx = context(txn, version)
     return _ordered(query, ctx, _plan(query, ctx).run(ctx))
 
 
@@ -93,7 +93,7 @@ def ids(version: DatasetVersion, text: str | Query) -> list[str]:
 
     def work(txn: lmdb.Transaction) -> list[str]:
         seqs = select(version, text, txn)
-        by_base = {c.base: c for c in _context(txn, version).chunks}
+        by_base = {c.base: c for c in context(txn, version).chunks}
         out = []
         for seq in seqs.tolist():
             chunk = by_base[(seq >> CHUNK_BITS) << CHUNK_BITS]
@@ -127,7 +127,7 @@ def explain(version: DatasetVersion, text: str | Query) -> str:
 
     def work(txn: lmdb.Transaction) -> str:
         query = prepare(text, version.record(txn)["meta_types"])
-        ctx = _context(txn, version)
+        ctx = context(txn, version)
         lines = [f"query: {to_text(query) or '(all frames)'}", "plan:"]
         lines += ["  " + ln for ln in _plan(query, ctx).lines()]
         if query.order_by is not None:
