@@ -16,7 +16,6 @@ from PIL import Image, ImageDraw, ImageFont
 from .archive import DatasetVersion
 from .labels import RGB, default_color
 from .query import columns, engine
-from .query.evaluate import Labels
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,10 @@ def label_stats(version: DatasetVersion) -> tuple[int, list[LabelStat]]:
 
     def work(txn: lmdb.Transaction) -> tuple[int, list[LabelStat]]:
         ctx = engine.context(txn, version)
+        labels = ctx.labels
         frames = {name: 0 for name in labels.names}
         pixels = {name: 0 for name in labels.names}
         total_pixels = 0
-        labels = ctx.labels
         for chunk in ctx.chunks:
             owner = np.repeat(np.arange(len(chunk.present)), np.diff(chunk.value_offsets))
             total_pixels += int(chunk.value_counts.sum())
