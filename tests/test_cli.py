@@ -132,3 +132,41 @@ def test_several_versions_need_a_choice(runner, tmp_path):
     result = runner.invoke(main, ["labels", str(path)])
     assert result.exit_code == 1 and "-d DATASET -V VERSION" in result.stderr
     assert runner.invoke(main, ["labels", str(path), "-V", "v2"]).exit_code == 0
+
+
+def test_query_formats_count_and_explain(runner, tmp_path):
+    path = tmp_path / "q.maskstore"
+    with Archive(path) as ar:
+        v = ar.create_version("D", "v1")
+        v.add_frames([{"id": f"f{i}", "context_id": f"car_{i % 2}", "timestamp": i,
+                       "sources": [{"uri": f"/x/{i}.png", "masks": [{"uri": "/m.png", "values": [[i, i, i, 10]]}]}]}
+                      for i in range(4)])
+        v.set_masks_labels({(1, 1, 1): ["person"], (3, 3, 3): ["person"]})
+    ids = runner.invoke(main, ["query", str(path), 'label == "person"'])
+    assert ids.exit_code == 0 and ids.stdout == "f1\nf3\n"
+    count = runner.invoke(main, ["query", str(path), 'context_id == "car_0"', "--count"])
+    assert count.stdout == "2\n"
+    jsonl = runner.invoke(main, ["query", str(path), "order by timestamp desc", "--format", "jsonl", "--limit", "2"])
+    assert [json.loads(line)["id"] for line in jsonl.stdout.splitlines()] == ["f3", "f2"]
+    table = runner.invoke(main, ["query", str(path), 'id == "f1"', "--format", "table"])
+    assert table.stdout.splitlines()[1].split("\t") == ["f1", "car_1", "1", "0", "person"]
+    explain = runner.invoke(main, ["query", str(path), 'label == "person"', "--explain"])
+    assert "index ix_value" in explain.stdout
+    bad = runner.invoke(main, ["query", str(path), 'timestamp == "x"'])
+    assert bad.exit_code == 1 and "^" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_jsonl_export_round_trips_through_ingest(runner, tmp_path):
+    src = tmp_path / "src.maskstore"
+    frames = [{"id": "a", "context_id": "c", "timestamp": 5, "meta": {"city": "x"}, "annotator": "bob",
+               "sources": [{"id": "front", "uri": "/x/a.png", "masks": [{"id": "00", "uri": "/m/a.png",
+                                                                         "values": [[1, 1, 1, 4]]}]}],
+               "rois": [{"label": ["car"], "confidence": 0.5, "poly": [0, 0, 1, 1]}]}]
+    with Archive(src) as ar:
+        ar.create_version("D", "v1").add_frames(frames)
+    out = runner.invoke(main, ["query", str(src), "", "--format", "jsonl"])
+    (tmp_path / "frames.jsonl").write_text(out.stdout)
+    dst = tmp_path / "dst.maskstore"
+    assert runner.invoke(main, ["ingest", str(dst), "--frames", str(tmp_path / "frames.jsonl")]).exit_code == 0
+    with Archive(src, readonly=True) as a, Archive(dst, readonly=True) as b:
+        assert list(a.versions()[0].frame_dicts()) == list(b.versions()[0].frame_dicts())
