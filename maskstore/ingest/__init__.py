@@ -1,14 +1,25 @@
-"""Importers turn a dataset layout into frame dicts; ``ingest`` writes them in atomic batches."""
+"""Importers turn a dataset layout into frame dicts; ``ingest`` writes them in atomic batches.
+
+Each importer (``folders.pair_folders``, ``jsonl.read_frames_jsonl``, ``cityscapes.frames_from_cityscapes``,
+``voc.frames_from_voc``) yields frame dicts with absolute URIs and ids derived from file names, so
+running it again updates the same frames. ``dry_run`` summarises such a stream without writing.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from itertools import islice
 from typing import Any
 
 from ..archive import DatasetVersion
-from ..errors import MaskstoreError
+from ..errors import FrameError, MaskstoreError
+from ..media import local_path
+from ..model import normalize_frame_dict
 
 
 @dataclass
@@ -56,3 +67,128 @@ def ingest(version: DatasetVersion, frames: Iterable[Mapping[str, Any]], *, batc
     except MaskstoreError as exc:
         raise IngestInterrupted(exc, report) from None
     return report
+
+
+# ---------------------------------------------------------------------------------------- label tables
+
+@lru_cache(maxsize=None)
+def _packaged(name: str) -> str:
+    return (resources.files("maskstore") / "tables" / f"{name}.json").read_text(encoding="utf-8")
+
+
+def packaged_table(name: str) -> list[dict[str, Any]]:
+    """The ``labels`` list of a table shipped in ``maskstore/tables/<name>.json`` (a fresh copy)."""
+    try:
+        text = _packaged(name)
+    except FileNotFoundError:
+        raise FrameError(f"no packaged label table {name!r}") from None
+    return json.loads(text)["labels"]
+
+
+def with_colors(mask_labels: list[dict[str, Any]], colors: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The label-table file form ``[{"value", "labels", "color"}]``: each entry takes the colour of
+    its first label, so ``apply_label_table`` (CLI ``--labels``) restores both tables."""
+    return [{**e, "color": list(colors[e["labels"][0]])} if e["labels"] and e["labels"][0] in colors else dict(e)
+            for e in mask_labels]
+
+
+BUILTIN_TABLES = ("cityscapes", "cityscapes-labelIds", "cityscapes-labelTrainIds", "voc")
+
+
+def builtin_label_table(name: str) -> list[dict[str, Any]]:
+    """A bundled label table in the ``--labels`` file form, by name: ``voc`` (palette colours, for VOC
+    palette masks and RGB colour-coded VOC targets alike), ``cityscapes`` / ``cityscapes-labelIds``,
+    ``cityscapes-labelTrainIds``.
+
+    >>> builtin_label_table("voc")[15]
+    {'value': [192, 128, 128], 'labels': ['person'], 'color': [192, 128, 128]}
+    """
+    from . import cityscapes, voc  # the importers sit beside this module; import on use
+    if name == "voc":
+        return with_colors(*voc.voc_labels())
+    if name in ("cityscapes", "cityscapes-labelIds"):
+        return with_colors(*cityscapes.cityscapes_labels("labelIds"))
+    if name == "cityscapes-labelTrainIds":
+        return with_colors(*cityscapes.cityscapes_labels("labelTrainIds"))
+    raise FrameError(f"no bundled label table {name!r}; bundled: {', '.join(BUILTIN_TABLES)}")
+
+
+def set_labels(version: DatasetVersion, mask_labels: list[dict[str, Any]], colors: Mapping[str, Any]) -> None:
+    """Give a version an importer's labels: ``set_labels(v, *voc_labels())``."""
+    version.set_masks_labels(mask_labels)
+    version.set_label_colors(colors)
+
+
+# ---------------------------------------------------------------------------------------- dry run
+
+@dataclass
+class DryRunSummary:
+    """What ``ingest`` would add, found without writing or decoding anything.
+
+    ``problems`` holds (frame id or ``#n``, message) for frames that would fail ingest: malformed
+    frames, ids given twice, local files that do not exist.
+    """
+
+    frames: int = 0
+    sources: int = 0
+    masks: int = 0
+    contexts: int = 0
+    sample_ids: list[str] = field(default_factory=list)
+    mask_ids: dict[str, int] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """A short human summary (the CLI prints it)."""
+        ids = ", ".join(self.sample_ids) + (", ..." if self.frames > len(self.sample_ids) else "")
+        per_id = ", ".join(f'"{k}" x{n}' for k, n in self.mask_ids.items())
+        out = [f"would add {self.frames} frames ({self.contexts} contexts), {self.sources} sources, "
+               f"{self.masks} masks" + (f" ({per_id})" if per_id else ""),
+               f"first ids: {ids or '-'}"]
+        out += [f"problem in {where}: {message}" for where, message in self.problems]
+        return out
+
+
+def dry_run(frames: Iterable[Mapping[str, Any]], *, sample: int = 5, check_files: bool = True,
+            max_problems: int = 100) -> DryRunSummary:
+    """Validate and count frames the way ``ingest`` would take them, writing nothing.
+
+    Frames are normalized (the checks ``add_frames`` makes before writing) and, with ``check_files``,
+    every local source and mask path is checked to exist; masks are not decoded.
+    """
+    summary = DryRunSummary()
+    seen: set[str] = set()
+    contexts: set[str] = set()
+    mask_ids: Counter[str] = Counter()
+
+    def problem(where: str, message: str) -> None:
+        if len(summary.problems) < max_problems:
+            summary.problems.append((where, message))
+
+    for number, given in enumerate(frames, start=1):
+        summary.frames += 1
+        try:
+            frame = normalize_frame_dict(given)
+        except FrameError as exc:
+            problem(f"#{number}", str(exc))
+            continue
+        fid = frame["id"]
+        if fid in seen:
+            problem(fid, "this id is given twice: ingest refuses it within one batch, across batches the later "
+                          "frame replaces the earlier")
+        seen.add(fid)
+        contexts.add(frame["context_id"])
+        if len(summary.sample_ids) < sample:
+            summary.sample_ids.append(fid)
+        for source in frame["sources"]:
+            summary.sources += 1
+            items = [source] + source["masks"]
+            summary.masks += len(source["masks"])
+            mask_ids.update(m["id"] for m in source["masks"])
+            if check_files:
+                for item in items:
+                    path = local_path(item["uri"])
+                    if path is not None and not path.is_file():
+                        problem(fid, f"file not found: {path}")
+    summary.contexts = len(contexts)
+    summary.mask_ids = dict(mask_ids)
+    return summary

@@ -1,0 +1,93 @@
+"""Training loaders: the frames of a query as numpy arrays, in storage or seeded random order.
+
+``iter_arrays`` is the framework-free core; ``maskstore.torch.MaskDataset`` wraps the same steps as a
+PyTorch dataset. Masks go through ``maskstore.render.render`` so a class map here is exactly what
+``render(mode="index")`` and ``export`` give.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .archive import DatasetVersion
+from .errors import FrameError, MaskError
+from .labels import all_label_names
+from .model import Frame, Source
+from .render import render, source_rgb
+
+ORDERS = ("storage", "random")
+
+
+def default_enumeration(version: DatasetVersion) -> dict[str, int]:
+    """Every label of the version's ``mask_labels`` in table order, numbered from 0.
+
+    For a Cityscapes labelIds version that is the label id itself (0 unlabeled ... 33 bicycle); for a
+    labelTrainIds version the train id (road 0 ... bicycle 18) and then ``ignore`` 19; for VOC the class
+    index (0 background ... 20 tvmonitor) and then ``void`` 21. Pass an enumeration without
+    ``ignore``/``void`` to map those to the ``ignore`` id (255) as the usual training setups do.
+    """
+    return {name: i for i, name in enumerate(all_label_names(version.mask_labels))}
+
+
+def ordered_ids(version: DatasetVersion, query: str = "", order: str = "storage", seed: int = 0) -> list[str]:
+    """The ids a loader visits: the query's result order, or that list shuffled by ``random.Random(seed)``
+    (the same seed gives the same order on every machine and run)."""
+    if order not in ORDERS:
+        raise FrameError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    ids = version.ids(query)
+    if order == "random":
+        random.Random(seed).shuffle(ids)
+    return ids
+
+
+def frame_source(frame: Frame, source_id: str | None = None, mask_id: str | None = None) -> Source:
+    """The source ``render`` draws for these arguments: the named one, else the first with a (named) mask."""
+    for source in frame.sources:
+        if source_id is not None and source.id != source_id:
+            continue
+        if any(mask_id is None or m.id == mask_id for m in source.masks):
+            return source
+    where = f"source {source_id!r}" if source_id is not None else "any source"
+    raise MaskError(f"frame {frame.id!r}: {where} has no mask" + (f" {mask_id!r}" if mask_id else ""))
+
+
+def frame_arrays(frame: Frame, version: DatasetVersion, mode: str = "index",
+                 enumeration: Mapping[str, int] | None = None, ignore: int = 255, source_id: str | None = None,
+                 mask_id: str | None = None, resize: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 H x W x 3, mask array) of one frame; the mask as ``render`` gives it for ``mode``."""
+    options: dict[str, Any] = {"mode": mode, "source_id": source_id, "mask_id": mask_id, "resize": resize}
+    if mode == "index":
+        options.update(enumeration=enumeration if enumeration is not None else default_enumeration(version),
+                       ignore=ignore)
+    elif enumeration is not None:
+        raise FrameError('an enumeration applies to mode="index" only')
+    source = frame_source(frame, source_id, mask_id)
+    image = source_rgb(version.open_image(source.uri, what="image"))
+    return image, render(frame, version, **options)
+
+
+def iter_arrays(version: DatasetVersion, query: str = "", mode: str = "index",
+                enumeration: Mapping[str, int] | None = None, ignore: int = 255, order: str = "storage",
+                seed: int = 0, source_id: str | None = None, mask_id: str | None = None,
+                resize: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield ``(frame_id, image, mask)`` for the frames of a query.
+
+    ``image`` is the source as uint8 (H, W, 3); ``mask`` is ``render(frame, version, mode=...)``: with
+    ``mode="index"`` an (H, W) map of class ids under ``enumeration`` (default: every label of the
+    version numbered in table order, see ``default_enumeration``) with ``ignore`` for unlabelled
+    values. ``order="random"`` visits the ids shuffled with ``random.Random(seed)``. The ids are
+    taken when iteration starts; frames are read and decoded one at a time.
+
+    >>> for fid, image, classes in iter_arrays(v, 'label == "car"', enumeration={"road": 0, "car": 1}):  # doctest: +SKIP
+    ...     ...
+    """
+    if mode == "index" and enumeration is None:
+        enumeration = default_enumeration(version)
+    for fid in ordered_ids(version, query, order, seed):
+        frame = version.get_frame(fid)
+        image, mask = frame_arrays(frame, version, mode, enumeration, ignore, source_id, mask_id, resize)
+        yield fid, image, mask
