@@ -31,7 +31,9 @@ import hashlib
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,8 +72,9 @@ def text_key(text: str) -> bytes:
     return raw if len(raw) <= MAX_KEY_TEXT else b"\xff" + hashlib.sha256(raw).digest()
 
 
-def value_key(rgb: Iterable[int]) -> bytes:
-    return bytes(list(rgb)[:3])
+def value_key(rgb: Sequence[int]) -> bytes:
+    """Index key of a mask value: its r, g, b bytes (a ``[r, g, b, count]`` entry works too)."""
+    return bytes(rgb[:3])
 
 
 def time_key(vid: bytes, timestamp: int, seq: bytes) -> bytes:
@@ -85,7 +88,7 @@ def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     masks = [m for s in sources for m in s["masks"]]
     return {
         "ix_context": {text_key(rec["context_id"])},
-        "ix_value": {value_key(v) for m in masks for v in (m.get("values") or ())},
+        "ix_value": {bytes(v[:3]) for m in masks for v in (m.get("values") or ())},
         "ix_source": {text_key(s["id"]) for s in sources},
         "ix_mask": {text_key(m["id"]) for m in masks},
         "ix_roi": {text_key(label) for r in rec["rois"] for label in r["label"]},
@@ -128,6 +131,20 @@ def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str)
     else:
         raise FrameError(f"frame {frame_id!r}: meta.{path} is a {kind} here but a {old} in other frames of "
                          "this version; a meta key keeps one type across a version")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a batch: a batch allocates many small containers
+    that all live until it ends, so generational collections would only rescan them (a quarter of
+    ingest time when measured)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Archive:
@@ -591,14 +608,16 @@ class DatasetVersion:
         A frame whose id exists already replaces that frame (adding the same image again updates it).
         Masks without precomputed ``values`` are decoded once for their statistics.
         """
-        dicts, blobs = self._prepare(frames, embed)
-        return self._write_frames(dicts, blobs, must_exist=False)
+        with gc_paused():
+            dicts, blobs = self._prepare(frames, embed)
+            return self._write_frames(dicts, blobs, must_exist=False)
 
     def update_frames(self, frames: Iterable[Frame | Mapping[str, Any]], merge: bool = False, *,
                       embed: bool = False) -> int:
         """Replace existing frames, or with ``merge=True`` merge the given fields into them."""
-        dicts, blobs = self._prepare(frames, embed, merge=merge)
-        return self._write_frames(dicts, blobs, must_exist=True)
+        with gc_paused():
+            dicts, blobs = self._prepare(frames, embed, merge=merge)
+            return self._write_frames(dicts, blobs, must_exist=True)
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
         """Delete frames by id in one transaction; an unknown id fails the whole call."""
@@ -688,6 +707,11 @@ class DatasetVersion:
         """The plan the query runs: index lookups, column scans, residual filters."""
         from .query import engine
         return engine.explain(self, query)
+
+    def iter_arrays(self, query: str = "", **options: Any) -> Iterator[tuple[str, "np.ndarray", "np.ndarray"]]:
+        """(frame_id, image, mask) arrays of the query's frames, for training; see ``maskstore.loaders``."""
+        from .loaders import iter_arrays
+        return iter_arrays(self, query, **options)
 
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""

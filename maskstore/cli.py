@@ -18,10 +18,13 @@ from tqdm import tqdm
 from .archive import Archive, DatasetVersion
 from .check import check_archive
 from .errors import MaskstoreError
-from .ingest import IngestReport, ingest
+from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, builtin_label_table, dry_run, ingest,
+                     set_labels)
+from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
-from .labels import normalize_mask_labels, pack_rgb
+from .ingest.voc import frames_from_voc, voc_labels
+from .labels import pack_rgb
 from . import summary
 from .records import FORMAT_VERSION
 
@@ -110,9 +113,15 @@ def check(archive: str, repair: bool) -> None:
 # ---------------------------------------------------------------------------------------- ingest
 
 INGEST_EPILOG = """\b
-Examples:
+Examples, one per layout:
   maskstore ingest city.maskstore -d city -V v1 --frames frames.jsonl --embed
-  maskstore ingest city.maskstore -d pets -V v1 --images photos/ --masks masks/ --labels table.json
+  maskstore ingest city.maskstore -d city -V v1 --cityscapes ~/cityscapes --split val
+  maskstore ingest voc.maskstore -d voc -V v1 --voc ~/VOCdevkit/VOC2012 --split train
+  maskstore ingest pets.maskstore -d pets -V v1 --images photos/ --masks masks/ --labels table.json
+  maskstore ingest voc.maskstore --images samples/ --masks samples/ --image-suffix _image \\
+      --mask-suffix _target --labels voc          (RGB colour-coded masks, built-in VOC table)
+  maskstore ingest matte.maskstore --images photos/ --masks mattes/ --mask-suffix _alpha
+      (alpha mattes need no labels)
 """
 
 
@@ -120,11 +129,27 @@ Examples:
 @click.argument("archive", type=click.Path(dir_okay=False))
 @version_options
 @click.option("--frames", "frames_file", type=click.Path(exists=True, dir_okay=False),
-              help="Frames as JSON lines in the frame-dict shape.")
+              help="Frames as JSON lines in the frame-dict shape (ClearML's frames import as they are).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Folder of images (with --masks).")
-@click.option("--masks", type=click.Path(exists=True, file_okay=False), help="Folder of masks paired by file stem.")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
-              help='Label table: [{"value": [r,g,b], "labels": [...], "color": [r,g,b]}].')
+@click.option("--masks", type=click.Path(exists=True, file_okay=False),
+              help="Folder of masks, paired with images by relative path without extension.")
+@click.option("--cityscapes", "cityscapes_root", type=click.Path(exists=True, file_okay=False),
+              help="Cityscapes root (leftImg8bit/, gtFine/); sets the official labels and colours.")
+@click.option("--voc", "voc_root", type=click.Path(exists=True, file_okay=False),
+              help="Pascal VOC root (JPEGImages/, SegmentationClass/); sets the VOC labels and colours.")
+@click.option("--split", help="Cityscapes split (default val); VOC: ImageSets/Segmentation/<split>.txt "
+                              "(default: every mask).")
+@click.option("--kind", type=click.Choice(KINDS), default="labelIds", show_default=True,
+              help="Cityscapes mask kind (instanceIds keeps labelIds as the mask and records the instance file).")
+@click.option("--voc-objects", is_flag=True,
+              help='Attach SegmentationObject masks as mask "object" (their palette colours coincide with '
+                   "class colours, so label queries would match them too).")
+@click.option("--image-suffix", default="", help="With --images: strip this from image names before pairing.")
+@click.option("--mask-suffix", default="", help="With --masks: strip this from mask names before pairing "
+                                                "(e.g. _alpha, .out, _target).")
+@click.option("--labels", "labels_table", metavar="FILE|NAME",
+              help='Label table file [{"value": [r,g,b], "labels": [...], "color": [r,g,b]}] or a built-in '
+                   f"table: {', '.join(BUILTIN_TABLES)}.")
 @click.option("--embed", is_flag=True, help="Copy every image and mask into the archive (self-contained).")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1),
               help="Frames per transaction; each batch is all or nothing.")
@@ -133,20 +158,46 @@ Examples:
               help="Skip the fsync after each batch and sync once at the end: faster, but a power loss or "
                    "OS crash mid-ingest may lose the batches since the last sync (a killed process loses "
                    "nothing committed). Default: every batch is durable on disk when it is reported.")
+@click.option("--dry-run", "dry", is_flag=True, help="Show what would be added; write nothing.")
 def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
-               images: str | None, masks: str | None, labels_file: str | None, embed: bool, batch_size: int,
-               jobs: int | None, fast: bool) -> None:
-    """Add frames to a version, creating the archive and the version when missing."""
+               images: str | None, masks: str | None, cityscapes_root: str | None, voc_root: str | None,
+               split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
+               labels_table: str | None, embed: bool, batch_size: int, jobs: int | None, fast: bool,
+               dry: bool) -> None:
+    """Add frames to a version, creating the archive and the version when missing.
+
+    Re-running the same ingest updates the same frames (ids are stable) instead of duplicating them.
+    """
     if bool(images) != bool(masks):
         raise click.UsageError("--images and --masks go together")
-    if not frames_file and not images:
-        raise click.UsageError("give --frames FILE or --images DIR --masks DIR")
+    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root))) != 1:
+        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT")
     report = IngestReport()
-    frames = read_frames_jsonl(frames_file) if frames_file else pair_folders(images, masks, report.skipped)
+    layout_labels = None
+    if cityscapes_root:
+        frames = frames_from_cityscapes(cityscapes_root, split or "val", kind, report.skipped)
+        layout_labels = cityscapes_labels(kind)
+    elif voc_root:
+        frames = frames_from_voc(voc_root, split, report.skipped, object_masks=voc_objects)
+        layout_labels = voc_labels()
+    elif images:
+        frames = pair_folders(images, masks, report.skipped, image_suffix=image_suffix, mask_suffix=mask_suffix)
+    else:
+        frames = read_frames_jsonl(frames_file)
+    table = None
+    if labels_table:
+        table = builtin_label_table(labels_table) if labels_table in BUILTIN_TABLES else load_json(labels_table)
+    if dry:  # before the archive is opened, so nothing is created
+        for line in dry_run(frames).lines():
+            click.echo(line)
+        report_skipped(report)
+        return
     with Archive(archive, jobs=jobs, sync=not fast) as ar:
         version = version_for_ingest(ar, dataset, version_name, Path(archive).stem)
-        if labels_file:
-            apply_label_table(version, load_json(labels_file))
+        if layout_labels:
+            set_labels(version, *layout_labels)
+        if table is not None:
+            apply_label_table(version, table)
         try:
             with progress_bar(None, "frames") as bar:
                 ingest(version, frames, batch_size=batch_size, embed=embed, report=report, progress=bar.update)
@@ -155,11 +206,15 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
                 ar.sync()
         click.echo(f"added {report.frames} frames in {report.batches} batches to "
                    f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
-    for path, reason in report.skipped:
-        click.echo(f"skipped {path}: {reason}", err=True)
+    report_skipped(report)
 
 
 ingest_cmd.name = "ingest"
+
+
+def report_skipped(report: IngestReport) -> None:
+    for path, reason in report.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
 
 
 def version_for_ingest(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> DatasetVersion:
@@ -186,16 +241,6 @@ def load_json(path: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MaskstoreError(f"cannot read {path}: {exc}") from None
-
-
-def apply_label_table(version: DatasetVersion, table: Any) -> None:
-    """A table with optional colours sets both mask_labels and label colours."""
-    if not isinstance(table, list):
-        raise MaskstoreError('a label table is a list: [{"value": [r, g, b], "labels": [...], "color": [r, g, b]}]')
-    version.set_masks_labels(normalize_mask_labels(table))
-    colors = {e["labels"][0]: e["color"] for e in table if e.get("color") is not None and e.get("labels")}
-    if colors:
-        version.set_label_colors(colors)
 
 
 # ---------------------------------------------------------------------------------------- labels

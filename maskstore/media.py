@@ -51,12 +51,15 @@ def local_path(uri: str) -> Path | None:
 def content_type_of(uri: str) -> str | None:
     """Content type from the file name, the way a browser would guess it."""
     path = urllib.parse.urlparse(uri).path if "://" in uri else uri
-    return _content_type_of_suffix(os.path.splitext(path)[1].lower())
+    _, dot, suffix = path.rpartition(".")
+    if not dot or "/" in suffix:
+        return None
+    return _content_type_of_suffix(suffix.lower())
 
 
 @functools.lru_cache(maxsize=256)
 def _content_type_of_suffix(suffix: str) -> str | None:
-    return mimetypes.guess_type("x" + suffix)[0]
+    return mimetypes.guess_type("x." + suffix)[0]
 
 
 def blob_uri(data: bytes) -> str:

@@ -56,6 +56,9 @@ def _str(value: Any, what: str, frame_id: Any) -> str:
     return value
 
 
+_PLAIN = frozenset({str, bool, int, type(None)})
+
+
 def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
     """Meta holds JSON-like data only; anything else would not survive msgpack or JSON export."""
     if value is None or isinstance(value, (str, bool, int)):
@@ -70,6 +73,8 @@ def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
+            if type(item) in _PLAIN and type(key) is str and key and "." not in key:
+                continue  # the common case, without a call per value
             if not isinstance(key, str):
                 raise _fail(frame_id, f"meta.{path} has a non-string key {key!r}")
             if not key or "." in key:

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from maskstore import Archive, FrameError, MaskError
-from maskstore.cli import apply_label_table, main
+from maskstore.cli import main
+from maskstore.ingest import apply_label_table
 from maskstore.ingest import (IngestInterrupted, IngestReport, builtin_label_table, dry_run, ingest,
                               packaged_table, set_labels)
 from maskstore.ingest.cityscapes import cityscapes_labels, frames_from_cityscapes

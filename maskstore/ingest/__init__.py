@@ -18,6 +18,7 @@ from typing import Any
 
 from ..archive import DatasetVersion
 from ..errors import FrameError, MaskstoreError
+from ..labels import normalize_mask_labels
 from ..media import local_path
 from ..model import normalize_frame_dict
 
@@ -111,6 +112,16 @@ def builtin_label_table(name: str) -> list[dict[str, Any]]:
     if name == "cityscapes-labelTrainIds":
         return with_colors(*cityscapes.cityscapes_labels("labelTrainIds"))
     raise FrameError(f"no bundled label table {name!r}; bundled: {', '.join(BUILTIN_TABLES)}")
+
+
+def apply_label_table(version: DatasetVersion, table: Any) -> None:
+    """A table file ``[{"value", "labels", "color"}]`` sets mask_labels and, where given, colours."""
+    if not isinstance(table, list):
+        raise FrameError('a label table is a list: [{"value": [r, g, b], "labels": [...], "color": [r, g, b]}]')
+    version.set_masks_labels(normalize_mask_labels(table))
+    colors = {e["labels"][0]: e["color"] for e in table if e.get("color") is not None and e.get("labels")}
+    if colors:
+        version.set_label_colors(colors)
 
 
 def set_labels(version: DatasetVersion, mask_labels: list[dict[str, Any]], colors: Mapping[str, Any]) -> None:
