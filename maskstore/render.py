@@ -1,0 +1,459 @@
+"""Vectorized renderers: segmentation overlays, alpha mattes and class-index maps (spec sections 3, 6).
+
+Two layers. The array functions (numpy and ``MaskPixels`` in, numpy out) are what export and the
+benchmarks call; ``render`` only finds a frame's source and mask, decodes them through the version
+and hands the arrays over.
+
+No step loops over pixels or labels. Everything that depends on the labels is a table built once
+per version (cached on its ``mask_labels`` and colours):
+
+- a mask value becomes a *row* (its colour slot, class id or alpha level) through a 256-entry table
+  for index masks (L, P, small I;16), or through one ``searchsorted`` over the version's sorted
+  packed values for RGB masks;
+- every blend of spec section 6 has the shape ``(src * w + t) // 255`` with ``w`` and ``t`` fixed
+  per row, so it is precomputed as ``lut[channel, row, src]`` and each output channel is a single
+  gather with the key ``row << 8 | src``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from .errors import FrameError, MaskError
+from .labels import RGB, default_color, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
+from .media import MaskPixels, mask_pixels
+from .model import Frame, Mask, Source
+
+MODES = ("segmentation", "alpha", "index")
+# Modes whose last band is opacity; "P with transparency" is handled through its palette.
+ALPHA_BAND_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+class RenderVersion(Protocol):
+    """What ``render`` needs from a dataset version (``DatasetVersion`` provides it)."""
+
+    mask_labels: list[dict]
+
+    def get_label_colors(self) -> Mapping[str, Any]: ...
+
+    def open_image(self, uri: str, what: str = "image") -> Image.Image: ...
+
+
+def opacity_to_alpha(opacity: float) -> int:
+    """Spec section 6: ``a = floor(opacity * 255 + 0.5)``, so 0.5 gives 128 everywhere."""
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+        raise FrameError(f"opacity must be a number from 0 to 1, got {opacity!r}")
+    return math.floor(opacity * 255 + 0.5)
+
+
+# ----------------------------------------------------------------------------- value tables
+
+class ValueTable:
+    """A version's mask values, sorted, for exact vectorized "which value is this pixel" lookups.
+
+    Each value k owns the interval [k, k + 1). Over the sorted bounds [k0, k0+1, k1, k1+1, ...] a
+    right-side ``searchsorted`` returns 2i + 1 for the i-th value and an even number for anything
+    not in the table, so one search and one ``take`` answer it: no compare-and-fix-up pass.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = np.asarray(keys, dtype=np.uint32)
+        self._bounds = np.column_stack([self.keys, self.keys + 1]).ravel()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, packed: np.ndarray, per_value: np.ndarray, missing: int) -> np.ndarray:
+        """``per_value[i]`` where ``packed`` is the i-th value, ``missing`` where it is no value."""
+        expanded = np.full(2 * len(self.keys) + 1, missing, dtype=per_value.dtype)
+        expanded[1::2] = per_value
+        return expanded.take(np.searchsorted(self._bounds, packed, side="right"))
+
+
+LabelsKey = tuple[tuple[tuple[int, ...], tuple[str, ...]], ...]
+
+
+def _labels_key(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any]) -> LabelsKey:
+    """A hashable copy of mask_labels (list or dict form), cheap enough to build per frame."""
+    if isinstance(mask_labels, Mapping):
+        mask_labels = normalize_mask_labels(mask_labels)
+    return tuple((tuple(e["value"]), tuple(e["labels"])) for e in mask_labels)
+
+
+@lru_cache(maxsize=64)
+def _sorted_labels(key: LabelsKey) -> tuple[ValueTable, tuple[tuple[str, ...], ...]]:
+    packed = np.array([pack_rgb(value) for value, _ in key], dtype=np.uint32)
+    order = np.argsort(packed, kind="stable")
+    keys = packed[order]
+    repeated = keys[1:][keys[1:] == keys[:-1]]
+    if len(repeated):
+        raise FrameError(f"mask_labels lists the value {list(unpack_rgb(repeated[0]))} twice")
+    return ValueTable(keys), tuple(key[i][1] for i in order)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+@dataclass(frozen=True, eq=False)
+class ColorTable:
+    """Segmentation colours of a version: per sorted value a colour slot, per slot a colour.
+
+    Slot 0 means "no label" (its ``colors`` row is unused); slots 1.. are the distinct colours of
+    the values' first labels, so two labels sharing a colour share a slot.
+    """
+
+    values: ValueTable
+    slots: np.ndarray
+    colors: np.ndarray
+
+
+def _parse_colors(colors: Mapping[str, Any] | None) -> dict[str, RGB]:
+    if colors is None:
+        return {}
+    if not isinstance(colors, Mapping):
+        raise FrameError(f"colours must map a label to [r, g, b] or \"#rrggbb\", got {colors!r}")
+    return {str(label): parse_color(c) for label, c in colors.items()}
+
+
+def color_table(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any],
+                label_colors: Mapping[str, Any] | None = None,
+                colors: Mapping[str, Any] | None = None) -> ColorTable:
+    """The colour of each value's first label: ``colors`` > ``label_colors`` > ``default_color``.
+
+    Cached on its inputs, so rendering many frames of one version builds it once.
+
+    >>> t = color_table([{"value": [7, 7, 7], "labels": ["road"]}], colors={"road": "#804080"})
+    >>> t.colors[t.slots[0]].tolist()
+    [128, 64, 128]
+    """
+    chosen = {**_parse_colors(label_colors), **_parse_colors(colors)}
+    return _color_table(_labels_key(mask_labels), tuple(sorted(chosen.items())))
+
+
+@lru_cache(maxsize=64)
+def _color_table(key: LabelsKey, chosen: tuple[tuple[str, RGB], ...]) -> ColorTable:
+    values, labels = _sorted_labels(key)
+    by_label = dict(chosen)
+    labelled = [i for i, names in enumerate(labels) if names]
+    rgb = np.array([by_label.get(labels[i][0]) or default_color(labels[i][0]) for i in labelled],
+                   dtype=np.uint8).reshape(-1, 3)
+    distinct, inverse = np.unique(rgb, axis=0, return_inverse=True)
+    slots = np.zeros(len(labels), dtype=np.uint8 if len(distinct) < 256 else np.uint16)
+    slots[labelled] = inverse.ravel() + 1
+    return ColorTable(values, slots, np.vstack([np.zeros((1, 3), np.uint8), distinct]))
+
+
+def _rows(pixels: MaskPixels, values: ValueTable, per_value: np.ndarray,
+          missing: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each pixel's ``per_value`` entry, as rows into an optional 256-entry table.
+
+    Index masks look up only their 256 index values and return (index image, per-index table);
+    RGB masks look up every pixel once and return (per-pixel entries, None).
+    """
+    if pixels.index is not None:
+        assert pixels.table is not None
+        return pixels.index, values.lookup(pixels.table, per_value, missing)
+    return values.lookup(pixels.packed(), per_value, missing), None
+
+
+def _blend_lut(weight: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """``lut[c, row, s] = (s * weight[row] + term[row, c]) // 255`` for every source value s."""
+    s = np.arange(256, dtype=np.int64)
+    lut = (s[None, None, :] * weight[None, :, None] + term.T[:, :, None]) // 255
+    return lut.astype(np.uint8)
+
+
+def _apply_lut(rows: np.ndarray, src: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``out[y, x, c] = lut[c, rows[y, x], src[y, x, c]]``: one gather per channel."""
+    key = rows.astype(np.uint16 if lut.shape[1] <= 256 else np.uint32)
+    key <<= 8
+    flat = lut.reshape(3, -1)
+    out = np.empty(src.shape, dtype=np.uint8)
+    for c in range(3):
+        out[..., c] = flat[c].take(key | src[..., c])
+    return out
+
+
+@lru_cache(maxsize=64)
+def _segmentation_lut(table: ColorTable, a: int, background: RGB | None) -> np.ndarray:
+    # A labelled pixel is (src * (255 - a) + colour * a + 127) // 255; slot 0 keeps src
+    # (weight 255, term 127) unless a background colour paints unlabelled pixels too.
+    weight = np.full(len(table.colors), 255 - a, dtype=np.int64)
+    term = table.colors.astype(np.int64) * a + 127
+    if background is None:
+        weight[0] = 255
+        term[0] = 127
+    else:
+        term[0] = np.array(background, dtype=np.int64) * a + 127
+    return _blend_lut(weight, term)
+
+
+def _check_pair(src: np.ndarray, shape: tuple[int, ...]) -> None:
+    if src.dtype != np.uint8 or src.ndim != 3 or src.shape[2] != 3:
+        raise FrameError(f"the source must be a uint8 (H, W, 3) array, got {src.dtype} {src.shape}")
+    if src.shape[:2] != tuple(shape):
+        raise MaskError(f"mask shape {tuple(shape)} does not match source shape {src.shape[:2]}")
+
+
+def blend_segmentation(src: np.ndarray, pixels: MaskPixels, table: ColorTable, opacity: float = 0.5,
+                       background: RGB | None = None) -> np.ndarray:
+    """Blend label colours over ``src`` (uint8 H x W x 3) with the exact integer rule of spec section 6.
+
+    Pixels whose value has no label keep ``src``, or, given ``background``, are blended with that
+    colour like a label colour.
+    """
+    _check_pair(src, pixels.shape)
+    lut = _segmentation_lut(table, opacity_to_alpha(opacity), background)
+    rows, per_index = _rows(pixels, table.values, table.slots, 0)
+    return _apply_lut(rows, src, lut if per_index is None else lut[:, per_index])
+
+
+def segmentation_layer(pixels: MaskPixels, table: ColorTable, opacity: float = 0.5,
+                       background: RGB | None = None) -> np.ndarray:
+    """The colour layer alone, as RGBA (H x W x 4): ``(colour, a)`` on labelled pixels.
+
+    Unlabelled pixels are ``(0, 0, 0, 0)``, or ``(background, a)`` when a background is given, so
+    compositing the layer over the source at its alpha reproduces ``blend_segmentation`` (up to the
+    compositor's rounding).
+    """
+    a = opacity_to_alpha(opacity)
+    rgba = np.zeros((len(table.colors), 4), dtype=np.uint8)
+    rgba[1:, :3] = table.colors[1:]
+    rgba[1:, 3] = a
+    if background is not None:
+        rgba[0] = (*background, a)
+    packed = rgba.view(np.uint32).ravel()  # one uint32 per RGBA row, so a pixel is one gather
+    rows, per_index = _rows(pixels, table.values, table.slots, 0)
+    layer = (packed if per_index is None else packed[per_index]).take(rows)
+    return layer.view(np.uint8).reshape(*rows.shape, 4)
+
+
+# ----------------------------------------------------------------------------- alpha
+
+def mask_alpha(image: Image.Image, uri: str = "") -> np.ndarray:
+    """A mask's opacity per pixel (uint8 H x W), spec section 6.
+
+    The alpha band of RGBA/LA/PA masks; the palette entry's alpha for P masks with transparency;
+    Pillow's ``convert("L")`` luma for RGB masks and (of the palette colour) other P masks; else the
+    single-channel value (16-bit masks only up to 255).
+    """
+    mode = image.mode
+    if mode in ALPHA_BAND_MODES:
+        return np.asarray(image.getchannel("A"))
+    if mode == "P":
+        return _palette_alpha(image).take(np.asarray(image, dtype=np.uint8))
+    if mode in ("RGB", "RGBX"):
+        return np.asarray(image.convert("L"))
+    pixels = mask_pixels(image, uri)  # L, 1, I;16, ...: refuses values above 255 and unknown modes
+    assert pixels.index is not None
+    return pixels.index
+
+
+def _palette_alpha(image: Image.Image) -> np.ndarray:
+    """Alpha (or, without transparency, luma) of each of the 256 palette indices."""
+    transparency = image.info.get("transparency")
+    palette_mode = image.palette.mode if image.palette is not None else "RGB"
+    if transparency is None and palette_mode != "RGBA":
+        # Pillow's own P -> L conversion on one row of every index: its luma rounding, exactly.
+        strip = image.crop((0, 0, 256, 1))  # keeps the palette
+        strip.putdata(list(range(256)))
+        return np.asarray(strip.convert("L")).ravel()
+    alpha = np.full(256, 255, dtype=np.uint8)
+    if palette_mode == "RGBA":
+        entries = np.asarray(image.getpalette("RGBA") or [], dtype=np.uint8).reshape(-1, 4)[:256]
+        alpha[: len(entries)] = entries[:, 3]
+    if isinstance(transparency, int):
+        alpha[transparency] = 0
+    elif isinstance(transparency, (bytes, bytearray)):
+        given = np.frombuffer(bytes(transparency), dtype=np.uint8)[:256]
+        alpha[: len(given)] = given
+    return alpha
+
+
+def alpha_rgba(src: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``(src_r, src_g, src_b, alpha)``: the source cut out by the mask."""
+    _check_pair(src, alpha.shape)
+    out = np.empty((*alpha.shape, 4), dtype=np.uint8)
+    out[..., :3] = src
+    out[..., 3] = alpha
+    return out
+
+
+@lru_cache(maxsize=64)
+def _alpha_lut(color: RGB, tint_alpha: int | None) -> np.ndarray:
+    level = np.arange(256, dtype=np.int64)
+    rgb = np.array(color, dtype=np.int64)
+    if tint_alpha is None:
+        # over a background: (src * alpha + bg * (255 - alpha) + 127) // 255
+        return _blend_lut(level, (255 - level)[:, None] * rgb + 127)
+    # tint: the transparent share (255 - alpha) is painted with the tint at opacity a
+    share = ((255 - level) * tint_alpha + 127) // 255
+    return _blend_lut(255 - share, share[:, None] * rgb + 127)
+
+
+def alpha_over(src: np.ndarray, alpha: np.ndarray, background: RGB) -> np.ndarray:
+    """The source composited over a background colour: ``(src * alpha + bg * (255 - alpha) + 127) // 255``."""
+    _check_pair(src, alpha.shape)
+    return _apply_lut(alpha, src, _alpha_lut(tuple(background), None))
+
+
+def alpha_tint(src: np.ndarray, alpha: np.ndarray, tint: RGB, opacity: float = 0.5) -> np.ndarray:
+    """Colour the transparent part of the source, the way ClearML's frame viewer shows alpha masks.
+
+    With ``a = floor(opacity * 255 + 0.5)`` and ``t = ((255 - alpha) * a + 127) // 255`` a pixel is
+    ``(src * (255 - t) + tint * t + 127) // 255``: opaque pixels keep the source, fully transparent
+    ones get the tint at ``opacity``. ``opacity=1`` equals ``alpha_over`` with ``background=tint``;
+    ``tint=(0, 0, 0), opacity=1`` is the viewer's blacked-out background.
+    """
+    _check_pair(src, alpha.shape)
+    return _apply_lut(alpha, src, _alpha_lut(tuple(tint), opacity_to_alpha(opacity)))
+
+
+# ----------------------------------------------------------------------------- class index maps
+
+@dataclass(frozen=True, eq=False)
+class ClassTable:
+    """Class id of each sorted value of a version under one label enumeration."""
+
+    values: ValueTable
+    classes: np.ndarray
+    ignore: int
+
+
+def class_table(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any], enumeration: Mapping[str, int],
+                ignore: int = 255) -> ClassTable:
+    """A value's class is the id of the first of its labels that the enumeration names, else ``ignore``.
+
+    The dtype is uint8 when every id fits, else uint16 (or uint32).
+
+    >>> t = class_table({(7, 7, 7): ["road"], (26, 26, 26): ["car"]}, {"road": 0, "car": 1})
+    >>> t.classes.tolist(), t.classes.dtype.name
+    ([0, 1], 'uint8')
+    """
+    if not isinstance(enumeration, Mapping) or not enumeration:
+        raise FrameError(f'mode="index" needs a label enumeration such as {{"road": 0, "car": 1}}, '
+                         f"got {enumeration!r}")
+    for label, class_id in [*enumeration.items(), ("ignore", ignore)]:
+        if isinstance(class_id, bool) or not isinstance(class_id, int) or not 0 <= class_id < 2**32:
+            raise FrameError(f"class id of {label!r} must be an integer from 0 to 2**32 - 1, got {class_id!r}")
+    return _class_table(_labels_key(mask_labels), tuple(enumeration.items()), ignore)
+
+
+@lru_cache(maxsize=64)
+def _class_table(key: LabelsKey, enumeration: tuple[tuple[str, int], ...], ignore: int) -> ClassTable:
+    values, labels = _sorted_labels(key)
+    ids = dict(enumeration)
+    dtype = np.promote_types(np.uint8, np.min_scalar_type(max([ignore, *ids.values()])))
+    classes = np.array([next((ids[n] for n in names if n in ids), ignore) for names in labels], dtype=dtype)
+    return ClassTable(values, classes, ignore)
+
+
+def class_map(pixels: MaskPixels, table: ClassTable) -> np.ndarray:
+    """The mask as an (H, W) map of class ids, like a DataView's label enumeration."""
+    rows, per_index = _rows(pixels, table.values, table.classes, table.ignore)
+    return rows if per_index is None else per_index.take(rows)
+
+
+# ----------------------------------------------------------------------------- frames
+
+def source_rgb(image: Image.Image) -> np.ndarray:
+    """A source image as uint8 RGB: grey JPEGs, palettes and RGBA (alpha dropped) all end up alike."""
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _pick(frame: Frame, source_id: str | None, mask_id: str | None) -> tuple[Source, Mask]:
+    """The named source (default: the first one with a mask) and its named (default: first) mask."""
+    sources = frame.sources
+    if source_id is not None:
+        sources = [s for s in sources if s.id == source_id]
+        if not sources:
+            raise FrameError(f"frame {frame.id!r} has no source {source_id!r}; it has "
+                             f"{[s.id for s in frame.sources]}")
+    for source in sources:
+        for mask in source.masks:
+            if mask_id is None or mask.id == mask_id:
+                return source, mask
+    which = f"mask {mask_id!r}" if mask_id is not None else "mask"
+    where = f" in source {source_id!r}" if source_id is not None else ""
+    raise MaskError(f"frame {frame.id!r} has no {which}{where} to render")
+
+
+def _fit(mask: Image.Image, size: tuple[int, int], resize: str | None, frame: Frame, uri: str) -> Image.Image:
+    if mask.size == size:
+        return mask
+    if resize == "nearest":
+        return mask.resize(size, Image.Resampling.NEAREST)
+    raise MaskError(f"frame {frame.id!r}: mask {uri} is {mask.width}x{mask.height} but its source is "
+                    f"{size[0]}x{size[1]}; pass resize=\"nearest\" to scale the mask to the source")
+
+
+def _check_options(mode: str, layer_only: bool, resize: str | None, enumeration: Any, tint: Any,
+                   background: Any) -> None:
+    if mode not in MODES:
+        raise FrameError(f"unknown render mode {mode!r}; use one of {', '.join(MODES)}")
+    if resize not in (None, "nearest"):
+        raise FrameError(f'resize must be None or "nearest", got {resize!r}')
+    if layer_only and mode != "segmentation":
+        raise FrameError('layer_only applies to mode="segmentation" only')
+    if tint is not None and (mode != "alpha" or background is not None):
+        raise FrameError('tint applies to mode="alpha" without a background')
+    if enumeration is not None and mode != "index":
+        raise FrameError('an enumeration applies to mode="index" only')
+
+
+def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opacity: float = 0.5,
+           source_id: str | None = None, mask_id: str | None = None, colors: Mapping[str, Any] | None = None,
+           background: Any = None, layer_only: bool = False, resize: str | None = None,
+           enumeration: Mapping[str, int] | None = None, ignore: int = 255, tint: Any = None) -> np.ndarray:
+    """Render one mask of a frame (spec sections 3 and 6).
+
+    - ``"segmentation"``: label colours blended over the source -> uint8 (H, W, 3); with
+      ``layer_only`` the colour layer alone -> (H, W, 4), see ``segmentation_layer``. ``background``
+      colours pixels whose value has no label.
+    - ``"alpha"``: the mask is opacity -> RGBA (H, W, 4); composited over ``background`` -> (H, W, 3);
+      ``tint`` colours the transparent part instead, see ``alpha_tint``.
+    - ``"index"``: class ids under ``enumeration`` -> (H, W) uint8 (wider when ids exceed 255).
+
+    The source defaults to the first one with a mask, the mask to its first. A mask whose size differs
+    from its source's is an error unless ``resize="nearest"``.
+    """
+    _check_options(mode, layer_only, resize, enumeration, tint, background)
+    opacity_to_alpha(opacity)  # fail before any decoding
+    bg = parse_color(background) if background is not None else None
+    tint_rgb = parse_color(tint) if tint is not None else None
+    tables: ColorTable | ClassTable | None = None
+    if mode == "segmentation":
+        tables = color_table(version.mask_labels, version.get_label_colors(), colors)
+    elif mode == "index":
+        tables = class_table(version.mask_labels, enumeration or {}, ignore)
+
+    source, mask = _pick(frame, source_id, mask_id)
+    mask_image = version.open_image(mask.uri, what="mask")
+    src_image = None
+    if not (mode == "index" or layer_only) or source.width is None or source.height is None:
+        src_image = version.open_image(source.uri, what="image")
+    size = src_image.size if src_image is not None else (source.width, source.height)
+    mask_image = _fit(mask_image, size, resize, frame, mask.uri)  # type: ignore[arg-type]
+
+    if mode == "alpha":
+        assert src_image is not None
+        src, alpha = source_rgb(src_image), mask_alpha(mask_image, mask.uri)
+        if bg is not None:
+            return alpha_over(src, alpha, bg)
+        if tint_rgb is not None:
+            return alpha_tint(src, alpha, tint_rgb, opacity)
+        return alpha_rgba(src, alpha)
+    pixels = mask_pixels(mask_image, mask.uri)
+    if isinstance(tables, ClassTable):
+        return class_map(pixels, tables)
+    assert isinstance(tables, ColorTable)
+    if layer_only:
+        return segmentation_layer(pixels, tables, opacity, bg)
+    assert src_image is not None
+    return blend_segmentation(source_rgb(src_image), pixels, tables, opacity, bg)
