@@ -28,7 +28,7 @@ from maskstore.errors import QueryError
 from maskstore.model import Frame
 from maskstore.query.check import check_query
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
-from maskstore.query.nodes import FIELDS, And, Compare, Coverage, Has, In, Not, Or, Query, RoiAll
+from maskstore.query.nodes import FIELDS, And, Compare, Has, In, Not, Or, Query, RoiAll
 from maskstore.query.parse import parse_query
 
 CASES_DIR = Path(__file__).parent / "query_cases"
@@ -370,9 +370,6 @@ def test_child_versions_and_readonly_archives(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- bugs found by these tests
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug: a meta int above 2**63 - 1 (msgpack and the checker accept up to 2**64 - 1) "
-                          "overflows the int64 meta column, and every query of the version raises OverflowError")
 def test_meta_ints_beyond_int64(archive: Archive) -> None:
     v = make_version(archive, [], [{"id": "big", "meta": {"n": 2**64 - 1}, "sources": [], "rois": []},
                                    {"id": "small", "meta": {"n": -1}, "sources": [], "rois": []}])
@@ -382,8 +379,6 @@ def test_meta_ints_beyond_int64(archive: Archive) -> None:
     assert v.ids("order by meta.n") == ["small", "big"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a meta key holding ints and floats becomes a float64 column, "
-                                       "so ints above 2**53 compare rounded in scans but exactly in filters")
 def test_meta_ints_beyond_float_precision(archive: Archive) -> None:
     v = make_version(archive, [], [{"id": "a", "meta": {"n": 2**53 + 1}, "sources": [], "rois": []},
                                    {"id": "b", "meta": {"n": 0.5}, "sources": [], "rois": []},
@@ -393,8 +388,6 @@ def test_meta_ints_beyond_float_precision(archive: Archive) -> None:
     assert v.ids(f"meta.n > {2**53}") == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: globs over ROI labels read the labels back from ix_roi keys, where a "
-                                       "label longer than 400 UTF-8 bytes is stored as a hash, so it never matches")
 def test_glob_matches_long_roi_labels(archive: Archive) -> None:
     long = "x" * 401
     v = make_version(archive, [], [{"id": "a", "sources": [], "rois": [{"label": [long]}]}])
@@ -403,9 +396,6 @@ def test_glob_matches_long_roi_labels(archive: Archive) -> None:
     assert v.ids('label ~ "x*"') == ["a"]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: plan._coverage divides into np.zeros_like(total), an int64 array when no frame "
-                          "of the chunk has mask values, so coverage() raises numpy UFuncTypeError")
 def test_coverage_without_mask_values(archive: Archive) -> None:
     v = make_version(archive, [{"value": [7, 7, 7], "labels": ["road"]}],
                      [{"id": "a", "sources": [{"uri": "/a.png"}], "rois": []}])

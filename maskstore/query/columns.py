@@ -23,6 +23,7 @@ from ..archive import CHUNK_BITS, U64, DatasetVersion, meta_items, type_name, u6
 from ..labels import pack_rgb
 
 CHUNK = 1 << CHUNK_BITS
+_DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_, "object": object}
 
 
 @dataclass
@@ -42,7 +43,7 @@ class StrColumn:
 class ValueColumn:
     """Numbers or booleans with a presence mask (ints stay int64 so large ids compare exactly)."""
 
-    kind: str  # "int", "float", "bool" or "present" (dicts and lists: presence only)
+    kind: str  # "int", "float", "bool", "object" (numbers numpy would round) or "present" (dicts, lists)
     values: np.ndarray
     present: np.ndarray
 
@@ -107,6 +108,13 @@ def build_chunk(base: int, frames: Iterator[tuple[int, dict[str, Any]]]) -> Chun
                  {path: _meta_column(values) for path, values in meta.items()})
 
 
+def _exact(value: Any, kind: str) -> bool:
+    """Whether a numpy column of ``kind`` holds this value without rounding."""
+    if isinstance(value, float):
+        return True
+    return -(2**63) <= value < 2**63 if kind == "int" else abs(value) <= 2**53
+
+
 def _meta_column(values: Mapping[int, Any]) -> StrColumn | ValueColumn:
     kinds = {type_name(v) for v in values.values()}
     present = np.zeros(CHUNK, bool)
@@ -118,7 +126,9 @@ def _meta_column(values: Mapping[int, Any]) -> StrColumn | ValueColumn:
         return _str_column(texts)
     if kinds <= {"int", "float"} or kinds == {"bool"}:
         kind = "bool" if kinds == {"bool"} else "float" if "float" in kinds else "int"
-        arr = np.zeros(CHUNK, {"bool": np.bool_, "float": np.float64, "int": np.int64}[kind])
+        if "int" in kinds and not all(_exact(v, kind) for v in values.values()):
+            kind = "object"  # ints that int64 or float64 would round: Python numbers, compared exactly
+        arr = np.zeros(CHUNK, _DTYPES[kind])
         arr[list(values)] = list(values.values())
         return ValueColumn(kind, arr, present)
     return ValueColumn("present", present, present)
@@ -134,12 +144,12 @@ def _decode_str(item: list[Any]) -> StrColumn:
     return StrColumn(item[0], np.frombuffer(item[1], np.int32))
 
 
-_DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_}
 
 
 def encode_chunk(chunk: Chunk) -> bytes:
     meta = {path: ["s", *_encode_str(col)] if isinstance(col, StrColumn)
-            else [col.kind, col.values.tobytes(), col.present.tobytes()] for path, col in chunk.meta.items()}
+            else [col.kind, col.values.tolist() if col.kind == "object" else col.values.tobytes(),
+                  col.present.tobytes()] for path, col in chunk.meta.items()}
     body = {"present": chunk.present.tobytes(), "ts": chunk.timestamp.tobytes(), "ids": _encode_str(chunk.ids),
             "ctx": _encode_str(chunk.context), "nm": chunk.n_masks.tobytes(), "nr": chunk.n_rois.tobytes(),
             "vo": chunk.value_offsets.tobytes(), "vk": chunk.value_keys.tobytes(),
@@ -154,8 +164,8 @@ def decode_chunk(base: int, data: bytes) -> Chunk:
         if item[0] == "s":
             meta[path] = _decode_str(item[1:])
         else:
-            meta[path] = ValueColumn(item[0], np.frombuffer(item[1], _DTYPES[item[0]]),
-                                     np.frombuffer(item[2], np.bool_))
+            values = np.array(item[1], dtype=object) if item[0] == "object" else np.frombuffer(item[1], _DTYPES[item[0]])
+            meta[path] = ValueColumn(item[0], values, np.frombuffer(item[2], np.bool_))
     return Chunk(base, np.frombuffer(b["present"], np.bool_), np.frombuffer(b["ts"], np.int64),
                  _decode_str(b["ids"]), _decode_str(b["ctx"]), np.frombuffer(b["nm"], np.int32),
                  np.frombuffer(b["nr"], np.int32), np.frombuffer(b["vo"], np.int64),

@@ -49,6 +49,11 @@ def _plan(query: Query, ctx: Context) -> Step:
     return Everything() if query.where is None else plan_expr(query.where, ctx)
 
 
+def _python(value: object) -> object:
+    """A numpy scalar as the Python value (object columns already hold Python numbers)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     """Sort by the order-by field (missing values last, ties in insertion order), then limit."""
     if query.order_by is not None and len(seqs):
@@ -62,7 +67,7 @@ def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
                 col = chunk.meta.get(".".join(field.path))
                 value = None if col is None else (
                     col.uniques[col.codes[row]] if col.codes[row] >= 0 else None) if isinstance(col, columns.StrColumn) \
-                    else (col.values[row].item() if col.present[row] and col.kind != "present" else None)
+                    else (_python(col.values[row]) if col.present[row] and col.kind != "present" else None)
             elif field.name == "timestamp":
                 value = int(chunk.timestamp[row])
             else:

@@ -36,8 +36,9 @@ class Context:
     meta_types: dict[str, str]
 
     @cached_property
-    def roi_labels(self) -> list[str]:
-        """Distinct ROI labels of the version (for globs), read from the ix_roi keys."""
+    def roi_labels(self) -> list[str] | None:
+        """Distinct ROI labels of the version (for globs), read from the ix_roi keys; None when some
+        label is too long to be a key (stored as its hash), so globs must read the records."""
         prefix = self.version.prefix
         cursor = self.txn.cursor(db=self.version.archive.db("ix_roi"))
         out = []
@@ -45,7 +46,9 @@ class Context:
             for key in cursor.iternext_nodup(keys=True, values=False):
                 if not key.startswith(prefix):
                     break
-                out.append(bytes(key[8:]).decode("utf-8", errors="replace"))
+                if key[8:9] == b"\xff":
+                    return None
+                out.append(bytes(key[8:]).decode("utf-8"))
         return out
 
     def universe(self) -> np.ndarray:
@@ -188,7 +191,10 @@ def _label_step(node: Compare | In, ctx: Context) -> Step:
         parts.append(Lookup("ix_value", tuple(value_key(unpack_rgb(v)) for v in values),
                             f"mask values labelled {labels!r}: {shown or 'none'}"))
     if name != "mask.label":
-        labels = _labels_matching(node, ctx, ctx.roi_labels)
+        roi_labels = ctx.roi_labels
+        if roi_labels is None and isinstance(node, Compare) and node.op == "~":
+            return Filter(Everything(), node)
+        labels = _labels_matching(node, ctx, roi_labels or [])
         parts.append(Lookup("ix_roi", tuple(text_key(x) for x in labels), f"ROI labels {labels!r}"))
     return parts[0] if len(parts) == 1 else Combine("or", parts)
 
@@ -262,6 +268,10 @@ def _value_mask(col: StrColumn | ValueColumn | None, op: str, value: Any) -> np.
         return col.present.copy() if op == "!=" else np.zeros(len(col.present), bool)
     ops = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
            ">=": np.greater_equal}
+    if col.kind == "object" or (isinstance(value, int) and abs(value) > 2**53):
+        # Python comparisons, element by element: exact for every int size and int/float mix
+        values = col.values if col.kind == "object" else col.values.astype(object)
+        return ops[op](values, value).astype(bool) & col.present
     return ops[op](col.values, value) & col.present
 
 
@@ -278,7 +288,7 @@ def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
     per_frame = np.diff(chunk.value_offsets)
     owner = np.repeat(np.arange(len(per_frame)), per_frame)
     counts = chunk.value_counts.astype(np.float64)
-    total = np.bincount(owner, weights=counts, minlength=len(per_frame))
+    total = np.bincount(owner, weights=counts, minlength=len(per_frame)).astype(np.float64)
     hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
     labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
     return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
