@@ -4,10 +4,12 @@ from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, Ma
                      QueryError, ReadOnlyError, VersionNotFoundError)
 from .archive import Archive, DatasetVersion
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
+from .render import render  # the function; the module stays importable as maskstore.render
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Archive", "DatasetVersion", "ArchiveError", "FrameError", "FrameNotFoundError", "FrameGroup", "Mask", "MaskError", "MaskstoreError",
-    "MediaError", "QueryError", "ReadOnlyError", "Roi", "SingleFrame", "Source", "VersionNotFoundError",
+    "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
+    "MaskError", "MaskstoreError", "MediaError", "QueryError", "ReadOnlyError", "Roi", "SingleFrame", "Source",
+    "VersionNotFoundError", "render",
 ]

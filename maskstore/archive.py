@@ -708,6 +708,12 @@ class DatasetVersion:
         from .query import engine
         return engine.explain(self, query)
 
+    def export(self, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
+               jobs: int | None = None, **options: Any) -> Any:
+        """Masked images of the query's frames into ``out``; see ``maskstore.export.export``."""
+        from .export import export
+        return export(self, out, query=query, mode=mode, jobs=jobs, **options)
+
     def iter_arrays(self, query: str = "", **options: Any) -> Iterator[tuple[str, "np.ndarray", "np.ndarray"]]:
         """(frame_id, image, mask) arrays of the query's frames, for training; see ``maskstore.loaders``."""
         from .loaders import iter_arrays

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from PIL import Image
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
@@ -25,7 +26,10 @@ from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb
+from .labels import parse_color as parse_label_color
 from . import summary
+from .demo import run_demo
+from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 
 
@@ -332,3 +336,97 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
             summary.bar_chart(label_stats, chart, version.get_label_colors(),
                               title=f"{version_label(version)}: share of mask pixels per label")
             click.echo(f"chart written to {chart}", err=True)
+
+
+# ---------------------------------------------------------------------------------------- render, export
+
+def render_options(mode: str, opacity: float, background: str | None, layer_only: bool,
+                   resize: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"opacity": opacity, "resize": resize}
+    if background is not None:
+        options["background"] = parse_color(background)
+    if layer_only:
+        options["layer_only"] = True
+    return options
+
+
+def render_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--resize", type=click.Choice(["nearest"]),
+                      help="Scale a mask whose size differs from its source (default: refuse).")(fn)
+    fn = click.option("--layer-only", is_flag=True, help="Segmentation: the colour layer alone, as RGBA.")(fn)
+    fn = click.option("--background", metavar="COLOR",
+                      help='Alpha: composite over this colour ("#rrggbb" or r,g,b); segmentation: colour '
+                           "for pixels without a label.")(fn)
+    fn = click.option("--opacity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+                      help="Segmentation overlay opacity.")(fn)
+    return click.option("--mode", type=click.Choice(["segmentation", "alpha"]), default="segmentation",
+                        show_default=True)(fn)
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``#rrggbb`` or ``r,g,b`` from the command line."""
+    return parse_label_color(text.split(",") if "," in text else text)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.argument("frame_id")
+@version_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--source", "source_id", help="Source id (default: the first source with a mask).")
+@click.option("--mask", "mask_id", help="Mask id (default: the source's first mask).")
+@render_flags
+def render(archive: str, frame_id: str, dataset: str | None, version_name: str | None, output: str,
+           source_id: str | None, mask_id: str | None, mode: str, opacity: float, background: str | None,
+           layer_only: bool, resize: str | None) -> None:
+    """Render one frame's mask over its image into a PNG."""
+    with Archive(archive, readonly=True) as ar:
+        version = open_version(ar, dataset, version_name)
+        array = maskstore_render(version.get_frame(frame_id), version, mode=mode, source_id=source_id,
+                                 mask_id=mask_id, **render_options(mode, opacity, background, layer_only, resize))
+    Image.fromarray(array).save(output, format="PNG")
+    click.echo(f"wrote {output} ({array.shape[1]}x{array.shape[0]})", err=True)
+
+
+@main.command(name="export")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.argument("outdir", type=click.Path(file_okay=False))
+@version_options
+@click.option("--query", "-q", "query_text", default="", help="Which frames (default: all).")
+@click.option("--jobs", type=click.IntRange(1), help="Processes (default: all cores).")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
+@click.option("--mask", "mask_id", help="Mask id to render (default: each source's first mask).")
+@render_flags
+def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
+               jobs: int | None, fmt: str, mask_id: str | None, mode: str, opacity: float,
+               background: str | None, layer_only: bool, resize: str | None) -> None:
+    """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
+    manifest.jsonl and a legend.png; files already there are skipped, so a re-run resumes."""
+    with Archive(archive, readonly=True) as ar:
+        version = open_version(ar, dataset, version_name)
+        with progress_bar(version.count(query_text), "frames") as bar:
+            report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
+                                    progress=bar.update,
+                                    **render_options(mode, opacity, background, layer_only, resize))
+    click.echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
+               f"{report.manifest}", err=True)
+    for frame_id, message in report.errors:
+        click.echo(f"Error: frame {frame_id!r}: {message}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("outdir", default="maskstore-demo", type=click.Path(file_okay=False))
+@click.option("--jobs", type=click.IntRange(1), help="Processes (default: all cores).")
+def demo(outdir: str, jobs: int | None) -> None:
+    """Build a sample archive from bundled real images, query it, export masked images."""
+    result = run_demo(outdir, jobs=jobs)
+    click.echo(f"archive:  {result.archive}  (self-contained: images embedded)")
+    for dataset, query, ids in result.queries:
+        click.echo(f"query:    {dataset}: {query}\n          -> {', '.join(ids)}")
+    for mode, report in result.exports:
+        click.echo(f"export:   {mode}: {report.written + report.skipped} images in {report.manifest.parent}/")
+    click.echo(f"chart:    {result.chart}")
+    click.echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
+               "--format table")
