@@ -25,7 +25,7 @@ from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
 from .ingest.voc import frames_from_voc, voc_labels
-from .labels import pack_rgb
+from .labels import pack_rgb, packed_key
 from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo
@@ -279,7 +279,7 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
 
 def _table_row(frame: dict[str, Any], labels: dict[int, list[str]]) -> str:
     names = sorted({n for s in frame["sources"] for m in s["masks"] for v in m.get("values") or ()
-                    for n in labels.get(pack_rgb(v[:3]), ())} | {n for r in frame["rois"] for n in r["label"]})
+                    for n in labels.get(packed_key(v), ())} | {n for r in frame["rois"] for n in r["label"]})
     sources = ",".join(s["id"] for s in frame["sources"])
     return f"{frame['id']}\t{frame['context_id']}\t{frame['timestamp']}\t{sources}\t{', '.join(names)}"
 

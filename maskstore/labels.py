@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,12 @@ RGB = tuple[int, int, int]
 def pack_rgb(value: Iterable[int]) -> int:
     r, g, b = _rgb(value, "mask value")
     return (r << 16) | (g << 8) | b
+
+
+def packed_key(value: Sequence[int]) -> int:
+    """Packed key of a stored value (``[r, g, b]`` or ``[r, g, b, count]``), already validated at
+    ingest: the hot loops over frame records use this instead of ``pack_rgb``."""
+    return (value[0] << 16) | (value[1] << 8) | value[2]
 
 
 def unpack_rgb(key: int) -> RGB:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import records
 from ..archive import CHUNK_BITS, U64, DatasetVersion, meta_items, type_name, u64
-from ..labels import pack_rgb
+from ..labels import packed_key
 
 CHUNK = 1 << CHUNK_BITS
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_, "object": object}
@@ -35,8 +35,10 @@ class StrColumn:
 
     def select(self, keep: Any) -> np.ndarray:
         """Rows whose string satisfies ``keep`` (called once per distinct string)."""
-        wanted = np.array([i for i, s in enumerate(self.uniques) if keep(s)], dtype=np.int32)
-        return np.isin(self.codes, wanted) if len(wanted) else np.zeros(len(self.codes), bool)
+        wanted = [i for i, s in enumerate(self.uniques) if keep(s)]
+        if len(wanted) == 1:
+            return self.codes == wanted[0]
+        return np.isin(self.codes, wanted) if wanted else np.zeros(len(self.codes), bool)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def build_chunk(base: int, frames: Iterator[tuple[int, dict[str, Any]]]) -> Chun
         totals: dict[int, int] = {}
         for m in masks:
             for v in m.get("values") or ():
-                key = pack_rgb(v[:3])
+                key = packed_key(v)
                 totals[key] = totals.get(key, 0) + v[3]
         sizes[i] = len(totals)
         keys += totals.keys()

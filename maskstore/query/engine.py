@@ -40,9 +40,9 @@ def context(txn: lmdb.Transaction, version: DatasetVersion) -> Context:
     cache = version.archive.__dict__.setdefault("_column_cache", {})
     cached = cache.get(version.id)
     if cached is None or cached[0] != rec["generation"]:
-        cached = (rec["generation"], columns.load_chunks(txn, version))
+        cached = (rec["generation"], columns.load_chunks(txn, version), {})
         cache[version.id] = cached
-    return Context(txn, version, cached[1], Labels(rec["mask_labels"]), rec["meta_types"])
+    return Context(txn, version, cached[1], Labels(rec["mask_labels"]), rec["meta_types"], cached[2])
 
 
 def _plan(query: Query, ctx: Context) -> Step:
@@ -98,12 +98,7 @@ def ids(version: DatasetVersion, text: str | Query) -> list[str]:
 
     def work(txn: lmdb.Transaction) -> list[str]:
         seqs = select(version, text, txn)
-        by_base = {c.base: c for c in context(txn, version).chunks}
-        out = []
-        for seq in seqs.tolist():
-            chunk = by_base[(seq >> CHUNK_BITS) << CHUNK_BITS]
-            out.append(chunk.ids.uniques[chunk.ids.codes[seq - chunk.base]])
-        return out
+        return context(txn, version).dense_ids()[seqs.astype(np.intp)].tolist()
     return version.archive.read(work)
 
 

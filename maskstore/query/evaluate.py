@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
-from ..labels import pack_rgb
+from ..labels import pack_rgb, packed_key
 from .check import compile_glob
 from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, Value
 
@@ -80,7 +80,7 @@ def _masks(frame: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _mask_keys(frame: Mapping[str, Any]) -> set[int]:
-    return {pack_rgb(v[:3]) for m in _masks(frame) for v in m.get("values") or ()}
+    return {packed_key(v) for m in _masks(frame) for v in m.get("values") or ()}
 
 
 def field_values(frame: Mapping[str, Any], name: str, path: tuple[str, ...], labels: Labels) -> list[Any]:
@@ -117,7 +117,7 @@ def coverage(frame: Mapping[str, Any], label: str, labels: Labels) -> float:
     for m in _masks(frame):
         for v in m.get("values") or ():
             total += v[3]
-            if pack_rgb(v[:3]) in wanted:
+            if packed_key(v) in wanted:
                 labelled += v[3]
     return labelled / total if total else 0.0
 

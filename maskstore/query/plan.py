@@ -34,6 +34,21 @@ class Context:
     chunks: list[Chunk]
     labels: Labels
     meta_types: dict[str, str]
+    shared: dict[str, Any]  # lazily built whole-version arrays, cached with the chunks
+
+    def size(self) -> int:
+        """One past the largest seq the chunks cover: the length of dense per-seq arrays."""
+        return (self.chunks[-1].base + len(self.chunks[-1].present)) if self.chunks else 0
+
+    def dense_ids(self) -> np.ndarray:
+        """Frame id of every seq (None where no frame): ids of any result are one fancy-index."""
+        if "ids" not in self.shared:
+            ids = np.full(self.size(), None, dtype=object)
+            for c in self.chunks:
+                uniques = np.array(c.ids.uniques + [None], dtype=object)  # code -1 picks the None
+                ids[c.base:c.base + len(c.present)] = uniques[c.ids.codes]
+            self.shared["ids"] = ids
+        return self.shared["ids"]
 
     @cached_property
     def roi_labels(self) -> list[str] | None:
@@ -55,6 +70,17 @@ class Context:
         return concat([chunk_seqs(c, c.present) for c in self.chunks])
 
 
+def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
+    """Union of seq arrays as one sorted unique array (sort-based: numpy's hash unique is slower here)."""
+    if not parts:
+        return EMPTY
+    seqs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    seqs = np.sort(seqs)
+    if len(seqs) > 1:
+        seqs = seqs[np.concatenate(([True], seqs[1:] != seqs[:-1]))]
+    return seqs
+
+
 class Step:
     def run(self, ctx: Context) -> np.ndarray:
         raise NotImplementedError
@@ -72,13 +98,18 @@ class Lookup(Step):
     what: str
 
     def run(self, ctx: Context) -> np.ndarray:
-        if not self.keys:
-            return EMPTY
         prefix = ctx.version.prefix
         cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
-        raw = cursor.getmulti([prefix + k for k in self.keys], dupdata=True, dupfixed_bytes=8, keyfixed=False)
-        seqs = np.frombuffer(b"".join(v for _, v in raw), dtype=">u8").astype(np.uint64)
-        return np.unique(seqs)
+        by_length: dict[int, list[bytes]] = {}
+        for key in self.keys:
+            by_length.setdefault(len(key), []).append(prefix + key)
+        parts = []
+        for length, keys in by_length.items():
+            # keyfixed: LMDB hands back every (key, seq) pair packed in one buffer, no Python per posting
+            raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
+            pairs = np.frombuffer(raw, dtype=np.dtype([("key", f"V{len(prefix) + length}"), ("seq", ">u8")]))
+            parts.append(pairs["seq"].astype(np.uint64))
+        return sorted_unique(parts)
 
     def lines(self) -> list[str]:
         return [f"index {self.db}: {self.what}"]
@@ -91,7 +122,7 @@ class IdLookup(Step):
     def run(self, ctx: Context) -> np.ndarray:
         db = ctx.version.archive.db("frame_ids")
         found = [ctx.txn.get(ctx.version.prefix + text_key(i), db=db) for i in self.ids]
-        return np.unique(np.array([int.from_bytes(s, "big") for s in found if s is not None], np.uint64))
+        return sorted_unique([np.array([int.from_bytes(s, "big") for s in found if s is not None], np.uint64)])
 
     def lines(self) -> list[str]:
         return [f"index frame_ids: {len(self.ids)} id(s)"]
@@ -99,12 +130,19 @@ class IdLookup(Step):
 
 @dataclass
 class Scan(Step):
-    """A vectorized scan of the columnar side tables."""
+    """A vectorized scan of the columnar side tables (and/or/not of scans is one scan of masks)."""
 
     node: Expr
 
+    def mask(self, ctx: Context) -> np.ndarray:
+        """Dense boolean over every seq of the version: True where a frame matches."""
+        out = np.zeros(ctx.size(), bool)
+        for c in ctx.chunks:
+            out[c.base:c.base + len(c.present)] = column_mask(self.node, c, ctx) & c.present
+        return out
+
     def run(self, ctx: Context) -> np.ndarray:
-        return concat([chunk_seqs(c, column_mask(self.node, c, ctx)) for c in ctx.chunks])
+        return np.flatnonzero(self.mask(ctx)).astype(np.uint64)
 
     def lines(self) -> list[str]:
         return [f"scan columns: {to_text(self.node)}"]
@@ -116,14 +154,21 @@ class Combine(Step):
     parts: list[Step]
 
     def run(self, ctx: Context) -> np.ndarray:
-        result = self.parts[0].run(ctx)
-        for part in self.parts[1:]:
-            if self.op == "or":
-                result = np.union1d(result, part.run(ctx))
-            elif not len(result):
+        if self.op == "or":
+            return sorted_unique([part.run(ctx) for part in self.parts])
+        # Index results first (usually small), then keep those a scan also holds: a mask lookup per
+        # candidate instead of sorting two large arrays together.
+        lookups = [p for p in self.parts if not isinstance(p, Scan)]
+        scans = [p for p in self.parts if isinstance(p, Scan)]
+        result = lookups[0].run(ctx) if lookups else scans.pop(0).run(ctx)
+        for part in lookups[1:]:
+            if not len(result):
                 return EMPTY
-            else:
-                result = np.intersect1d(result, part.run(ctx), assume_unique=True)
+            result = np.intersect1d(result, part.run(ctx), assume_unique=True)
+        for scan in scans:
+            if not len(result):
+                return EMPTY
+            result = result[scan.mask(ctx)[result.astype(np.intp)]]
         return result
 
     def lines(self) -> list[str]:
@@ -171,6 +216,14 @@ class Filter(Step):
 
 # ------------------------------------------------------------------------------------- planning
 
+def _merge_scans(steps: list[Step], kind: type[And] | type[Or]) -> list[Step]:
+    """Sibling scans become one scan of their and/or: one pass of boolean masks, no set algebra."""
+    scans = [s.node for s in steps if isinstance(s, Scan)]
+    if len(scans) < 2:
+        return steps
+    return [s for s in steps if not isinstance(s, Scan)] + [Scan(kind(tuple(scans)))]
+
+
 def _labels_matching(node: Compare | In, ctx: Context, candidates: list[str]) -> list[str]:
     if isinstance(node, In):
         return [v for v in node.values if isinstance(v, str)]
@@ -211,7 +264,7 @@ INDEXED_TEXT = {"context_id": "ix_context", "source.id": "ix_source", "mask.id":
 def plan_expr(node: Expr, ctx: Context) -> Step:
     """The step answering ``node``: an index or column step where one exists, else a Filter."""
     if isinstance(node, And):
-        steps = [plan_expr(i, ctx) for i in node.items]
+        steps = _merge_scans([plan_expr(i, ctx) for i in node.items], And)
         sets = [s for s in steps if not isinstance(s, Filter)]
         residual = [s.node for s in steps if isinstance(s, Filter)]
         base = sets[0] if len(sets) == 1 else Combine("and", sets) if sets else Everything()
@@ -222,9 +275,12 @@ def plan_expr(node: Expr, ctx: Context) -> Step:
         steps = [plan_expr(i, ctx) for i in node.items]
         if any(isinstance(s, Filter) for s in steps):
             return Filter(Everything(), node)
-        return Combine("or", steps)
+        steps = _merge_scans(steps, Or)
+        return steps[0] if len(steps) == 1 else Combine("or", steps)
     if isinstance(node, Not):
         step = plan_expr(node.item, ctx)
+        if isinstance(step, Scan):
+            return Scan(Not(step.node))
         return Filter(Everything(), node) if isinstance(step, Filter) else Complement(step)
     if isinstance(node, RoiAll):
         labelled = [i for i in node.items if i.field.name == "roi.label" and _equality_values(i) is not None]
@@ -297,6 +353,11 @@ def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
 def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:
     """Boolean row mask of one chunk for a node the planner sent to a Scan."""
     size = len(chunk.present)
+    if isinstance(node, (And, Or)):
+        masks = [column_mask(item, chunk, ctx) for item in node.items]
+        return np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
+    if isinstance(node, Not):
+        return ~column_mask(node.item, chunk, ctx) & chunk.present
     if isinstance(node, Has):
         if node.field.path:
             col = chunk.meta.get(".".join(node.field.path))
