@@ -561,7 +561,9 @@ class DatasetVersion:
             for digest, data in blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            entries: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in INDEX_DBS + ("ix_time", "dirty")}
+            entries: dict[str, list[tuple[bytes, bytes]]] = {
+                name: [] for name in INDEX_DBS + ("ix_time", "frames", "frame_ids")}
+            chunks: set[int] = set()
             known_types = rec["meta_types"]
             for d in dicts:
                 id_key = prefix + text_key(d["id"])
@@ -575,15 +577,16 @@ class DatasetVersion:
                     seq = u64(rec["next_seq"])
                     rec["next_seq"] += 1
                     rec["count"] += 1
-                    txn.put(id_key, seq, db=ids_db)
+                    entries["frame_ids"].append((id_key, seq))
                 for path, kind in meta_types(d["meta"]):
                     if known_types.get(path) != kind:
                         _merge_meta_type(known_types, path, kind, d["id"])
-                txn.put(prefix + seq, records.encode_frame(d), db=frames_db)
+                entries["frames"].append((prefix + seq, records.encode_frame(d)))
                 for name, keys in index_entries(d).items():
                     entries[name] += [(prefix + key, seq) for key in keys]
                 entries["ix_time"].append((time_key(prefix, d["timestamp"], seq), b""))
-                entries["dirty"].append((self._chunk_key(seq), b""))
+                chunks.add(U64.unpack(seq)[0] >> CHUNK_BITS)
+            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
                 items.sort()
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
