@@ -7,6 +7,7 @@ no lookup tables, packing or caching with ``maskstore.render``.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -14,6 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -26,6 +28,9 @@ from maskstore import Archive, FrameGroup, MaskError, MaskstoreError, SingleFram
 from maskstore.labels import default_color, parse_color
 from maskstore.render import (ValueTable, alpha_over, alpha_tint, class_table, color_table, mask_alpha, render,
                               source_rgb)
+
+# the module, not the function a package-level `render` export would shadow it with
+render_module = importlib.import_module("maskstore.render")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -202,13 +207,14 @@ def scenes(draw: st.DrawFn) -> dict:
         "tint": draw(colours),
         "enumeration": draw(st.dictionaries(st.sampled_from(LABELS), st.integers(0, 300) | st.integers(0, 9))),
         "ignore": draw(st.sampled_from([255, 0, 1000])),
+        "block": draw(st.sampled_from([1, 3, 7, render_module.BLOCK])),  # drawn frames span many blocks too
     }
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scene=scenes())
 def test_drawn_masks_match_reference(store: Archive, scene: dict) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(render_module, "BLOCK", scene["block"]):
         scene["mask"].save(Path(tmp) / "mask.png")
         scene["src"].save(Path(tmp) / "src.png")
         mask, src = Image.open(Path(tmp) / "mask.png"), ref_source(Path(tmp) / "src.png")
