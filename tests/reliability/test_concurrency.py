@@ -25,7 +25,7 @@ def test_readers_see_consistent_snapshots_while_a_writer_adds(tmp_path: Path) ->
     build_archive(path, 2, 40)
     go = tmp_path / "go"
     readers = [worker("read", path, READ_SECONDS, 40, seed, 1 << 16) for seed in (1, 2)]
-    writer = worker("add", path, 2, 2000, 40, "map_size=65536", f"go={go}", "seconds=5", "pause=0.005")
+    writer = worker("add", path, 2, 2000, 40, "map_size=65536", f"go={go}", "seconds=5", "pause=0.01")
     for child in readers + [writer]:
         child.wait_for("ready")
     go.touch()
@@ -33,9 +33,8 @@ def test_readers_see_consistent_snapshots_while_a_writer_adds(tmp_path: Path) ->
     for reader in readers:
         assert reader.finish(60) == 0, f"reader saw an inconsistent snapshot:\n{reader.stderr}"
         summary = json.loads(reader.lines[-1])
-        assert summary["iterations"] >= 5, summary
+        assert summary["iterations"] >= 3, summary
         assert len(summary["counts"]) >= 3, f"the reader never saw the writer's progress: {summary}"
-        print("reader", summary["iterations"], "iterations,", len(summary["counts"]), "distinct counts")
     done = len(writer.done())
     snap = assert_archive_consistent(path, batch_size=40)[MAIN]
     assert snap.batch_numbers == set(range(done + 2))
@@ -47,18 +46,18 @@ def test_readers_see_consistent_snapshots_while_a_writer_adds(tmp_path: Path) ->
 
 def test_two_writers_are_serialised_and_both_succeed(tmp_path: Path) -> None:
     path = tmp_path / "two.maskstore"
-    build_archive(path, 0, 50)
+    build_archive(path, 0, 25)
     go = tmp_path / "go"
-    writers = [worker("add", path, start, 40, 50, f"go={go}") for start in (0, 1000)]
+    writers = [worker("add", path, start, 80, 25, f"go={go}") for start in (0, 1000)]
     for child in writers:
         child.wait_for("ready")
     go.touch()
     for child in writers:
         assert child.finish(60) == 0, child.stderr
-        assert len(child.done()) == 40
-    snap = assert_archive_consistent(path, batch_size=50)[MAIN]
-    assert snap.batch_numbers == set(range(40)) | set(range(1000, 1040))
-    assert len(snap.ids) == 2 * 40 * 50
+        assert len(child.done()) == 80
+    snap = assert_archive_consistent(path, batch_size=25)[MAIN]
+    assert snap.batch_numbers == set(range(80)) | set(range(1000, 1080))
+    assert len(snap.ids) == 2 * 80 * 25
     # They really ran at the same time: each started before the other finished.
     spans = [(float(c.done()[0][1]), float(c.done()[-1][1])) for c in writers]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans

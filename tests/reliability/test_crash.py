@@ -28,7 +28,7 @@ def kill_after(child, rng: random.Random, low: float, high: float) -> None:
     child.wait_for("ready")
     time.sleep(rng.uniform(low, high))
     child.kill()
-    assert child.proc.returncode == -9 or not child.began_unfinished(), child.stderr
+    assert child.proc.returncode in (-9, 0), f"the child failed before the kill:\n{child.stderr}"
 
 
 def test_killed_add_frames_leaves_whole_batches(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_killed_cli_ingest_keeps_every_committed_batch(tmp_path: Path, fast: boo
     """
     rng = random.Random(99 + fast)
     frames_file = tmp_path / "frames.jsonl"
-    write_frames_file(frames_file, 8000, 100)
+    write_frames_file(frames_file, 20000, 100)
     for run in range(3):
         path = tmp_path / f"cli{run}.maskstore"
         build_archive(path, 0, 100)
@@ -168,4 +168,4 @@ def test_killed_cli_ingest_keeps_every_committed_batch(tmp_path: Path, fast: boo
     # Running the same command again completes the ingest without duplicates.
     done = cli(*args)
     assert done.returncode == 0, done.stderr
-    assert len(assert_archive_consistent(path, batch_size=100)[MAIN].ids) == 8000
+    assert len(assert_archive_consistent(path, batch_size=100)[MAIN].ids) == 20000

@@ -92,7 +92,8 @@ atoms = st.one_of(
     st.tuples(st.sampled_from(FIELDS), st.just("~"), globs).map(" ".join),
     st.tuples(st.sampled_from(FIELDS), st.sampled_from(["in", "not in"]), lists).map(" ".join),
     st.sampled_from(FIELDS).map(lambda f: f"has({f})"),
-    st.tuples(text_literals, st.sampled_from(["<", ">", "=="]), numbers).map(lambda t: f"coverage({t[0]}) {t[1]} {t[2]}"),
+    st.tuples(text_literals, st.sampled_from(["<", ">", "=="]), numbers)
+    .map(lambda t: f"coverage({t[0]}) {t[1]} {t[2]}"),
 )
 exprs = st.recursive(atoms, lambda inner: st.one_of(
     st.tuples(inner, inner).map(lambda t: f"{t[0]} and {t[1]}"),
@@ -234,7 +235,8 @@ def test_cli_ingest_of_unstorable_values_is_a_clean_error(id_archive: Path, tmp_
 def test_queries_never_execute_code(query_version, tmp_path: Path) -> None:
     """Python-looking query text is a syntax error or a string literal, never evaluated."""
     marker = tmp_path / "pwned"
-    for text in [f"__import__('os').system('touch {marker}')", f'id == "{{__import__(\'os\').system(\'touch {marker}\')}}"',
+    for text in [f"__import__('os').system('touch {marker}')",
+                 f'id == "{{__import__(\'os\').system(\'touch {marker}\')}}"',
                  "meta.__class__ == 1", "meta.__globals__ == 1", "id == 1 if True else 2",
                  f"exec(\"open('{marker}', 'w')\")", "lambda: 1"]:
         run_query(query_version, text)

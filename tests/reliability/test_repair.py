@@ -1,0 +1,96 @@
+"""``maskstore check --repair``: indexes broken every way (entries deleted, stale entries added, id
+entries deleted or pointing elsewhere, the frame count wrong) are found by ``check`` and rebuilt from
+the frame records, which repair never changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskstore import Archive, records
+from maskstore.archive import text_key, time_key, u64, value_key
+
+from .helpers import DATASET, VERSION, assert_archive_consistent, cli, frame_id
+
+
+def records_of(path: Path) -> dict[bytes, bytes]:
+    with Archive(path, readonly=True) as ar:
+        db = ar.db("frames")
+        return ar.read(lambda txn: {bytes(k): bytes(v) for k, v in txn.cursor(db=db)})
+
+
+def break_indexes(path: Path) -> list[str]:
+    """Damage d/v1's indexes; returns words each resulting ``check`` problem must mention."""
+    with Archive(path, jobs=1) as ar:
+        v = ar.get_version(DATASET, VERSION)
+        p = v.prefix
+        seq_of = {fid: u64(n) for n, fid in enumerate(frame_id(b, i) for b in range(20) for i in range(50))}
+
+        def work(txn) -> None:
+            # Entries deleted: a context entry, a mask-value entry, a time entry, a ROI entry.
+            assert txn.delete(p + text_key("ctx-1"), seq_of[frame_id(0, 1)], db=ar.db("ix_context"))
+            rec = records.decode_frame(txn.get(p + seq_of[frame_id(0, 2)], db=ar.db("frames")))
+            v2 = rec["sources"][0]["masks"][0]["values"][1][:3]
+            assert txn.delete(p + value_key(v2), seq_of[frame_id(0, 2)], db=ar.db("ix_value"))
+            assert txn.delete(time_key(p, 3, seq_of[frame_id(0, 3)]), db=ar.db("ix_time"))
+            assert txn.delete(p + text_key("roi1"), seq_of[frame_id(0, 4)], db=ar.db("ix_roi"))
+            # Stale entries added: to a seq with no frame, and to the wrong frame.
+            txn.put(p + text_key("ctx-1"), u64(999_999), db=ar.db("ix_context"), dupdata=True)
+            txn.put(p + text_key("ctx-9"), seq_of[frame_id(5, 5)], db=ar.db("ix_context"), dupdata=True)
+            txn.put(p + value_key((9, 9, 9)), seq_of[frame_id(6, 6)], db=ar.db("ix_value"), dupdata=True)
+            txn.put(p + text_key("src-x"), seq_of[frame_id(7, 7)], db=ar.db("ix_source"), dupdata=True)
+            txn.put(time_key(p, 123456789, u64(888_888)), b"", db=ar.db("ix_time"))
+            # Id entries: two deleted, one pointing at another frame's record, one dangling.
+            for fid in (frame_id(10, 0), frame_id(10, 1)):
+                assert txn.delete(p + text_key(fid), db=ar.db("frame_ids"))
+            txn.put(p + text_key(frame_id(11, 0)), seq_of[frame_id(11, 1)], db=ar.db("frame_ids"))
+            txn.put(p + text_key("ghost"), u64(777_777), db=ar.db("frame_ids"))
+            # And the version record's count.
+            vrec = v.record(txn)
+            vrec["count"] += 3
+            txn.put(p, records.encode_version(vrec), db=ar.db("versions"))
+        ar.write(work)
+    return ["ix_context is missing", "ix_value is missing", "ix_time is missing", "ix_roi is missing",
+            "ix_context entry", "ix_value entry", "ix_source entry", "ix_time entry",
+            f"frame '{frame_id(10, 0)}' has no id entry", f"id entry '{frame_id(11, 0)}' points at",
+            "id entry 'ghost' points at", "counts 1003 frames"]
+
+
+def test_check_finds_every_broken_index_and_repair_rebuilds_them(fresh_copy) -> None:
+    path = fresh_copy()
+    with Archive(path, jobs=1) as ar:
+        ar.get_version(DATASET, VERSION).ids("")  # stored scan columns too, so repair must not need them
+    before = records_of(path)
+    expected = break_indexes(path)
+    result = cli("check", path)
+    assert result.returncode == 1, result.stdout
+    for words in expected:
+        assert words in result.stdout, f"check did not report {words!r}:\n{result.stdout}"
+    assert "0 errors" not in result.stderr
+    with Archive(path, readonly=True) as ar:  # visibly wrong before the repair
+        v = ar.get_version(DATASET, VERSION)
+        assert frame_id(10, 0) not in v and len(v) == 1003
+
+    repaired = cli("check", "--repair", path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "0 errors" in repaired.stderr
+    again = cli("check", path)
+    assert again.returncode == 0 and again.stdout == "", again.stdout
+
+    assert records_of(path) == before, "repair changed frame records"
+    snap = assert_archive_consistent(path, batch_size=50)[f"{DATASET}/{VERSION}"]
+    assert len(snap.ids) == 1000 and snap.batch_numbers == set(range(20))
+    with Archive(path, readonly=True) as ar:
+        v = ar.get_version(DATASET, VERSION)
+        assert v.get_frame(frame_id(10, 0)).id == frame_id(10, 0)
+        assert v.get_frame_dict(frame_id(11, 0))["id"] == frame_id(11, 0)
+        assert "ghost" not in v
+        assert v.ids('context_id == "ctx-9"') == [] and v.ids("mask.value == [9, 9, 9]") == []
+
+
+def test_repair_of_a_healthy_archive_changes_nothing_visible(fresh_copy) -> None:
+    path = fresh_copy()
+    before = records_of(path)
+    result = cli("check", "--repair", path)
+    assert result.returncode == 0 and "0 errors, 0 warnings" in result.stderr
+    assert records_of(path) == before
+    assert len(assert_archive_consistent(path, batch_size=50)[f"{DATASET}/{VERSION}"].ids) == 1000
