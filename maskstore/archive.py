@@ -163,8 +163,11 @@ class Archive:
             raise ArchiveError(f"{self.path} is a folder; an archive is a single file (e.g. data.maskstore)")
         if readonly and not self.path.exists():
             raise ArchiveError(f"no archive at {self.path}")
+        if readonly and self.path.stat().st_size == 0:
+            raise ArchiveError(f"{self.path} is an empty file, not a maskstore archive")
         size = max(map_size or DEFAULT_MAP_SIZE, self.path.stat().st_size if self.path.exists() else 0)
         self.env = self._open_env(size, sync)
+        self._check_not_truncated()
         self._dbs = {name: self.env.open_db(name.encode(), create=not readonly, dupsort=name in DUP_DBS,
                                             dupfixed=name in DUP_DBS)
                      for name in ("meta", "versions", "blobs") + VERSION_DBS} if not readonly else {}
@@ -193,6 +196,21 @@ class Archive:
         except lmdb.Error as exc:
             raise ArchiveError(f"cannot open {self.path}: {exc}") from None
 
+    def _check_not_truncated(self) -> None:
+        """A file shorter than its last page would kill the process (SIGBUS) on the first read there."""
+        needed = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        size = self.path.stat().st_size
+        if 0 < size < needed:
+            self.env.close()
+            raise ArchiveError(f"{self.path} is truncated: {size} bytes, but its pages need {needed}; "
+                               "restore it from a copy")
+
+    def _decode_format(self, data: bytes) -> None:
+        try:
+            records.decode_format(data)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.path}: {exc}") from None
+
     def _open_readonly_dbs(self) -> None:
         with self.env.begin() as txn:
             names = {bytes(k) for k, _ in txn.cursor()}
@@ -208,7 +226,7 @@ class Archive:
         fmt = self.read(lambda t: t.get(b"format", db=self._dbs["meta"]))
         if fmt is None:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
-        records.decode_format(fmt)
+        self._decode_format(fmt)
 
     def _init_format(self) -> None:
         def work(txn: lmdb.Transaction) -> None:
@@ -219,7 +237,7 @@ class Archive:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
                 txn.put(b"format", records.encode_format(), db=self._dbs["meta"])
             else:
-                records.decode_format(fmt)
+                self._decode_format(fmt)
         try:
             self.write(work)
         except ArchiveError:
@@ -374,6 +392,15 @@ def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[s
     return records.decode_version(data)
 
 
+def _encode(frame: dict[str, Any]) -> bytes:
+    """The frame record, or a FrameError for what JSON can carry but the archive cannot store."""
+    try:
+        return records.encode_frame(frame)
+    except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as exc:
+        raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
+                         "Unicode without lone surrogates, integers within 64 bits)") from None
+
+
 def _partial_frame_dict(frame: Frame | Mapping[str, Any]) -> dict[str, Any]:
     """The fields a caller really gave, for merging: defaults must not overwrite stored values."""
     if isinstance(frame, Mapping):
@@ -504,9 +531,9 @@ class DatasetVersion:
     # ------------------------------------------------------------------ writing frames
 
     def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
-                 merge: bool = False) -> tuple[list[dict[str, Any]], dict[bytes, bytes]]:
-        """Normalize, merge, decode mask statistics and read blobs: all before the write transaction,
-        so a bad frame fails the call before anything is written."""
+                 merge: bool = False) -> tuple[list[tuple[dict[str, Any], bytes]], dict[bytes, bytes]]:
+        """Normalize, merge, decode mask statistics, read blobs and encode the records: all before the
+        write transaction, so a bad frame fails the call before anything is written."""
         given = [_partial_frame_dict(f) if merge else (f.to_dict() if isinstance(f, Frame) else f)
                  for f in frames]
         if merge:
@@ -518,12 +545,12 @@ class DatasetVersion:
         for d in dicts:
             if d["id"] in seen:
                 raise FrameError(f"frame id {d['id']!r} appears twice in one call; ids must be unique")
-            if len(d["id"].encode("utf-8")) > MAX_KEY_TEXT:
+            if len(d["id"].encode("utf-8", errors="surrogatepass")) > MAX_KEY_TEXT:
                 raise FrameError(f"frame id {d['id'][:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
             seen.add(d["id"])
         self.archive._decoder.fill(dicts, self.archive.read_blob)
         blobs = self._embed(dicts) if embed else {}
-        return dicts, blobs
+        return [(d, _encode(d)) for d in dicts], blobs
 
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
@@ -551,7 +578,8 @@ class DatasetVersion:
             return out
         return self.archive.read(work)
 
-    def _write_frames(self, dicts: list[dict[str, Any]], blobs: dict[bytes, bytes], must_exist: bool) -> int:
+    def _write_frames(self, prepared: list[tuple[dict[str, Any], bytes]], blobs: dict[bytes, bytes],
+                      must_exist: bool) -> int:
         """Records, then every index entry of the batch sorted and written with one putmulti per
         sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
         arc = self.archive
@@ -565,7 +593,7 @@ class DatasetVersion:
                 name: [] for name in INDEX_DBS + ("ix_time", "frames", "frame_ids")}
             chunks: set[int] = set()
             known_types = rec["meta_types"]
-            for d in dicts:
+            for d, record in prepared:
                 id_key = prefix + text_key(d["id"])
                 seq = txn.get(id_key, db=ids_db)
                 if seq is not None:
@@ -581,7 +609,7 @@ class DatasetVersion:
                 for path, kind in meta_types(d["meta"]):
                     if known_types.get(path) != kind:
                         _merge_meta_type(known_types, path, kind, d["id"])
-                entries["frames"].append((prefix + seq, records.encode_frame(d)))
+                entries["frames"].append((prefix + seq, record))
                 for name, keys in index_entries(d).items():
                     entries[name] += [(prefix + key, seq) for key in keys]
                 entries["ix_time"].append((time_key(prefix, d["timestamp"], seq), b""))
@@ -590,7 +618,7 @@ class DatasetVersion:
             for name, items in entries.items():
                 items.sort()
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
-            return len(dicts)
+            return len(prepared)
         return self._update(work)
 
     def _chunk_key(self, seq: bytes) -> bytes:
@@ -612,15 +640,15 @@ class DatasetVersion:
         Masks without precomputed ``values`` are decoded once for their statistics.
         """
         with gc_paused():
-            dicts, blobs = self._prepare(frames, embed)
-            return self._write_frames(dicts, blobs, must_exist=False)
+            prepared, blobs = self._prepare(frames, embed)
+            return self._write_frames(prepared, blobs, must_exist=False)
 
     def update_frames(self, frames: Iterable[Frame | Mapping[str, Any]], merge: bool = False, *,
                       embed: bool = False) -> int:
         """Replace existing frames, or with ``merge=True`` merge the given fields into them."""
         with gc_paused():
-            dicts, blobs = self._prepare(frames, embed, merge=merge)
-            return self._write_frames(dicts, blobs, must_exist=True)
+            prepared, blobs = self._prepare(frames, embed, merge=merge)
+            return self._write_frames(prepared, blobs, must_exist=True)
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
         """Delete frames by id in one transaction; an unknown id fails the whole call."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import io
 import mimetypes
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -72,18 +74,35 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _fetch_http(uri: str, timeout: float = HTTP_TIMEOUT, max_bytes: int = HTTP_MAX_BYTES) -> bytes:
-    """Download once into the cache folder; later reads come from the cache."""
+def _fetch_http(uri: str, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+    """Download once into the cache folder; later reads come from the cache.
+
+    ``timeout`` bounds the whole download, not each socket read, so a server trickling bytes cannot
+    hold ingest; a body larger than ``max_bytes`` or shorter than its Content-Length is refused.
+    """
+    timeout = HTTP_TIMEOUT if timeout is None else timeout
+    max_bytes = HTTP_MAX_BYTES if max_bytes is None else max_bytes
     cached = cache_dir() / hashlib.sha256(uri.encode()).hexdigest()
     if cached.exists():
         return cached.read_bytes()
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    received = 0
     try:
         with urllib.request.urlopen(uri, timeout=timeout) as response:  # noqa: S310 (http(s) only)
-            data = response.read(max_bytes + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+            declared = response.headers.get("Content-Length")
+            while chunk := response.read1(65536):
+                chunks.append(chunk)
+                received += len(chunk)
+                if received > max_bytes:
+                    raise MediaError(f"{uri} is larger than the {max_bytes} byte limit")
+                if time.monotonic() > deadline:
+                    raise MediaError(f"{uri} took longer than {timeout} s to download")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise MediaError(f"cannot fetch {uri}: {exc}") from None
-    if len(data) > max_bytes:
-        raise MediaError(f"{uri} is larger than the {max_bytes} byte limit")
+    if declared is not None and declared.isdigit() and int(declared) != received:
+        raise MediaError(f"cannot fetch {uri}: got {received} of {declared} bytes (connection closed early)")
+    data = b"".join(chunks)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.part")
     tmp.write_bytes(data)
@@ -109,14 +128,16 @@ def read_bytes(uri: str, blobs: BlobReader | None = None) -> bytes:
         raise MediaError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image") -> Image.Image:
-    """Open and fully decode an image, turning every Pillow failure into a MaskError."""
+def _open(uri: str, blobs: BlobReader | None, what: str, decode: bool) -> Image.Image:
+    """Open (and with ``decode`` fully load) an image, turning every Pillow failure into a MaskError;
+    Pillow's decompression-bomb warning counts as a failure too."""
     data = read_bytes(uri, blobs)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-            image.load()
+            if decode:
+                image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise MaskError(f"{what} {uri} is too large to decode safely: {exc}") from None
         except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -124,14 +145,15 @@ def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image"
     return image
 
 
+def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image") -> Image.Image:
+    """Open and fully decode an image."""
+    return _open(uri, blobs, what, decode=True)
+
+
 def image_size(uri: str, blobs: BlobReader | None = None) -> tuple[int, int]:
     """(width, height) from the header only, without decoding the pixels."""
-    data = read_bytes(uri, blobs)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MaskError(f"image {uri} is not a readable image: {exc}") from None
+    with _open(uri, blobs, "image", decode=False) as image:
+        return image.size
 
 
 @dataclass(frozen=True)

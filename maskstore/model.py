@@ -194,6 +194,8 @@ def normalize_frame_dict(d: Any) -> dict[str, Any]:
     ts = _int_or_none(d.get("timestamp"), "timestamp", frame_id)
     if ts is None:
         ts = _int_or_none(first.get("timestamp"), "source timestamp", frame_id) or 0
+    if not -(2**63) <= ts < 2**63:
+        raise _fail(frame_id, f"timestamp {ts} does not fit in a signed 64-bit integer")
     out = dict(d)
     out["id"] = frame_id
     out["timestamp"] = ts

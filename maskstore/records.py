@@ -19,10 +19,7 @@ KIND_FORMAT = b"M"
 KIND_VERSION = b"V"
 KIND_FRAME = b"F"
 
-# Untrusted archives: a record may not make msgpack allocate more than this, whatever its headers claim.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
-_LIMITS = dict(max_str_len=64 * 1024 * 1024, max_bin_len=64 * 1024 * 1024,
-               max_array_len=64 * 1024 * 1024, max_map_len=4 * 1024 * 1024, max_ext_len=0)
 
 
 def newer_format_message(found: int) -> str:
@@ -44,8 +41,13 @@ def _unpack(kind: bytes, data: bytes | memoryview, what: str) -> Any:
         raise ArchiveError(f"{what} record is damaged: kind {data[1:2]!r}, expected {kind!r}")
     if len(data) > MAX_RECORD_BYTES:
         raise ArchiveError(f"{what} record is larger than {MAX_RECORD_BYTES} bytes")
+    body = data[2:]
+    # Untrusted archives: no declared length may exceed the record itself (every item takes at least
+    # one byte), so a few bytes claiming gigabytes allocate nothing.
+    n = len(body)
     try:
-        return msgpack.unpackb(data[2:], raw=False, strict_map_key=False, **_LIMITS)
+        return msgpack.unpackb(body, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                               max_array_len=n, max_map_len=n // 2, max_ext_len=0)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise ArchiveError(f"{what} record is damaged: {exc}") from None
 
@@ -68,10 +70,14 @@ def encode_version(record: dict[str, Any]) -> bytes:
     return _pack(KIND_VERSION, record)
 
 
+_VERSION_FIELDS = {"id": int, "dataset": str, "name": str, "state": str, "mask_labels": list, "label_colors": dict,
+                   "meta_types": dict, "next_seq": int, "count": int, "generation": int}
+
+
 def decode_version(data: bytes) -> dict[str, Any]:
     body = _unpack(KIND_VERSION, data, "version")
-    if not isinstance(body, dict):
-        raise ArchiveError("version record is damaged: not a map")
+    if not isinstance(body, dict) or not all(type(body.get(k)) is t for k, t in _VERSION_FIELDS.items()):
+        raise ArchiveError("version record is damaged: fields missing or of the wrong type")
     return body
 
 
@@ -79,8 +85,32 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return _pack(KIND_FRAME, frame)
 
 
+def _values_ok(values: Any) -> bool:
+    if values is None:
+        return True
+    try:
+        bytes([c for v in values for c in v[:3]])  # C-level: every channel an int in 0..255
+    except (TypeError, ValueError):
+        return False
+    return all(type(v) is list and len(v) == 4 and type(v[3]) is int for v in values)
+
+
+def _frame_ok(body: Any) -> bool:
+    """The shape every reader relies on; a record that lacks it is damaged, not a crash."""
+    return (type(body) is dict and type(body.get("id")) is str and type(body.get("context_id")) is str
+            and type(body.get("timestamp")) is int and -(2**63) <= body["timestamp"] < 2**63
+            and type(body.get("meta")) is dict and type(body.get("rois")) is list
+            and type(body.get("sources")) is list
+            and all(type(r) is dict and type(r.get("label")) is list for r in body["rois"])
+            and all(type(s) is dict and type(s.get("id")) is str and type(s.get("uri")) is str
+                    and type(s.get("masks")) is list
+                    and all(type(m) is dict and type(m.get("id")) is str and type(m.get("uri")) is str
+                            and _values_ok(m.get("values")) for m in s["masks"])
+                    for s in body["sources"]))
+
+
 def decode_frame(data: bytes | memoryview) -> dict[str, Any]:
     body = _unpack(KIND_FRAME, data, "frame")
-    if not isinstance(body, dict):
-        raise ArchiveError("frame record is damaged: not a map")
+    if not _frame_ok(body):
+        raise ArchiveError("frame record is damaged: fields missing or of the wrong type")
     return body

@@ -33,7 +33,7 @@ def _run(job: _Job, blobs: BlobReader | None = None) -> tuple[_Job, Any]:
             return job, image_size(job.uri, blobs)
         return job, mask_statistics(job.uri, blobs)
     except MaskError as exc:
-        return job, MaskError(f"frame {job.frame_id!r}: {exc}")
+        return job, type(exc)(f"frame {job.frame_id!r}: {exc}")
 
 
 def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:

@@ -35,7 +35,8 @@ def read_frames_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise FrameError(f"cannot read frames file {path}: {exc.strerror or exc}") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        # readline with a limit: a file without newlines is refused after MAX_LINE_BYTES, not read whole
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
             if len(raw) > MAX_LINE_BYTES:
                 raise FrameError(f"{path}:{number}: line is longer than {MAX_LINE_BYTES} bytes")
             if not raw.strip():

@@ -80,13 +80,13 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     >>> bool(compile_glob("drive_*").fullmatch("drive_12"))
     True
     """
-    out: list[str] = []
+    out: list[str | None] = []  # None marks a '*'
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "*":
-            if not out or out[-1] != ".*":
-                out.append(".*")
+            if not out or out[-1] is not None:
+                out.append(None)
         elif ch == "?":
             out.append(".")
         elif ch == "\\":
@@ -100,7 +100,23 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(ch))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(_without_backtracking(out), re.DOTALL)
+
+
+def _without_backtracking(tokens: list[str | None]) -> str:
+    """Join glob tokens into a regex that cannot backtrack catastrophically (like ``fnmatch``):
+    each piece between two stars is an atomic group ``(?>.*?piece)``, so ``*a*a*a*b`` stays linear
+    per star instead of exponential."""
+    pieces: list[list[str]] = [[]]
+    for token in tokens:
+        if token is None:
+            pieces.append([])
+        else:
+            pieces[-1].append(token)
+    if len(pieces) == 1:
+        return "".join(pieces[0])
+    middle = "".join(f"(?>.*?{''.join(p)})" for p in pieces[1:-1])
+    return "".join(pieces[0]) + middle + ".*" + "".join(pieces[-1])
 
 
 def _glob_class(pattern: str, start: int) -> tuple[int, str]:

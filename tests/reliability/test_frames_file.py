@@ -104,9 +104,6 @@ def test_junk_after_a_million_blank_lines_is_found_streaming(tmp_path: Path, fra
     assert rss < baseline_rss + HEADROOM_KIB, f"peak RSS {rss // 1024} MiB"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: read_frames_jsonl iterates lines (`for raw in handle`) and checks "
-                                       "MAX_LINE_BYTES only after the whole line is in memory; a file with no "
-                                       "newline (e.g. a binary file passed as --frames) is read whole")
 def test_one_endless_line_is_refused_in_bounded_memory(tmp_path: Path, frames_file: Path, baseline_rss: int) -> None:
     """With the line limit lowered to 1 MiB, a 96 MiB line without a newline must be refused after
     reading about 1 MiB of it."""

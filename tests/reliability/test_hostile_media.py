@@ -92,9 +92,6 @@ def test_mask_decompression_bomb_is_refused_naming_the_file(version, images) -> 
                          images["bomb"], "too large to decode safely")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: media.image_size (the source size read when a mask needs "
-                                       "decoding) does not catch Image.DecompressionBombError, so a bomb *source* "
-                                       "image escapes as a raw Pillow exception, not MaskError")
 def test_source_decompression_bomb_is_refused_naming_the_file(version, images) -> None:
     assert_refused_whole(version, [frame("ok", images["source"], images["good2"]),
                                    frame("bomb", images["bomb"], images["good"])], images["bomb"])
@@ -239,9 +236,6 @@ def test_huge_body_is_bounded_by_the_size_limit(server) -> None:
     assert seconds < 2.0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _fetch_http(uri, timeout=HTTP_TIMEOUT, max_bytes=HTTP_MAX_BYTES) binds "
-                                       "the module constants as default arguments at import, so setting "
-                                       "maskstore.media.HTTP_TIMEOUT / HTTP_MAX_BYTES later has no effect")
 @pytest.mark.parametrize("path", ["/hang", "/big.png"])
 def test_module_limits_apply_to_ingest(server, version, images, monkeypatch, path: str) -> None:
     monkeypatch.setattr(media, "HTTP_TIMEOUT", 0.5)
@@ -253,26 +247,17 @@ def test_module_limits_apply_to_ingest(server, version, images, monkeypatch, pat
     assert version.ids("") == ["before"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: stats._run re-raises every MaskError as a plain MaskError(f\"frame ...: "
-                                       "{exc}\"), so a MediaError (file not found, fetch failed) loses its type on "
-                                       "the way out of add_frames")
 def test_fetch_failures_stay_media_errors_through_add_frames(version, images, tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="missing.png"):
         version.add_frames([frame("gone", images["source"], tmp_path / "missing.png", 96)])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _fetch_http accepts a body shorter than its Content-Length (the "
-                                       "server closed early) and caches it, so the truncated file is served from "
-                                       "the cache from then on")
 def test_truncated_http_body_is_refused_and_not_cached(server, tmp_path: Path) -> None:
     exc, _ = timed(media._fetch_http, f"{server}/short", timeout=2, max_bytes=100_000)
     assert isinstance(exc, MediaError), exc
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: HTTP_TIMEOUT is a per-socket-read timeout, not a deadline: a server "
-                                       "sending one byte every 0.1 s holds a download for up to "
-                                       "HTTP_MAX_BYTES x 0.1 s")
 def test_trickling_server_is_bounded_by_the_timeout(server) -> None:
     exc, seconds = timed(media._fetch_http, f"{server}/trickle", timeout=0.5, max_bytes=100_000)
     assert isinstance(exc, MediaError) and seconds < 2.0, (exc, seconds)
