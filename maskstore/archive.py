@@ -14,7 +14,6 @@ ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
 ix_source      version id (8) + source id           seq (dupsort, dupfixed)
 ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
 ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
-ix_time        version id (8) + biased ts (8) + seq  empty
 dirty          version id (8) + chunk (8)           empty: column chunks to rebuild for scans
 columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
@@ -54,11 +53,10 @@ T = TypeVar("T")
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
-VERSION_DBS = ("frames", "frame_ids", "ix_time", "dirty", "columns") + INDEX_DBS
+VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS
 DUP_DBS = frozenset(INDEX_DBS)
 MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
 CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
-TIME_BIAS = 1 << 63
 DEFAULT_MAP_SIZE = 1 << 30
 
 
@@ -76,9 +74,6 @@ def value_key(rgb: Sequence[int]) -> bytes:
     """Index key of a mask value: its r, g, b bytes (a ``[r, g, b, count]`` entry works too)."""
     return bytes(rgb[:3])
 
-
-def time_key(vid: bytes, timestamp: int, seq: bytes) -> bytes:
-    return vid + u64(timestamp + TIME_BIAS) + seq
 
 
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
@@ -590,7 +585,7 @@ class DatasetVersion:
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
             entries: dict[str, list[tuple[bytes, bytes]]] = {
-                name: [] for name in INDEX_DBS + ("ix_time", "frames", "frame_ids")}
+                name: [] for name in INDEX_DBS + ("frames", "frame_ids")}
             chunks: set[int] = set()
             known_types = rec["meta_types"]
             for d, record in prepared:
@@ -612,7 +607,6 @@ class DatasetVersion:
                 entries["frames"].append((prefix + seq, record))
                 for name, keys in index_entries(d).items():
                     entries[name] += [(prefix + key, seq) for key in keys]
-                entries["ix_time"].append((time_key(prefix, d["timestamp"], seq), b""))
                 chunks.add(U64.unpack(seq)[0] >> CHUNK_BITS)
             entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
@@ -630,7 +624,6 @@ class DatasetVersion:
             db = arc.db(name)
             for key in keys:
                 txn.delete(self.prefix + key, seq, db=db)
-        txn.delete(time_key(self.prefix, d["timestamp"], seq), db=arc.db("ix_time"))
         txn.put(self._chunk_key(seq), b"", db=arc.db("dirty"))
 
     def add_frames(self, frames: Iterable[Frame | Mapping[str, Any]], *, embed: bool = False) -> int:

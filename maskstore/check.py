@@ -13,7 +13,7 @@ from typing import Any
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, index_entries, text_key, time_key,
+from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, index_entries, text_key,
                       u64)
 from .errors import ArchiveError
 
@@ -41,11 +41,10 @@ def _prefixed(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[tuple[bytes
 
 
 def _expected(frames: dict[bytes, dict[str, Any]], prefix: bytes) -> dict[str, set[tuple[bytes, bytes]]]:
-    expected: dict[str, set[tuple[bytes, bytes]]] = {name: set() for name in INDEX_DBS + ("ix_time",)}
+    expected: dict[str, set[tuple[bytes, bytes]]] = {name: set() for name in INDEX_DBS}
     for seq, rec in frames.items():
         for name, keys in index_entries(rec).items():
             expected[name].update((prefix + key, seq) for key in keys)
-        expected["ix_time"].add((time_key(prefix, rec["timestamp"], seq), b""))
     return expected
 
 
@@ -90,10 +89,10 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
         have = set(_prefixed(txn, arc.db(name), prefix))
         for key, seq in sorted(have - want)[:20]:
             problems.append(Problem("error", f"{label}: {name} entry {key[8:]!r} -> seq "
-                                             f"{U64.unpack(seq[:8] or key[-8:])[0]} matches no record"))
+                                             f"{U64.unpack(seq)[0]} matches no record"))
         for key, seq in sorted(want - have)[:20]:
             problems.append(Problem("error", f"{label}: {name} is missing {key[8:]!r} for frame "
-                                             f"{frames[seq or key[-8:]]['id']!r}"))
+                                             f"{frames[seq]['id']!r}"))
     return problems, expected
 
 
@@ -134,7 +133,7 @@ def rebuild_indexes(version: DatasetVersion) -> None:
                 frames[key[8:]] = records.decode_frame(data)
             except ArchiveError:
                 continue  # an undecodable record cannot be indexed; check reports it
-        for name in INDEX_DBS + ("ix_time", "frame_ids"):
+        for name in INDEX_DBS + ("frame_ids",):
             cursor = txn.cursor(db=arc.db(name))
             while cursor.set_range(prefix) and cursor.key().startswith(prefix):
                 cursor.delete(dupdata=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskstore import Archive, records
-from maskstore.archive import text_key, time_key, u64, value_key
+from maskstore.archive import text_key, u64, value_key
 
 from .helpers import DATASET, VERSION, assert_archive_consistent, cli, frame_id
 
@@ -26,19 +26,19 @@ def break_indexes(path: Path) -> list[str]:
         seq_of = {fid: u64(n) for n, fid in enumerate(frame_id(b, i) for b in range(20) for i in range(50))}
 
         def work(txn) -> None:
-            # Entries deleted: a context entry, a mask-value entry, a time entry, a ROI entry.
+            # Entries deleted: a context entry, a mask-value entry, a source entry, a ROI entry.
             assert txn.delete(p + text_key("ctx-1"), seq_of[frame_id(0, 1)], db=ar.db("ix_context"))
             rec = records.decode_frame(txn.get(p + seq_of[frame_id(0, 2)], db=ar.db("frames")))
             v2 = rec["sources"][0]["masks"][0]["values"][1][:3]
             assert txn.delete(p + value_key(v2), seq_of[frame_id(0, 2)], db=ar.db("ix_value"))
-            assert txn.delete(time_key(p, 3, seq_of[frame_id(0, 3)]), db=ar.db("ix_time"))
+            assert txn.delete(p + text_key("0"), seq_of[frame_id(0, 3)], db=ar.db("ix_source"))
             assert txn.delete(p + text_key("roi1"), seq_of[frame_id(0, 4)], db=ar.db("ix_roi"))
             # Stale entries added: to a seq with no frame, and to the wrong frame.
             txn.put(p + text_key("ctx-1"), u64(999_999), db=ar.db("ix_context"), dupdata=True)
             txn.put(p + text_key("ctx-9"), seq_of[frame_id(5, 5)], db=ar.db("ix_context"), dupdata=True)
             txn.put(p + value_key((9, 9, 9)), seq_of[frame_id(6, 6)], db=ar.db("ix_value"), dupdata=True)
             txn.put(p + text_key("src-x"), seq_of[frame_id(7, 7)], db=ar.db("ix_source"), dupdata=True)
-            txn.put(time_key(p, 123456789, u64(888_888)), b"", db=ar.db("ix_time"))
+            txn.put(p + text_key("00"), u64(888_888), db=ar.db("ix_mask"), dupdata=True)
             # Id entries: two deleted, one pointing at another frame's record, one dangling.
             for fid in (frame_id(10, 0), frame_id(10, 1)):
                 assert txn.delete(p + text_key(fid), db=ar.db("frame_ids"))
@@ -49,8 +49,8 @@ def break_indexes(path: Path) -> list[str]:
             vrec["count"] += 3
             txn.put(p, records.encode_version(vrec), db=ar.db("versions"))
         ar.write(work)
-    return ["ix_context is missing", "ix_value is missing", "ix_time is missing", "ix_roi is missing",
-            "ix_context entry", "ix_value entry", "ix_source entry", "ix_time entry",
+    return ["ix_context is missing", "ix_value is missing", "ix_source is missing", "ix_roi is missing",
+            "ix_context entry", "ix_value entry", "ix_source entry", "ix_mask entry",
             f"frame '{frame_id(10, 0)}' has no id entry", f"id entry '{frame_id(11, 0)}' points at",
             "id entry 'ghost' points at", "counts 1003 frames"]
 
