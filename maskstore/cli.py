@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -292,28 +293,28 @@ def _table_row(frame: dict[str, Any], labels: dict[int, list[str]]) -> str:
               help="ids: one frame id per line; jsonl: frame dicts (re-importable with ingest --frames).")
 @click.option("--count", "count_only", is_flag=True, help="Print the number of frames selected, nothing else.")
 @click.option("--explain", is_flag=True, help="Print the plan (index lookups, scans, filters) instead of running.")
-@click.option("--limit", type=click.IntRange(0), help="At most this many frames (same as 'limit N' in the query).")
+@click.option("--limit", type=click.IntRange(0), help="At most this many frames (with 'limit N' in the query too, "
+                                                     "the smaller one wins).")
 def query(archive: str, query_text: str, dataset: str | None, version_name: str | None, fmt: str,
           count_only: bool, explain: bool, limit: int | None) -> None:
     """Select frames with a query, e.g. 'label == "person" and meta.city == "frankfurt"'."""
-    if limit is not None:
-        query_text = f"{query_text} limit {limit}"
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         if explain:
             click.echo(version.explain(query_text))
         elif count_only:
-            click.echo(version.count(query_text))
+            count = version.count(query_text)
+            click.echo(count if limit is None else min(count, limit))
         elif fmt == "ids":
-            for frame_id in version.ids(query_text):
+            for frame_id in islice(version.ids(query_text), limit):
                 click.echo(frame_id)
         elif fmt == "jsonl":
-            for frame in version.query_dicts(query_text):
+            for frame in islice(version.query_dicts(query_text), limit):
                 click.echo(json.dumps(frame, ensure_ascii=False))
         else:
             labels = {pack_rgb(e["value"]): e["labels"] for e in version.mask_labels}
             click.echo("id\tcontext_id\ttimestamp\tsources\tlabels")
-            for frame in version.query_dicts(query_text):
+            for frame in islice(version.query_dicts(query_text), limit):
                 click.echo(_table_row(frame, labels))
 
 

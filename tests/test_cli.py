@@ -170,3 +170,15 @@ def test_jsonl_export_round_trips_through_ingest(runner, tmp_path):
     assert runner.invoke(main, ["ingest", str(dst), "--frames", str(tmp_path / "frames.jsonl")]).exit_code == 0
     with Archive(src, readonly=True) as a, Archive(dst, readonly=True) as b:
         assert list(a.versions()[0].frame_dicts()) == list(b.versions()[0].frame_dicts())
+
+
+def test_limit_option_and_query_limit_take_the_smaller(runner, tmp_path):
+    path = tmp_path / "l.maskstore"
+    with Archive(path) as ar:
+        ar.create_version("D", "v1").add_frames([{"id": f"f{i}", "timestamp": i} for i in range(5)])
+    ids = runner.invoke(main, ["query", str(path), "order by timestamp limit 3", "--limit", "2"])
+    assert ids.exit_code == 0 and ids.stdout == "f0\nf1\n"
+    ids = runner.invoke(main, ["query", str(path), "order by timestamp desc limit 1", "--limit", "4"])
+    assert ids.stdout == "f4\n"
+    count = runner.invoke(main, ["query", str(path), "", "--count", "--limit", "3"])
+    assert count.stdout == "3\n"

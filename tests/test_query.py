@@ -603,3 +603,26 @@ def test_cli_query_errors_are_clean(cli_archive: Path) -> None:
     assert "Traceback" not in result.output and result.stdout == ""
     assert re.search(r"type mismatch.*line 1, column 14", result.stderr)
     assert "^" in result.stderr
+
+
+# --------------------------------------------------------------------------- API edges
+
+def test_a_bad_query_raises_when_query_is_called_not_when_iterated(archive: Archive) -> None:
+    v = make_version(archive, [], [{"id": "a", "sources": [], "rois": []}])
+    with pytest.raises(QueryError):
+        v.query('timestamp == "x"')
+    with pytest.raises(QueryError):
+        v.query_dicts("label ==")
+
+
+def test_meta_typos_suggest_the_closest_key_ignoring_case(archive: Archive) -> None:
+    v = make_version(archive, [], [{"id": "a", "meta": {"city": "x", "speed": 1, "weather": "rain"},
+                                    "sources": [], "rois": []}])
+    with pytest.raises(QueryError, match="did you mean 'meta.weather'"):
+        v.ids('meta.wether == "rain"')
+    with pytest.raises(QueryError, match="did you mean 'meta.city'"):
+        v.ids('meta.CITY == "x"')
+    with pytest.raises(QueryError, match="did you mean 'label'"):
+        v.ids('LABEL == "x"')
+    with pytest.raises(QueryError, match="no frame of this version has that key"):
+        v.ids('meta.nope == 1')

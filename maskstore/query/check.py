@@ -163,9 +163,12 @@ def _is_number(value: Value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+def _suggest(word: str, options: list[str], prefix: str = "") -> str:
+    """The closest option, compared without case and without a prefix all options share (``meta.``),
+    which would otherwise make every meta key look alike."""
+    folded = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{folded[close[0]]}'?" if close else ""
 
 
 class _Checker:
@@ -282,8 +285,8 @@ class _Checker:
         """The comparison kind of a meta field: "str", "number", "bool", or None (any scalar)."""
         mtype = self.meta_path(field, at)
         if self.meta_types is not None and mtype is None:
-            keys = ["meta." + k for k in self.meta_types]
-            raise self.fail(at, f"unknown field '{field.text}'" + (_suggest(field.text, keys)
+            raise self.fail(at, f"unknown field '{field.text}'" + (_suggest(".".join(field.path),
+                                                                          list(self.meta_types), "meta.")
                             or ": no frame of this version has that key"), "a meta key of this version")
         if mtype in ("list", "dict"):
             raise self.fail(at, f"{field.text} holds a {mtype}; only has({field.text}) applies to it",

@@ -108,8 +108,15 @@ def count(version: DatasetVersion, text: str | Query) -> int:
 
 
 def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
-    """Frame dicts of the selection, read one at a time from one snapshot (flat memory)."""
+    """Frame dicts of the selection, read one at a time from one snapshot (flat memory).
+
+    The query is checked now, so a bad query raises here rather than at the first ``next()``."""
+    prepare(text, version.record()["meta_types"])
     columns.refresh(version)
+    return _stream(version, text)
+
+
+def _stream(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
     arc = version.archive
     with arc._begin() as txn:
         seqs = select(version, text, txn)
