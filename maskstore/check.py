@@ -16,6 +16,7 @@ from . import records
 from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, index_entries, text_key,
                       u64)
 from .errors import ArchiveError
+from .query import columns
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,25 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
         for key, seq in sorted(want - have)[:20]:
             problems.append(Problem("error", f"{label}: {name} is missing {key[8:]!r} for frame "
                                              f"{frames[seq]['id']!r}"))
+    problems += _check_columns(arc, txn, prefix, label, frames)
     return problems, expected
+
+
+def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
+                   frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
+    """Every stored column chunk that is not marked for rebuild must equal what its records give."""
+    dirty = {key for key, _ in _prefixed(txn, arc.db("dirty"), prefix)}
+    problems = []
+    for key, data in _prefixed(txn, arc.db("columns"), prefix):
+        if key in dirty:
+            continue
+        base = U64.unpack(key[8:])[0] << CHUNK_BITS
+        rows = sorted((U64.unpack(seq)[0], rec) for seq, rec in frames.items()
+                      if base <= U64.unpack(seq)[0] < base + columns.CHUNK)
+        if columns.encode_chunk(columns.build_chunk(base, iter(rows))) != data:
+            problems.append(Problem("error", f"{label}: the scan columns of frames {base}..{base + columns.CHUNK - 1} "
+                                             "do not match their records"))
+    return problems
 
 
 def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:

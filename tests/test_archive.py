@@ -17,6 +17,7 @@ from maskstore import (Archive, ArchiveError, FrameError, FrameNotFoundError, Ma
                        SingleFrame, VersionNotFoundError)
 from maskstore.archive import index_entries
 from maskstore.check import check_archive
+from maskstore.query import columns
 from maskstore.records import encode_format
 
 CITY = "mmsegmentation_cityscapes/frankfurt_000000_000294"
@@ -285,3 +286,17 @@ def test_copy_keeps_working_after_file_copy(tmp_path, pair):
     shutil.copy(path, tmp_path / "b.maskstore")
     with Archive(tmp_path / "b.maskstore", readonly=True) as ar:
         assert [f.id for f in ar.get_version("A", "v1")] == ["x"]
+
+
+def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair):
+    version.add_frames([SingleFrame(source=pair[0], id=f"f{i}", meta={"n": i}) for i in range(3)])
+    assert version.ids("meta.n >= 1") == ["f1", "f2"]  # builds and stores the columns
+    arc = version.archive
+    assert check_archive(arc) == []
+    # Store columns built from a record that says something else than the real one.
+    key = version.prefix + (0).to_bytes(8, "big")
+    stale = columns.build_chunk(0, iter([(0, {**version.get_frame_dict("f0"), "meta": {"n": 99}})]))
+    arc.write(lambda t: t.put(key, columns.encode_chunk(stale), db=arc.db("columns")))
+    assert any("scan columns" in p.message for p in check_archive(arc))
+    assert check_archive(arc, repair=True) == []
+    assert version.ids("meta.n >= 1") == ["f1", "f2"]
