@@ -204,9 +204,9 @@ def mask_pixels(image: Image.Image, uri: str = "") -> MaskPixels:
         band = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
         return MaskPixels(np.asarray(band, dtype=np.uint8), GREY_TABLE, None)
     if mode in ("RGB", "RGBA", "RGBX", "RGBa"):
-        arr = np.asarray(image.convert("RGB") if mode != "RGB" else image, dtype=np.uint8)
-        arr32 = arr.astype(np.uint32)
-        keys = (arr32[..., 0] << 16) | (arr32[..., 1] << 8) | arr32[..., 2]
+        # R, G, B, X bytes read as one big-endian uint32 are r<<24 | g<<16 | b<<8 | x: one shift packs them
+        rgbx = np.asarray(image.convert("RGBX"))
+        keys = (rgbx.view(">u4")[..., 0] >> 8).astype(np.uint32)
         return MaskPixels(None, None, keys)
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image)
