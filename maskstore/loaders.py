@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from .archive import DatasetVersion
-from .errors import FrameError, MaskError
+from .errors import FrameError
 from .labels import all_label_names
-from .model import Frame, Source
-from .render import render, source_rgb
+from .model import Frame
+from .render import pick_mask, render, source_rgb
 
 ORDERS = ("storage", "random")
 
@@ -44,17 +44,6 @@ def ordered_ids(version: DatasetVersion, query: str = "", order: str = "storage"
     return ids
 
 
-def frame_source(frame: Frame, source_id: str | None = None, mask_id: str | None = None) -> Source:
-    """The source ``render`` draws for these arguments: the named one, else the first with a (named) mask."""
-    for source in frame.sources:
-        if source_id is not None and source.id != source_id:
-            continue
-        if any(mask_id is None or m.id == mask_id for m in source.masks):
-            return source
-    where = f"source {source_id!r}" if source_id is not None else "any source"
-    raise MaskError(f"frame {frame.id!r}: {where} has no mask" + (f" {mask_id!r}" if mask_id else ""))
-
-
 def frame_arrays(frame: Frame, version: DatasetVersion, mode: str = "index",
                  enumeration: Mapping[str, int] | None = None, ignore: int = 255, source_id: str | None = None,
                  mask_id: str | None = None, resize: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +54,7 @@ def frame_arrays(frame: Frame, version: DatasetVersion, mode: str = "index",
                        ignore=ignore)
     elif enumeration is not None:
         raise FrameError('an enumeration applies to mode="index" only')
-    source = frame_source(frame, source_id, mask_id)
+    source, _ = pick_mask(frame, source_id, mask_id)
     image = source_rgb(version.open_image(source.uri, what="image"))
     return image, render(frame, version, **options)
 

@@ -410,7 +410,7 @@ def source_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
-def _pick(frame: Frame, source_id: str | None, mask_id: str | None) -> tuple[Source, Mask]:
+def pick_mask(frame: Frame, source_id: str | None = None, mask_id: str | None = None) -> tuple[Source, Mask]:
     """The named source (default: the first one with a mask) and its named (default: first) mask."""
     sources = frame.sources
     if source_id is not None:
@@ -476,7 +476,7 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
     elif mode == "index":
         tables = class_table(version.mask_labels, enumeration or {}, ignore)
 
-    source, mask = _pick(frame, source_id, mask_id)
+    source, mask = pick_mask(frame, source_id, mask_id)
     mask_image = version.open_image(mask.uri, what="mask")
     src_image = None
     if not (mode == "index" or layer_only) or source.width is None or source.height is None:
