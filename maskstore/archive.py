@@ -31,6 +31,7 @@ import os
 import struct
 import time
 import gc
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,13 +44,15 @@ from . import records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, open_image, read_bytes
-from .model import Frame, frame_from_dict, normalize_frame_dict
+from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
 from .stats import MaskDecoder
 
 if TYPE_CHECKING:
     import numpy as np
 
 T = TypeVar("T")
+# A frame ready to write: its normalized dict, its record, and the (path, type) of its meta values.
+Prepared = tuple[dict[str, Any], bytes, list[tuple[str, str]]]
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
@@ -76,18 +79,32 @@ def value_key(rgb: Sequence[int]) -> bytes:
 
 
 
+def index_keys(rec: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
+    """(index sub-database, key without the version prefix) of every index entry of one frame
+    record: the one definition behind write, delete, check and repair, so they can never disagree.
+
+    A key may come more than once (a value in two masks, a label on two ROIs); the writer passes
+    them on as they are, since a dupsort database stores a key/value pair once. One generator,
+    rather than a set per index, because ingest runs it for every frame.
+    """
+    yield "ix_context", text_key(rec["context_id"])
+    for source in rec["sources"]:
+        yield "ix_source", text_key(source["id"])
+        for mask in source["masks"]:
+            yield "ix_mask", text_key(mask["id"])
+            for v in mask.get("values") or ():
+                yield "ix_value", bytes(v[:3])
+    for roi in rec["rois"]:
+        for label in roi["label"]:
+            yield "ix_roi", text_key(label)
+
+
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record: one function for write, delete,
-    check and repair, so they can never disagree."""
-    sources = rec["sources"]
-    masks = [m for s in sources for m in s["masks"]]
-    return {
-        "ix_context": {text_key(rec["context_id"])},
-        "ix_value": {bytes(v[:3]) for m in masks for v in (m.get("values") or ())},
-        "ix_source": {text_key(s["id"]) for s in sources},
-        "ix_mask": {text_key(m["id"]) for m in masks},
-        "ix_roi": {text_key(label) for r in rec["rois"] for label in r["label"]},
-    }
+    """Index keys (without the version prefix) of one frame record, per index sub-database."""
+    out: dict[str, set[bytes]] = {name: set() for name in INDEX_DBS}
+    for name, key in index_keys(rec):
+        out[name].add(key)
+    return out
 
 
 def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -99,21 +116,9 @@ def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
             yield from meta_items(value, path + ".")
 
 
-def type_name(value: Any) -> str:
-    """The meta type of a value: one type per key across a version (ints widen to floats)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    return "dict" if isinstance(value, Mapping) else "list"
-
-
 def meta_types(meta: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(dotted path, type name) of every meta value; null has no type."""
+    """(dotted path, type name) of every meta value; null has no type. Ingest gets the same list
+    from ``model.normalize_frame``, found while validating meta."""
     return ((path, type_name(value)) for path, value in meta_items(meta) if value is not None)
 
 
@@ -526,16 +531,17 @@ class DatasetVersion:
     # ------------------------------------------------------------------ writing frames
 
     def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
-                 merge: bool = False) -> tuple[list[tuple[dict[str, Any], bytes]], dict[bytes, bytes]]:
+                 merge: bool = False) -> tuple[list[Prepared], dict[bytes, bytes]]:
         """Normalize, merge, decode mask statistics, read blobs and encode the records: all before the
         write transaction, so a bad frame fails the call before anything is written."""
         given = [_partial_frame_dict(f) if merge else (f.to_dict() if isinstance(f, Frame) else f)
                  for f in frames]
         if merge:
             old = self._records_by_id([str(g.get("id")) for g in given])
-            dicts = [normalize_frame_dict(_merge_frame(old[str(g.get("id"))], g)) for g in given]
+            normalized = [normalize_frame(_merge_frame(old[str(g.get("id"))], g)) for g in given]
         else:
-            dicts = [normalize_frame_dict(f) for f in given]
+            normalized = [normalize_frame(f) for f in given]
+        dicts = [d for d, _ in normalized]
         seen: set[str] = set()
         for d in dicts:
             if d["id"] in seen:
@@ -545,7 +551,7 @@ class DatasetVersion:
             seen.add(d["id"])
         self.archive._decoder.fill(dicts, self.archive.read_blob)
         blobs = self._embed(dicts) if embed else {}
-        return [(d, _encode(d)) for d in dicts], blobs
+        return [(d, _encode(d), types) for d, types in normalized], blobs
 
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
@@ -573,8 +579,7 @@ class DatasetVersion:
             return out
         return self.archive.read(work)
 
-    def _write_frames(self, prepared: list[tuple[dict[str, Any], bytes]], blobs: dict[bytes, bytes],
-                      must_exist: bool) -> int:
+    def _write_frames(self, prepared: list[Prepared], blobs: dict[bytes, bytes], must_exist: bool) -> int:
         """Records, then every index entry of the batch sorted and written with one putmulti per
         sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
         arc = self.archive
@@ -584,11 +589,14 @@ class DatasetVersion:
             for digest, data in blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            entries: dict[str, list[tuple[bytes, bytes]]] = {
-                name: [] for name in INDEX_DBS + ("frames", "frame_ids")}
+            entries: dict[str, list[tuple[bytes, bytes]]] = {"frames": [], "frame_ids": []}
+            # Index entries grouped by key: a batch has few distinct keys (values, sources, contexts),
+            # and sorting those is cheaper than sorting every entry.
+            seqs_by_key: dict[str, defaultdict[bytes, list[bytes]]] = {
+                name: defaultdict(list) for name in INDEX_DBS}
             chunks: set[int] = set()
             known_types = rec["meta_types"]
-            for d, record in prepared:
+            for d, record, types in prepared:
                 id_key = prefix + text_key(d["id"])
                 seq = txn.get(id_key, db=ids_db)
                 if seq is not None:
@@ -601,16 +609,23 @@ class DatasetVersion:
                     rec["next_seq"] += 1
                     rec["count"] += 1
                     entries["frame_ids"].append((id_key, seq))
-                for path, kind in meta_types(d["meta"]):
+                for path, kind in types:
                     if known_types.get(path) != kind:
                         _merge_meta_type(known_types, path, kind, d["id"])
                 entries["frames"].append((prefix + seq, record))
-                for name, keys in index_entries(d).items():
-                    entries[name] += [(prefix + key, seq) for key in keys]
+                for name, key in index_keys(d):
+                    seqs_by_key[name][key].append(seq)
                 chunks.add(U64.unpack(seq)[0] >> CHUNK_BITS)
-            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
+            entries["frames"].sort()
+            entries["frame_ids"].sort()
+            entries["dirty"] = sorted((prefix + u64(chunk), b"") for chunk in chunks)
+            for name, by_key in seqs_by_key.items():
+                items = entries[name] = []
+                for key in sorted(by_key):
+                    full_key = prefix + key
+                    # A seq may repeat (a value in two masks): a dupsort database stores it once.
+                    items += [(full_key, seq) for seq in by_key[key]]
             for name, items in entries.items():
-                items.sort()
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
             return len(prepared)
         return self._update(work)

@@ -34,6 +34,8 @@ def mask_id(index: int) -> str:
 
 
 # ----------------------------------------------------------------------------- validation
+# Frames usually arrive as plain dicts, so ``type(x) is dict`` is tried before ``isinstance(x, Mapping)``:
+# the ABC check costs several times more, and bulk ingest makes it for every level of every frame.
 
 def _fail(frame_id: Any, message: str) -> FrameError:
     where = f"frame {frame_id!r}: " if frame_id is not None else ""
@@ -41,8 +43,8 @@ def _fail(frame_id: Any, message: str) -> FrameError:
 
 
 def _int_or_none(value: Any, what: str, frame_id: Any) -> int | None:
-    if value is None:
-        return None
+    if type(value) is int or value is None:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -56,11 +58,35 @@ def _str(value: Any, what: str, frame_id: Any) -> str:
     return value
 
 
-_PLAIN = frozenset({str, bool, int, type(None)})
+# Meta types of the exact builtin types, the common case; type_name covers subclasses.
+_SCALAR_TYPES = {str: "str", bool: "bool", int: "int", float: "float"}
+
+
+def type_name(value: Any) -> str:
+    """The meta type of a value: one type per key across a version (ints widen to floats)."""
+    kind = _SCALAR_TYPES.get(type(value))
+    if kind is not None:
+        return kind
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "dict" if isinstance(value, Mapping) else "list"
 
 
 def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
     """Meta holds JSON-like data only; anything else would not survive msgpack or JSON export."""
+    _check_meta(value, path, frame_id, None)
+
+
+def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None) -> None:
+    """check_meta_value; with ``types``, it also appends (dotted path, type name) of every non-null
+    value of a dict, nested dicts walked (lists are not), in the order of ``archive.meta_types``:
+    the archive needs both, and one walk costs half of two."""
     if value is None or isinstance(value, (str, bool, int)):
         return
     if isinstance(value, float):
@@ -69,20 +95,31 @@ def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_meta_value(item, f"{path}[{i}]", frame_id)
+            _check_meta(item, f"{path}[{i}]", frame_id, None)
         return
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
-            if type(item) in _PLAIN and type(key) is str and key and "." not in key:
-                continue  # the common case, without a call per value
-            if not isinstance(key, str):
-                raise _fail(frame_id, f"meta.{path} has a non-string key {key!r}")
-            if not key or "." in key:
-                raise _fail(frame_id, f"meta key {key!r} under meta.{path} must be non-empty and contain no '.'")
-            check_meta_value(item, f"{path}.{key}" if path else key, frame_id)
+            if type(key) is not str or not key or "." in key:
+                _check_meta_key(key, path, frame_id)
+            item_path = f"{path}.{key}" if path else key
+            kind = _SCALAR_TYPES.get(type(item))
+            if kind is not None and item == item:  # the common case, without a call; NaN != NaN
+                if types is not None:
+                    types.append((item_path, kind))
+                continue
+            if types is not None and item is not None:
+                types.append((item_path, type_name(item)))
+            _check_meta(item, item_path, frame_id, types)
         return
     raise _fail(frame_id, f"meta.{path} has a {type(value).__name__}; meta holds str, int, float, bool, "
                           "null, lists and dicts")
+
+
+def _check_meta_key(key: Any, path: str, frame_id: Any) -> None:
+    if not isinstance(key, str):
+        raise _fail(frame_id, f"meta.{path} has a non-string key {key!r}")
+    if not key or "." in key:
+        raise _fail(frame_id, f"meta key {key!r} under meta.{path} must be non-empty and contain no '.'")
 
 
 def _keep_extra(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -90,13 +127,16 @@ def _keep_extra(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _normalize_values(values: Any, frame_id: Any, uri: str) -> list[list[int]]:
-    # Precomputed statistics are the bulk-import path, so the check leans on C code:
-    # bytes() refuses anything that is not an int in 0..255.
+    # Precomputed statistics are the bulk-import path, so the check leans on C code: unpacking
+    # refuses entries that are not four items, and bytes() channels that are not ints in 0..255.
     try:
         values = [v if type(v) is list else list(v) for v in values]
-        if not all(len(v) == 4 and type(v[3]) is int and v[3] >= 0 for v in values):
-            raise ValueError
-        bytes([c for v in values for c in v[:3]])
+        channels: list[Any] = []
+        for r, g, b, count in values:
+            if type(count) is not int or count < 0:
+                raise ValueError
+            channels += (r, g, b)
+        bytes(channels)
     except (TypeError, ValueError):
         raise _fail(frame_id, f"mask {uri}: values must be a list of [r, g, b, pixel_count] with "
                               f"channels in 0..255, got {str(values)[:80]}") from None
@@ -104,44 +144,48 @@ def _normalize_values(values: Any, frame_id: Any, uri: str) -> list[list[int]]:
 
 
 def _normalize_mask(m: Any, index: int, source_ts: int, frame_id: Any) -> dict[str, Any]:
-    if not isinstance(m, Mapping):
+    if type(m) is not dict and not isinstance(m, Mapping):
         raise _fail(frame_id, f"a mask must be a dict, got {m!r}")
     uri = _str(m.get("uri"), "mask uri", frame_id)
     out = dict(m)
-    out["id"] = _str(m["id"], "mask id", frame_id) if m.get("id") is not None else mask_id(index)
+    mid = m.get("id")
+    out["id"] = mask_id(index) if mid is None else _str(mid, "mask id", frame_id)
     out["uri"] = uri
     out["content_type"] = m.get("content_type") or content_type_of(uri)
     ts = _int_or_none(m.get("timestamp"), "mask timestamp", frame_id)
     out["timestamp"] = source_ts if ts is None else ts
-    if m.get("values") is not None:
-        out["values"] = _normalize_values(m["values"], frame_id, uri)
+    values = m.get("values")
+    if values is not None:
+        out["values"] = _normalize_values(values, frame_id, uri)
     return out
 
 
 def _normalize_source(s: Any, index: int, frame_ts: int, frame_id: Any) -> dict[str, Any]:
-    if not isinstance(s, Mapping):
+    if type(s) is not dict and not isinstance(s, Mapping):
         raise _fail(frame_id, f"a source must be a dict, got {s!r}")
     uri = _str(s.get("uri"), "source uri", frame_id)
     out = dict(s)
-    out["id"] = _str(s["id"], "source id", frame_id) if s.get("id") is not None else str(index)
+    sid = s.get("id")
+    out["id"] = str(index) if sid is None else _str(sid, "source id", frame_id)
     out["uri"] = uri
     out["content_type"] = s.get("content_type") or content_type_of(uri)
     ts = _int_or_none(s.get("timestamp"), "source timestamp", frame_id)
-    out["timestamp"] = frame_ts if ts is None else ts
+    ts = out["timestamp"] = frame_ts if ts is None else ts
     out["width"] = _int_or_none(s.get("width"), "source width", frame_id)
     out["height"] = _int_or_none(s.get("height"), "source height", frame_id)
     masks = s.get("masks") or []
     if not isinstance(masks, list):
         raise _fail(frame_id, "source masks must be a list")
-    out["masks"] = [_normalize_mask(m, i, out["timestamp"], frame_id) for i, m in enumerate(masks)]
-    ids = [m["id"] for m in out["masks"]]
-    if len(set(ids)) != len(ids):
-        raise _fail(frame_id, f"source {out['id']!r} has duplicate mask ids {ids}")
+    masks = out["masks"] = [_normalize_mask(m, i, ts, frame_id) for i, m in enumerate(masks)]
+    if len(masks) > 1:
+        ids = [m["id"] for m in masks]
+        if len(set(ids)) != len(ids):
+            raise _fail(frame_id, f"source {out['id']!r} has duplicate mask ids {ids}")
     return out
 
 
 def _normalize_roi(r: Any, index: int, default_sources: list[str], frame_id: Any) -> dict[str, Any]:
-    if not isinstance(r, Mapping):
+    if type(r) is not dict and not isinstance(r, Mapping):
         raise _fail(frame_id, f"a ROI must be a dict, got {r!r}")
     out = dict(r)
     out["id"] = str(r["id"]) if r.get("id") is not None else str(index)
@@ -173,7 +217,16 @@ def normalize_frame_dict(d: Any) -> dict[str, Any]:
 
     Raises FrameError naming the frame; returns a new dict (the input is not changed).
     """
-    if not isinstance(d, Mapping):
+    return normalize_frame(d)[0]
+
+
+def normalize_frame(d: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``normalize_frame_dict``, plus the (dotted path, type name) of every non-null meta value.
+
+    The archive keeps one type per meta key across a version; the walk that validates meta finds the
+    types as well, so ingest does not walk every frame's meta a second time.
+    """
+    if type(d) is not dict and not isinstance(d, Mapping):
         raise FrameError(f"a frame must be a dict, got {type(d).__name__}")
     given_id = d.get("id")
     if given_id is not None and not isinstance(given_id, str):
@@ -186,7 +239,7 @@ def normalize_frame_dict(d: Any) -> dict[str, Any]:
     sources = d.get("sources") or []
     if not isinstance(sources, list):
         raise _fail(given_id, "sources must be a list")
-    first = sources[0] if sources and isinstance(sources[0], Mapping) else {}
+    first = sources[0] if sources and (type(sources[0]) is dict or isinstance(sources[0], Mapping)) else {}
     frame_id = given_id
     if frame_id is None:
         uri = first.get("uri")
@@ -199,25 +252,26 @@ def normalize_frame_dict(d: Any) -> dict[str, Any]:
     out = dict(d)
     out["id"] = frame_id
     out["timestamp"] = ts
-    out["sources"] = [_normalize_source(s, i, ts, frame_id) for i, s in enumerate(sources)]
-    source_ids = [s["id"] for s in out["sources"]]
-    if len(set(source_ids)) != len(source_ids):
+    sources = out["sources"] = [_normalize_source(s, i, ts, frame_id) for i, s in enumerate(sources)]
+    source_ids = [s["id"] for s in sources]
+    if len(source_ids) > 1 and len(set(source_ids)) != len(source_ids):
         raise _fail(frame_id, f"duplicate source ids {source_ids}")
     context = d.get("context_id")
     if context is None:
-        context = out["sources"][0]["uri"] if out["sources"] else frame_id
+        context = sources[0]["uri"] if sources else frame_id
     out["context_id"] = _str(context, "context_id", frame_id)
     meta = d.get("meta")
     meta = {} if meta is None else meta
-    if not isinstance(meta, Mapping):
+    if type(meta) is not dict and not isinstance(meta, Mapping):
         raise _fail(frame_id, f"meta must be a dict, got {meta!r}")
-    check_meta_value(meta, "", frame_id)
+    types: list[tuple[str, str]] = []
+    _check_meta(meta, "", frame_id, types)
     out["meta"] = dict(meta)
     rois = d.get("rois") or []
     if not isinstance(rois, list):
         raise _fail(frame_id, "rois must be a list")
     out["rois"] = [_normalize_roi(r, i, source_ids[:1], frame_id) for i, r in enumerate(rois)]
-    return out
+    return out, types
 
 
 # ----------------------------------------------------------------------------- objects

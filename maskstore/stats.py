@@ -37,13 +37,18 @@ def _run(job: _Job, blobs: BlobReader | None = None) -> tuple[_Job, Any]:
 
 
 def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:
+    """Masks without statistics, each after its source's size when that is missing too. One plain
+    loop: a metadata-only import runs it over every mask of every frame and finds nothing."""
     jobs = []
     for fi, frame in enumerate(frames):
         for si, source in enumerate(frame["sources"]):
-            pending = [mi for mi, m in enumerate(source["masks"]) if m.get("values") is None]
-            if pending and source.get("width") is None:
-                jobs.append(_Job(fi, si, -1, source["uri"], frame["id"]))
-            jobs += [_Job(fi, si, mi, source["masks"][mi]["uri"], frame["id"]) for mi in pending]
+            size_wanted = source.get("width") is None
+            for mi, mask in enumerate(source["masks"]):
+                if mask.get("values") is None:
+                    if size_wanted:
+                        jobs.append(_Job(fi, si, -1, source["uri"], frame["id"]))
+                        size_wanted = False
+                    jobs.append(_Job(fi, si, mi, mask["uri"], frame["id"]))
     return jobs
 
 

@@ -279,6 +279,34 @@ def test_index_entries_cover_every_indexed_field():
                                   "ix_mask": {b"00"}, "ix_roi": {b"car", b"occluded"}}
 
 
+def test_a_key_twice_in_one_frame_is_one_index_entry(version):
+    # The writer passes index keys on without removing repeats; LMDB must store each pair once.
+    frame = {"id": "f", "context_id": "c", "rois": [{"label": ["car", "car"]}, {"label": ["car"]}],
+             "sources": [{"id": "front", "uri": "a.png", "masks": [
+                             {"id": "00", "uri": "m0.png", "values": [[1, 1, 1, 5], [2, 2, 2, 5]]},
+                             {"id": "01", "uri": "m1.png", "values": [[1, 1, 1, 7]]}]},
+                         {"id": "rear", "uri": "b.png", "masks": [
+                             {"id": "00", "uri": "m2.png", "values": [[1, 1, 1, 9]]}]}]}
+    arc = version.archive
+
+    def duplicates(name: str, key: bytes) -> int:
+        def work(txn: lmdb.Transaction) -> int:
+            cursor = txn.cursor(db=arc.db(name))
+            return cursor.count() if cursor.set_key(version.prefix + key) else 0
+        return arc.read(work)
+
+    repeated = [("ix_value", b"\x01\x01\x01"), ("ix_mask", b"00"), ("ix_roi", b"car")]
+    version.add_frames([frame])
+    assert [duplicates(name, key) for name, key in repeated] == [1, 1, 1]
+    assert check_archive(arc) == []
+    version.add_frames([frame])  # replaces it: unindexed, then indexed again
+    assert [duplicates(name, key) for name, key in repeated] == [1, 1, 1]
+    assert len(version) == 1 and check_archive(arc) == []
+    version.delete_frames(["f"])
+    assert [duplicates(name, key) for name, key in repeated] == [0, 0, 0]
+    assert check_archive(arc) == []
+
+
 def test_copy_keeps_working_after_file_copy(tmp_path, pair):
     path = tmp_path / "a.maskstore"
     with Archive(path) as ar:
