@@ -647,16 +647,20 @@ class DatasetVersion:
         A frame whose id exists already replaces that frame (adding the same image again updates it).
         Masks without precomputed ``values`` are decoded once for their statistics.
         """
-        with gc_paused():
-            prepared, blobs = self._prepare(frames, embed)
-            return self._write_frames(prepared, blobs, must_exist=False)
+        return self._add(frames, embed, merge=False, must_exist=False)
 
     def update_frames(self, frames: Iterable[Frame | Mapping[str, Any]], merge: bool = False, *,
                       embed: bool = False) -> int:
         """Replace existing frames, or with ``merge=True`` merge the given fields into them."""
+        return self._add(frames, embed, merge=merge, must_exist=True)
+
+    def _add(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool, merge: bool, must_exist: bool) -> int:
         with gc_paused():
             prepared, blobs = self._prepare(frames, embed, merge=merge)
-            return self._write_frames(prepared, blobs, must_exist=True)
+            count = self._write_frames(prepared, blobs, must_exist=must_exist)
+            # Free the batch while the collector is still paused, or its first run rescans it all.
+            del prepared, blobs
+        return count
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
         """Delete frames by id in one transaction; an unknown id fails the whole call."""

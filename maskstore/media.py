@@ -52,7 +52,10 @@ def local_path(uri: str) -> Path | None:
 
 def content_type_of(uri: str) -> str | None:
     """Content type from the file name, the way a browser would guess it."""
-    path = urllib.parse.urlparse(uri).path if "://" in uri else uri
+    try:
+        path = urllib.parse.urlparse(uri).path if "://" in uri else uri
+    except ValueError:  # e.g. "http://[x.png": not a URL anyone can fetch, and no type to guess
+        return None
     _, dot, suffix = path.rpartition(".")
     if not dot or "/" in suffix:
         return None

@@ -417,3 +417,8 @@ def test_meta_types_of_subclasses_nested_dicts_lists_and_null():
     assert types == list(meta_types(normal["meta"])) == [
         ("a", "int"), ("b", "str"), ("c", "dict"), ("c.e", "dict"), ("c.e.f", "float"), ("g", "list"),
         ("h", "list"), ("k", "bool"), ("l", "float")]
+
+
+def test_a_malformed_url_has_no_content_type_instead_of_an_error():
+    d = normalize_frame_dict({"id": "f", "sources": [{"uri": "http://[x.png"}]})
+    assert d["sources"][0]["content_type"] is None
