@@ -1,7 +1,7 @@
 """maskstore: frames and segmentation masks in one embedded archive, a query language, a renderer."""
 
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
-                     QueryError, ReadOnlyError, VersionNotFoundError)
+                     NetworkFilesystemWarning, QueryError, ReadOnlyError, VersionNotFoundError)
 from .archive import Archive, DatasetVersion
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
 from .render import render  # the function; the module stays importable as maskstore.render
@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
-    "MaskError", "MaskstoreError", "MediaError", "QueryError", "ReadOnlyError", "Roi", "SingleFrame", "Source",
-    "VersionNotFoundError", "render",
+    "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "ReadOnlyError", "Roi",
+    "SingleFrame", "Source", "VersionNotFoundError", "render",
 ]

@@ -31,6 +31,7 @@ import os
 import struct
 import time
 import gc
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ import lmdb
 from PIL import Image
 
 from . import records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, ReadOnlyError, VersionNotFoundError)
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, NetworkFilesystemWarning, ReadOnlyError,
+                     VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, open_image, read_bytes
 from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
@@ -133,6 +135,31 @@ def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str)
                          "this version; a meta key keeps one type across a version")
 
 
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs",
+                                 "fuse.glusterfs", "lustre", "fuse.s3fs", "fuse.rclone", "davfs", "fuse.davfs2"})
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of this machine's mounts (Linux); empty where unknown."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [(fields[1].replace("\\040", " "), fields[2]) for fields in (line.split() for line in lines)
+            if len(fields) >= 3]
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The file system type when ``path`` lives on a network mount, else None."""
+    folder = str(path.resolve().parent)
+    best = ("", "")
+    for point, fstype in mounts():
+        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best[0]):
+            best = (point, fstype)
+    return best[1] if best[1] in NETWORK_FILESYSTEMS else None
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector around a batch: a batch allocates many small containers
@@ -165,6 +192,10 @@ class Archive:
             raise ArchiveError(f"no archive at {self.path}")
         if readonly and self.path.stat().st_size == 0:
             raise ArchiveError(f"{self.path} is an empty file, not a maskstore archive")
+        if not readonly and (fs := network_filesystem(self.path)):
+            warnings.warn(f"{self.path} is on a {fs} network file system: LMDB cannot lock or map it safely "
+                          "for writing; copy the archive to a local disk to write it (reading it "
+                          "read-only from one machine is fine)", NetworkFilesystemWarning, stacklevel=2)
         size = max(map_size or DEFAULT_MAP_SIZE, self.path.stat().st_size if self.path.exists() else 0)
         self.env = self._open_env(size, sync)
         self._check_not_truncated()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from itertools import islice
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ class MaskstoreGroup(click.Group):
 @click.version_option(package_name="maskstore")
 def main() -> None:
     """Keep frames and segmentation masks in one archive file, query them, export masked images."""
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"Warning: {message}\n"
 
 
 def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -59,3 +59,7 @@ class QueryError(MaskstoreError, ValueError):
         text_line = self.query.splitlines()[self.line - 1] if self.query.splitlines() else ""
         caret = " " * max(self.column - 1, 0) + "^"
         return f"{self.message} (line {self.line}, column {self.column})\n  {text_line}\n  {caret}"
+
+
+class NetworkFilesystemWarning(UserWarning):
+    """The archive is on a network file system, where LMDB's locks and memory maps are not safe to write."""

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import lmdb
@@ -328,3 +329,17 @@ def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair
     assert any("scan columns" in p.message for p in check_archive(arc))
     assert check_archive(arc, repair=True) == []
     assert version.ids("meta.n >= 1") == ["f1", "f2"]
+
+
+def test_writable_open_on_a_network_file_system_warns(tmp_path, monkeypatch):
+    from maskstore import NetworkFilesystemWarning, archive as archive_module
+    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4"), (str(tmp_path), "nfs4")])
+    with pytest.warns(NetworkFilesystemWarning, match="nfs4 network file system"):
+        Archive(tmp_path / "n.maskstore").close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Archive(tmp_path / "n.maskstore", readonly=True).close()  # reading from one machine is fine
+    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Archive(tmp_path / "local.maskstore").close()
