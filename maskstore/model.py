@@ -143,34 +143,38 @@ def _normalize_values(values: Any, frame_id: Any, uri: str) -> list[list[int]]:
     return values
 
 
-def _normalize_mask(m: Any, index: int, source_ts: int, frame_id: Any) -> dict[str, Any]:
-    if type(m) is not dict and not isinstance(m, Mapping):
-        raise _fail(frame_id, f"a mask must be a dict, got {m!r}")
-    uri = _str(m.get("uri"), "mask uri", frame_id)
-    out = dict(m)
-    mid = m.get("id")
-    out["id"] = mask_id(index) if mid is None else _str(mid, "mask id", frame_id)
+_WHAT = {kind: (f"a {kind} must be a dict", f"{kind} uri", f"{kind} id", f"{kind} timestamp")
+         for kind in ("source", "mask")}
+
+
+def _media_item(item: Any, kind: str, default_id: str, parent_ts: int, frame_id: Any) -> dict[str, Any]:
+    """What sources and masks share: id (default given), uri, content type guessed from the name when
+    absent, timestamp inherited from the parent when absent."""
+    not_dict, uri_what, id_what, ts_what = _WHAT[kind]
+    if type(item) is not dict and not isinstance(item, Mapping):
+        raise _fail(frame_id, f"{not_dict}, got {item!r}")
+    uri = _str(item.get("uri"), uri_what, frame_id)
+    out = dict(item)
+    given = item.get("id")
+    out["id"] = default_id if given is None else _str(given, id_what, frame_id)
     out["uri"] = uri
-    out["content_type"] = m.get("content_type") or content_type_of(uri)
-    ts = _int_or_none(m.get("timestamp"), "mask timestamp", frame_id)
-    out["timestamp"] = source_ts if ts is None else ts
+    out["content_type"] = item.get("content_type") or content_type_of(uri)
+    ts = _int_or_none(item.get("timestamp"), ts_what, frame_id)
+    out["timestamp"] = parent_ts if ts is None else ts
+    return out
+
+
+def _normalize_mask(m: Any, index: int, source_ts: int, frame_id: Any) -> dict[str, Any]:
+    out = _media_item(m, "mask", mask_id(index), source_ts, frame_id)
     values = m.get("values")
     if values is not None:
-        out["values"] = _normalize_values(values, frame_id, uri)
+        out["values"] = _normalize_values(values, frame_id, out["uri"])
     return out
 
 
 def _normalize_source(s: Any, index: int, frame_ts: int, frame_id: Any) -> dict[str, Any]:
-    if type(s) is not dict and not isinstance(s, Mapping):
-        raise _fail(frame_id, f"a source must be a dict, got {s!r}")
-    uri = _str(s.get("uri"), "source uri", frame_id)
-    out = dict(s)
-    sid = s.get("id")
-    out["id"] = str(index) if sid is None else _str(sid, "source id", frame_id)
-    out["uri"] = uri
-    out["content_type"] = s.get("content_type") or content_type_of(uri)
-    ts = _int_or_none(s.get("timestamp"), "source timestamp", frame_id)
-    ts = out["timestamp"] = frame_ts if ts is None else ts
+    out = _media_item(s, "source", str(index), frame_ts, frame_id)
+    ts = out["timestamp"]
     out["width"] = _int_or_none(s.get("width"), "source width", frame_id)
     out["height"] = _int_or_none(s.get("height"), "source height", frame_id)
     masks = s.get("masks") or []
