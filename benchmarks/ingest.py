@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         "(`archive.sync()` / `PRAGMA wal_checkpoint(TRUNCATE)`).",
         "",
         "- maskstore: `Archive(path, sync=...)`, `version.add_frames(batch)`: one LMDB transaction per batch, "
-        "the frame record (msgpack) and every index entry (context, value, source, mask, time) written together.",
+        "the frame record (msgpack) and every index entry (context, mask value, source id, mask id, ROI label) written together.",
         "- SQLite " + sqlite3.sqlite_version + ": `frames(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, "
         "context_id, timestamp, body TEXT = json.dumps(frame))` and `frame_values(seq, r, g, b, count)`; indexes "
         "on context_id, timestamp, (r, g, b) and `json_extract(body, '$.meta.city')`, created before inserting "
