@@ -8,7 +8,8 @@ and a pure CPU loop at the same moments, since the machine is shared)? Also: whi
 and is memory flat in the number of frames?
 
 - codec floor: per frame, decode the JPEG and the PNG mask with Pillow and encode a PNG of the
-  rendered pixels at export's compress level (``maskstore.export.PNG_COMPRESS_LEVEL``) into memory.
+  rendered pixels at export's compress level and strategy (``maskstore.export.PNG_COMPRESS_LEVEL``,
+  ``PNG_STRATEGY``) into memory.
   The render itself is done in the same loop but not counted (it is timed separately).
 - export: ``v.export(out, mode="segmentation", jobs=J)`` into a fresh folder, whole call timed
   (query, records, decode, render, encode, file writes, manifest, legend; with jobs=2 also the start
@@ -57,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import log, machine_lines, parallel_speedup, rate, table, write_result  # noqa: E402
 
 from maskstore import Archive, SingleFrame  # noqa: E402
-from maskstore.export import FRAMES_PER_TASK, PNG_COMPRESS_LEVEL  # noqa: E402
+from maskstore.export import FRAMES_PER_TASK, PNG_COMPRESS_LEVEL, PNG_STRATEGY  # noqa: E402
 from maskstore.ingest import set_labels  # noqa: E402
 from maskstore.ingest.cityscapes import cityscapes_labels  # noqa: E402
 from maskstore.media import mask_pixels  # noqa: E402
@@ -146,7 +147,7 @@ def codec_floor(pairs: list[tuple[Path, Path]], colour_table: Any) -> dict[str, 
         t2 = time.perf_counter()
         array = blend_segmentation(source_rgb(src_image), mask_pixels(mask_image), colour_table)
         t3 = time.perf_counter()
-        data = encode_png(array, PNG_COMPRESS_LEVEL)
+        data = encode_png(array, PNG_COMPRESS_LEVEL, PNG_STRATEGY)
         t4 = time.perf_counter()
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[key].append(seconds)
@@ -165,7 +166,7 @@ def _codec_task(pairs: list[tuple[str, str]]) -> int:
     for source, mask in pairs:
         array = blend_segmentation(source_rgb(decode(Path(source))), mask_pixels(decode(Path(mask))),
                                    _cityscapes_table())
-        encode_png(array, PNG_COMPRESS_LEVEL)
+        encode_png(array, PNG_COMPRESS_LEVEL, PNG_STRATEGY)
     return len(pairs)
 
 
@@ -204,7 +205,7 @@ def check_same_pixels(archive: Path, pairs: list[tuple[Path, Path]], colour_tabl
     written = next(p for p in out.rglob("*.png") if p.name != "legend.png")
     expected = blend_segmentation(source_rgb(decode(pairs[0][0])), mask_pixels(decode(pairs[0][1])), colour_table)
     same_pixels = bool(np.array_equal(np.asarray(decode(written)), expected))
-    same_bytes = written.read_bytes() == encode_png(expected, PNG_COMPRESS_LEVEL)
+    same_bytes = written.read_bytes() == encode_png(expected, PNG_COMPRESS_LEVEL, PNG_STRATEGY)
     shutil.rmtree(out)
     return same_pixels, same_bytes
 
