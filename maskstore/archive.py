@@ -69,6 +69,17 @@ def u64(n: int) -> bytes:
     return U64.pack(n)
 
 
+def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every entry whose key starts with ``prefix``, in key order, duplicates included
+    (MDB_NEXT visits each): how every per-version scan walks its sub-database."""
+    cursor = txn.cursor(db=db)
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+
 def text_key(text: str) -> bytes:
     """Index key bytes of a string; 0xff never starts UTF-8, so hashed keys cannot collide with text."""
     raw = text.encode("utf-8")
@@ -375,13 +386,7 @@ class Archive:
     def _copy_version_entries(self, txn: lmdb.Transaction, src: bytes, dst: bytes) -> None:
         for name in VERSION_DBS:
             db = self._dbs[name]
-            cursor = txn.cursor(db=db)
-            items = []
-            if cursor.set_range(src):
-                for key, value in cursor:  # MDB_NEXT visits every duplicate too
-                    if not key.startswith(src):
-                        break
-                    items.append((dst + key[8:], value))
+            items = [(dst + key[8:], value) for key, value in entries(txn, db, src)]
             txn.cursor(db=db).putmulti(items, dupdata=name in DUP_DBS)
 
     def delete_version(self, dataset_name: str, version_name: str) -> None:
@@ -734,12 +739,7 @@ class DatasetVersion:
         arc = self.archive
         with arc._begin() as txn:
             if seqs is None:
-                cursor = txn.cursor(db=arc.db("frames"))
-                if not cursor.set_range(self.prefix):
-                    return
-                for key, data in cursor:
-                    if not key.startswith(self.prefix):
-                        return
+                for key, data in entries(txn, arc.db("frames"), self.prefix):
                     yield U64.unpack(key[8:])[0], records.decode_frame(data)
             else:
                 frames_db = arc.db("frames")

@@ -13,7 +13,7 @@ from typing import Any
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, index_entries, text_key,
+from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, entries, index_entries, text_key,
                       u64)
 from .errors import ArchiveError
 from .query import columns
@@ -28,17 +28,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.message}"
-
-
-def _prefixed(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    cursor = txn.cursor(db=db)
-    out = []
-    if cursor.set_range(prefix):
-        for key, value in cursor:
-            if not key.startswith(prefix):
-                break
-            out.append((bytes(key), bytes(value)))
-    return out
 
 
 def _expected(frames: dict[bytes, dict[str, Any]], prefix: bytes) -> dict[str, set[tuple[bytes, bytes]]]:
@@ -67,14 +56,14 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
     label = f"{vrec['dataset']}/{vrec['name']}"
     problems: list[Problem] = []
     frames: dict[bytes, dict[str, Any]] = {}
-    for key, data in _prefixed(txn, arc.db("frames"), prefix):
+    for key, data in entries(txn, arc.db("frames"), prefix):
         try:
             frames[key[8:]] = records.decode_frame(data)
         except ArchiveError as exc:
             problems.append(Problem("error", f"{label} frame seq {U64.unpack(key[8:])[0]}: {exc}"))
     for rec in frames.values():
         problems += _size_warnings(label, rec)
-    ids = dict(_prefixed(txn, arc.db("frame_ids"), prefix))
+    ids = dict(entries(txn, arc.db("frame_ids"), prefix))
     want_ids = {prefix + text_key(rec["id"]): seq for seq, rec in frames.items()}
     for key in want_ids.keys() - ids.keys():
         problems.append(Problem("error", f"{label}: frame {key[8:].decode(errors='replace')!r} has no id entry"))
@@ -87,7 +76,7 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
                                          f"the archive holds {len(frames)}"))
     expected = _expected(frames, prefix)
     for name, want in expected.items():
-        have = set(_prefixed(txn, arc.db(name), prefix))
+        have = set(entries(txn, arc.db(name), prefix))
         for key, seq in sorted(have - want)[:20]:
             problems.append(Problem("error", f"{label}: {name} entry {key[8:]!r} -> seq "
                                              f"{U64.unpack(seq)[0]} matches no record"))
@@ -101,15 +90,18 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
 def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
                    frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
     """Every stored column chunk that is not marked for rebuild must equal what its records give."""
-    dirty = {key for key, _ in _prefixed(txn, arc.db("dirty"), prefix)}
+    dirty = {key for key, _ in entries(txn, arc.db("dirty"), prefix)}
+    by_chunk: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for seq, rec in frames.items():  # frames are in seq order, so each chunk's rows are too
+        n = U64.unpack(seq)[0]
+        by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
     problems = []
-    for key, data in _prefixed(txn, arc.db("columns"), prefix):
+    for key, data in entries(txn, arc.db("columns"), prefix):
         if key in dirty:
             continue
-        base = U64.unpack(key[8:])[0] << CHUNK_BITS
-        rows = sorted((U64.unpack(seq)[0], rec) for seq, rec in frames.items()
-                      if base <= U64.unpack(seq)[0] < base + columns.CHUNK)
-        if columns.encode_chunk(columns.build_chunk(base, iter(rows))) != data:
+        chunk = U64.unpack(key[8:])[0]
+        base = chunk << CHUNK_BITS
+        if columns.encode_chunk(columns.build_chunk(base, iter(by_chunk.get(chunk, [])))) != data:
             problems.append(Problem("error", f"{label}: the scan columns of frames {base}..{base + columns.CHUNK - 1} "
                                              "do not match their records"))
     return problems
@@ -147,7 +139,7 @@ def rebuild_indexes(version: DatasetVersion) -> None:
     def work(txn: lmdb.Transaction) -> None:
         vrec = version.record(txn)
         frames = {}
-        for key, data in _prefixed(txn, arc.db("frames"), prefix):
+        for key, data in entries(txn, arc.db("frames"), prefix):
             try:
                 frames[key[8:]] = records.decode_frame(data)
             except ArchiveError:

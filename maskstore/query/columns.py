@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 
 from .. import records
-from ..archive import CHUNK_BITS, U64, DatasetVersion, meta_items, type_name, u64
+from ..archive import CHUNK_BITS, U64, DatasetVersion, entries, meta_items, type_name, u64
 from ..labels import packed_key
 
 CHUNK = 1 << CHUNK_BITS
@@ -184,15 +184,8 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
             yield U64.unpack(key[8:])[0], records.decode_frame(data)
 
 
-def _prefixed_keys(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[bytes]:
-    cursor = txn.cursor(db=db)
-    out = []
-    if cursor.set_range(prefix):
-        for key in cursor.iternext(keys=True, values=False):
-            if not key.startswith(prefix):
-                break
-            out.append(bytes(key))
-    return out
+def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
+    return [key for key, _ in entries(txn, version.archive.db("dirty"), version.prefix)]
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -200,12 +193,12 @@ def refresh(version: DatasetVersion) -> None:
     arc = version.archive
     if arc.readonly:
         return
-    dirty = arc.read(lambda t: _prefixed_keys(t, arc.db("dirty"), version.prefix))
+    dirty = arc.read(lambda t: _dirty_keys(t, version))
     if not dirty:
         return
 
     def work(txn: lmdb.Transaction) -> None:
-        for key in _prefixed_keys(txn, arc.db("dirty"), version.prefix):
+        for key in _dirty_keys(txn, version):
             base = U64.unpack(key[8:])[0] << CHUNK_BITS
             chunk = build_chunk(base, _records_in(txn, version, base))
             if chunk.present.any():
@@ -219,15 +212,9 @@ def refresh(version: DatasetVersion) -> None:
 def load_chunks(txn: lmdb.Transaction, version: DatasetVersion) -> list[Chunk]:
     """Every chunk of the version as of ``txn``; dirty ones (read-only archives) are built in memory."""
     arc = version.archive
-    dirty = {bytes(k) for k in _prefixed_keys(txn, arc.db("dirty"), version.prefix)}
-    chunks = {}
-    cursor = txn.cursor(db=arc.db("columns"))
-    if cursor.set_range(version.prefix):
-        for key, data in cursor:
-            if not key.startswith(version.prefix):
-                break
-            if bytes(key) not in dirty:
-                chunks[bytes(key)] = decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
+    dirty = set(_dirty_keys(txn, version))
+    chunks = {key: decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
+              for key, data in entries(txn, arc.db("columns"), version.prefix) if key not in dirty}
     for key in dirty:
         base = U64.unpack(key[8:])[0] << CHUNK_BITS
         chunk = build_chunk(base, _records_in(txn, version, base))
