@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .archive import Archive, DatasetVersion
 from .errors import FrameError, MaskstoreError
 from .labels import RGB
 from .model import frame_from_dict
 from .render import legend_entries, render
+from .stats import process_pool
+from .summary import font
 
 FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg"}
 # Encoding dominates export time (benchmarks/results/export.md): level 1 with zlib's run-length strategy
@@ -137,8 +138,7 @@ def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Iterator[list[dict[str, Any]]]:
     """Results of the tasks, at most ``4 * jobs`` in flight, as they finish."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+    with process_pool(jobs) as pool:
         pending: set[Future] = set()
         for task in tasks:
             pending.add(pool.submit(_worker, job, task))
@@ -152,16 +152,13 @@ def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Ite
 def draw_legend(entries: list[tuple[str, RGB]], path: Path) -> Path:
     """A PNG listing each label next to a swatch of its colour."""
     row = 26
-    try:
-        font = ImageFont.load_default(size=16)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
+    label_font = font(16)
     image = Image.new("RGB", (360, 16 + row * max(len(entries), 1)), "white")
     draw = ImageDraw.Draw(image)
     for i, (label, color) in enumerate(entries):
         y = 8 + i * row
         draw.rectangle([10, y, 40, y + row - 8], fill=tuple(color), outline="black")
-        draw.text((52, y), label, fill="black", font=font)
+        draw.text((52, y), label, fill="black", font=label_font)
     image.save(path)
     return path
 

@@ -52,6 +52,13 @@ def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:
     return jobs
 
 
+def process_pool(jobs: int) -> ProcessPoolExecutor:
+    """A pool whose workers start from a clean server process (forkserver), so they never inherit the
+    parent's LMDB environment or threads; spawn where forkserver does not exist."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method))
+
+
 class MaskDecoder:
     """Fills ``values``, ``width`` and ``height`` of masks that lack statistics, in place."""
 
@@ -62,9 +69,7 @@ class MaskDecoder:
 
     def _executor(self) -> Executor:
         if self._pool is None:
-            # forkserver: workers never inherit the parent's LMDB environment or threads.
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context(method))
+            self._pool = process_pool(self.jobs)
         return self._pool
 
     def fill(self, frames: list[dict[str, Any]], blobs: BlobReader | None = None) -> None:

@@ -50,7 +50,8 @@ def label_stats(version: DatasetVersion) -> tuple[int, list[LabelStat]]:
     return version.archive.read(work)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's scalable default font at ``size``, for the charts and legends maskstore draws."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
@@ -62,14 +63,14 @@ def bar_chart(stats: list[LabelStat], path: str | Path, colors: dict[str, RGB] |
     """A horizontal bar chart PNG: one bar per label, its colour, its share and frame count."""
     colors = colors or {}
     row, left, width = 28, 220, 520
-    font, small = _font(16), _font(13)
+    title_font, small = font(16), font(13)
     image = Image.new("RGB", (left + width + 170, 50 + row * max(len(stats), 1)), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((12, 12), title, fill="black", font=font)
+    draw.text((12, 12), title, fill="black", font=title_font)
     top = max((s.share for s in stats), default=0) or 1.0
     for i, stat in enumerate(stats):
         y = 44 + i * row
-        draw.text((12, y + 4), stat.label[:28], fill="black", font=font)
+        draw.text((12, y + 4), stat.label[:28], fill="black", font=title_font)
         length = int(width * stat.share / top)
         color = colors.get(stat.label) or default_color(stat.label)
         draw.rectangle([left, y + 2, left + max(length, 1), y + row - 6], fill=tuple(color), outline="black")

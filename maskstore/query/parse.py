@@ -18,7 +18,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
 
 from ..errors import QueryError
-from .nodes import FIELDS, And, Compare, Coverage, Field, Has, In, Not, Or, Query, RoiAll
+from .nodes import And, Compare, Coverage, Field, Has, In, Not, Or, Query, RoiAll
 
 __all__ = ["parse_query", "query_error"]
 
