@@ -35,8 +35,9 @@ def prepare(text: str | Query, meta_types: dict[str, str]) -> Query:
     return _checked(text, tuple(sorted(meta_types.items())))
 
 
-def context(txn: lmdb.Transaction, version: DatasetVersion) -> Context:
-    rec = version.record(txn)
+def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = None) -> Context:
+    """The version as of ``txn``; pass its record when the caller has already decoded it."""
+    rec = version.record(txn) if rec is None else rec
     cache = version.archive.__dict__.setdefault("_column_cache", {})
     cached = cache.get(version.id)
     if cached is None or cached[0] != rec["generation"]:
@@ -86,25 +87,32 @@ def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     return seqs if query.limit is None else seqs[: int(query.limit)]
 
 
-def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> np.ndarray:
-    """Seqs of the selected frames in result order, from the snapshot ``txn``."""
-    query = prepare(text, version.record(txn)["meta_types"])
-    ctx = context(txn, version)
-    return _ordered(query, ctx, _plan(query, ctx).run(ctx))
+def _checked_in(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[Query, Context]:
+    """The checked query (before any frame or column is read) and the version's context, from one
+    decode of the version record."""
+    rec = version.record(txn)
+    query = prepare(text, rec["meta_types"])
+    return query, context(txn, version, rec)
+
+
+def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[np.ndarray, Context]:
+    """Seqs of the selected frames in result order, from the snapshot ``txn``, and its context."""
+    query, ctx = _checked_in(version, text, txn)
+    return _ordered(query, ctx, _plan(query, ctx).run(ctx)), ctx
 
 
 def ids(version: DatasetVersion, text: str | Query) -> list[str]:
     columns.refresh(version)
 
     def work(txn: lmdb.Transaction) -> list[str]:
-        seqs = select(version, text, txn)
-        return context(txn, version).dense_ids()[seqs.astype(np.intp)].tolist()
+        seqs, ctx = select(version, text, txn)
+        return ctx.dense_ids()[seqs.astype(np.intp)].tolist()
     return version.archive.read(work)
 
 
 def count(version: DatasetVersion, text: str | Query) -> int:
     columns.refresh(version)
-    return version.archive.read(lambda txn: len(select(version, text, txn)))
+    return version.archive.read(lambda txn: len(select(version, text, txn)[0]))
 
 
 def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
@@ -119,7 +127,7 @@ def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
 def _stream(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
     arc = version.archive
     with arc._begin() as txn:
-        seqs = select(version, text, txn)
+        seqs, _ = select(version, text, txn)
         frames_db = arc.db("frames")
         for seq in seqs.tolist():
             yield records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db))
@@ -133,8 +141,7 @@ def explain(version: DatasetVersion, text: str | Query) -> str:
     columns.refresh(version)
 
     def work(txn: lmdb.Transaction) -> str:
-        query = prepare(text, version.record(txn)["meta_types"])
-        ctx = context(txn, version)
+        query, ctx = _checked_in(version, text, txn)
         lines = [f"query: {to_text(query) or '(all frames)'}", "plan:"]
         lines += ["  " + ln for ln in _plan(query, ctx).lines()]
         if query.order_by is not None:
