@@ -388,6 +388,14 @@ def test_meta_ints_beyond_float_precision(archive: Archive) -> None:
     assert v.ids(f"meta.n > {2**53}") == ["a"]
 
 
+def test_order_by_meta_ints_beyond_float_precision(archive: Archive) -> None:
+    v = make_version(archive, [], [{"id": "a", "meta": {"n": 2**53 + 1}, "sources": [], "rois": []},
+                                   {"id": "b", "meta": {"n": 0.5}, "sources": [], "rois": []},
+                                   {"id": "c", "meta": {"n": 2**53}, "sources": [], "rois": []}])
+    assert v.ids("order by meta.n") == ["b", "c", "a"]
+    assert v.ids("order by meta.n desc") == ["a", "c", "b"]
+
+
 def test_glob_matches_long_roi_labels(archive: Archive) -> None:
     long = "x" * 401
     v = make_version(archive, [], [{"id": "a", "sources": [], "rois": [{"label": [long]}]}])

@@ -79,8 +79,10 @@ def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
         present = [k for k in keys if k is not None]
         ranks = np.zeros(len(seqs), np.int64)
         if present:
-            _, inverse = np.unique(np.array(present, dtype=object if isinstance(present[0], str) else None),
-                                   return_inverse=True)
+            # Timestamps are int64 already; anything else (strings, meta numbers that may mix big ints
+            # with floats) is ranked with Python's exact comparisons, as the residual filters compare.
+            exact = None if field.name == "timestamp" and not field.path else object
+            _, inverse = np.unique(np.array(present, dtype=exact), return_inverse=True)
             ranks[~missing] = inverse
         order = np.lexsort((seqs, -ranks if query.descending else ranks, missing))
         seqs = seqs[order]
