@@ -225,13 +225,8 @@ def report_skipped(report: IngestReport) -> None:
 
 
 def version_for_ingest(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> DatasetVersion:
-    existing = ar.versions()
-    if existing and not (dataset and version):
-        try:
-            return open_version(ar, dataset, version)
-        except MaskstoreError:
-            if dataset is None or version is None:
-                raise
+    if ar.versions() and not (dataset and version):
+        return open_version(ar, dataset, version)
     dataset, version = dataset or default_dataset, version or "v1"
     try:
         return ar.get_version(dataset, version)
@@ -343,7 +338,7 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
 
 # ---------------------------------------------------------------------------------------- render, export
 
-def render_options(mode: str, opacity: float, background: str | None, layer_only: bool,
+def render_options(opacity: float, background: str | None, layer_only: bool,
                    resize: str | None) -> dict[str, Any]:
     options: dict[str, Any] = {"opacity": opacity, "resize": resize}
     if background is not None:
@@ -386,7 +381,7 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         array = maskstore_render(version.get_frame(frame_id), version, mode=mode, source_id=source_id,
-                                 mask_id=mask_id, **render_options(mode, opacity, background, layer_only, resize))
+                                 mask_id=mask_id, **render_options(opacity, background, layer_only, resize))
     Image.fromarray(array).save(output, format="PNG")
     click.echo(f"wrote {output} ({array.shape[1]}x{array.shape[0]})", err=True)
 
@@ -410,7 +405,7 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
         with progress_bar(version.count(query_text), "frames") as bar:
             report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
                                     progress=bar.update,
-                                    **render_options(mode, opacity, background, layer_only, resize))
+                                    **render_options(opacity, background, layer_only, resize))
     click.echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:
