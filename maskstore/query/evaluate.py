@@ -56,14 +56,21 @@ class Labels:
 
     def __init__(self, mask_labels: list[dict[str, Any]]) -> None:
         self.of_value: dict[int, list[str]] = {pack_rgb(e["value"]): list(e["labels"]) for e in mask_labels}
+        self._values: dict[frozenset[str], list[int]] = {}
 
     @cached_property
     def names(self) -> list[str]:
         return list(dict.fromkeys(n for names in self.of_value.values() for n in names))
 
     def values_of(self, labels: Iterable[str]) -> list[int]:
-        wanted = set(labels)
-        return sorted(key for key, names in self.of_value.items() if wanted.intersection(names))
+        """Sorted packed keys of the values carrying any of ``labels``; remembered, since scans ask
+        once per column chunk."""
+        wanted = frozenset(labels)
+        found = self._values.get(wanted)
+        if found is None:
+            found = self._values[wanted] = sorted(key for key, names in self.of_value.items()
+                                                  if wanted.intersection(names))
+        return found
 
 
 def meta_get(meta: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
@@ -110,9 +117,8 @@ def field_values(frame: Mapping[str, Any], name: str, path: tuple[str, ...], lab
     raise KeyError(name)
 
 
-def coverage(frame: Mapping[str, Any], label: str, labels: Labels) -> float:
-    """Labelled pixels / all mask pixels of the frame (0 when it has no mask statistics)."""
-    wanted = set(labels.values_of([label]))
+def coverage(frame: Mapping[str, Any], wanted: frozenset[int]) -> float:
+    """Pixels whose value is in ``wanted`` / all mask pixels of the frame (0 without mask statistics)."""
     total = labelled = 0
     for m in _masks(frame):
         for v in m.get("values") or ():
@@ -162,7 +168,8 @@ def compile_expr(node: Expr, labels: Labels) -> Predicate:
             return lambda f: bool(_masks(f))
         return lambda f: bool(f["rois"])
     if isinstance(node, Coverage):
-        return lambda f: compare(coverage(f, node.label, labels), node.op, node.value)
+        wanted = frozenset(labels.values_of([node.label]))  # once, not per frame
+        return lambda f: compare(coverage(f, wanted), node.op, node.value)
     name, path = node.field.name, node.field.path
     if isinstance(node, In):
         tests = [_value_test("==", v, name) for v in node.values]
