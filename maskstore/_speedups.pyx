@@ -11,7 +11,6 @@ message. So the rules live in Python; this is a faster copy of their common case
 and repair alike.
 """
 
-INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 MAX_META_DEPTH = 100  # deeper meta goes the Python way (and meets its recursion limit there)
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
 
@@ -265,29 +264,28 @@ def index_postings(list records, list seqs, bytes prefix, text_key, Py_ssize_t m
     Texts longer than ``max_key_text`` UTF-8 bytes are keyed by ``text_key``.
     """
     cdef dict context = {}, value = {}, source = {}, mask = {}, roi = {}
+    cdef dict text_keys = {}  # a batch repeats its source ids, mask ids and contexts
     cdef Py_ssize_t i
     for i in range(len(records)):
         rec = records[i]
         seq = seqs[i]
-        _post(context, _text_key(rec["context_id"], text_key, max_key_text), seq)
+        _post(context, _text_key(rec["context_id"], text_keys, text_key, max_key_text), seq)
         for s in rec["sources"]:
-            _post(source, _text_key(s["id"], text_key, max_key_text), seq)
+            _post(source, _text_key(s["id"], text_keys, text_key, max_key_text), seq)
             for m in s["masks"]:
-                _post(mask, _text_key(m["id"], text_key, max_key_text), seq)
+                _post(mask, _text_key(m["id"], text_keys, text_key, max_key_text), seq)
                 values = m.get("values")
                 if values:
                     for v in values:
-                        _post(value, bytes(v[:3]), seq)
+                        _post(value, _rgb(v), seq)
         for r in rec["rois"]:
             for label in r["label"]:
-                _post(roi, _text_key(label, text_key, max_key_text), seq)
-    out = {}
-    for name, groups in zip(INDEX_DBS, (context, value, source, mask, roi)):
-        out[name] = _items(<dict>groups, prefix)
-    return out
+                _post(roi, _text_key(label, text_keys, text_key, max_key_text), seq)
+    return {"ix_context": _items(context, prefix), "ix_value": _items(value, prefix, rgb=True),
+            "ix_source": _items(source, prefix), "ix_mask": _items(mask, prefix), "ix_roi": _items(roi, prefix)}
 
 
-cdef inline void _post(dict groups, bytes key, object seq):
+cdef inline void _post(dict groups, object key, object seq):
     found = groups.get(key)
     if found is None:
         groups[key] = [seq]
@@ -295,18 +293,35 @@ cdef inline void _post(dict groups, bytes key, object seq):
         (<list>found).append(seq)
 
 
-cdef bytes _text_key(object text, text_key, Py_ssize_t max_key_text):
-    if type(text) is str:
-        raw = (<str>text).encode("utf-8")
-        if len(<bytes>raw) <= max_key_text:
-            return <bytes>raw
-    return text_key(text)
+cdef inline object _rgb(object v):
+    """A mask value's channels as one int, 0xRRGGBB: cheaper to group by than three bytes."""
+    cdef long r = v[0], g = v[1], b = v[2]
+    if not (0 <= r <= 255 and 0 <= g <= 255 and 0 <= b <= 255):
+        raise ValueError(f"mask value {v[:3]!r} has a channel outside 0..255")
+    return (r << 16) | (g << 8) | b
 
 
-cdef list _items(dict groups, bytes prefix):
+cdef object _text_key(object text, dict text_keys, text_key, Py_ssize_t max_key_text):
+    if type(text) is not str:
+        return text_key(text)
+    found = text_keys.get(text)
+    if found is None:
+        found = (<str>text).encode("utf-8")
+        if len(<bytes>found) > max_key_text:
+            found = text_key(text)
+        text_keys[text] = found
+    return found
+
+
+cdef list _items(dict groups, bytes prefix, bint rgb=False):
     cdef list out = []
+    cdef long code
     for key in sorted(groups):
-        full_key = prefix + key
+        if rgb:
+            code = key
+            full_key = prefix + bytes((code >> 16, (code >> 8) & 255, code & 255))
+        else:
+            full_key = prefix + key
         for seq in <list>groups[key]:
             out.append((full_key, seq))
     return out

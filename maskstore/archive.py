@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import lmdb
 from PIL import Image
@@ -52,8 +52,16 @@ if TYPE_CHECKING:
     import numpy as np
 
 T = TypeVar("T")
-# A frame ready to write: its normalized dict, its record, and the (path, type) of its meta values.
-Prepared = tuple[dict[str, Any], bytes, list[tuple[str, str]]]
+
+
+class Prepared(NamedTuple):
+    """A batch ready to write, in columns: per frame its normalized dict, its record and the
+    (dotted path, type) of its meta values; and the embedded files of the batch by digest."""
+
+    dicts: list[dict[str, Any]]
+    records: list[bytes]
+    types: list[list[tuple[str, str]]]
+    blobs: dict[bytes, bytes]
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
@@ -563,14 +571,16 @@ class DatasetVersion:
     # ------------------------------------------------------------------ writing frames
 
     def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
-                 merge: bool = False) -> tuple[list[Prepared], dict[bytes, bytes]]:
+                 merge: bool = False) -> Prepared:
         """Normalize, merge, decode mask statistics, read blobs and encode the records: all before the
         write transaction, so a bad frame fails the call before anything is written."""
-        given = [_partial_frame_dict(f) if merge else (f.to_dict() if isinstance(f, Frame) else f)
-                 for f in frames]
+        given = list(frames)
         if merge:
+            given = [_partial_frame_dict(f) for f in given]
             old = self._records_by_id([str(g.get("id")) for g in given])
             given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
+        elif any(isinstance(f, Frame) for f in given):
+            given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
         normalized = normalize_frames(given)
         dicts = [d for d, _ in normalized]
         ids = [d["id"] for d in dicts]
@@ -578,7 +588,7 @@ class DatasetVersion:
             _check_ids(ids)
         self.archive._decoder.fill(dicts, self.archive.read_blob)
         blobs = self._embed(dicts) if embed else {}
-        return list(zip(dicts, _encode(dicts), [types for _, types in normalized])), blobs
+        return Prepared(dicts, _encode(dicts), [types for _, types in normalized], blobs)
 
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
@@ -606,57 +616,61 @@ class DatasetVersion:
             return out
         return self.archive.read(work)
 
-    def _write_frames(self, prepared: list[Prepared], blobs: dict[bytes, bytes], must_exist: bool) -> int:
+    def _write_frames(self, batch: Prepared, must_exist: bool) -> int:
         """Records, then every index entry of the batch sorted and written with one putmulti per
         sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
         arc = self.archive
         prefix = self.prefix
 
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
-            for digest, data in blobs.items():
+            for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            id_keys = [prefix + text_key(d["id"]) for d, _, _ in prepared]
+            id_keys = [prefix + text_key(d["id"]) for d in batch.dicts]
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
             if must_exist and len(stored) < len(id_keys):
-                missing = next(d["id"] for (d, _, _), key in zip(prepared, id_keys) if key not in stored)
+                missing = next(d["id"] for d, key in zip(batch.dicts, id_keys) if key not in stored)
                 raise FrameNotFoundError(f"no frame {missing!r} in {rec['dataset']}/{rec['name']} to update")
-            next_seq = rec["next_seq"]
+            first = rec["next_seq"]
             if stored:  # replaced frames keep their seq, once their old index entries are gone
-                seqs = []
+                numbers = []
                 for key in id_keys:
                     seq = stored.get(key)
                     if seq is None:
-                        seq = u64(next_seq)
-                        next_seq += 1
+                        numbers.append(rec["next_seq"])
+                        rec["next_seq"] += 1
                     else:
                         self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
-                    seqs.append(seq)
+                        numbers.append(U64.unpack(seq)[0])
+                chunks = sorted({n >> CHUNK_BITS for n in numbers})
             else:
-                seqs = [u64(n) for n in range(next_seq, next_seq + len(id_keys))]
-                next_seq += len(id_keys)
-            new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
-            rec["next_seq"] = next_seq
+                numbers = range(first, first + len(id_keys))
+                rec["next_seq"] += len(id_keys)
+                chunks = range(first >> CHUNK_BITS, ((rec["next_seq"] - 1) >> CHUNK_BITS) + 1)
+            seqs = list(map(u64, numbers))
+            new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored] if stored \
+                else list(zip(id_keys, seqs))
             rec["count"] += len(new_ids)
-            # Frames of a batch mostly share one list of meta types: check each distinct list once,
-            # in order of first use, so a conflict still names the first frame that has it.
-            first_with: dict[tuple[tuple[str, str], ...], str] = {}
-            for d, _, types in prepared:
-                first_with.setdefault(tuple(types), d["id"])
-            known_types = rec["meta_types"]
-            for types, frame_id in first_with.items():
-                for path, kind in types:
-                    if known_types.get(path) != kind:
-                        _merge_meta_type(known_types, path, kind, frame_id)
-            entries = _speedups.index_postings([d for d, _, _ in prepared], seqs, prefix, text_key, MAX_KEY_TEXT)
-            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], [record for _, record, _ in prepared]))
+            self._merge_meta_types(rec["meta_types"], batch)
+            entries = _speedups.index_postings(batch.dicts, seqs, prefix, text_key, MAX_KEY_TEXT)
+            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
-            chunks = {int.from_bytes(seq, "big") >> CHUNK_BITS for seq in seqs}
-            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in sorted(chunks)]
+            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
-            return len(prepared)
+            return len(batch.dicts)
         return self._update(work)
+
+    @staticmethod
+    def _merge_meta_types(known: dict[str, str], batch: Prepared) -> None:
+        """The version's meta types, with the batch's merged in. Frames of a batch mostly share one
+        list of types, so each distinct list is merged once, in order of first use: a conflict then
+        names the first frame that has it, as a frame-by-frame merge would."""
+        as_tuples = list(map(tuple, batch.types))
+        for types in dict.fromkeys(as_tuples):
+            for path, kind in types:
+                if known.get(path) != kind:
+                    _merge_meta_type(known, path, kind, batch.dicts[as_tuples.index(types)]["id"])
 
     def _chunk_key(self, seq: bytes) -> bytes:
         return self.prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS)
@@ -684,10 +698,10 @@ class DatasetVersion:
 
     def _add(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool, merge: bool, must_exist: bool) -> int:
         with gc_paused():
-            prepared, blobs = self._prepare(frames, embed, merge=merge)
-            count = self._write_frames(prepared, blobs, must_exist=must_exist)
+            prepared = self._prepare(frames, embed, merge=merge)
+            count = self._write_frames(prepared, must_exist=must_exist)
             # Free the batch while the collector is still paused, or its first run rescans it all.
-            del prepared, blobs
+            del prepared
         return count
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
