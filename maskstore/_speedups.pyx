@@ -1,35 +1,242 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The two per-frame loops of bulk ingest, compiled: Python's per-object cost, not LMDB, bounded it.
+"""Bulk ingest's per-frame work, compiled: Python's cost per object, not LMDB, bounded ingest.
 
-``normalize_common`` is ``model.normalize_frame`` for the shape nearly every frame has (plain dicts,
-exact types, a given id, no ROIs). Any other frame, valid or not, it declines with ``None``, and
-``model.normalize_frames`` hands that one to ``normalize_frame``, which also writes every error
-message. So the rules live in Python; this is a faster copy of their common case, and
-``tests/test_speedups.py`` checks with hypothesis that both give equal dicts, key order included.
+``encode_common`` turns a frame dict of the usual shape (plain dicts, exact types, a given id, mask
+statistics given, no ROIs) straight into its frame record: the bytes that
+``records.encode_frame(model.normalize_frame_dict(frame))`` gives, without building the normalized
+dict. Any other frame, valid or not, it declines, and the archive takes that one through
+``model.normalize_frame``, which also owns every error message. So the rules live in Python; this
+is a faster copy of their common case, and ``tests/test_speedups.py`` checks with hypothesis that
+both give the same bytes, index keys and meta types.
 
-``index_postings`` is the one definition of a record's index keys, for writes, deletes, ``check``
-and repair alike.
+``Postings`` is the one definition of a record's index keys, for writes, deletes, ``check`` and
+repair alike.
 """
 
-MAX_META_DEPTH = 100  # deeper meta goes the Python way (and meets its recursion limit there)
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+MAX_DEPTH = 100  # deeper frames go the Python way, and meet its limits there
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
+FRAME_FIELDS = ("id", "timestamp", "sources", "context_id", "meta", "rois")
+SOURCE_FIELDS = ("id", "uri", "content_type", "timestamp", "width", "height", "masks")
+MASK_FIELDS = ("id", "uri", "content_type", "timestamp", "values")
+
+cdef enum:
+    OK = 0
+    DECLINE = 1
 
 
-# ----------------------------------------------------------------------------- normalize
+# ----------------------------------------------------------------------------- msgpack writer
+# The subset of msgpack-python's ``packb(use_bin_type=True)`` that frame records use, byte for byte:
+# exact None, bool, int, float, str, bytes, list, tuple and dict; anything else declines.
 
-def normalize_common(list frames, content_type_of, dict suffix_types):
-    """``(normalized dict, meta types)`` per frame, or ``None`` for a frame outside the common shape.
+cdef class _Buffer:
+    cdef unsigned char* data
+    cdef Py_ssize_t size, capacity
+
+    def __cinit__(self):
+        self.capacity = 1 << 16
+        self.data = <unsigned char*>malloc(self.capacity)
+        if self.data == NULL:
+            raise MemoryError()
+        self.size = 0
+
+    def __dealloc__(self):
+        free(self.data)
+
+    cdef int reserve(self, Py_ssize_t extra) except -1:
+        cdef Py_ssize_t need = self.size + extra
+        cdef unsigned char* grown
+        if need <= self.capacity:
+            return 0
+        need = max(need, 2 * self.capacity)
+        grown = <unsigned char*>realloc(self.data, need)
+        if grown == NULL:
+            raise MemoryError()
+        self.data = grown
+        self.capacity = need
+        return 0
+
+    cdef int head(self, unsigned char first, unsigned long long value, int nbytes) except -1:
+        """``first``, then the low ``nbytes`` of ``value`` big-endian."""
+        self.reserve(1 + nbytes)
+        self.data[self.size] = first
+        cdef int i
+        for i in range(nbytes):
+            self.data[self.size + nbytes - i] = (value >> (8 * i)) & 0xff
+        self.size += 1 + nbytes
+        return 0
+
+    cdef int byte(self, unsigned char value) except -1:
+        self.reserve(1)
+        self.data[self.size] = value
+        self.size += 1
+        return 0
+
+    cdef int raw(self, const char* data, Py_ssize_t n) except -1:
+        self.reserve(n)
+        memcpy(self.data + self.size, data, n)
+        self.size += n
+        return 0
+
+    cdef int append(self, _Buffer other) except -1:
+        return self.raw(<const char*>other.data, other.size)
+
+    cdef bytes take(self):
+        return PyBytes_FromStringAndSize(<const char*>self.data, self.size)
+
+
+cdef int _length(_Buffer out, Py_ssize_t n, unsigned char fix, int fix_max, unsigned char h16,
+                 unsigned char h32) except -1:
+    if n <= fix_max:
+        return out.byte(fix | n)
+    if n < 0x10000:
+        return out.head(h16, n, 2)
+    return out.head(h32, n, 4)
+
+
+cdef int _array_header(_Buffer out, Py_ssize_t n) except -1:
+    return _length(out, n, 0x90, 15, 0xdc, 0xdd)
+
+
+cdef int _map_header(_Buffer out, Py_ssize_t n) except -1:
+    return _length(out, n, 0x80, 15, 0xde, 0xdf)
+
+
+cdef int _pack_int(_Buffer out, object value) except -1:
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef unsigned long long u
+    if overflow == 0:
+        if v < -32:
+            if v < -32768:
+                return out.head(0xd3 if v < -2147483648 else 0xd2, <unsigned long long>v, 8 if v < -2147483648 else 4)
+            return out.head(0xd1 if v < -128 else 0xd0, <unsigned long long>v, 2 if v < -128 else 1)
+        if v < 128:
+            return out.byte(<unsigned char>(v & 0xff))
+        if v < 256:
+            return out.head(0xcc, v, 1)
+        if v < 65536:
+            return out.head(0xcd, v, 2)
+        if v < 4294967296:
+            return out.head(0xce, v, 4)
+        return out.head(0xcf, v, 8)
+    if overflow < 0:
+        return DECLINE
+    try:
+        u = PyLong_AsUnsignedLongLong(value)
+    except OverflowError:
+        return DECLINE
+    return out.head(0xcf, u, 8)
+
+
+cdef int _pack_str(_Buffer out, str text) except -1:
+    cdef Py_ssize_t n
+    cdef const char* data
+    try:
+        data = PyUnicode_AsUTF8AndSize(text, &n)
+    except UnicodeEncodeError:
+        return DECLINE
+    if n < 32:
+        out.byte(0xa0 | n)
+    elif n < 256:
+        out.head(0xd9, n, 1)
+    elif n < 0x10000:
+        out.head(0xda, n, 2)
+    elif n < 0x100000000:
+        out.head(0xdb, n, 4)
+    else:
+        return DECLINE
+    return out.raw(data, n)
+
+
+cdef int _pack(_Buffer out, object value, int depth) except -1:
+    cdef double d
+    cdef unsigned long long bits
+    cdef Py_ssize_t n
+    kind = type(value)
+    if value is None:
+        return out.byte(0xc0)
+    if value is True:
+        return out.byte(0xc3)
+    if value is False:
+        return out.byte(0xc2)
+    if kind is int:
+        return _pack_int(out, value)
+    if kind is float:
+        d = PyFloat_AS_DOUBLE(value)
+        memcpy(&bits, &d, 8)
+        return out.head(0xcb, bits, 8)
+    if kind is str:
+        return _pack_str(out, <str>value)
+    if depth > MAX_DEPTH:
+        return DECLINE
+    if kind is list or kind is tuple:
+        _array_header(out, len(value))
+        for item in value:
+            if _pack(out, item, depth + 1):
+                return DECLINE
+        return OK
+    if kind is dict:
+        _map_header(out, len(<dict>value))
+        for key, item in (<dict>value).items():
+            if _pack(out, key, depth + 1) or _pack(out, item, depth + 1):
+                return DECLINE
+        return OK
+    if kind is bytes:
+        n = len(<bytes>value)
+        if n < 256:
+            out.head(0xc4, n, 1)
+        elif n < 0x10000:
+            out.head(0xc5, n, 2)
+        else:
+            out.head(0xc6, n, 4)
+        return out.raw(<bytes>value, n)
+    return DECLINE
+
+
+# ----------------------------------------------------------------------------- frames
+
+def encode_common(list frames, bytes record_head, content_type_of, dict suffix_types, Postings postings):
+    """``(records, ids, meta types)`` of a batch: per frame its record (``record_head`` + msgpack of
+    the normalized frame), its id and the (dotted path, type) of its meta values as a tuple; all three
+    ``None`` where the frame is declined. Index keys of the accepted frames go to ``postings``.
 
     ``content_type_of(uri)`` guesses a missing content type; ``suffix_types`` caches its answers per
     file suffix for URIs without a scheme, whose answer depends on the suffix alone.
     """
-    cdef list out = []
-    for f in frames:
-        out.append(_frame(f, content_type_of, suffix_types) if type(f) is dict else None)
-    return out
+    cdef _Buffer out = _Buffer(), sources_out = _Buffer(), meta_out = _Buffer()
+    cdef list records = [], ids = [], types_of = []
+    cdef Py_ssize_t pos
+    last_types = ()
+    for pos in range(len(frames)):
+        d = frames[pos]
+        out.size = sources_out.size = meta_out.size = 0
+        out.raw(record_head, len(record_head))
+        types = _frame(out, sources_out, meta_out, d, content_type_of, suffix_types) if type(d) is dict else None
+        if types is None:
+            records.append(None)
+            ids.append(None)
+            types_of.append(None)
+            continue
+        if types == last_types:
+            types = last_types  # one tuple for a run of frames alike: the archive merges each once
+        last_types = types
+        records.append(out.take())
+        ids.append((<dict>d)["id"])
+        types_of.append(types)
+        postings.add_given(pos, <dict>d)
+    return records, ids, types_of
 
 
-cdef object _frame(dict d, content_type_of, dict suffix_types):
+cdef object _frame(_Buffer out, _Buffer sources_out, _Buffer meta_out, dict d, content_type_of,
+                   dict suffix_types):
+    """Writes the record body of ``d``; returns its meta types, or None to decline."""
     frame_id = d.get("id")
     if type(frame_id) is not str or not frame_id:
         return None
@@ -55,35 +262,145 @@ cdef object _frame(dict d, content_type_of, dict suffix_types):
     elif type(meta) is not dict:
         return None
     cdef list types = []
-    if not _meta_dict(<dict>meta, "", types, 0):
+    if not _meta_dict(<dict>meta, "", types, 0) or _pack(meta_out, meta, 1):
         return None
-
-    cdef dict out = dict(d)
-    out["id"] = frame_id
-    out["timestamp"] = ts
-    cdef list normal_sources = []
-    cdef Py_ssize_t i
-    for i in range(len(sources)):
-        source = _source(sources[i], str(i), ts, content_type_of, suffix_types)
-        if source is None:
-            return None
-        normal_sources.append(source)
-    if len(normal_sources) > 1 and not _unique_ids(normal_sources):
+    if _sources(sources_out, sources, ts, content_type_of, suffix_types):
         return None
-    out["sources"] = normal_sources
     context = d.get("context_id")
     if context is None:
-        context = (<dict>normal_sources[0])["uri"] if normal_sources else frame_id
+        context = (<dict>sources[0])["uri"] if sources else frame_id
     elif type(context) is not str:
         return None
-    out["context_id"] = context
-    out["meta"] = dict(meta)
-    out["rois"] = []
-    return out, types
+
+    values = (frame_id, ts, None, context, None, None)
+    cdef Py_ssize_t field
+    _map_header(out, len(d) + _missing(d, FRAME_FIELDS))
+    for key, item in d.items():
+        field = _field(key, FRAME_FIELDS)
+        if field < 0:
+            if _pack(out, key, 1) or _pack(out, item, 1):
+                return None
+        elif _frame_field(out, field, values, sources_out, meta_out):
+            return None
+    for field in range(len(FRAME_FIELDS)):
+        if FRAME_FIELDS[field] not in d and _frame_field(out, field, values, sources_out, meta_out):
+            return None
+    return tuple(types)
+
+
+cdef int _frame_field(_Buffer out, Py_ssize_t field, tuple values, _Buffer sources_out,
+                      _Buffer meta_out) except -1:
+    _pack_str(out, FRAME_FIELDS[field])
+    if field == 2:
+        return out.append(sources_out)
+    if field == 4:
+        return out.append(meta_out)
+    if field == 5:
+        return out.byte(0x90)  # rois: []
+    return _pack(out, values[field], 1)
+
+
+cdef inline Py_ssize_t _field(object key, tuple fields):
+    """Index of a normalized field, -1 for a key kept as given."""
+    if type(key) is not str:
+        return -1
+    cdef Py_ssize_t i
+    for i in range(len(fields)):
+        if <str>key == <str>fields[i]:
+            return i
+    return -1
+
+
+cdef inline Py_ssize_t _missing(dict d, tuple fields):
+    cdef Py_ssize_t n = 0
+    for name in fields:
+        if name not in d:
+            n += 1
+    return n
+
+
+cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, dict suffix_types) except -1:
+    """The normalized ``sources`` list of a frame, or DECLINE."""
+    cdef Py_ssize_t i, j
+    cdef set ids = set()
+    cdef dict s
+    _array_header(out, len(sources))
+    for i in range(len(sources)):
+        item = _media(sources[i], str(i), frame_ts, content_type_of, suffix_types)
+        if item is None:
+            return DECLINE
+        s = <dict>sources[i]
+        width, height = s.get("width"), s.get("height")
+        if (width is not None and type(width) is not int) or (height is not None and type(height) is not int):
+            return DECLINE
+        given_masks = s.get("masks")
+        if given_masks is None:
+            given_masks = []
+        elif type(given_masks) is not list or len(<list>given_masks) > len(MASK_IDS):
+            return DECLINE
+        ids.add((<tuple>item)[0])
+        normalized = (<tuple>item)[:4] + (width, height)
+        _map_header(out, len(s) + _missing(s, SOURCE_FIELDS))
+        for key, value in s.items():
+            j = _field(key, SOURCE_FIELDS)
+            if j < 0:
+                if _pack(out, key, 2) or _pack(out, value, 2):
+                    return DECLINE
+            elif _media_field(out, j, SOURCE_FIELDS, normalized, given_masks, content_type_of, suffix_types):
+                return DECLINE
+        for j in range(len(SOURCE_FIELDS)):
+            if SOURCE_FIELDS[j] not in s and _media_field(out, j, SOURCE_FIELDS, normalized, given_masks,
+                                                         content_type_of, suffix_types):
+                return DECLINE
+    return OK if len(ids) == len(sources) else DECLINE
+
+
+cdef int _masks(_Buffer out, list masks, object source_ts, content_type_of, dict suffix_types) except -1:
+    cdef Py_ssize_t i, j
+    cdef set ids = set()
+    cdef dict m
+    _array_header(out, len(masks))
+    for i in range(len(masks)):
+        item = _media(masks[i], MASK_IDS[i], source_ts, content_type_of, suffix_types)
+        if item is None:
+            return DECLINE
+        m = <dict>masks[i]
+        values = m.get("values")
+        if not _values_ok(values):  # statistics missing: the decoder needs the Python way
+            return DECLINE
+        ids.add((<tuple>item)[0])
+        _map_header(out, len(m) + _missing(m, MASK_FIELDS))
+        for key, value in m.items():
+            j = _field(key, MASK_FIELDS)
+            if j < 0:
+                if _pack(out, key, 3) or _pack(out, value, 3):
+                    return DECLINE
+            elif _media_field(out, j, MASK_FIELDS, item, None, content_type_of, suffix_types):
+                return DECLINE
+        for j in range(4):  # values is present
+            if MASK_FIELDS[j] not in m and _media_field(out, j, MASK_FIELDS, item, None, content_type_of,
+                                                        suffix_types):
+                return DECLINE
+    return OK if len(ids) == len(masks) else DECLINE
+
+
+cdef int _media_field(_Buffer out, Py_ssize_t field, tuple fields, tuple normalized, object masks,
+                      content_type_of, dict suffix_types) except -1:
+    """One normalized field of a source (id, uri, content_type, timestamp, width, height, masks) or a
+    mask (id, uri, content_type, timestamp, values)."""
+    _pack_str(out, fields[field])
+    if field < 4:
+        return _pack(out, normalized[field], 3)
+    if fields is MASK_FIELDS:  # values, checked by _values_ok
+        return _pack(out, normalized[4], 3)
+    if field < 6:
+        return _pack(out, normalized[field], 3)
+    return _masks(out, masks, normalized[3], content_type_of, suffix_types)
 
 
 cdef object _media(object item, object default_id, object parent_ts, content_type_of, dict suffix_types):
-    """What sources and masks share (``model._media_item``); ``None`` declines."""
+    """``(id, uri, content_type, timestamp)`` of a source or mask (``model._media_item``), plus its
+    values for a mask; None declines."""
     if type(item) is not dict:
         return None
     cdef dict given = <dict>item
@@ -105,73 +422,23 @@ cdef object _media(object item, object default_id, object parent_ts, content_typ
         ts = parent_ts
     elif type(ts) is not int:
         return None
-    cdef dict out = dict(given)
-    out["id"] = item_id
-    out["uri"] = uri
-    out["content_type"] = content_type
-    out["timestamp"] = ts
-    return out
+    return item_id, uri, content_type, ts, given.get("values")
 
 
-cdef object _source(object s, str default_id, object frame_ts, content_type_of, dict suffix_types):
-    out = _media(s, default_id, frame_ts, content_type_of, suffix_types)
-    if out is None:
-        return None
-    cdef dict source = <dict>out
-    width = source.get("width")
-    height = source.get("height")
-    if (width is not None and type(width) is not int) or (height is not None and type(height) is not int):
-        return None
-    source["width"] = width
-    source["height"] = height
-    given_masks = source.get("masks")
-    if given_masks is None:
-        given_masks = []
-    elif type(given_masks) is not list:
-        return None
-    cdef list masks = []
-    cdef Py_ssize_t i
-    ts = source["timestamp"]
-    for i in range(len(<list>given_masks)):
-        if i >= len(MASK_IDS):
-            return None
-        mask = _media((<list>given_masks)[i], MASK_IDS[i], ts, content_type_of, suffix_types)
-        if mask is None:
-            return None
-        values = (<dict>mask).get("values")
-        if values is not None:
-            values = _values(values)
-            if values is None:
-                return None
-            (<dict>mask)["values"] = values
-        masks.append(mask)
-    if len(masks) > 1 and not _unique_ids(masks):
-        return None
-    source["masks"] = masks
-    return source
-
-
-cdef object _values(object values):
-    """A copy of a ``[[r, g, b, pixel_count], ...]`` list whose entries are exact ints in range."""
+cdef bint _values_ok(object values):
+    """``[[r, g, b, pixel_count], ...]`` with exact ints, channels in 0..255."""
     if type(values) is not list:
-        return None
+        return False
     for v in <list>values:
         if type(v) is not list or len(<list>v) != 4:
-            return None
+            return False
         for c in (<list>v)[:3]:
             if type(c) is not int or not 0 <= c <= 255:
-                return None
+                return False
         count = (<list>v)[3]
         if type(count) is not int or count < 0:
-            return None
-    return list(<list>values)
-
-
-cdef bint _unique_ids(list items):
-    cdef set seen = set()
-    for item in items:
-        seen.add((<dict>item)["id"])
-    return len(seen) == len(items)
+            return False
+    return True
 
 
 cdef object _content_type(str uri, content_type_of, dict suffix_types):
@@ -194,7 +461,7 @@ cdef object _content_type(str uri, content_type_of, dict suffix_types):
 cdef bint _meta_dict(dict meta, str path, list types, int depth):
     """``model._check_meta`` over a dict; with ``types`` a list, collects (dotted path, type name) of
     every non-null value, nested dicts walked. False declines."""
-    if depth > MAX_META_DEPTH:
+    if depth > MAX_DEPTH:
         return False
     for key, item in meta.items():
         if type(key) is not str or not key or "." in <str>key:
@@ -233,7 +500,7 @@ cdef bint _meta_dict(dict meta, str path, list types, int depth):
 
 
 cdef bint _meta_list(list items, int depth):
-    if depth > MAX_META_DEPTH:
+    if depth > MAX_DEPTH:
         return False
     for item in items:
         kind = type(item)
@@ -255,42 +522,86 @@ cdef bint _meta_list(list items, int depth):
 
 # ----------------------------------------------------------------------------- index keys
 
-def index_postings(list records, list seqs, bytes prefix, text_key, Py_ssize_t max_key_text):
-    """``{index sub-database: [(prefix + key, seq), ...]}`` of frame records, each list sorted by key,
-    a key's seqs in record order.
+cdef class Postings:
+    """Index entries of a batch, grouped by key: context id, source ids, mask ids, mask values
+    (r, g, b bytes) and ROI labels, each key with the batch positions of the frames that have it.
 
-    Keys: context id, source ids, mask ids, mask values (r, g, b bytes) and ROI labels. A key may
-    come twice for one record (a value in two masks); a dupsort database stores the pair once.
-    Texts longer than ``max_key_text`` UTF-8 bytes are keyed by ``text_key``.
+    A key may come twice for one frame (a value in two masks); a dupsort database stores the pair
+    once. Texts longer than ``max_key_text`` UTF-8 bytes are keyed by ``text_key``.
     """
-    cdef dict context = {}, value = {}, source = {}, mask = {}, roi = {}
-    cdef dict text_keys = {}  # a batch repeats its source ids, mask ids and contexts
-    cdef Py_ssize_t i
-    for i in range(len(records)):
-        rec = records[i]
-        seq = seqs[i]
-        _post(context, _text_key(rec["context_id"], text_keys, text_key, max_key_text), seq)
+
+    cdef dict context, value, source, mask, roi, text_keys
+    cdef object text_key
+    cdef Py_ssize_t max_key_text
+
+    def __init__(self, text_key, Py_ssize_t max_key_text):
+        self.context, self.value, self.source, self.mask, self.roi = {}, {}, {}, {}, {}
+        self.text_keys = {}  # a batch repeats its source ids, mask ids and contexts
+        self.text_key = text_key
+        self.max_key_text = max_key_text
+
+    def add_record(self, Py_ssize_t pos, rec):
+        """The keys of a normalized frame dict or a stored record."""
+        _post(self.context, self._key(rec["context_id"]), pos)
         for s in rec["sources"]:
-            _post(source, _text_key(s["id"], text_keys, text_key, max_key_text), seq)
+            _post(self.source, self._key(s["id"]), pos)
             for m in s["masks"]:
-                _post(mask, _text_key(m["id"], text_keys, text_key, max_key_text), seq)
+                _post(self.mask, self._key(m["id"]), pos)
                 values = m.get("values")
                 if values:
                     for v in values:
-                        _post(value, _rgb(v), seq)
+                        _post(self.value, _rgb(v), pos)
         for r in rec["rois"]:
             for label in r["label"]:
-                _post(roi, _text_key(label, text_keys, text_key, max_key_text), seq)
-    return {"ix_context": _items(context, prefix), "ix_value": _items(value, prefix, rgb=True),
-            "ix_source": _items(source, prefix), "ix_mask": _items(mask, prefix), "ix_roi": _items(roi, prefix)}
+                _post(self.roi, self._key(label), pos)
+
+    cdef add_given(self, Py_ssize_t pos, dict d):
+        """``add_record`` for a frame ``encode_common`` accepted, from its given dict: the defaults
+        filled in as the record has them, and no ROIs."""
+        cdef list sources = d.get("sources") or []
+        cdef Py_ssize_t i, j
+        context = d.get("context_id")
+        if context is None:
+            context = (<dict>sources[0])["uri"] if sources else d["id"]
+        _post(self.context, self._key(context), pos)
+        for i in range(len(sources)):
+            s = <dict>sources[i]
+            source_id = s.get("id")
+            _post(self.source, self._key(str(i) if source_id is None else source_id), pos)
+            masks = s.get("masks") or []
+            for j in range(len(masks)):
+                m = <dict>masks[j]
+                mask_id = m.get("id")
+                _post(self.mask, self._key(MASK_IDS[j] if mask_id is None else mask_id), pos)
+                for v in m["values"]:
+                    _post(self.value, _rgb(v), pos)
+
+    cdef object _key(self, object text):
+        if type(text) is not str:
+            return self.text_key(text)
+        found = self.text_keys.get(text)
+        if found is None:
+            found = (<str>text).encode("utf-8")
+            if len(<bytes>found) > self.max_key_text:
+                found = self.text_key(text)
+            self.text_keys[text] = found
+        return found
+
+    def items(self, bytes prefix, list seqs):
+        """``{index sub-database: [(prefix + key, seqs[pos]), ...]}``, sorted by key, then position."""
+        return {"ix_context": _items(self.context, prefix, seqs, False),
+                "ix_value": _items(self.value, prefix, seqs, True),
+                "ix_source": _items(self.source, prefix, seqs, False),
+                "ix_mask": _items(self.mask, prefix, seqs, False),
+                "ix_roi": _items(self.roi, prefix, seqs, False)}
 
 
-cdef inline void _post(dict groups, object key, object seq):
+cdef inline void _post(dict groups, object key, Py_ssize_t pos):
     found = groups.get(key)
     if found is None:
-        groups[key] = [seq]
+        groups[key] = [pos]
     else:
-        (<list>found).append(seq)
+        (<list>found).append(pos)
 
 
 cdef inline object _rgb(object v):
@@ -301,20 +612,9 @@ cdef inline object _rgb(object v):
     return (r << 16) | (g << 8) | b
 
 
-cdef object _text_key(object text, dict text_keys, text_key, Py_ssize_t max_key_text):
-    if type(text) is not str:
-        return text_key(text)
-    found = text_keys.get(text)
-    if found is None:
-        found = (<str>text).encode("utf-8")
-        if len(<bytes>found) > max_key_text:
-            found = text_key(text)
-        text_keys[text] = found
-    return found
-
-
-cdef list _items(dict groups, bytes prefix, bint rgb=False):
+cdef list _items(dict groups, bytes prefix, list seqs, bint rgb):
     cdef list out = []
+    cdef list positions
     cdef long code
     for key in sorted(groups):
         if rgb:
@@ -322,6 +622,8 @@ cdef list _items(dict groups, bytes prefix, bint rgb=False):
             full_key = prefix + bytes((code >> 16, (code >> 8) & 255, code & 255))
         else:
             full_key = prefix + key
-        for seq in <list>groups[key]:
-            out.append((full_key, seq))
+        positions = <list>groups[key]
+        positions.sort()  # frames the Python way were added after the batch; sorted input costs one pass
+        for pos in positions:
+            out.append((full_key, seqs[pos]))
     return out

@@ -44,8 +44,8 @@ from . import _speedups, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, NetworkFilesystemWarning, ReadOnlyError,
                      VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .media import BLOB_PREFIX, blob_uri, open_image, read_bytes
-from .model import Frame, frame_from_dict, normalize_frame_dict, normalize_frames, type_name
+from .media import BLOB_PREFIX, blob_uri, content_type_of, open_image, read_bytes
+from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
 from .stats import MaskDecoder
 
 if TYPE_CHECKING:
@@ -55,19 +55,23 @@ T = TypeVar("T")
 
 
 class Prepared(NamedTuple):
-    """A batch ready to write, in columns: per frame its normalized dict, its record and the
-    (dotted path, type) of its meta values; and the embedded files of the batch by digest."""
+    """A batch ready to write, in columns: per frame its id, its record and the (dotted path, type)
+    of its meta values; the index keys of the batch; and its embedded files by digest."""
 
-    dicts: list[dict[str, Any]]
+    ids: list[str]
     records: list[bytes]
-    types: list[list[tuple[str, str]]]
+    types: list[tuple[tuple[str, str], ...]]
+    postings: _speedups.Postings
     blobs: dict[bytes, bytes]
+
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS
 DUP_DBS = frozenset(INDEX_DBS)
 MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
+# Content types that ``content_type_of`` gave per file suffix, for the compiled encoder.
+SUFFIX_TYPES: dict[str, str | None] = {}
 CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
 DEFAULT_MAP_SIZE = 1 << 30
 
@@ -101,9 +105,10 @@ def value_key(rgb: Sequence[int]) -> bytes:
 
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_speedups.index_postings``), so delete, check and repair agree with it."""
-    postings = _speedups.index_postings([rec], [b""], b"", text_key, MAX_KEY_TEXT)
-    return {name: {key for key, _ in postings[name]} for name in INDEX_DBS}
+    writer's own definition (``_speedups.Postings``), so delete, check and repair agree with it."""
+    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+    postings.add_record(0, rec)
+    return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
 
 
 def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -581,14 +586,26 @@ class DatasetVersion:
             given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
         elif any(isinstance(f, Frame) for f in given):
             given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
-        normalized = normalize_frames(given)
+        postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+        if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
+            n = len(given)
+            encoded, ids, types = [None] * n, [None] * n, [None] * n
+        else:
+            encoded, ids, types = _speedups.encode_common(given, records.FRAME_HEAD, content_type_of,
+                                                          SUFFIX_TYPES, postings)
+        declined = [pos for pos, record in enumerate(encoded) if record is None]
+        normalized = [normalize_frame(given[pos]) for pos in declined]
         dicts = [d for d, _ in normalized]
-        ids = [d["id"] for d in dicts]
+        for pos, (d, frame_types) in zip(declined, normalized):
+            ids[pos], types[pos] = d["id"], tuple(frame_types)
         if len(set(ids)) != len(ids) or max(map(len, ids), default=0) * 4 > MAX_KEY_TEXT:
             _check_ids(ids)
         self.archive._decoder.fill(dicts, self.archive.read_blob)
         blobs = self._embed(dicts) if embed else {}
-        return Prepared(dicts, _encode(dicts), [types for _, types in normalized], blobs)
+        for pos, d, record in zip(declined, dicts, _encode(dicts)):
+            encoded[pos] = record
+            postings.add_record(pos, d)
+        return Prepared(ids, encoded, types, postings, blobs)
 
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
@@ -626,10 +643,10 @@ class DatasetVersion:
             for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            id_keys = [prefix + text_key(d["id"]) for d in batch.dicts]
+            id_keys = [prefix + text_key(frame_id) for frame_id in batch.ids]
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
             if must_exist and len(stored) < len(id_keys):
-                missing = next(d["id"] for d, key in zip(batch.dicts, id_keys) if key not in stored)
+                missing = next(i for i, key in zip(batch.ids, id_keys) if key not in stored)
                 raise FrameNotFoundError(f"no frame {missing!r} in {rec['dataset']}/{rec['name']} to update")
             first = rec["next_seq"]
             if stored:  # replaced frames keep their seq, once their old index entries are gone
@@ -652,13 +669,13 @@ class DatasetVersion:
                 else list(zip(id_keys, seqs))
             rec["count"] += len(new_ids)
             self._merge_meta_types(rec["meta_types"], batch)
-            entries = _speedups.index_postings(batch.dicts, seqs, prefix, text_key, MAX_KEY_TEXT)
+            entries = batch.postings.items(prefix, seqs)
             entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
             entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
-            return len(batch.dicts)
+            return len(batch.ids)
         return self._update(work)
 
     @staticmethod
@@ -666,11 +683,10 @@ class DatasetVersion:
         """The version's meta types, with the batch's merged in. Frames of a batch mostly share one
         list of types, so each distinct list is merged once, in order of first use: a conflict then
         names the first frame that has it, as a frame-by-frame merge would."""
-        as_tuples = list(map(tuple, batch.types))
-        for types in dict.fromkeys(as_tuples):
+        for types in dict.fromkeys(batch.types):
             for path, kind in types:
                 if known.get(path) != kind:
-                    _merge_meta_type(known, path, kind, batch.dicts[as_tuples.index(types)]["id"])
+                    _merge_meta_type(known, path, kind, batch.ids[batch.types.index(types)])
 
     def _chunk_key(self, seq: bytes) -> bytes:
         return self.prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS)

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _speedups
 from .errors import FrameError
 from .media import content_type_of
 
@@ -277,20 +276,6 @@ def normalize_frame(d: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         raise _fail(frame_id, "rois must be a list")
     out["rois"] = [_normalize_roi(r, i, source_ids[:1], frame_id) for i, r in enumerate(rois)]
     return out, types
-
-
-# Content types that ``content_type_of`` gave per file suffix, for the compiled normalizer.
-_SUFFIX_TYPES: dict[str, str | None] = {}
-
-
-def normalize_frames(frames: list[Any]) -> list[tuple[dict[str, Any], list[tuple[str, str]]]]:
-    """``normalize_frame`` of each frame, the common shape compiled (``_speedups``), the rest here.
-
-    Bulk ingest normalizes millions of frames; the compiled copy handles the usual frame a few times
-    faster, and declines anything else, so every rule and error message stays in this module.
-    """
-    fast = _speedups.normalize_common(frames, content_type_of, _SUFFIX_TYPES)
-    return [done if done is not None else normalize_frame(f) for done, f in zip(fast, frames)]
 
 
 # ----------------------------------------------------------------------------- objects
