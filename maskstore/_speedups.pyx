@@ -326,7 +326,7 @@ cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, d
     cdef dict s
     _array_header(out, len(sources))
     for i in range(len(sources)):
-        item = _media(sources[i], str(i), frame_ts, content_type_of, suffix_types)
+        item = _media(sources[i], i, None, frame_ts, content_type_of, suffix_types)
         if item is None:
             return DECLINE
         s = <dict>sources[i]
@@ -338,7 +338,8 @@ cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, d
             given_masks = []
         elif type(given_masks) is not list or len(<list>given_masks) > len(MASK_IDS):
             return DECLINE
-        ids.add((<tuple>item)[0])
+        if len(sources) > 1:
+            ids.add((<tuple>item)[0])
         normalized = (<tuple>item)[:4] + (width, height)
         _map_header(out, len(s) + _missing(s, SOURCE_FIELDS))
         for key, value in s.items():
@@ -352,7 +353,7 @@ cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, d
             if SOURCE_FIELDS[j] not in s and _media_field(out, j, SOURCE_FIELDS, normalized, given_masks,
                                                          content_type_of, suffix_types):
                 return DECLINE
-    return OK if len(ids) == len(sources) else DECLINE
+    return OK if len(sources) < 2 or len(ids) == len(sources) else DECLINE
 
 
 cdef int _masks(_Buffer out, list masks, object source_ts, content_type_of, dict suffix_types) except -1:
@@ -361,14 +362,15 @@ cdef int _masks(_Buffer out, list masks, object source_ts, content_type_of, dict
     cdef dict m
     _array_header(out, len(masks))
     for i in range(len(masks)):
-        item = _media(masks[i], MASK_IDS[i], source_ts, content_type_of, suffix_types)
+        item = _media(masks[i], i, MASK_IDS, source_ts, content_type_of, suffix_types)
         if item is None:
             return DECLINE
         m = <dict>masks[i]
         values = m.get("values")
         if not _values_ok(values):  # statistics missing: the decoder needs the Python way
             return DECLINE
-        ids.add((<tuple>item)[0])
+        if len(masks) > 1:
+            ids.add((<tuple>item)[0])
         _map_header(out, len(m) + _missing(m, MASK_FIELDS))
         for key, value in m.items():
             j = _field(key, MASK_FIELDS)
@@ -381,7 +383,7 @@ cdef int _masks(_Buffer out, list masks, object source_ts, content_type_of, dict
             if MASK_FIELDS[j] not in m and _media_field(out, j, MASK_FIELDS, item, None, content_type_of,
                                                         suffix_types):
                 return DECLINE
-    return OK if len(ids) == len(masks) else DECLINE
+    return OK if len(masks) < 2 or len(ids) == len(masks) else DECLINE
 
 
 cdef int _media_field(_Buffer out, Py_ssize_t field, tuple fields, tuple normalized, object masks,
@@ -398,9 +400,11 @@ cdef int _media_field(_Buffer out, Py_ssize_t field, tuple fields, tuple normali
     return _masks(out, masks, normalized[3], content_type_of, suffix_types)
 
 
-cdef object _media(object item, object default_id, object parent_ts, content_type_of, dict suffix_types):
+cdef object _media(object item, Py_ssize_t index, tuple default_ids, object parent_ts, content_type_of,
+                   dict suffix_types):
     """``(id, uri, content_type, timestamp)`` of a source or mask (``model._media_item``), plus its
-    values for a mask; None declines."""
+    values for a mask; None declines. A missing id is ``default_ids[index]``, or ``str(index)``
+    without a tuple."""
     if type(item) is not dict:
         return None
     cdef dict given = <dict>item
@@ -409,7 +413,7 @@ cdef object _media(object item, object default_id, object parent_ts, content_typ
         return None
     item_id = given.get("id")
     if item_id is None:
-        item_id = default_id
+        item_id = str(index) if default_ids is None else default_ids[index]
     elif type(item_id) is not str:
         return None
     content_type = given.get("content_type")
@@ -586,6 +590,17 @@ cdef class Postings:
                 found = self.text_key(text)
             self.text_keys[text] = found
         return found
+
+    def id_keys(self, bytes prefix, list texts):
+        """``prefix`` + the key of each text (frame ids: unique, so not remembered)."""
+        cdef list out = []
+        for text in texts:
+            if type(text) is str:
+                raw = (<str>text).encode("utf-8")
+                out.append(prefix + (raw if len(<bytes>raw) <= self.max_key_text else self.text_key(text)))
+            else:
+                out.append(prefix + self.text_key(text))
+        return out
 
     def items(self, bytes prefix, list seqs):
         """``{index sub-database: [(prefix + key, seqs[pos]), ...]}``, sorted by key, then position."""

@@ -584,7 +584,7 @@ class DatasetVersion:
             given = [_partial_frame_dict(f) for f in given]
             old = self._records_by_id([str(g.get("id")) for g in given])
             given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
-        elif any(isinstance(f, Frame) for f in given):
+        elif set(map(type, given)) - {dict}:
             given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
         postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
         if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
@@ -643,7 +643,7 @@ class DatasetVersion:
             for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
-            id_keys = [prefix + text_key(frame_id) for frame_id in batch.ids]
+            id_keys = batch.postings.id_keys(prefix, batch.ids)
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
             if must_exist and len(stored) < len(id_keys):
                 missing = next(i for i, key in zip(batch.ids, id_keys) if key not in stored)
