@@ -210,33 +210,37 @@ def encode_common(list frames, bytes record_head, content_type_of, dict suffix_t
     ``content_type_of(uri)`` guesses a missing content type; ``suffix_types`` caches its answers per
     file suffix for URIs without a scheme, whose answer depends on the suffix alone.
     """
-    cdef _Buffer out = _Buffer(), sources_out = _Buffer(), meta_out = _Buffer()
+    cdef _Buffer out = _Buffer(), sources_out = _Buffer(), masks_out = _Buffer(), meta_out = _Buffer()
     cdef list records = [], ids = [], types_of = []
+    cdef list media = []  # (id, None) per source, (id, values) per mask of the frame at hand
     cdef Py_ssize_t pos
     last_types = ()
     for pos in range(len(frames)):
         d = frames[pos]
         out.size = sources_out.size = meta_out.size = 0
+        del media[:]
         out.raw(record_head, len(record_head))
-        types = _frame(out, sources_out, meta_out, d, content_type_of, suffix_types) if type(d) is dict else None
-        if types is None:
+        found = _frame(out, sources_out, masks_out, meta_out, media, d, content_type_of, suffix_types) \
+            if type(d) is dict else None
+        if found is None:
             records.append(None)
             ids.append(None)
             types_of.append(None)
             continue
+        context, types = found
         if types == last_types:
             types = last_types  # one tuple for a run of frames alike: the archive merges each once
         last_types = types
         records.append(out.take())
         ids.append((<dict>d)["id"])
         types_of.append(types)
-        postings.add_given(pos, <dict>d)
+        postings.add_keys(pos, context, media)
     return records, ids, types_of
 
 
-cdef object _frame(_Buffer out, _Buffer sources_out, _Buffer meta_out, dict d, content_type_of,
-                   dict suffix_types):
-    """Writes the record body of ``d``; returns its meta types, or None to decline."""
+cdef object _frame(_Buffer out, _Buffer sources_out, _Buffer masks_out, _Buffer meta_out, list media, dict d,
+                   content_type_of, dict suffix_types):
+    """Writes the record body of ``d``; returns its context id and meta types, or None to decline."""
     frame_id = d.get("id")
     if type(frame_id) is not str or not frame_id:
         return None
@@ -264,40 +268,41 @@ cdef object _frame(_Buffer out, _Buffer sources_out, _Buffer meta_out, dict d, c
     cdef list types = []
     if not _meta_dict(<dict>meta, "", types, 0) or _pack(meta_out, meta, 1):
         return None
-    if _sources(sources_out, sources, ts, content_type_of, suffix_types):
+    if _sources(sources_out, masks_out, media, sources, ts, content_type_of, suffix_types):
         return None
     context = d.get("context_id")
     if context is None:
         context = (<dict>sources[0])["uri"] if sources else frame_id
     elif type(context) is not str:
         return None
-
-    values = (frame_id, ts, None, context, None, None)
-    cdef Py_ssize_t field
-    _map_header(out, len(d) + _missing(d, FRAME_FIELDS))
-    for key, item in d.items():
-        field = _field(key, FRAME_FIELDS)
-        if field < 0:
-            if _pack(out, key, 1) or _pack(out, item, 1):
-                return None
-        elif _frame_field(out, field, values, sources_out, meta_out):
-            return None
-    for field in range(len(FRAME_FIELDS)):
-        if FRAME_FIELDS[field] not in d and _frame_field(out, field, values, sources_out, meta_out):
-            return None
-    return tuple(types)
+    if _normalized_map(out, d, FRAME_FIELDS, (frame_id, ts, sources_out, context, meta_out, []), 1):
+        return None
+    return context, tuple(types)
 
 
-cdef int _frame_field(_Buffer out, Py_ssize_t field, tuple values, _Buffer sources_out,
-                      _Buffer meta_out) except -1:
-    _pack_str(out, FRAME_FIELDS[field])
-    if field == 2:
-        return out.append(sources_out)
-    if field == 4:
-        return out.append(meta_out)
-    if field == 5:
-        return out.byte(0x90)  # rois: []
-    return _pack(out, values[field], 1)
+cdef int _normalized_map(_Buffer out, dict given, tuple fields, tuple normalized, int depth) except -1:
+    """``dict(given)`` with ``fields[i]`` set to ``normalized[i]``, as msgpack: given keys in their
+    order, then the fields it lacked. A ``_Buffer`` in ``normalized`` is a value packed already."""
+    cdef Py_ssize_t i
+    _map_header(out, len(given) + _missing(given, fields))
+    for key, value in given.items():
+        i = _field(key, fields)
+        if i < 0:
+            if _pack(out, key, depth) or _pack(out, value, depth):
+                return DECLINE
+        elif _normalized_field(out, fields[i], normalized[i], depth):
+            return DECLINE
+    for i in range(len(fields)):
+        if fields[i] not in given and _normalized_field(out, fields[i], normalized[i], depth):
+            return DECLINE
+    return OK
+
+
+cdef int _normalized_field(_Buffer out, str name, object value, int depth) except -1:
+    _pack_str(out, name)
+    if type(value) is _Buffer:
+        return out.append(<_Buffer>value)
+    return _pack(out, value, depth)
 
 
 cdef inline Py_ssize_t _field(object key, tuple fields):
@@ -319,9 +324,10 @@ cdef inline Py_ssize_t _missing(dict d, tuple fields):
     return n
 
 
-cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, dict suffix_types) except -1:
+cdef int _sources(_Buffer out, _Buffer masks_out, list media, list sources, object frame_ts, content_type_of,
+                  dict suffix_types) except -1:
     """The normalized ``sources`` list of a frame, or DECLINE."""
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     cdef set ids = set()
     cdef dict s
     _array_header(out, len(sources))
@@ -340,64 +346,29 @@ cdef int _sources(_Buffer out, list sources, object frame_ts, content_type_of, d
             return DECLINE
         if len(sources) > 1:
             ids.add((<tuple>item)[0])
-        normalized = (<tuple>item)[:4] + (width, height)
-        _map_header(out, len(s) + _missing(s, SOURCE_FIELDS))
-        for key, value in s.items():
-            j = _field(key, SOURCE_FIELDS)
-            if j < 0:
-                if _pack(out, key, 2) or _pack(out, value, 2):
-                    return DECLINE
-            elif _media_field(out, j, SOURCE_FIELDS, normalized, given_masks, content_type_of, suffix_types):
-                return DECLINE
-        for j in range(len(SOURCE_FIELDS)):
-            if SOURCE_FIELDS[j] not in s and _media_field(out, j, SOURCE_FIELDS, normalized, given_masks,
-                                                         content_type_of, suffix_types):
-                return DECLINE
+        media.append(((<tuple>item)[0], None))
+        masks_out.size = 0
+        if _masks(masks_out, media, <list>given_masks, (<tuple>item)[3], content_type_of, suffix_types) \
+                or _normalized_map(out, s, SOURCE_FIELDS, (<tuple>item)[:4] + (width, height, masks_out), 2):
+            return DECLINE
     return OK if len(sources) < 2 or len(ids) == len(sources) else DECLINE
 
 
-cdef int _masks(_Buffer out, list masks, object source_ts, content_type_of, dict suffix_types) except -1:
-    cdef Py_ssize_t i, j
+cdef int _masks(_Buffer out, list media, list masks, object source_ts, content_type_of,
+                dict suffix_types) except -1:
+    cdef Py_ssize_t i
     cdef set ids = set()
-    cdef dict m
     _array_header(out, len(masks))
     for i in range(len(masks)):
         item = _media(masks[i], i, MASK_IDS, source_ts, content_type_of, suffix_types)
-        if item is None:
-            return DECLINE
-        m = <dict>masks[i]
-        values = m.get("values")
-        if not _values_ok(values):  # statistics missing: the decoder needs the Python way
+        if item is None or not _values_ok((<tuple>item)[4]):  # no statistics: the decoder needs the Python way
             return DECLINE
         if len(masks) > 1:
             ids.add((<tuple>item)[0])
-        _map_header(out, len(m) + _missing(m, MASK_FIELDS))
-        for key, value in m.items():
-            j = _field(key, MASK_FIELDS)
-            if j < 0:
-                if _pack(out, key, 3) or _pack(out, value, 3):
-                    return DECLINE
-            elif _media_field(out, j, MASK_FIELDS, item, None, content_type_of, suffix_types):
-                return DECLINE
-        for j in range(4):  # values is present
-            if MASK_FIELDS[j] not in m and _media_field(out, j, MASK_FIELDS, item, None, content_type_of,
-                                                        suffix_types):
-                return DECLINE
+        media.append(((<tuple>item)[0], (<tuple>item)[4]))
+        if _normalized_map(out, <dict>masks[i], MASK_FIELDS, <tuple>item, 3):
+            return DECLINE
     return OK if len(masks) < 2 or len(ids) == len(masks) else DECLINE
-
-
-cdef int _media_field(_Buffer out, Py_ssize_t field, tuple fields, tuple normalized, object masks,
-                      content_type_of, dict suffix_types) except -1:
-    """One normalized field of a source (id, uri, content_type, timestamp, width, height, masks) or a
-    mask (id, uri, content_type, timestamp, values)."""
-    _pack_str(out, fields[field])
-    if field < 4:
-        return _pack(out, normalized[field], 3)
-    if fields is MASK_FIELDS:  # values, checked by _values_ok
-        return _pack(out, normalized[4], 3)
-    if field < 6:
-        return _pack(out, normalized[field], 3)
-    return _masks(out, masks, normalized[3], content_type_of, suffix_types)
 
 
 cdef object _media(object item, Py_ssize_t index, tuple default_ids, object parent_ts, content_type_of,
@@ -540,7 +511,7 @@ cdef class Postings:
 
     def __init__(self, text_key, Py_ssize_t max_key_text):
         self.context, self.value, self.source, self.mask, self.roi = {}, {}, {}, {}, {}
-        self.text_keys = {}  # a batch repeats its source ids, mask ids and contexts
+        self.text_keys = {}
         self.text_key = text_key
         self.max_key_text = max_key_text
 
@@ -559,48 +530,37 @@ cdef class Postings:
             for label in r["label"]:
                 _post(self.roi, self._key(label), pos)
 
-    cdef add_given(self, Py_ssize_t pos, dict d):
-        """``add_record`` for a frame ``encode_common`` accepted, from its given dict: the defaults
-        filled in as the record has them, and no ROIs."""
-        cdef list sources = d.get("sources") or []
-        cdef Py_ssize_t i, j
-        context = d.get("context_id")
-        if context is None:
-            context = (<dict>sources[0])["uri"] if sources else d["id"]
+    cdef add_keys(self, Py_ssize_t pos, object context, list media):
+        """``add_record`` for a frame ``encode_common`` accepted: its context id, then per source
+        ``(id, None)`` and per mask ``(id, values)``, as the encoder normalized them."""
         _post(self.context, self._key(context), pos)
-        for i in range(len(sources)):
-            s = <dict>sources[i]
-            source_id = s.get("id")
-            _post(self.source, self._key(str(i) if source_id is None else source_id), pos)
-            masks = s.get("masks") or []
-            for j in range(len(masks)):
-                m = <dict>masks[j]
-                mask_id = m.get("id")
-                _post(self.mask, self._key(MASK_IDS[j] if mask_id is None else mask_id), pos)
-                for v in m["values"]:
+        for media_id, values in media:
+            if values is None:
+                _post(self.source, self._key(media_id), pos)
+            else:
+                _post(self.mask, self._key(media_id), pos)
+                for v in values:
                     _post(self.value, _rgb(v), pos)
 
     cdef object _key(self, object text):
+        """``_text_bytes``, remembered: a batch repeats its source ids, mask ids and contexts."""
         if type(text) is not str:
             return self.text_key(text)
         found = self.text_keys.get(text)
         if found is None:
-            found = (<str>text).encode("utf-8")
-            if len(<bytes>found) > self.max_key_text:
-                found = self.text_key(text)
-            self.text_keys[text] = found
+            found = self.text_keys[text] = self._text_bytes(text)
         return found
+
+    cdef object _text_bytes(self, object text):
+        if type(text) is str:
+            raw = (<str>text).encode("utf-8")
+            if len(<bytes>raw) <= self.max_key_text:
+                return raw
+        return self.text_key(text)
 
     def id_keys(self, bytes prefix, list texts):
         """``prefix`` + the key of each text (frame ids: unique, so not remembered)."""
-        cdef list out = []
-        for text in texts:
-            if type(text) is str:
-                raw = (<str>text).encode("utf-8")
-                out.append(prefix + (raw if len(<bytes>raw) <= self.max_key_text else self.text_key(text)))
-            else:
-                out.append(prefix + self.text_key(text))
-        return out
+        return [prefix + self._text_bytes(text) for text in texts]
 
     def items(self, bytes prefix, list seqs):
         """``{index sub-database: [(prefix + key, seqs[pos]), ...]}``, sorted by key, then position."""

@@ -648,7 +648,6 @@ class DatasetVersion:
             if must_exist and len(stored) < len(id_keys):
                 missing = next(i for i, key in zip(batch.ids, id_keys) if key not in stored)
                 raise FrameNotFoundError(f"no frame {missing!r} in {rec['dataset']}/{rec['name']} to update")
-            first = rec["next_seq"]
             if stored:  # replaced frames keep their seq, once their old index entries are gone
                 numbers = []
                 for key in id_keys:
@@ -661,12 +660,12 @@ class DatasetVersion:
                         numbers.append(U64.unpack(seq)[0])
                 chunks = sorted({n >> CHUNK_BITS for n in numbers})
             else:
+                first = rec["next_seq"]
                 numbers = range(first, first + len(id_keys))
                 rec["next_seq"] += len(id_keys)
                 chunks = range(first >> CHUNK_BITS, ((rec["next_seq"] - 1) >> CHUNK_BITS) + 1)
             seqs = list(map(u64, numbers))
-            new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored] if stored \
-                else list(zip(id_keys, seqs))
+            new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
             self._merge_meta_types(rec["meta_types"], batch)
             entries = batch.postings.items(prefix, seqs)
