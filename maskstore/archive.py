@@ -26,6 +26,8 @@ Labels never enter an index: ``label == X`` resolves X to mask values at query t
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import os
 import struct
@@ -33,7 +35,7 @@ import time
 import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -41,12 +43,13 @@ import lmdb
 from PIL import Image
 
 from . import _speedups, records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, NetworkFilesystemWarning, ReadOnlyError,
-                     VersionNotFoundError)
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
+                     ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, content_type_of, open_image, read_bytes
 from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
 from .stats import MaskDecoder
+from .store import DEFAULT_MAX_READERS, Store, lock_default
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,7 +76,6 @@ MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by t
 # Content types that ``content_type_of`` gave per file suffix, for the compiled encoder.
 SUFFIX_TYPES: dict[str, str | None] = {}
 CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
-DEFAULT_MAP_SIZE = 1 << 30
 
 
 def u64(n: int) -> bytes:
@@ -183,8 +185,12 @@ class Archive:
     ...     v = ar.create_version(dataset_name="Example", version_name="v1")
     """
 
-    def __init__(self, path: str | os.PathLike[str], readonly: bool = False, *, map_size: int | None = None,
-                 sync: bool = True, jobs: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False, *, lock: bool | None = None,
+                 max_readers: int = DEFAULT_MAX_READERS, map_size: int | None = None, sync: bool = True,
+                 jobs: int | None = None) -> None:
+        """``lock=False`` reads without LMDB's reader table: only for archives no process writes
+        (read-only media, published snapshots); the default is locked unless ``MASKSTORE_NO_LOCK=1``.
+        ``max_readers`` sizes the reader table when this open creates the lock file."""
         self.path = Path(path)
         self.readonly = readonly
         self._decoder = MaskDecoder(jobs)
@@ -198,43 +204,27 @@ class Archive:
             warnings.warn(f"{self.path} is on a {fs} network file system: LMDB cannot lock or map it safely "
                           "for writing; copy the archive to a local disk to write it (reading it "
                           "read-only from one machine is fine)", NetworkFilesystemWarning, stacklevel=2)
-        size = max(map_size or DEFAULT_MAP_SIZE, self.path.stat().st_size if self.path.exists() else 0)
-        self.env = self._open_env(size, sync)
-        self._check_not_truncated()
-        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly, dupsort=name in DUP_DBS,
-                                            dupfixed=name in DUP_DBS)
-                     for name in ("meta", "versions", "blobs") + VERSION_DBS} if not readonly else {}
-        if readonly:
-            self._open_readonly_dbs()
-        else:
-            self._init_format()
+        self._store = Store(self.path, readonly=readonly, lock=lock_default() if lock is None else lock,
+                            map_size=map_size, sync=sync, max_readers=max_readers)
+        self._dbs: dict[str, Any] = {}
+        try:
+            self._check_not_truncated()
+            self._open_dbs()
+        except BaseException:
+            self._store.close()
+            raise
 
     # ------------------------------------------------------------------ environment
 
-    def _open_env(self, size: int, sync: bool) -> lmdb.Environment:
-        common = dict(subdir=False, max_dbs=32, map_size=size, readonly=self.readonly, sync=sync,
-                      metasync=sync, readahead=False)
-        try:
-            try:
-                return lmdb.open(str(self.path), lock=True, **common)
-            except lmdb.Error:
-                if not self.readonly:
-                    raise
-                # Read-only media: no lock file can be made; a read-only archive is not being written.
-                return lmdb.open(str(self.path), lock=False, **common)
-        except lmdb.InvalidError:
-            raise ArchiveError(f"{self.path} is not a maskstore archive (not an LMDB file)") from None
-        except lmdb.VersionMismatchError as exc:
-            raise ArchiveError(f"{self.path} was written by an incompatible LMDB: {exc}") from None
-        except lmdb.Error as exc:
-            raise ArchiveError(f"cannot open {self.path}: {exc}") from None
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._store.env
 
     def _check_not_truncated(self) -> None:
         """A file shorter than its last page would kill the process (SIGBUS) on the first read there."""
         needed = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         size = self.path.stat().st_size
         if 0 < size < needed:
-            self.env.close()
             raise ArchiveError(f"{self.path} is truncated: {size} bytes, but its pages need {needed}; "
                                "restore it from a copy")
 
@@ -244,16 +234,20 @@ class Archive:
         except ArchiveError as exc:
             raise ArchiveError(f"{self.path}: {exc}") from None
 
-    def _open_readonly_dbs(self) -> None:
-        with self.env.begin() as txn:
-            names = {bytes(k) for k, _ in txn.cursor()}
-        if b"meta" not in names:
+    def _open_dbs(self) -> None:
+        """Sub-database handles. A read-only open takes them in read transactions, so it never waits for
+        a writer; a writable open takes the writer lock for one instant (py-lmdb opens a writable
+        environment's handles in a write transaction), creating what a new archive lacks."""
+        wanted = ("meta", "versions", "blobs") + VERSION_DBS
+        if not self.readonly:
+            self._create_dbs(wanted)
+            return
+        names = self.read(lambda t: {bytes(k).decode(errors="replace") for k, _ in t.cursor()})
+        if "meta" not in names:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
-        missing = {"versions", "blobs", *VERSION_DBS} - {n.decode(errors="replace") for n in names}
-        if missing:
+        if missing := set(wanted) - names:
             raise ArchiveError(f"{self.path} is damaged: sub-databases {sorted(missing)} are missing")
-        # On a read-only environment py-lmdb opens handles in a read transaction of its own.
-        for name in ("meta", "versions", "blobs") + VERSION_DBS:
+        for name in wanted:
             self._dbs[name] = self.env.open_db(name.encode(), create=False, dupsort=name in DUP_DBS,
                                                dupfixed=name in DUP_DBS)
         fmt = self.read(lambda t: t.get(b"format", db=self._dbs["meta"]))
@@ -261,55 +255,46 @@ class Archive:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
         self._decode_format(fmt)
 
-    def _init_format(self) -> None:
+    def _create_dbs(self, wanted: tuple[str, ...]) -> None:
         def work(txn: lmdb.Transaction) -> None:
+            others = [k for k, _ in txn.cursor() if bytes(k).decode(errors="replace") not in wanted]
+            for name in wanted:
+                self._dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True, dupsort=name in DUP_DBS,
+                                                   dupfixed=name in DUP_DBS)
             fmt = txn.get(b"format", db=self._dbs["meta"])
             if fmt is None:
-                others = [k for k, _ in txn.cursor() if bytes(k).decode(errors="replace") not in self._dbs]
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
                 txn.put(b"format", records.encode_format(), db=self._dbs["meta"])
             else:
                 self._decode_format(fmt)
-        try:
-            self.write(work)
-        except ArchiveError:
-            self.env.close()
-            raise
+        self.write(work)
 
-    def _begin(self, write: bool = False) -> lmdb.Transaction:
-        try:
-            return self.env.begin(write=write)
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            return self.env.begin(write=write)
+    def _begin(self, write: bool = False) -> AbstractContextManager[lmdb.Transaction]:
+        return self._store.begin(write)
 
     def read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``fn`` in one read transaction: a consistent snapshot."""
-        with self._begin() as txn:
-            return fn(txn)
+        return self._store.read(fn)
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``fn`` in one write transaction, all or nothing; grow the map and retry when full."""
-        if self.readonly:
-            raise ReadOnlyError(f"{self.path} is open read-only")
-        while True:
-            try:
-                with self._begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        return self._store.write(fn)
+
+    def try_write(self, fn: Callable[[lmdb.Transaction], Any]) -> bool:
+        """Run ``fn`` in a write transaction only if that needs no waiting (for caches readers store)."""
+        return self._store.try_write(fn)
 
     def db(self, name: str) -> Any:
         return self._dbs[name]
 
     def sync(self) -> None:
         """Flush to disk: needed only when opened with ``sync=False``."""
-        self.env.sync(True)
+        self._store.sync()
 
     def close(self) -> None:
         self._decoder.close()
-        self.env.close()
+        self._store.close()
 
     def __enter__(self) -> Archive:
         return self
@@ -346,15 +331,23 @@ class Archive:
 
     def create_version(self, dataset_name: str, version_name: str,
                        parent: DatasetVersion | str | None = None, description: str = "",
-                       meta: Mapping[str, Any] | None = None) -> DatasetVersion:
-        """A new draft version; with a parent it starts with a copy of the parent's frames and labels."""
+                       meta: Mapping[str, Any] | None = None, *, exist_ok: bool = False) -> DatasetVersion:
+        """A new draft version; with a parent it starts with a copy of the parent's frames and labels.
+
+        ``exist_ok=True`` returns the version of that name when it exists already (as it is: parent
+        and description are not compared), so a script that failed half-way can simply run again.
+        """
         if not dataset_name or not version_name:
             raise FrameError("dataset_name and version_name must be non-empty")
         parent_version = self.get_version(dataset_name, parent) if isinstance(parent, str) else parent
 
         def work(txn: lmdb.Transaction) -> int:
-            if self._find_version(txn, dataset_name, version_name) is not None:
-                raise FrameError(f"version {dataset_name}/{version_name} exists already")
+            existing = self._find_version(txn, dataset_name, version_name)
+            if existing is not None:
+                if exist_ok:
+                    return existing["id"]
+                raise FrameError(f"version {dataset_name}/{version_name} exists already; open it with "
+                                 "get_version, or pass exist_ok=True to create_version to reuse it")
             counter = txn.get(b"next_version", db=self._dbs["meta"])
             vid = U64.unpack(counter)[0] if counter else 1
             txn.put(b"next_version", u64(vid + 1), db=self._dbs["meta"])
@@ -473,6 +466,23 @@ def _merge_frame(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _OnArchive:
+    """A method of ``Archive`` offered on ``DatasetVersion``: ``DatasetVersion.create_version(...)``
+    calls it on the default archive, ``v.create_version(...)`` on ``v``'s archive, so code written
+    for ClearML's SDK runs with only its import changed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__doc__ = getattr(Archive, name).__doc__
+
+    def __get__(self, version: DatasetVersion | None, owner: type) -> Callable[..., DatasetVersion]:
+        archive = version.archive if version is not None else None
+        return functools.partial(self._call, archive)
+
+    def _call(self, archive: Archive | None, *args: Any, **kwargs: Any) -> DatasetVersion:
+        return getattr(archive or default_archive(), self.name)(*args, **kwargs)
+
+
 class DatasetVersion:
     """A named version of a dataset: its frames, mask labels and colours.
 
@@ -522,6 +532,17 @@ class DatasetVersion:
     def mask_labels(self) -> list[dict[str, Any]]:
         """The list form: ``[{"value": [r, g, b], "labels": [...]}, ...]``."""
         return self.record()["mask_labels"]
+
+    @property
+    def label(self) -> str:
+        """``dataset/version``: how messages and the CLI name a version."""
+        rec = self.record()
+        return f"{rec['dataset']}/{rec['name']}"
+
+    # ClearML-style entry points: on the class they use the default archive (``maskstore.use`` or
+    # MASKSTORE_ARCHIVE), on a version that version's archive.
+    create_version = _OnArchive("create_version")
+    get_version = _OnArchive("get_version")
 
     def __repr__(self) -> str:
         rec = self.record()
@@ -628,7 +649,7 @@ class DatasetVersion:
             for fid in ids:
                 seq = txn.get(self.prefix + text_key(fid), db=self.archive.db("frame_ids"))
                 if seq is None:
-                    raise FrameNotFoundError(f"no frame {fid!r} in {self!r}")
+                    raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
                 out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")))
             return out
         return self.archive.read(work)
@@ -817,3 +838,44 @@ class DatasetVersion:
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""
         return self.archive.open_image(uri, what)
+
+
+# ---------------------------------------------------------------------------------------- default archive
+
+ARCHIVE_ENV = "MASKSTORE_ARCHIVE"
+_default: dict[str, Any] = {"chosen": None, "open": None}  # the path use() chose; the Archive open now
+
+
+def use(path: str | os.PathLike[str] | None) -> Archive | None:
+    """Choose the default archive of ``DatasetVersion.create_version`` / ``get_version`` (created when
+    missing); ``None`` forgets the choice, and the MASKSTORE_ARCHIVE environment variable applies again.
+
+    >>> maskstore.use("city.maskstore")                                          # doctest: +SKIP
+    >>> version = DatasetVersion.create_version(dataset_name="Example", version_name="v1")  # doctest: +SKIP
+    """
+    _default["chosen"] = None if path is None else Path(path)
+    if path is None:
+        _close_default()
+        return None
+    return default_archive()
+
+
+def default_archive() -> Archive:
+    """The archive ``use`` chose, else the one MASKSTORE_ARCHIVE names; opened once and kept open
+    until another is chosen or the process exits."""
+    path = _default["chosen"] or (Path(os.environ[ARCHIVE_ENV]) if os.environ.get(ARCHIVE_ENV) else None)
+    if path is None:
+        raise MaskstoreError(f"no default archive: call maskstore.use(\"data.maskstore\") or set the "
+                             f"{ARCHIVE_ENV} environment variable, or open one with Archive(path)")
+    current = _default["open"]
+    if current is None or current.path != path:
+        _close_default()
+        _default["open"] = Archive(path)
+    return _default["open"]
+
+
+@atexit.register
+def _close_default() -> None:
+    if _default["open"] is not None:
+        _default["open"].close()
+        _default["open"] = None

@@ -4,8 +4,8 @@ Decoding msgpack record by record tops out near half a million frames a second i
 predicate over a million frames has to be an array operation instead. Each version keeps its
 columns in chunks of ``CHUNK`` frame seqs in the ``columns`` sub-database. Writers only mark the
 chunks they touch as dirty (same transaction as the records); the first query after a write rebuilds
-just those chunks from the records and stores them again, so ingest stays cheap and queries see
-every committed write.
+just those chunks from its snapshot's records in memory and stores them when no writer holds the
+archive (never waiting for one), so ingest stays cheap and queries see every committed write.
 """
 
 from __future__ import annotations
@@ -188,39 +188,55 @@ def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
     return [key for key, _ in entries(txn, version.archive.db("dirty"), version.prefix)]
 
 
-def refresh(version: DatasetVersion) -> None:
-    """Rebuild the dirty chunks of a writable archive and store them, in one write transaction."""
-    arc = version.archive
-    if arc.readonly:
-        return
-    dirty = arc.read(lambda t: _dirty_keys(t, version))
-    if not dirty:
-        return
-
-    def work(txn: lmdb.Transaction) -> None:
-        for key in _dirty_keys(txn, version):
-            base = U64.unpack(key[8:])[0] << CHUNK_BITS
-            chunk = build_chunk(base, _records_in(txn, version, base))
-            if chunk.present.any():
-                txn.put(key, encode_chunk(chunk), db=arc.db("columns"))
-            else:
-                txn.delete(key, db=arc.db("columns"))
-            txn.delete(key, db=arc.db("dirty"))
-    arc.write(work)
-
-
-def load_chunks(txn: lmdb.Transaction, version: DatasetVersion) -> list[Chunk]:
-    """Every chunk of the version as of ``txn``; dirty ones (read-only archives) are built in memory."""
-    arc = version.archive
-    dirty = set(_dirty_keys(txn, version))
-    chunks = {key: decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
-              for key, data in entries(txn, arc.db("columns"), version.prefix) if key not in dirty}
-    for key in dirty:
+def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[bytes]) -> dict[bytes, Chunk | None]:
+    """The given dirty chunks built from the records of ``txn`` (None: no frame lives there now)."""
+    built: dict[bytes, Chunk | None] = {}
+    for key in keys:
         base = U64.unpack(key[8:])[0] << CHUNK_BITS
         chunk = build_chunk(base, _records_in(txn, version, base))
-        if chunk.present.any():
-            chunks[key] = chunk
-    return [chunks[k] for k in sorted(chunks)]
+        built[key] = chunk if chunk.present.any() else None
+    return built
+
+
+def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None]) -> None:
+    """Write built chunks and clear their dirty marks (in a write transaction)."""
+    arc = version.archive
+    for key, chunk in built.items():
+        if chunk is None:
+            txn.delete(key, db=arc.db("columns"))
+        else:
+            txn.put(key, encode_chunk(chunk), db=arc.db("columns"))
+        txn.delete(key, db=arc.db("dirty"))
+
+
+def refresh(version: DatasetVersion) -> None:
+    """Build and store every dirty chunk of a writable archive now, waiting for the writer lock: for
+    writers (the end of ``maskstore ingest``), so no later query has to rebuild them."""
+    if not version.archive.readonly:
+        version.archive.write(lambda txn: _store(txn, version, _build_dirty(txn, version, _dirty_keys(txn, version))))
+
+
+def load_chunks(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> list[Chunk]:
+    """Every chunk of the version as of ``txn`` (of the version's ``generation``). Dirty chunks are built
+    in memory, then stored only if no writer holds the archive and the version is still at that
+    generation: a read never takes or waits for the writer lock, and never fails on a cache write."""
+    arc = version.archive
+    dirty = _dirty_keys(txn, version)
+    dirty_set = set(dirty)
+    chunks: dict[bytes, Chunk | None] = {
+        key: decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
+        for key, data in entries(txn, arc.db("columns"), version.prefix) if key not in dirty_set}
+    if dirty:
+        built = _build_dirty(txn, version, dirty)
+        chunks.update(built)
+        arc.try_write(lambda wtxn: _store_if_current(wtxn, version, generation, built))
+    return [chunk for _, chunk in sorted(chunks.items()) if chunk is not None]
+
+
+def _store_if_current(txn: lmdb.Transaction, version: DatasetVersion, generation: int,
+                      built: dict[bytes, Chunk | None]) -> None:
+    if version.record(txn)["generation"] == generation:
+        _store(txn, version, built)
 
 
 def concat(parts: list[np.ndarray]) -> np.ndarray:

@@ -41,7 +41,7 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     cache = version.archive.__dict__.setdefault("_column_cache", {})
     cached = cache.get(version.id)
     if cached is None or cached[0] != rec["generation"]:
-        cached = (rec["generation"], columns.load_chunks(txn, version), {})
+        cached = (rec["generation"], columns.load_chunks(txn, version, rec["generation"]), {})
         cache[version.id] = cached
     return Context(txn, version, cached[1], Labels(rec["mask_labels"]), rec["meta_types"], cached[2])
 
@@ -104,8 +104,6 @@ def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) ->
 
 
 def ids(version: DatasetVersion, text: str | Query) -> list[str]:
-    columns.refresh(version)
-
     def work(txn: lmdb.Transaction) -> list[str]:
         seqs, ctx = select(version, text, txn)
         return ctx.dense_ids()[seqs.astype(np.intp)].tolist()
@@ -113,7 +111,6 @@ def ids(version: DatasetVersion, text: str | Query) -> list[str]:
 
 
 def count(version: DatasetVersion, text: str | Query) -> int:
-    columns.refresh(version)
     return version.archive.read(lambda txn: len(select(version, text, txn)[0]))
 
 
@@ -122,7 +119,6 @@ def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
 
     The query is checked now, so a bad query raises here rather than at the first ``next()``."""
     prepare(text, version.record()["meta_types"])
-    columns.refresh(version)
     return _stream(version, text)
 
 
@@ -140,8 +136,6 @@ def query(version: DatasetVersion, text: str | Query) -> Iterator[Frame]:
 
 
 def explain(version: DatasetVersion, text: str | Query) -> str:
-    columns.refresh(version)
-
     def work(txn: lmdb.Transaction) -> str:
         query, ctx = _checked_in(version, text, txn)
         lines = [f"query: {to_text(query) or '(all frames)'}", "plan:"]

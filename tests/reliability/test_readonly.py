@@ -83,13 +83,27 @@ def test_every_read_command_works_on_read_only_media(readonly_archive: Path) -> 
         (["check"], ""),
         (["labels"], "L1"),
     ]:
-        result = run_unprivileged(MASKSTORE_CLI, args[0], readonly_archive, *args[1:])
+        result = run_unprivileged(MASKSTORE_CLI, "--no-lock", args[0], readonly_archive, *args[1:])
         assert result.returncode == 0, f"maskstore {' '.join(args)}: {result.stderr}"
         assert expect in result.stdout, (args, result.stdout)
-    assert "0 errors" in run_unprivileged(MASKSTORE_CLI, "check", readonly_archive).stderr
+    assert "0 errors" in run_unprivileged(MASKSTORE_CLI, "--no-lock", "check", readonly_archive).stderr
     assert lock_path(readonly_archive).exists() == had_lock, "a lock file appeared on read-only media"
     assert sorted(os.listdir(readonly_archive.parent)) == sorted(
         ["archive.maskstore"] + (["archive.maskstore-lock"] if had_lock else []))
+
+
+def test_reads_without_a_usable_lock_file_refuse_unless_asked(readonly_archive: Path) -> None:
+    """No silent unlocked reading: a reader that cannot register in the lock file says so in one line
+    and names the opt-in; with it (or MASKSTORE_NO_LOCK=1) the read works."""
+    result = run_unprivileged(MASKSTORE_CLI, "query", readonly_archive, "--count")
+    assert result.returncode == 1 and result.stdout == "", result
+    assert result.stderr.startswith("Error: cannot open the lock file") and "--no-lock" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    script = ("import sys\nfrom maskstore import Archive, ArchiveError\n"
+              "try:\n    Archive(sys.argv[1], readonly=True)\nexcept ArchiveError as exc:\n    print('refused')\n"
+              "with Archive(sys.argv[1], readonly=True, lock=False) as ar:\n    print(len(ar.versions()))\n")
+    result = run_unprivileged(sys.executable, "-c", script, readonly_archive)
+    assert result.stdout.split() == ["refused", "1"], result.stderr
 
 
 def test_writes_on_read_only_media_fail_cleanly(readonly_archive: Path, tmp_path: Path) -> None:
@@ -108,7 +122,7 @@ def test_writes_on_read_only_media_fail_cleanly(readonly_archive: Path, tmp_path
 def test_library_read_only_open_on_read_only_media(readonly_archive: Path) -> None:
     script = (
         "import sys\nfrom maskstore import Archive, ArchiveError, ReadOnlyError\n"
-        "with Archive(sys.argv[1], readonly=True) as ar:\n"
+        "with Archive(sys.argv[1], readonly=True, lock=False) as ar:\n"
         f"    v = ar.get_version({DATASET!r}, {VERSION!r})\n"
         "    assert len(v) == 1000 and v.get_frame('b0003-007').id == 'b0003-007'\n"
         "    assert len(v.ids('label == \"L2\"')) == 250\n"

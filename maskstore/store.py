@@ -1,0 +1,273 @@
+"""The LMDB environment of one archive file: lock policy, reader table, map size, transactions, forks.
+
+LMDB's promises hold only when its rules are kept, so this module keeps them in one place:
+
+- **Locking is never dropped silently.** Readers register in the lock file's reader table; reading
+  without it (``lock=False``) is only for archives no process writes (read-only media, published
+  snapshots), like SQLite's ``immutable=1``, and only when the caller asks.
+- **Stale readers are cleared** (``reader_check``) on open and before every write: a reader killed
+  with SIGKILL otherwise pins its snapshot's pages for ever, so the file grows without bound, and its
+  slot stays taken until writers are locked out with ``MDB_READERS_FULL``.
+- **The map never moves under a reader.** The map is reserved large (virtual address space only; the
+  file grows as pages are used), so it practically never needs growing; when it must, it grows only
+  while this process holds no transaction, else the write fails with a clear error.
+- **Readers never wait for writers.** Opening reads the sub-database handles in a read transaction;
+  a cache write (``try_write``) gives up at once when another maskstore writer holds the archive
+  (an ``flock`` on the data file taken by every maskstore writer before LMDB's own writer lock).
+- **A forked child reopens.** An environment must not be used across ``fork``; a child's first use
+  reopens the file. py-lmdb keeps no spare read transaction here (``max_spare_txns=0``), so closing the
+  inherited handle in the child cannot touch the parent's reader slots.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from .errors import ArchiveError, ReadOnlyError
+
+T = TypeVar("T")
+
+# Address space reserved for the map on 64-bit systems: LMDB grows the file only as pages are used.
+DEFAULT_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
+DEFAULT_MAX_READERS = 126  # LMDB's default size of a new lock file's reader table
+NO_LOCK_ENV = "MASKSTORE_NO_LOCK"
+
+
+def lock_default() -> bool:
+    """Readers lock unless ``MASKSTORE_NO_LOCK=1`` (what ``maskstore --no-lock`` sets) says otherwise."""
+    return os.environ.get(NO_LOCK_ENV, "") not in ("1", "true", "yes")
+
+
+def _unlocked_hint(path: Path) -> str:
+    return (f"if no process writes {path} (read-only media, a published snapshot), read it without "
+            "locking: Archive(path, readonly=True, lock=False), or maskstore --no-lock")
+
+
+class Store:
+    """One LMDB environment (a single file plus its ``-lock`` file), its transactions and its writer lock."""
+
+    def __init__(self, path: Path, *, readonly: bool, lock: bool, map_size: int | None, sync: bool,
+                 max_readers: int = DEFAULT_MAX_READERS) -> None:
+        if not lock and not readonly:
+            raise ArchiveError("lock=False is for reading only: a writer must take LMDB's lock")
+        self.path = path
+        self.readonly = readonly
+        self.lock = lock
+        self._options = dict(subdir=False, max_dbs=32, readonly=readonly, sync=sync, metasync=sync,
+                             readahead=False, lock=lock, max_readers=max_readers, max_spare_txns=0)
+        self._map_size = max(map_size or DEFAULT_MAP_SIZE, path.stat().st_size if path.exists() else 0)
+        self._live = 0                     # transactions of this process open now
+        self._writing = threading.Lock()   # one writer thread of this process at a time
+        self._pid = os.getpid()
+        self._flock_fd: int | None = None
+        self.env = self._open()
+        _STORES.add(self)
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self) -> lmdb.Environment:
+        try:
+            env = lmdb.open(str(self.path), map_size=self._map_size, **self._options)
+        except lmdb.InvalidError:
+            raise ArchiveError(f"{self.path} is not a maskstore archive (not an LMDB file)") from None
+        except lmdb.VersionMismatchError as exc:
+            raise ArchiveError(f"{self.path} was written by an incompatible LMDB: {exc}") from None
+        except lmdb.Error as exc:
+            raise ArchiveError(self._open_failure(exc)) from None
+        if self.lock:
+            env.reader_check()
+        return env
+
+    def _open_failure(self, exc: lmdb.Error) -> str:
+        lock_file = self.path.with_name(self.path.name + "-lock")
+        if self.readonly and self.lock and not os.access(lock_file if lock_file.exists() else self.path.parent,
+                                                         os.W_OK):
+            return f"cannot open the lock file {lock_file} to register as a reader ({exc}); {_unlocked_hint(self.path)}"
+        return f"cannot open {self.path}: {exc}"
+
+    def _reopen_after_fork(self) -> None:
+        """First use in a forked child: a fresh handle (and writer-lock descriptor) of this process."""
+        if self._live:
+            # The parent was inside a transaction when it forked: closing the copy would end that
+            # transaction in the shared reader table. Keep the copy alive for ever, untouched.
+            _keep_forever(self.env)
+            raise ArchiveError(f"{self.path} was being read by the parent process when it forked; open the "
+                               "archive in the child (or fork outside queries)")
+        self.env.close()
+        if self._flock_fd is not None:  # shares the parent's flock: never lock through it
+            os.close(self._flock_fd)
+            self._flock_fd = None
+        self._pid = os.getpid()
+        self._writing = threading.Lock()
+        self.env = self._open()
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            self._reopen_after_fork()
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def begin(self, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """A transaction of this process; committed when the block ends normally, else aborted."""
+        self._check_process()
+        txn = self._begin_txn(write)
+        self._live += 1
+        try:
+            with txn:
+                yield txn
+        finally:
+            self._live -= 1
+
+    def _begin_txn(self, write: bool) -> lmdb.Transaction:
+        for attempt in range(2):
+            try:
+                return self.env.begin(write=write)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.ReadersFullError:
+                if attempt or not self.lock or not self.env.reader_check():
+                    raise ArchiveError(
+                        f"all reader slots of {self.path} are in use ({self.env.max_readers()} readers of live "
+                        "processes); close some readers, or open the archive with a larger max_readers "
+                        "when the lock file is first created") from None
+        return self.env.begin(write=write)
+
+    def _adopt_map_size(self) -> None:
+        """Another process grew the map: follow it, which LMDB allows only with no transaction open here."""
+        if self._live:
+            raise ArchiveError(f"another process grew the map of {self.path} while this process is reading "
+                               "it (an unfinished query iterator?); finish or close it and retry")
+        self.env.set_mapsize(0)
+
+    def read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in one read transaction: a consistent snapshot."""
+        with self.begin() as txn:
+            return fn(txn)
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in one write transaction, all or nothing; grow the map and retry when full."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        with self._writer_lock(blocking=True):
+            return self._write_locked(fn)
+
+    def try_write(self, fn: Callable[[lmdb.Transaction], T]) -> bool:
+        """Run ``fn`` in a write transaction only if no other writer holds the archive now, never
+        waiting; for caches a reader may store. False when skipped or when the write failed (a full
+        disk, a read-only file): a cache write never fails the read that offered it."""
+        if self.readonly:
+            return False
+        try:
+            with self._writer_lock(blocking=False) as locked:
+                if not locked:
+                    return False
+                self._write_locked(fn)
+                return True
+        except (lmdb.Error, ArchiveError, OSError):
+            return False
+
+    def _write_locked(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        self.env.reader_check()
+        while True:
+            try:
+                with self.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self._grow_map()
+            except lmdb.Error as exc:
+                raise ArchiveError(_write_failure(self.path, exc)) from None
+
+    def _grow_map(self) -> None:
+        size = self.env.info()["map_size"]
+        if self._live:
+            raise ArchiveError(f"the map of {self.path} ({size >> 20} MiB) is full and this process holds an open "
+                               "read transaction (an unfinished query iterator?); finish it first, or open the "
+                               "archive with a larger map_size")
+        self.env.set_mapsize(size * 2)
+
+    @contextmanager
+    def _writer_lock(self, blocking: bool) -> Iterator[bool]:
+        """This process's writer thread lock, then the cross-process flock every maskstore writer takes
+        before LMDB's writer mutex (so a non-blocking attempt can tell a busy archive at once)."""
+        self._check_process()
+        if not self._writing.acquire(blocking=blocking):
+            yield False
+            return
+        try:
+            fd = self._flock_descriptor()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._writing.release()
+
+    def _flock_descriptor(self) -> int:
+        if self._flock_fd is None:
+            self._flock_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return self._flock_fd
+
+    # ------------------------------------------------------------------ the rest
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        if self._pid != os.getpid():  # a child never closes its parent's handle (see _reopen_after_fork)
+            if not self._live:
+                self._reopen_after_fork()
+            else:
+                return
+        self.env.close()
+        if self._flock_fd is not None:
+            os.close(self._flock_fd)
+            self._flock_fd = None
+        _STORES.discard(self)
+
+
+def _write_failure(path: Path, exc: lmdb.Error) -> str:
+    """One line for a failed write: which disk, and that the transaction left nothing behind."""
+    text = str(exc)
+    full = isinstance(exc, lmdb.DiskError) or "No space" in text or "Input/output" in text
+    if full:
+        try:
+            st = os.statvfs(path.parent)
+            free = f"{st.f_bavail * st.f_frsize} bytes free"
+        except OSError:
+            free = "free space unknown"
+        return (f"cannot write {path}: the disk holding {path.parent} is full or failing ({text}; {free}); "
+                "this transaction was not committed, everything committed before it is intact")
+    return f"cannot write {path}: {text}; this transaction was not committed"
+
+
+def _keep_forever(obj: Any) -> None:
+    """Never free ``obj``: its destructor would end the parent's transactions from this child."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+def _after_fork_in_child() -> None:
+    """A child must never end the transactions its parent had open at the fork, not even at exit."""
+    for store in list(_STORES):
+        if store._live:
+            _keep_forever(store.env)
+
+
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_after_fork_in_child)
