@@ -5,17 +5,23 @@ PNG decoding is the cost of ingest, so it runs on every core; everything else st
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor
+import threading
+import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+
+from loky import ProcessPoolExecutor
+from loky.backend.context import get_context
 
 from .errors import MaskError
 from .media import BLOB_PREFIX, BlobReader, image_size, mask_statistics
 
 # Below this many masks a pool costs more to start than it saves.
 POOL_MIN_MASKS = 16
+# How often a worker looks whether the process that made its pool is still there.
+PARENT_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,34 @@ def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:
     return jobs
 
 
-def process_pool(jobs: int) -> ProcessPoolExecutor:
-    """A pool whose workers start from a clean server process (forkserver), so they never inherit the
-    parent's LMDB environment or threads; spawn where forkserver does not exist."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method))
+def process_pool(jobs: int) -> Executor:
+    """Worker processes that callers never have to plan for (decoding at ingest, export).
+
+    loky starts each worker as a fresh interpreter (fork + exec), so none inherits the parent's LMDB
+    environment, locks or threads, and, unlike multiprocessing's spawn and forkserver, it does not
+    re-run the caller's ``__main__`` there: scripts need no ``if __name__ == "__main__":`` guard and
+    may come from stdin. Every worker also exits when the process that made the pool dies.
+    """
+    return ProcessPoolExecutor(jobs, context=get_context("loky"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as ``parent`` is gone.
+
+    A SIGKILLed parent cannot shut its pool down, and its idle workers would wait for tasks for ever,
+    keeping the archive, an LMDB reader slot and the parent's stdout open (``maskstore ingest | tee``
+    would never end). Not prctl(PR_SET_PDEATHSIG): that fires when the *thread* that started the
+    worker ends, and loky starts workers from whichever thread submits work or from its own thread.
+    """
+    threading.Thread(target=_watch_parent, args=(parent,), name="maskstore-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    # A worker is its pool's child; when the pool's process dies the worker is re-parented (POSIX).
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 class MaskDecoder:

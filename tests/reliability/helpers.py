@@ -272,3 +272,64 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+# ------------------------------------------------------------------------------------------ real masks
+
+def write_mask_frames(folder: Path, count: int, *, distinct: int = 24, side: int = 64) -> list[dict[str, Any]]:
+    """``count`` frame dicts over ``distinct`` real image/mask PNG pairs (reused round-robin), with no
+    statistics and no source size: ingest has to decode every mask. Mask k is 0 with a band of value
+    1 + k % 4, so each decodes to two values."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(distinct):
+        rgb = np.zeros((side, side, 3), np.uint8)
+        rgb[..., k % 3] = 40 + k
+        Image.fromarray(rgb).save(folder / f"img{k:03d}.png")
+        mask = np.zeros((side, side), np.uint8)
+        mask[: side // 4] = 1 + k % 4
+        Image.fromarray(mask).save(folder / f"mask{k:03d}.png")
+    return [{"id": f"f{i:06d}", "sources": [{"id": "0", "uri": str(folder / f"img{i % distinct:03d}.png"),
+                                             "masks": [{"id": "m", "uri": str(folder / f"mask{i % distinct:03d}.png")}]}]}
+            for i in range(count)]
+
+
+def write_jsonl(path: Path, frames: Iterable[dict[str, Any]]) -> Path:
+    import json
+
+    with path.open("w", encoding="utf-8") as f:
+        for frame in frames:
+            f.write(json.dumps(frame) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ sessions
+
+def session_processes(sid: int) -> list[str]:
+    """The live processes of session ``sid`` as "pid cmdline" (Linux /proc). Zombies are left out:
+    they hold no files, and PID 1 of a container may never reap the orphans it inherits."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(f"{entry.name} {cmdline.strip()}")
+    return found
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` after ``timeout`` seconds (a bound
+    for a broken build, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(interval)
