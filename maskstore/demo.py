@@ -41,10 +41,7 @@ def _frame(folder: Path, fid: str, context: str, image: str, mask: str, meta: di
 
 
 def _version(ar: Archive, dataset: str, description: str) -> DatasetVersion:
-    try:
-        return ar.get_version(dataset, "v1")
-    except KeyError:
-        return ar.create_version(dataset_name=dataset, version_name="v1", description=description)
+    return ar.create_version(dataset_name=dataset, version_name="v1", description=description, exist_ok=True)
 
 
 def run_demo(out: str | Path = "maskstore-demo", jobs: int | None = None) -> DemoResult:

@@ -7,6 +7,7 @@ running it again updates the same frames. ``dry_run`` summarises such a stream w
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -14,20 +15,28 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from ..archive import DatasetVersion
-from ..errors import FrameError, MaskstoreError
-from ..labels import normalize_mask_labels
+from ..errors import FrameError, MaskstoreError, MediaError
+from ..labels import label_table_change, normalize_mask_labels, split_label_table
 from ..media import local_path
 from ..model import normalize_frame_dict
 
 
 @dataclass
 class IngestReport:
-    """What an ingest did; ``skipped`` holds (path, reason) of files that were not used."""
+    """What an ingest did; ``skipped`` holds (path, reason) of files that were not used.
+
+    ``frames`` = ``added`` (new ids) + ``updated`` (ids the version had, replaced). The split comes
+    from the version's frame count around each batch, so another process adding to the same version
+    at the same moment can shift it; ``frames`` is exact.
+    """
 
     frames: int = 0
+    added: int = 0
+    updated: int = 0
     batches: int = 0
     masks_decoded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -39,8 +48,8 @@ class IngestInterrupted(MaskstoreError):
     def __init__(self, cause: MaskstoreError, report: IngestReport) -> None:
         self.cause = cause
         self.report = report
-        super().__init__(f"{cause}\n{report.frames} frames in {report.batches} batches were committed before "
-                         "this error; the failing batch left nothing behind. Fix the input and run again: "
+        super().__init__(f"{cause} -- {report.frames} frames in {report.batches} batches were committed before "
+                         "this error; the failing batch left nothing behind. Fix the cause and run again: "
                          "frames already added are updated, not duplicated.")
 
 
@@ -58,9 +67,12 @@ def ingest(version: DatasetVersion, frames: Iterable[Mapping[str, Any]], *, batc
     decoder = version.archive._decoder
     try:
         for batch in batched(frames, batch_size):
-            before = decoder.decoded
+            before, count = decoder.decoded, len(version)
             version.add_frames(batch, embed=embed)
+            added = max(0, min(len(version) - count, len(batch)))
             report.frames += len(batch)
+            report.added += added
+            report.updated += len(batch) - added
             report.batches += 1
             report.masks_decoded += decoder.decoded - before
             if progress is not None:
@@ -114,18 +126,46 @@ def builtin_label_table(name: str) -> list[dict[str, Any]]:
     raise FrameError(f"no bundled label table {name!r}; bundled: {', '.join(BUILTIN_TABLES)}")
 
 
-def apply_label_table(version: DatasetVersion, table: Any) -> None:
-    """A table file ``[{"value", "labels", "color"}]`` sets mask_labels and, where given, colours."""
-    if not isinstance(table, list):
-        raise FrameError('a label table is a list: [{"value": [r, g, b], "labels": [...], "color": [r, g, b]}]')
-    version.set_masks_labels(normalize_mask_labels(table))
-    colors = {e["labels"][0]: e["color"] for e in table if e.get("color") is not None and e.get("labels")}
-    if colors:
-        version.set_label_colors(colors)
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; an unreadable or malformed file is a FrameError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def set_labels(version: DatasetVersion, mask_labels: list[dict[str, Any]], colors: Mapping[str, Any]) -> None:
-    """Give a version an importer's labels: ``set_labels(v, *voc_labels())``."""
+def load_label_table(name_or_path: str) -> list[dict[str, Any]]:
+    """A bundled table by name, else a table file; a name that is neither is refused with the
+    nearest bundled name (``citiscapes`` -> did you mean ``cityscapes``)."""
+    if name_or_path in BUILTIN_TABLES:
+        return builtin_label_table(name_or_path)
+    if not Path(name_or_path).is_file():
+        close = difflib.get_close_matches(name_or_path, BUILTIN_TABLES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise FrameError(f"no label table {name_or_path!r}: no such file and no bundled table of that name; "
+                         f"{hint}bundled tables: {', '.join(BUILTIN_TABLES)}")
+    return read_json(name_or_path)
+
+
+def apply_label_table(version: DatasetVersion, table: Any, *, replace: bool = True) -> None:
+    """A table file ``[{"value", "labels", "color"}]`` sets mask_labels and, where given, colours
+    (``labels --set`` and ``ingest --labels`` alike); ``replace`` as for ``set_labels``."""
+    set_labels(version, *split_label_table(table), replace=replace)
+
+
+def set_labels(version: DatasetVersion, mask_labels: list[dict[str, Any]], colors: Mapping[str, Any], *,
+               replace: bool = True) -> None:
+    """Give a version an importer's labels: ``set_labels(v, *voc_labels())``.
+
+    ``replace=False`` (``ingest`` without ``--replace-labels``) refuses mask_labels that differ from the
+    version's, rather than silently remapping its frames, and keeps the colours the version has."""
+    mask_labels = normalize_mask_labels(mask_labels)
+    if not replace:
+        change = label_table_change(version.mask_labels, mask_labels)
+        if change:
+            raise FrameError(f"{version.dataset_name}/{version.version_name} already has other mask labels: "
+                             f"{change}; to replace them, pass --replace-labels (replace=True)")
+        colors = {label: c for label, c in colors.items() if label not in version.get_label_colors()}
     version.set_masks_labels(mask_labels)
     version.set_label_colors(colors)
 
@@ -197,7 +237,11 @@ def dry_run(frames: Iterable[Mapping[str, Any]], *, sample: int = 5, check_files
             mask_ids.update(m["id"] for m in source["masks"])
             if check_files:
                 for item in items:
-                    path = local_path(item["uri"])
+                    try:
+                        path = local_path(item["uri"])
+                    except MediaError as exc:
+                        problem(fid, str(exc))
+                        continue
                     if path is not None and not path.is_file():
                         problem(fid, f"file not found: {path}")
     summary.contexts = len(contexts)
