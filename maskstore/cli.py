@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from PIL import Image
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
@@ -31,6 +30,7 @@ from .labels import pack_rgb, packed_key
 from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo
+from .export import check_format, image_format, write_image
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 
@@ -370,19 +370,24 @@ def parse_color(text: str) -> tuple[int, int, int]:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.argument("frame_id")
 @version_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Image to write: PNG, or JPEG for .jpg/.jpeg (or as --format says).")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg"]), help="Image format (default: from -o).")
 @click.option("--source", "source_id", help="Source id (default: the first source with a mask).")
 @click.option("--mask", "mask_id", help="Mask id (default: the source's first mask).")
 @render_flags
 def render(archive: str, frame_id: str, dataset: str | None, version_name: str | None, output: str,
-           source_id: str | None, mask_id: str | None, mode: str, opacity: float, background: str | None,
-           layer_only: bool, resize: str | None) -> None:
-    """Render one frame's mask over its image into a PNG."""
+           fmt: str | None, source_id: str | None, mask_id: str | None, mode: str, opacity: float,
+           background: str | None, layer_only: bool, resize: str | None) -> None:
+    """Render one frame's mask over its image into a PNG or JPEG."""
+    ext = image_format(output, fmt)
+    options = render_options(opacity, background, layer_only, resize)
+    check_format(ext, mode, options)
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         array = maskstore_render(version.get_frame(frame_id), version, mode=mode, source_id=source_id,
-                                 mask_id=mask_id, **render_options(opacity, background, layer_only, resize))
-    Image.fromarray(array).save(output, format="PNG")
+                                 mask_id=mask_id, **options)
+    write_image(array, output, ext)
     click.echo(f"wrote {output} ({array.shape[1]}x{array.shape[0]})", err=True)
 
 
@@ -394,17 +399,20 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
 @click.option("--jobs", type=click.IntRange(1), help="Processes (default: all cores).")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
 @click.option("--mask", "mask_id", help="Mask id to render (default: each source's first mask).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an export made in OUTDIR with other settings (default: refuse).")
 @render_flags
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
-               jobs: int | None, fmt: str, mask_id: str | None, mode: str, opacity: float,
+               jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, mode: str, opacity: float,
                background: str | None, layer_only: bool, resize: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
-    manifest.jsonl and a legend.png; files already there are skipped, so a re-run resumes."""
+    manifest.jsonl and a legend.png. A re-run with the same settings resumes (complete files are
+    skipped); other settings need --overwrite."""
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         with progress_bar(version.count(query_text), "frames") as bar:
             report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
-                                    progress=bar.update,
+                                    progress=bar.update, overwrite=overwrite,
                                     **render_options(opacity, background, layer_only, resize))
     click.echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)

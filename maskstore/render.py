@@ -19,7 +19,7 @@ quarter-million pixels). Everything that depends on the labels is a table built 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, Union
@@ -165,11 +165,15 @@ def color_table(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any],
 
 def legend_entries(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any],
                    label_colors: Mapping[str, Any] | None = None,
-                   colors: Mapping[str, Any] | None = None) -> list[tuple[str, RGB]]:
+                   colors: Mapping[str, Any] | None = None,
+                   present: Collection[int] | None = None) -> list[tuple[str, RGB]]:
     """(label, colour) of every label that colours pixels (a value's first label), in table order,
-    with the same precedence as ``color_table``."""
+    with the same precedence as ``color_table``; given ``present`` (packed values, as ``pack_rgb``
+    makes them), only the labels of those values, so a legend lists what its images show."""
     chosen = {**_parse_colors(label_colors), **_parse_colors(colors)}
-    firsts = dict.fromkeys(e["labels"][0] for e in normalize_mask_labels(mask_labels) if e["labels"])
+    shown = (e for e in normalize_mask_labels(mask_labels)
+             if e["labels"] and (present is None or pack_rgb(e["value"]) in present))
+    firsts = dict.fromkeys(e["labels"][0] for e in shown)
     return [(label, chosen.get(label) or default_color(label)) for label in firsts]
 
 
@@ -436,8 +440,12 @@ def _fit(mask: Image.Image, size: tuple[int, int], resize: str | None, frame: Fr
                     f"{size[0]}x{size[1]}; pass resize=\"nearest\" to scale the mask to the source")
 
 
-def _check_options(mode: str, layer_only: bool, resize: str | None, enumeration: Any, tint: Any,
-                   background: Any) -> None:
+def check_options(mode: str = "segmentation", opacity: float = 0.5, colors: Mapping[str, ColorLike] | None = None,
+                  background: ColorLike | None = None, layer_only: bool = False, resize: str | None = None,
+                  enumeration: Mapping[str, int] | None = None, ignore: int = 255, tint: ColorLike | None = None
+                  ) -> None:
+    """Raise ``FrameError`` for options ``render`` refuses, before anything is decoded: export checks
+    them once, so a bad option fails the call instead of every frame."""
     if mode not in MODES:
         raise FrameError(f"unknown render mode {mode!r}; use one of {', '.join(MODES)}")
     if resize not in (None, "nearest"):
@@ -448,6 +456,12 @@ def _check_options(mode: str, layer_only: bool, resize: str | None, enumeration:
         raise FrameError('tint applies to mode="alpha" without a background')
     if enumeration is not None and mode != "index":
         raise FrameError('an enumeration applies to mode="index" only')
+    opacity_to_alpha(opacity)
+    _parse_colors(colors)
+    _color(background)
+    _color(tint)
+    if mode == "index":
+        class_table([], enumeration or {}, ignore)
 
 
 def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opacity: float = 0.5,
@@ -467,8 +481,7 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
     The source defaults to the first one with a mask, the mask to its first. A mask whose size differs
     from its source's is an error unless ``resize="nearest"``.
     """
-    _check_options(mode, layer_only, resize, enumeration, tint, background)
-    opacity_to_alpha(opacity)  # fail before any decoding
+    check_options(mode, opacity, colors, background, layer_only, resize, enumeration, ignore, tint)
     bg, tint_rgb = _color(background), _color(tint)
     tables: ColorTable | ClassTable | None = None
     if mode == "segmentation":

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from maskstore import Archive, SingleFrame, render
+from maskstore import Archive, MaskstoreError, SingleFrame, render
 from maskstore.cli import main
 from maskstore.export import safe_name
 
@@ -134,3 +134,196 @@ def test_demo_builds_queries_and_exports(tmp_path):
         voc = ar.get_version("voc-samples", "v1")
         assert voc.ids('label == "aeroplane"') == ["voc_1"]
         assert all(s.uri.startswith("blob:sha256:") for f in voc for s in f.sources)
+
+
+# ----------------------------------------------------------------------------- reported defects
+
+def write_png(path: Path, array: np.ndarray) -> str:
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, Exception) or \
+        isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_frame_ids_named_like_the_exports_own_files(tmp_path, seg_version):
+    """Frame ids legend.png and manifest.jsonl used to become folders where the legend and the
+    manifest go (IsADirectoryError)."""
+    frame = seg_version.get_frame("plain").to_dict()
+    seg_version.add_frames([{**frame, "id": fid} for fid in ("legend.png", "manifest.jsonl", "Legend.PNG")])
+    out = tmp_path / "out"
+    report = seg_version.export(out, query='id in ["legend.png", "manifest.jsonl", "Legend.PNG"]', jobs=1)
+    assert report.written == 3 and not report.errors
+    assert (out / "legend.png").is_file() and (out / "manifest.jsonl").is_file()
+    rows = rows_of(out)
+    assert {r["frame_id"] for r in rows} == {"legend.png", "manifest.jsonl", "Legend.PNG"}
+    expected = render(seg_version.get_frame("plain"), seg_version)
+    for r in rows:
+        assert np.array_equal(np.asarray(Image.open(out / r["path"])), expected)
+
+
+def two_source_frame(tmp_path: Path, ids: tuple[str, str]) -> dict:
+    """A frame whose two sources have different images, so a wrong file shows."""
+    mask = write_png(tmp_path / "m.png", np.ones((4, 4), np.uint8))
+    return {"id": "f", "sources": [
+        {"id": ids[0], "uri": write_png(tmp_path / "s0.png", np.full((4, 4, 3), 10, np.uint8)), "masks": [{"uri": mask}]},
+        {"id": ids[1], "uri": write_png(tmp_path / "s1.png", np.full((4, 4, 3), 200, np.uint8)), "masks": [{"uri": mask}]},
+    ]}
+
+
+@pytest.mark.parametrize("ids", [("a/b", safe_name("a/b")), ("0", ""), ("front", "Front")],
+                         ids=["sanitised-alike", "empty-beside-0", "case-alike"])
+def test_sources_whose_names_collide_get_their_own_files(tmp_path, version, ids):
+    version.set_masks_labels({(1, 1, 1): ["car"]})
+    version.add_frames([two_source_frame(tmp_path, ids)])
+    out = tmp_path / "out"
+    for run in range(2):  # the re-run must find each file its own, too
+        report = version.export(out, jobs=1, opacity=0)
+        assert not report.errors
+        assert (report.written, report.skipped) == ((2, 0) if run == 0 else (0, 2))
+        rows = rows_of(out)
+        assert sorted(r["source_id"] for r in rows) == sorted(ids)
+        assert len({r["path"].casefold() for r in rows}) == 2
+        for r in rows:  # opacity 0: each image is its own source's (10 for the first, 200 for the second)
+            expected = np.full((4, 4, 3), 10 if r["source_id"] == ids[0] else 200, np.uint8)
+            assert np.array_equal(np.asarray(Image.open(out / r["path"])), expected), r
+
+
+def test_safe_name_never_returns_a_hashed_name_for_another_id():
+    crafted = safe_name("a/b")
+    assert "~" in crafted and safe_name(crafted) != crafted
+    for own in ("manifest.jsonl", "legend.png", "LEGEND.png", ".maskstore-export.json"):
+        assert safe_name(own) != own
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_output_files_are_rendered_again(tmp_path, seg_version, damage):
+    out = tmp_path / "out"
+    seg_version.export(out, jobs=1)
+    target = out / "plain" / "0.png"
+    data = target.read_bytes()
+    target.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"x" * len(data)}[damage])
+    report = seg_version.export(out, jobs=1)
+    assert (report.written, report.skipped) == (1, 7)
+    assert np.array_equal(np.asarray(Image.open(target)), render(seg_version.get_frame("plain"), seg_version))
+    assert next(r for r in rows_of(out) if r["frame_id"] == "plain")["status"] == "written"
+
+
+@pytest.mark.parametrize("first, second", [
+    (["--mode", "segmentation"], ["--mode", "alpha"]),
+    (["--opacity", "0.5"], ["--opacity", "0.9"]),
+    (["--format", "png"], ["--format", "jpeg"]),
+    (["--background", "#000000"], ["--background", "#ffffff"]),
+])
+def test_re_export_with_other_settings_is_refused_until_overwrite(tmp_path, seg_version, first, second):
+    path = str(seg_version.archive.path)
+    seg_version.archive.close()
+    out = tmp_path / "out"
+    assert cli("export", path, out, "--jobs", "1", *first).exit_code == 0
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+    refused = cli("export", path, out, "--jobs", "1", *second)
+    assert_one_line_error(refused, "--overwrite", str(out))
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == before
+    done = cli("export", path, out, "--jobs", "1", "--overwrite", *second)
+    assert done.exit_code == 0, done.output
+    assert "wrote 8 images, skipped 0" in done.stderr
+    ext = "jpg" if "jpeg" in second else "png"
+    assert sorted(p.name for p in (out / "plain").iterdir()) == [f"0.{ext}"]
+    again = cli("export", path, out, "--jobs", "1", *second)
+    assert again.exit_code == 0 and "wrote 0 images, skipped 8" in again.stderr
+
+
+def test_overwrite_replaces_the_whole_earlier_export(tmp_path, seg_version):
+    """Images of frames the new export does not select must not survive to be 'skipped' later."""
+    out = tmp_path / "out"
+    seg_version.export(out, jobs=1, opacity=0.2)
+    seg_version.export(out, query='id == "plain"', jobs=1, opacity=0.9, overwrite=True)
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.png") if p.name != "legend.png"] == ["plain/0.png"]
+    report = seg_version.export(out, jobs=1, opacity=0.9)
+    assert (report.written, report.skipped) == (7, 1)
+    frame = seg_version.get_frame("../escape")
+    path = out / next(r["path"] for r in rows_of(out) if r["frame_id"] == frame.id)
+    assert np.array_equal(np.asarray(Image.open(path)), render(frame, seg_version, opacity=0.9))
+
+
+def test_changed_version_colours_count_as_other_settings(tmp_path, seg_version):
+    out = tmp_path / "out"
+    seg_version.export(out, jobs=1)
+    seg_version.set_label_colors({"car": (0, 255, 0)})
+    with pytest.raises(MaskstoreError, match="overwrite"):
+        seg_version.export(out, jobs=1)
+    assert seg_version.export(out, jobs=1, overwrite=True).written == 8
+
+
+def test_legend_lists_only_labels_present_in_the_exported_frames(tmp_path, seg_version):
+    seg_version.set_masks_labels({(1, 1, 1): ["car"], (2, 2, 2): ["road"], (3, 3, 3): ["sky"]})
+    seg_version.set_label_colors({"sky": (0, 255, 0)})
+    only_car = np.zeros((6, 8), np.uint8)
+    only_car[1, 1] = 1
+    frame = seg_version.get_frame("plain").to_dict()
+    frame["sources"][0]["masks"][0] = {"id": "00", "uri": write_png(tmp_path / "car.png", only_car)}
+    seg_version.add_frames([{**frame, "id": "car-only"}])
+
+    def legend_colours(report) -> set:
+        legend = np.asarray(Image.open(report.legend).convert("RGB")).reshape(-1, 3)
+        return {tuple(int(x) for x in c) for c in np.unique(legend, axis=0)}
+    both = legend_colours(seg_version.export(tmp_path / "both", query='id == "plain"', jobs=1))
+    assert {(255, 0, 0), (0, 0, 255)} <= both and (0, 255, 0) not in both
+    car = legend_colours(seg_version.export(tmp_path / "car", query='id == "car-only"', jobs=2))
+    assert (255, 0, 0) in car and (0, 0, 255) not in car and (0, 255, 0) not in car
+
+
+# ----------------------------------------------------------------------------- maskstore render -o
+
+@pytest.fixture
+def closed_archive(seg_version) -> str:
+    path = str(seg_version.archive.path)
+    seg_version.archive.close()
+    return path
+
+
+def test_cli_render_into_a_missing_folder_is_one_line(tmp_path, closed_archive):
+    result = cli("render", closed_archive, "plain", "-o", tmp_path / "nodir" / "x.png")
+    assert_one_line_error(result, "nodir")
+    assert not (tmp_path / "nodir").exists()
+
+
+@pytest.mark.parametrize("name, args, magic", [
+    ("x.jpg", [], b"\xff\xd8"), ("x.JPEG", [], b"\xff\xd8"), ("x.png", [], b"\x89PNG"),
+    ("x.out", ["--format", "jpeg"], b"\xff\xd8"), ("x.jpg", ["--format", "png"], b"\x89PNG"),
+])
+def test_cli_render_format_follows_the_extension(tmp_path, closed_archive, name, args, magic):
+    result = cli("render", closed_archive, "plain", "-o", tmp_path / name, *args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name, args, words", [
+    ("x.bmp", [], ["x.bmp", "--format"]),
+    ("x.jpg", ["--mode", "alpha"], ["JPEG", "alpha"]),
+    ("x.jpg", ["--layer-only"], ["JPEG"]),
+])
+def test_cli_render_refuses_formats_it_cannot_write(tmp_path, closed_archive, name, args, words):
+    result = cli("render", closed_archive, "plain", "-o", tmp_path / name, *args)
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / name).exists()
+
+
+def test_export_refuses_layer_only_to_jpeg(tmp_path, seg_version):
+    with pytest.raises(MaskstoreError, match="JPEG"):
+        seg_version.export(tmp_path / "out", jobs=1, format="jpeg", layer_only=True)

@@ -7,6 +7,7 @@ every handle of a version in one process shares it until the version's generatio
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import lmdb
@@ -146,3 +147,17 @@ def explain(version: DatasetVersion, text: str | Query) -> str:
             lines.append(f"limit {query.limit}")
         return "\n".join(lines)
     return version.archive.read(work)
+
+
+@contextmanager
+def snapshot(version: DatasetVersion, text: str | Query) -> Iterator[tuple[dict, Iterator[dict]]]:
+    """The version record and the selected frame dicts, both read in one transaction.
+
+    An export renders every frame with the labels and colours of the moment it selected them, however
+    long it runs and whatever another process writes meanwhile. Use the frames inside the ``with``."""
+    columns.refresh(version)
+    with version.archive._begin() as txn:
+        seqs, _ = select(version, text, txn)
+        frames_db = version.archive.db("frames")
+        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db))
+                                    for seq in seqs.tolist())
