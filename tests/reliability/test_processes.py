@@ -12,6 +12,7 @@ of the killed command's own session.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from maskstore import Archive
+from maskstore.stats import MaskDecoder
 
 from .helpers import MASKSTORE_CLI, session_processes, wait_until, write_jsonl, write_mask_frames
 
@@ -73,6 +75,21 @@ def test_script_without_main_guard_ingests_and_exports_with_two_jobs(tmp_path: P
     runs = (tmp_path / "runs.log").read_text().split()
     assert len(runs) == 1, f"the script's body ran in {len(runs)} processes: {runs}"
     assert len(list((tmp_path / "out").glob("*/*.png"))) == MASKS
+
+
+def test_workers_outlive_the_thread_that_started_them(tmp_path: Path) -> None:
+    """Workers follow the process, not the thread that started their pool (PR_SET_PDEATHSIG would
+    kill them when that thread ends, and the next batch would meet a broken pool)."""
+    frames = write_mask_frames(tmp_path / "media", MASKS)
+    decoder = MaskDecoder(jobs=2)
+    try:
+        starter = threading.Thread(target=decoder.fill, args=(copy.deepcopy(frames),))
+        starter.start()
+        starter.join()
+        decoder.fill(copy.deepcopy(frames))
+        assert decoder.decoded == 2 * MASKS
+    finally:
+        decoder.close()
 
 
 # ------------------------------------------------------------------------------------------ SIGKILL
