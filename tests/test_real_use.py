@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 import maskstore
@@ -135,6 +135,11 @@ hostile_frames = st.fixed_dictionaries({}, optional={
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frames=st.lists(hostile_frames, min_size=1, max_size=2), how=st.sampled_from(["add", "embed", "merge"]))
+@example(frames=[{"id": "r", "rois": [{"label": ["car"], "sources": 162}]}], how="add")
+@example(frames=[{"id": "r", "rois": [{"meta": [[], []]}]}], how="add")
+@example(frames=[{"id": "\ud800.png"}], how="merge")
+@example(frames=[{"id": "r", "meta": "."}], how="merge")
+@example(frames=[{"id": "n", "sources": [{"uri": "x\x00.png", "masks": [{"uri": "m\x00.png"}]}]}], how="embed")
 def test_hostile_frame_dicts_raise_only_maskstore_errors(tmp_path_factory, frames, how):
     """Whatever JSON a frames file holds, the library answers with a MaskstoreError or stores it
     (found this way: ROI sources/meta of the wrong type, NUL in paths, ids with lone surrogates in
@@ -142,6 +147,7 @@ def test_hostile_frame_dicts_raise_only_maskstore_errors(tmp_path_factory, frame
     path = tmp_path_factory.getbasetemp() / "hostile.maskstore"
     with Archive(path, jobs=1) as ar:
         v = ar.create_version("D", "v1", exist_ok=True)
+        v.add_frames([{"id": "r"}])  # something for merges to find
         try:
             if how == "merge":
                 v.update_frames(frames, merge=True)
@@ -214,7 +220,10 @@ def test_render_size_mismatch_names_the_option_and_export_names_the_frame_once(r
             mask_source=str(shared_data / "pymatting_lemur" / "lemur_alpha.png"), id="x")])
     message = one_line_error(invoke(runner, "render", path, "x", "-o", tmp_path / "o.png"))
     assert "--resize nearest" in message and 'resize="' not in message
-    result = invoke(runner, "export", path, tmp_path / "out")
+    message = one_line_error(invoke(runner, "render", path, "x", "-o", tmp_path / "o.png", "--mode", "alpha",
+                                    "--layer-only", "--resize", "nearest"))
+    assert "--layer-only applies to --mode segmentation only" in message
+    result = invoke(runner, "export", path, tmp_path / "out", "--jobs", 1)
     assert result.exit_code == 1
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert line.count("frame 'x'") == 1 and "--resize nearest" in line
