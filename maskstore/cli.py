@@ -157,6 +157,9 @@ Examples, one per layout:
 @click.option("--labels", "labels_table", metavar="FILE|NAME",
               help='Label table file [{"value": [r,g,b], "labels": [...], "color": [r,g,b]}] or a built-in '
                    f"table: {', '.join(BUILTIN_TABLES)}.")
+@click.option("--replace-labels", is_flag=True,
+              help="Replace the version's mask labels and colours when --labels (or the layout's table) differs "
+                   "from them (default: refuse, and keep the version's colours).")
 @click.option("--embed", is_flag=True, help="Copy every image and mask into the archive (self-contained).")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1),
               help="Frames per transaction; each batch is all or nothing.")
@@ -169,8 +172,8 @@ Examples, one per layout:
 def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
                images: str | None, masks: str | None, cityscapes_root: str | None, voc_root: str | None,
                split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
-               labels_table: str | None, embed: bool, batch_size: int, jobs: int | None, fast: bool,
-               dry: bool) -> None:
+               labels_table: str | None, replace_labels: bool, embed: bool, batch_size: int, jobs: int | None,
+               fast: bool, dry: bool) -> None:
     """Add frames to a version, creating the archive and the version when missing.
 
     Re-running the same ingest updates the same frames (ids are stable) instead of duplicating them.
@@ -201,10 +204,10 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
         return
     with Archive(archive, jobs=jobs, sync=not fast) as ar:
         version = version_for_ingest(ar, dataset, version_name, Path(archive).stem)
-        if layout_labels:
-            set_labels(version, *layout_labels)
         if table is not None:
-            apply_label_table(version, table)
+            apply_label_table(version, table, replace=replace_labels)
+        elif layout_labels:
+            set_labels(version, *layout_labels, replace=replace_labels)
         try:
             with progress_bar(None, "frames") as bar:
                 ingest(version, frames, batch_size=batch_size, embed=embed, report=report, progress=bar.update)
@@ -251,7 +254,8 @@ def load_json(path: str) -> Any:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @version_options
 @click.option("--set", "set_file", type=click.Path(exists=True, dir_okay=False),
-              help='mask_labels.json: [{"value": [r, g, b], "labels": [...]}, ...]')
+              help='mask_labels.json: [{"value": [r, g, b], "labels": [...]}, ...], each entry with an optional '
+                   '"color" for its first label (the --labels file of ingest)')
 @click.option("--colors", "colors_file", type=click.Path(exists=True, dir_okay=False),
               help='colors.json: {"label": [r, g, b] or "#rrggbb"}')
 def labels(archive: str, dataset: str | None, version_name: str | None, set_file: str | None,
@@ -260,7 +264,7 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
     with Archive(archive, readonly=not (set_file or colors_file)) as ar:
         version = open_version(ar, dataset, version_name)
         if set_file:
-            version.set_masks_labels(load_json(set_file))
+            apply_label_table(version, load_json(set_file))
         if colors_file:
             colors = load_json(colors_file)
             if not isinstance(colors, dict):
@@ -321,17 +325,29 @@ def query(archive: str, query_text: str, dataset: str | None, version_name: str 
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @version_options
 @click.option("--chart", type=click.Path(dir_okay=False), help="Also draw a bar chart PNG here.")
-def stats(archive: str, dataset: str | None, version_name: str | None, chart: str | None) -> None:
-    """Frames and share of mask pixels per label, from stored statistics (no image is decoded)."""
+@click.option("--all", "show_all", is_flag=True, help="Also show labels no frame holds.")
+def stats(archive: str, dataset: str | None, version_name: str | None, chart: str | None, show_all: bool) -> None:
+    """Frames and share of mask pixels per label (mask and ROI labels), and the unlabelled pixels,
+    from stored statistics (no image is decoded)."""
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         n_frames, label_stats = summary.label_stats(version)
         click.echo(f"{n_frames} frames in {version_label(version)}")
-        click.echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}")
-        for s in label_stats:
-            click.echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}")
+        if len(label_stats) == 1:  # the unlabelled row alone
+            click.echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
+                       f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
+                       f"{archive} --set mask_labels.json")
+            return
+        shown = [s for s in label_stats if show_all or s.frames]
+        click.echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}{'roi frames':>12}")
+        for s in shown:
+            click.echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}{s.roi_frames:>12}")
+        if len(shown) < len(label_stats):
+            click.echo(f"{len(label_stats) - len(shown)} labels without frames not shown (--all shows them)", err=True)
+        if sum(s.share for s in label_stats) > 1 + 1e-9:
+            click.echo("shares add up to more than 100%: some mask values carry several labels", err=True)
         if chart:
-            summary.bar_chart(label_stats, chart, version.get_label_colors(),
+            summary.bar_chart(shown, chart, summary.stats_colors(version, label_stats),
                               title=f"{version_label(version)}: share of mask pixels per label")
             click.echo(f"chart written to {chart}", err=True)
 

@@ -61,5 +61,9 @@ class QueryError(MaskstoreError, ValueError):
         return f"{self.message} (line {self.line}, column {self.column})\n  {text_line}\n  {caret}"
 
 
+class UnknownLabelWarning(UserWarning):
+    """A query names a label the version does not have: its result is empty, most likely a typo."""
+
+
 class NetworkFilesystemWarning(UserWarning):
     """The archive is on a network file system, where LMDB's locks and memory maps are not safe to write."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from .archive import DatasetVersion
 from .errors import FrameError
-from .labels import all_label_names
+from . import labels
 from .model import Frame
 from .render import pick_mask, render, source_rgb
 
@@ -23,14 +23,15 @@ ORDERS = ("storage", "random")
 
 
 def default_enumeration(version: DatasetVersion) -> dict[str, int]:
-    """Every label of the version's ``mask_labels`` in table order, numbered from 0.
+    """Every label of the version's ``mask_labels`` numbered by its table position, except the labels
+    that mean "ignore" (``void``, ``ignore``, ``unlabeled``: ``labels.IGNORE_LABELS``), which are left
+    out so their pixels get the ``ignore`` id (255 by default) as the usual training setups expect.
 
-    For a Cityscapes labelIds version that is the label id itself (0 unlabeled ... 33 bicycle); for a
-    labelTrainIds version the train id (road 0 ... bicycle 18) and then ``ignore`` 19; for VOC the class
-    index (0 background ... 20 tvmonitor) and then ``void`` 21. Pass an enumeration without
-    ``ignore``/``void`` to map those to the ``ignore`` id (255) as the usual training setups do.
+    For a Cityscapes labelIds version that is the label id itself (ego vehicle 1 ... bicycle 33;
+    unlabeled ignored); for a labelTrainIds version the train id (road 0 ... bicycle 18; ignore
+    ignored); for VOC the class index (background 0 ... tvmonitor 20; void ignored).
     """
-    return {name: i for i, name in enumerate(all_label_names(version.mask_labels))}
+    return labels.default_enumeration(version.mask_labels)
 
 
 def ordered_ids(version: DatasetVersion, query: str = "", order: str = "storage", seed: int = 0) -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import FrameError, MaskError
-from .labels import RGB, default_color, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
+from .labels import RGB, default_colors, nfc, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
 from .media import MaskPixels, mask_pixels
 from .model import Frame, Mask, Source
 
@@ -145,13 +145,13 @@ def _parse_colors(colors: Mapping[str, ColorLike] | None) -> dict[str, RGB]:
         return {}
     if not isinstance(colors, Mapping):
         raise FrameError(f"colours must map a label to [r, g, b] or \"#rrggbb\", got {colors!r}")
-    return {str(label): parse_color(c) for label, c in colors.items()}
+    return {nfc(str(label)): parse_color(c) for label, c in colors.items()}
 
 
 def color_table(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any],
                 label_colors: Mapping[str, ColorLike] | None = None,
                 colors: Mapping[str, ColorLike] | None = None) -> ColorTable:
-    """The colour of each value's first label: ``colors`` > ``label_colors`` > ``default_color``.
+    """The colour of each value's first label: ``colors`` > ``label_colors`` > ``default_colors``.
 
     Cached on its inputs, so rendering many frames of one version builds it once.
 
@@ -171,18 +171,18 @@ def legend_entries(mask_labels: Iterable[Mapping[str, Any]] | Mapping[Any, Any],
     with the same precedence as ``color_table``; given ``present`` (packed values, as ``pack_rgb``
     makes them), only the labels of those values, so a legend lists what its images show."""
     chosen = {**_parse_colors(label_colors), **_parse_colors(colors)}
-    shown = (e for e in normalize_mask_labels(mask_labels)
-             if e["labels"] and (present is None or pack_rgb(e["value"]) in present))
-    firsts = dict.fromkeys(e["labels"][0] for e in shown)
-    return [(label, chosen.get(label) or default_color(label)) for label in firsts]
+    table = normalize_mask_labels(mask_labels)
+    chosen = {**default_colors(e["labels"] for e in table), **chosen}
+    shown = (e for e in table if e["labels"] and (present is None or pack_rgb(e["value"]) in present))
+    return [(label, chosen[label]) for label in dict.fromkeys(e["labels"][0] for e in shown)]
 
 
 @lru_cache(maxsize=64)
 def _color_table(key: LabelsKey, chosen: tuple[tuple[str, RGB], ...]) -> ColorTable:
     values, labels = _sorted_labels(key)
-    by_label = dict(chosen)
+    by_label = {**default_colors(names for _, names in key), **dict(chosen)}
     labelled = [i for i, names in enumerate(labels) if names]
-    rgb = np.array([by_label.get(labels[i][0]) or default_color(labels[i][0]) for i in labelled],
+    rgb = np.array([by_label[labels[i][0]] for i in labelled],
                    dtype=np.uint8).reshape(-1, 3)
     distinct, inverse = np.unique(rgb, axis=0, return_inverse=True)
     slots = np.zeros(len(labels), dtype=np.uint8 if len(distinct) < 256 else np.uint16)

@@ -61,13 +61,14 @@ def test_index_maps_match_a_direct_numpy_mapping(voc_version, shared_data):
 
 def test_default_enumeration_numbers_labels_in_table_order(voc_version, shared_data):
     enumeration = default_enumeration(voc_version)
-    assert enumeration["background"] == 0 and enumeration["tvmonitor"] == 20 and enumeration["void"] == 21
+    assert enumeration["background"] == 0 and enumeration["tvmonitor"] == 20 and "void" not in enumeration
     (_, _, classes), = iter_arrays(voc_version, 'label == "sofa"', ignore=99)
     expected = voc_class_map(shared_data / "labelme_voc/SegmentationClass/2011_000006.png", enumeration, 99)
     assert np.array_equal(classes.astype(np.int64), expected)
+    assert 99 in classes  # the void boundaries: the ignore id asked for, not a class
 
 
-def test_cityscapes_default_enumeration_is_the_label_id(tmp_path, shared_data):
+def test_cityscapes_default_enumeration_is_the_label_id_and_unlabeled_is_ignored(tmp_path, shared_data):
     src = shared_data / "mmsegmentation_cityscapes"
     with Archive(tmp_path / "c.maskstore", jobs=1) as ar:
         v = ar.create_version("cityscapes", "v1")
@@ -76,7 +77,8 @@ def test_cityscapes_default_enumeration_is_the_label_id(tmp_path, shared_data):
                                                 "masks": [{"uri": str(src / f"{CITY}_gtFine_labelIds.png")}]}]}])
         (fid, image, classes), = iter_arrays(v, 'label == "car"')
         assert fid == CITY and image.shape == (128, 256, 3) and classes.shape == (128, 256)
-        assert np.array_equal(classes, np.asarray(Image.open(src / f"{CITY}_gtFine_labelIds.png")))
+        label_ids = np.asarray(Image.open(src / f"{CITY}_gtFine_labelIds.png"))
+        assert np.array_equal(classes, np.where(label_ids == 0, 255, label_ids))  # 0 is "unlabeled": ignore
 
 
 def test_other_render_modes(voc_version):

@@ -25,7 +25,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from maskstore import Archive, FrameGroup, MaskError, MaskstoreError, SingleFrame
-from maskstore.labels import default_color, parse_color
+from maskstore.labels import default_colors, parse_color
 from maskstore.render import (ValueTable, alpha_over, alpha_tint, class_table, color_table, mask_alpha, render,
                               source_rgb)
 
@@ -48,12 +48,12 @@ def ref_mask_rgb(mask: Image.Image) -> np.ndarray:
         return np.asarray(mask.convert("RGB")).astype(np.int64)
 
 
-def ref_colour(label: str, label_colors: dict, colors: dict | None) -> tuple[int, int, int]:
+def ref_colour(label: str, label_colors: dict, colors: dict | None, mask_labels: list[dict]) -> tuple[int, int, int]:
     if colors and label in colors:
         return parse_color(colors[label])
     if label in label_colors:
         return parse_color(label_colors[label])
-    return default_color(label)
+    return default_colors(e["labels"] for e in mask_labels)[label]
 
 
 def ref_segmentation(src: np.ndarray, mask: Image.Image, mask_labels: list[dict], label_colors: dict,
@@ -66,7 +66,7 @@ def ref_segmentation(src: np.ndarray, mask: Image.Image, mask_labels: list[dict]
     for value in np.unique(rgb.reshape(-1, 3), axis=0):
         labels = table.get(tuple(int(c) for c in value))
         if labels:
-            colour = ref_colour(labels[0], label_colors, colors)
+            colour = ref_colour(labels[0], label_colors, colors, mask_labels)
         elif background is not None:
             colour = parse_color(background)
         else:

@@ -17,14 +17,16 @@ import dataclasses as dc
 import difflib
 import functools
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Collection, Iterator, Mapping
 
-from ..errors import QueryError
+from ..errors import QueryError, UnknownLabelWarning
+from ..labels import nfc
 from .nodes import (FIELDS, HAS_FIELDS, And, Compare, Coverage, Expr, Field, FieldSpec, Has, In, Not, Or,
                     Query, RoiAll, Value, value_text)
 from .parse import parse_query, query_error
 
-__all__ = ["check_query", "compile_glob", "META_TYPES"]
+__all__ = ["check_query", "compile_glob", "unknown_labels", "warn_unknown_labels", "META_TYPES"]
 
 META_TYPES = ("str", "int", "float", "bool", "list", "dict")
 """The types a version records for its meta keys (the values of ``meta_types``)."""
@@ -52,7 +54,8 @@ def check_query(query: Query | str, meta_types: Mapping[str, str] | None = None)
 
     Normalisations: ``mask.value`` literals become ``(r, g, b)`` tuples (``3`` → ``(3, 3, 3)``);
     ``meta.k == null`` becomes ``not has(meta.k)`` and ``meta.k != null`` becomes ``has(meta.k)``;
-    ``!=`` on a multi-valued field becomes ``not ==`` (as the parser does) for hand-built nodes.
+    ``!=`` on a multi-valued field becomes ``not ==`` (as the parser does) for hand-built nodes;
+    label strings, label patterns and meta keys become Unicode NFC, as labels and keys are stored.
 
     ``meta_types`` maps a meta path relative to ``meta`` (``"city"``, ``"camera.height"``) to one of
     :data:`META_TYPES`. Without it any scalar compares with any meta key; with it, a comparison or an
@@ -63,10 +66,60 @@ def check_query(query: Query | str, meta_types: Mapping[str, str] | None = None)
         query = parse_query(query)
     checker = _Checker(query.text, meta_types)
     where = checker.expr(query.where) if query.where is not None else None
-    if query.order_by is not None:
-        checker.order_by(query.order_by)
+    order_by = query.order_by
+    if order_by is not None:
+        order_by = _nfc_field(order_by)
+        checker.order_by(order_by)
     checker.limit(query.limit, query.limit_at)
-    return dc.replace(query, where=where)
+    return dc.replace(query, where=where, order_by=order_by)
+
+
+LABEL_FIELDS = ("label", "mask.label", "roi.label")
+
+
+def _nfc_field(field: Field) -> Field:
+    return dc.replace(field, path=tuple(map(nfc, field.path))) if field.path else field
+
+
+def _named_labels(node: Expr) -> Iterator[tuple[str, str]]:
+    """(field, label) of every label a checked query names exactly: ``==``/``in`` on the label fields
+    and ``coverage()``, which reads mask pixels."""
+    if isinstance(node, (And, Or, RoiAll)):
+        for item in node.items:
+            yield from _named_labels(item)
+    elif isinstance(node, Not):
+        yield from _named_labels(node.item)
+    elif isinstance(node, Coverage):
+        yield "mask.label", node.label
+    elif isinstance(node, (Compare, In)) and node.field.name in LABEL_FIELDS and not node.field.path:
+        values = node.values if isinstance(node, In) else (node.value,) if node.op == "==" else ()
+        yield from ((node.field.name, v) for v in values if isinstance(v, str))
+
+
+def unknown_labels(query: Query, mask_labels: Collection[str],
+                   roi_labels: Callable[[], Collection[str] | None]) -> list[str]:
+    """"no label 'persn'; did you mean 'person'?" for each label the query names that the version
+    does not have: such a condition matches nothing, which a typo would otherwise make silently.
+    ``roi_labels()`` lists the version's ROI labels, or gives None when they cannot be listed (then
+    only mask-only conditions are judged); it is called only for a label no mask value carries."""
+    out = []
+    for field, label in dict.fromkeys(_named_labels(query.where) if query.where is not None else ()):
+        if field != "roi.label" and label in mask_labels:
+            continue
+        rois = None if field == "mask.label" else roi_labels()
+        if field != "mask.label" and (rois is None or label in rois):
+            continue
+        what, known = {"mask.label": ("mask label", list(mask_labels)), "roi.label": ("ROI label", list(rois or ()))
+                       }.get(field, ("label", [*mask_labels, *(rois or ())]))
+        out.append(f"no {what} {label!r}, so nothing matches it" + _suggest(label, known))
+    return out
+
+
+def warn_unknown_labels(query: Query, version: str, mask_labels: Collection[str],
+                        roi_labels: Callable[[], Collection[str] | None]) -> None:
+    """``unknown_labels`` as UnknownLabelWarnings (the CLI prints them as "Warning: ..." lines)."""
+    for message in unknown_labels(query, mask_labels, roi_labels):
+        warnings.warn(UnknownLabelWarning(f"{version} has {message}"), stacklevel=2)
 
 
 @functools.lru_cache(maxsize=256)
@@ -187,6 +240,8 @@ class _Checker:
             return type(node)(tuple(self.expr(i) for i in node.items))
         if isinstance(node, Not):
             return Not(self.expr(node.item))
+        if isinstance(node, (Compare, In, Has)):
+            node = dc.replace(node, field=_nfc_field(node.field))
         if isinstance(node, Compare):
             return self.compare(node)
         if isinstance(node, In):
@@ -206,7 +261,7 @@ class _Checker:
                             f"one of {', '.join(self.ops(spec))}")
         if node.op == "~":
             self.glob(node.value, node.value_at)
-            return node
+            return dc.replace(node, value=nfc(node.value)) if field.name in LABEL_FIELDS else node
         value = self.value(field, spec, node.value, node.value_at)
         if node.op == "!=" and spec.multi:
             return Not(dc.replace(node, op="==", value=value))
@@ -247,7 +302,7 @@ class _Checker:
             hint = f"; did you mean {value / 100!r}?" if 1 < value <= 100 else ""
             raise self.fail(node.value_at, f"coverage is a fraction between 0 and 1, not {value_text(value)}"
                             + hint, "a number between 0 and 1")
-        return node
+        return dc.replace(node, label=nfc(node.label))
 
     # -- fields -----------------------------------------------------------------------------
     def spec(self, field: Field) -> FieldSpec:
@@ -312,7 +367,7 @@ class _Checker:
                     and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb)):
                 return rgb
         elif kind == "str" and isinstance(value, str):
-            return value
+            return nfc(value) if field.name in LABEL_FIELDS else value
         elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
             if not _INT64[0] <= value <= _INT64[1]:
                 raise self.fail(at, f"{value} is out of range for {field.text} (64-bit integers)",

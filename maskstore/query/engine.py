@@ -17,7 +17,7 @@ from .. import records
 from ..archive import CHUNK_BITS, DatasetVersion, u64
 from ..model import Frame, frame_from_dict
 from . import columns
-from .check import check_query
+from .check import check_query, warn_unknown_labels
 from .evaluate import Labels
 from .nodes import Query, to_text
 from .parse import parse_query
@@ -95,7 +95,9 @@ def _checked_in(version: DatasetVersion, text: str | Query, txn: lmdb.Transactio
     decode of the version record."""
     rec = version.record(txn)
     query = prepare(text, rec["meta_types"])
-    return query, context(txn, version, rec)
+    ctx = context(txn, version, rec)
+    warn_unknown_labels(query, f"{rec['dataset']}/{rec['name']}", ctx.labels.names, lambda: ctx.roi_labels)
+    return query, ctx
 
 
 def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[np.ndarray, Context]:
