@@ -83,12 +83,11 @@ def safe_name(name: str, hashed: bool = False) -> str:
     is hashed too, so it cannot take another id's file or the manifest's place.
     """
     cleaned = _UNSAFE.sub("_", name).rstrip(" .")
-    if cleaned in ("", ".", "..") or _WINDOWS_RESERVED.match(cleaned):
+    if cleaned in ("", ".", "..") or _WINDOWS_RESERVED.match(cleaned) or cleaned.casefold().startswith(OWN_PREFIX):
         cleaned = "_" + cleaned
     if len(cleaned.encode("utf-8")) > MAX_NAME_BYTES:
         cleaned = cleaned.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore")
-    folded = cleaned.casefold()
-    own = folded in (MANIFEST, LEGEND) or folded.startswith(OWN_PREFIX) or _HASHED.search(cleaned)
+    own = cleaned.casefold() in (MANIFEST, LEGEND) or _HASHED.search(cleaned)
     if cleaned == name and not own and not hashed:
         return name
     return f"{cleaned}~{hashlib.sha1(name.encode('utf-8', errors='surrogatepass')).hexdigest()[:HASH_CHARS]}"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 from PIL import Image
 
@@ -327,3 +329,16 @@ def test_cli_render_refuses_formats_it_cannot_write(tmp_path, closed_archive, na
 def test_export_refuses_layer_only_to_jpeg(tmp_path, seg_version):
     with pytest.raises(MaskstoreError, match="JPEG"):
         seg_version.export(tmp_path / "out", jobs=1, format="jpeg", layer_only=True)
+
+
+@given(data=st.data(), first=st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_safe_names_are_plain_file_names_that_never_collide(data, first):
+    """Any two ids get two names, even an id crafted to equal another's safe name (or its case)."""
+    second = data.draw(st.one_of(st.text(max_size=200), st.just(safe_name(first)), st.just(first.upper()),
+                                 st.sampled_from(["manifest.jsonl", "legend.png", ".maskstore-export.json", ""])))
+    for name in (safe_name(first), safe_name(second)):
+        assert name not in ("", ".", "..") and not set(name) & set('/\\\x00') and len(name.encode()) <= 140
+        assert name.casefold() not in ("manifest.jsonl", "legend.png") and not name.startswith(".maskstore-")
+    assert (safe_name(first) == safe_name(second)) == (first == second)
+    assert safe_name(first, hashed=True) != first and (first == second or safe_name(first, hashed=True) != safe_name(second))
