@@ -342,8 +342,9 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
         click.echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}{'roi frames':>12}")
         for s in shown:
             click.echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}{s.roi_frames:>12}")
-        if len(shown) < len(label_stats):
-            click.echo(f"{len(label_stats) - len(shown)} labels without frames not shown (--all shows them)", err=True)
+        hidden = sum(not (s.frames or s.unlabelled) for s in label_stats) if not show_all else 0
+        if hidden:
+            click.echo(f"{hidden} label{'s' * (hidden != 1)} without frames not shown (--all shows them)", err=True)
         if sum(s.share for s in label_stats) > 1 + 1e-9:
             click.echo("shares add up to more than 100%: some mask values carry several labels", err=True)
         if chart:

@@ -245,7 +245,7 @@ def test_cli_stats_has_an_unlabelled_row_roi_labels_and_hides_empty_rows(streets
     assert rows == [["road", "2", "160", "80.00%", "0"], ["car", "2", "20", "10.00%", "1"],
                     ["pedestrian", "1", "0", "0.00%", "1"], [UNLABELLED, "1", "20", "10.00%", "0"]]
     assert sum(float(r[3].rstrip("%")) for r in rows) == 100
-    assert "1 labels without frames not shown (--all shows them)" in result.stderr
+    assert "1 label without frames not shown (--all shows them)" in result.stderr
     everything = run("stats", streets, "--all").stdout.splitlines()
     assert everything[2:][2].split() == ["bus", "0", "0", "0.00%", "0"]
 
