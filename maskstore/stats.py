@@ -94,11 +94,13 @@ class MaskDecoder:
     def __init__(self, jobs: int | None = None) -> None:
         self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
         self._pool: Executor | None = None
+        self._pool_pid = 0
         self.decoded = 0
 
     def _executor(self) -> Executor:
-        if self._pool is None:
-            self._pool = process_pool(self.jobs)
+        # A forked child inherits the pool object but not its threads: it would wait for ever on it.
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool, self._pool_pid = process_pool(self.jobs), os.getpid()
         return self._pool
 
     def fill(self, frames: list[dict[str, Any]], blobs: BlobReader | None = None) -> None:
@@ -124,6 +126,6 @@ class MaskDecoder:
             self.decoded += 1
 
     def close(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._pool_pid == os.getpid():  # a forked child's copy is not its own
             self._pool.shutdown()
-            self._pool = None
+        self._pool = None

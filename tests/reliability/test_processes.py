@@ -12,6 +12,7 @@ of the killed command's own session.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -90,6 +91,40 @@ def test_workers_outlive_the_thread_that_started_them(tmp_path: Path) -> None:
         assert decoder.decoded == 2 * MASKS
     finally:
         decoder.close()
+
+
+FORKED = """\
+import copy, json, os, sys
+from maskstore.stats import MaskDecoder
+
+frames = json.load(open(sys.argv[1]))
+decoder = MaskDecoder(jobs=2)
+decoder.fill(copy.deepcopy(frames))
+pid = os.fork()
+if pid == 0:
+    decoder.fill(copy.deepcopy(frames))
+    decoder.close()
+    os._exit(0 if decoder.decoded == 2 * len(frames) else 2)
+_, status = os.waitpid(pid, 0)
+decoder.fill(copy.deepcopy(frames))
+decoder.close()
+print(os.waitstatus_to_exitcode(status), decoder.decoded)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_decodes_with_a_pool_of_its_own(tmp_path: Path) -> None:
+    """A child forked from a process whose pool is running inherits the pool object but none of its
+    threads; using it would wait for ever, so the child starts its own (and the parent keeps its)."""
+    (tmp_path / "frames.json").write_text(json.dumps(write_mask_frames(tmp_path / "media", MASKS)))
+    child = subprocess.Popen([sys.executable, "-c", FORKED, str(tmp_path / "frames.json")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+    assert (child.returncode, out.split()) == (0, ["0", str(2 * MASKS)]), err
 
 
 # ------------------------------------------------------------------------------------------ SIGKILL
