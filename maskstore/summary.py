@@ -20,6 +20,7 @@ from .archive import DatasetVersion, text_key, u64
 from .labels import RGB, label_colors
 from . import records
 from .query import columns, engine
+from .query.evaluate import Labels
 from .query.plan import EMPTY, Context, Lookup, sorted_unique
 
 UNLABELLED = "(unlabelled)"
@@ -43,37 +44,64 @@ def label_stats(version: DatasetVersion) -> tuple[int, list[LabelStat]]:
 
     def work(txn: lmdb.Transaction) -> tuple[int, list[LabelStat]]:
         ctx = engine.context(txn, version)
-        mask_seqs, pixels, total = _mask_hits(ctx)
+        mask_names = ctx.labels.names
         roi_seqs = _roi_frames(ctx)
-        names = list(dict.fromkeys([*ctx.labels.names, *sorted(roi_seqs)]))
-        rows = [LabelStat(n, len(sorted_unique([*mask_seqs.get(n, []), roi_seqs.get(n, EMPTY)])), pixels.get(n, 0),
-                          pixels.get(n, 0) / total if total else 0.0, len(roi_seqs.get(n, EMPTY))) for n in names]
-        rest = pixels[None]
-        rows.append(LabelStat(UNLABELLED, len(sorted_unique(mask_seqs[None])), rest, rest / total if total else 0.0,
-                              unlabelled=True))
+        both = {i for i, name in enumerate(mask_names) if name in roi_seqs}
+        mask_frames, pixels, total, mask_seqs = _mask_hits(ctx, both)
+
+        def row(name: str, i: int | None) -> LabelStat:
+            rois = roi_seqs.get(name, EMPTY)
+            frames = len(rois) if i is None else len(sorted_unique([mask_seqs[i], rois])) if i in both \
+                else int(mask_frames[i])
+            count = int(pixels[i]) if i is not None else 0
+            return LabelStat(name, frames, count, count / total if total else 0.0, len(rois))
+
+        rows = [row(name, i) for i, name in enumerate(mask_names)]
+        rows += [row(name, None) for name in sorted(set(roi_seqs) - set(mask_names))]
+        rest = int(pixels[-1])
+        rows.append(LabelStat(UNLABELLED, int(mask_frames[-1]), rest, rest / total if total else 0.0, unlabelled=True))
         return int(sum(int(c.present.sum()) for c in ctx.chunks)), rows
     return version.archive.read(work)
 
 
-def _mask_hits(ctx: Context) -> tuple[dict[str | None, list[np.ndarray]], dict[str | None, int], int]:
-    """Per mask label (None: no label) the seqs of frames with its pixels and its pixel count, and the
-    pixel count of all masks."""
-    labels = ctx.labels
-    keys = {name: np.array(labels.values_of([name]), np.uint32) for name in labels.names}
-    labelled = np.array(sorted(labels.of_value), np.uint32)
-    seqs: dict[str | None, list[np.ndarray]] = {name: [] for name in [*labels.names, None]}
-    pixels: dict[str | None, int] = dict.fromkeys(seqs, 0)
-    total = 0
+def _value_rows(labels: Labels) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled values as a lookup: sorted packed keys, and per key (plus a last row for values
+    not in the table) the label indices it carries as (lengths, starts, flat); a value without a
+    label, in the table or not, carries index ``len(labels.names)``, "no label"."""
+    none = len(labels.names)
+    keys = np.array(sorted(labels.of_value), np.uint32)
+    index = {name: i for i, name in enumerate(labels.names)}
+    per_row = [[index[n] for n in dict.fromkeys(labels.of_value[int(k)])] or [none] for k in keys] + [[none]]
+    lengths = np.array([len(r) for r in per_row], np.int64)
+    return keys, lengths, np.cumsum(lengths) - lengths, np.array([i for r in per_row for i in r], np.int64)
+
+
+def _mask_hits(ctx: Context, want: set[int]) -> tuple[np.ndarray, np.ndarray, int, dict[int, np.ndarray]]:
+    """Frames and pixels per mask label index (index ``len(names)``: no label), pixels of all masks,
+    and the sorted seqs of the frames of the label indices in ``want``. One pass per chunk: each stored
+    value is looked up once and expanded to its labels, then a frames x labels hit matrix: no scan and
+    no sort per label."""
+    keys, lengths, starts, flat = _value_rows(ctx.labels)
+    width = len(ctx.labels.names) + 1
+    frames, pixels, total = np.zeros(width, np.int64), np.zeros(width, np.int64), 0
+    seqs: dict[int, list[np.ndarray]] = {i: [EMPTY] for i in want}
     for chunk in ctx.chunks:
-        owner = np.repeat(np.arange(len(chunk.present), dtype=np.uint64), np.diff(chunk.value_offsets))
-        owner += np.uint64(chunk.base)
+        values = chunk.value_keys
+        at = np.searchsorted(keys, values)
+        found = at < len(keys)
+        found[found] = keys[at[found]] == values[found]
+        row = np.where(found, at, len(keys))
+        n = lengths[row]
+        entry = np.repeat(np.arange(len(row)), n)
+        label = flat[np.repeat(starts[row], n) + np.arange(len(entry)) - np.repeat(np.cumsum(n) - n, n)]
+        np.add.at(pixels, label, chunk.value_counts[entry])
         total += int(chunk.value_counts.sum())
-        hits = {name: np.isin(chunk.value_keys, k) for name, k in keys.items()}
-        hits[None] = ~np.isin(chunk.value_keys, labelled)
-        for name, hit in hits.items():
-            seqs[name].append(np.unique(owner[hit]))
-            pixels[name] += int(chunk.value_counts[hit].sum())
-    return seqs, pixels, total
+        hit = np.zeros((len(chunk.present), width), bool)
+        hit[np.repeat(np.arange(len(chunk.present)), np.diff(chunk.value_offsets))[entry], label] = True
+        frames += hit.sum(axis=0)
+        for i in want:
+            seqs[i].append(np.nonzero(hit[:, i])[0].astype(np.uint64) + np.uint64(chunk.base))
+    return frames, pixels, total, {i: np.concatenate(parts) for i, parts in seqs.items()}
 
 
 def _roi_frames(ctx: Context) -> dict[str, np.ndarray]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 from PIL import Image
 
@@ -68,3 +70,35 @@ def test_chart_colours_are_the_render_colours_and_grey_for_unlabelled(tmp_path, 
     pixels = np.asarray(Image.open(bar_chart(stats, tmp_path / "c.png", colors)).convert("RGB")).reshape(-1, 3)
     found = {tuple(p) for p in np.unique(pixels, axis=0)}
     assert {(0, 0, 142), (0, 0, 255), UNLABELLED_COLOR} <= found
+
+
+values_st = st.lists(st.tuples(st.integers(0, 5), st.integers(1, 50)), max_size=4, unique_by=lambda v: v[0])
+frames_st = st.lists(st.tuples(values_st, st.lists(st.sampled_from(["car", "sky", "kite"]), max_size=2)), max_size=12)
+tables_st = st.dictionaries(st.integers(0, 6), st.lists(st.sampled_from(["road", "car", "sky", "bus"]), max_size=2,
+                                                        unique=True), max_size=5)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames_st, tables_st)
+def test_label_stats_equal_a_brute_force_count(archive, frames, table):
+    """Any frames (values 0..5, ROI labels) under any table (values with 0..2 labels, unused values):
+    every row equals counting the frame dicts directly."""
+    v = archive.create_version(dataset_name="d", version_name=f"v{len(archive.versions())}")
+    v.add_frames([frame(f"f{i}", [[k, k, k, n] for k, n in values]) | {"rois": [{"label": [r]} for r in rois]}
+                  for i, (values, rois) in enumerate(frames)])
+    v.set_masks_labels({(k, k, k): names for k, names in table.items()})
+    n, rows = label_stats(v)
+    total = sum(n for values, _ in frames for _, n in values)
+    expected = {}
+    for name in dict.fromkeys([*(x for names in table.values() for x in names),
+                               *sorted({r for _, rois in frames for r in rois} - {x for ns in table.values() for x in ns})]):
+        mask = [sum(n for k, n in values if name in table.get(k, [])) for values, _ in frames]
+        rois = [name in r for _, r in frames]
+        pixels = sum(mask)
+        expected[name] = (sum(bool(m) or r for m, r in zip(mask, rois)), pixels, sum(rois))
+    rest = [sum(n for k, n in values if not table.get(k)) for values, _ in frames]
+    expected[UNLABELLED] = (sum(map(bool, rest)), sum(rest), 0)
+    assert n == len(frames)
+    assert {r.label: (r.frames, r.pixels, r.roi_frames) for r in rows} == expected
+    assert [r.label for r in rows] == list(expected)
+    assert all(r.share == (r.pixels / total if total else 0.0) for r in rows)
