@@ -207,6 +207,7 @@ class Archive:
         self._store = Store(self.path, readonly=readonly, lock=lock_default() if lock is None else lock,
                             map_size=map_size, sync=sync, max_readers=max_readers)
         self._dbs: dict[str, Any] = {}
+        self._store.on_reopen = self._open_dbs
         try:
             self._check_not_truncated()
             self._open_dbs()
@@ -239,6 +240,7 @@ class Archive:
         a writer; a writable open takes the writer lock for one instant (py-lmdb opens a writable
         environment's handles in a write transaction), creating what a new archive lacks."""
         wanted = ("meta", "versions", "blobs") + VERSION_DBS
+        self._dbs.clear()
         if not self.readonly:
             self._create_dbs(wanted)
             return
@@ -399,6 +401,11 @@ class Archive:
         data = self.read(lambda t: t.get(key, db=self._dbs["blobs"]))
         if data is None:
             raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not embedded in {self.path}")
+        # Every read is verified: hashing costs a fraction of decoding the image, and a damaged or
+        # hostile archive must not render bytes that are not the ones its URI names.
+        if hashlib.sha256(data).digest() != key:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} in {self.path} does not match its sha256: the "
+                               "archive is damaged; run maskstore check")
         return data
 
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
@@ -460,7 +467,7 @@ def _merge_by_id(old: list[dict], new: list[dict]) -> list[dict]:
 def _merge_frame(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """update_frames(merge=True): meta merges key by key, sources and ROIs by id, the rest replaces."""
     merged = {**old, **{k: v for k, v in new.items() if k not in ("meta", "sources", "rois")}}
-    merged["meta"] = {**old.get("meta", {}), **(new.get("meta") or {})}
+    merged["meta"] = {**old.get("meta", {}), **normalize_frame_dict({"id": old["id"], "meta": new.get("meta")})["meta"]}
     merged["sources"] = _merge_by_id(old["sources"], normalize_frame_dict({"id": old["id"], "sources": new.get("sources") or []})["sources"])
     merged["rois"] = _merge_by_id(old["rois"], normalize_frame_dict({"id": old["id"], "rois": new.get("rois") or []})["rois"])
     return merged
@@ -647,7 +654,10 @@ class DatasetVersion:
         def work(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
             out = {}
             for fid in ids:
-                seq = txn.get(self.prefix + text_key(fid), db=self.archive.db("frame_ids"))
+                try:
+                    seq = txn.get(self.prefix + text_key(fid), db=self.archive.db("frame_ids"))
+                except UnicodeEncodeError:  # a lone surrogate: no stored frame can have such an id
+                    seq = None
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
                 out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")))

@@ -71,14 +71,20 @@ class Store:
         self._writing = threading.Lock()   # one writer thread of this process at a time
         self._pid = os.getpid()
         self._flock_fd: int | None = None
-        self.env = self._open()
+        self.on_reopen: Callable[[], None] = lambda: None  # handles tied to the old environment go stale
+        self.env: lmdb.Environment | None = self._open()
         _STORES.add(self)
 
     # ------------------------------------------------------------------ opening
 
     def _open(self) -> lmdb.Environment:
         try:
-            env = lmdb.open(str(self.path), map_size=self._map_size, **self._options)
+            try:
+                env = lmdb.open(str(self.path), map_size=self._map_size, **self._options)
+            except lmdb.Error as exc:
+                if "already open in this process" not in str(exc) or not _release_inherited(self.path):
+                    raise
+                env = lmdb.open(str(self.path), map_size=self._map_size, **self._options)
         except lmdb.InvalidError:
             raise ArchiveError(f"{self.path} is not a maskstore archive (not an LMDB file)") from None
         except lmdb.VersionMismatchError as exc:
@@ -96,25 +102,33 @@ class Store:
             return f"cannot open the lock file {lock_file} to register as a reader ({exc}); {_unlocked_hint(self.path)}"
         return f"cannot open {self.path}: {exc}"
 
-    def _reopen_after_fork(self) -> None:
-        """First use in a forked child: a fresh handle (and writer-lock descriptor) of this process."""
+    def _release_inherited(self) -> bool:
+        """Close the handle a forked child inherited, which LMDB forbids using here. False when the
+        parent was inside a transaction at the fork: closing the copy would end that transaction in
+        the shared reader table, so the copy is kept, untouched, for ever."""
         if self._live:
-            # The parent was inside a transaction when it forked: closing the copy would end that
-            # transaction in the shared reader table. Keep the copy alive for ever, untouched.
             _keep_forever(self.env)
-            raise ArchiveError(f"{self.path} was being read by the parent process when it forked; open the "
-                               "archive in the child (or fork outside queries)")
-        self.env.close()
+            return False
+        if self.env is not None:
+            self.env.close()
+            self.env = None
         if self._flock_fd is not None:  # shares the parent's flock: never lock through it
             os.close(self._flock_fd)
             self._flock_fd = None
-        self._pid = os.getpid()
-        self._writing = threading.Lock()
-        self.env = self._open()
+        return True
 
     def _check_process(self) -> None:
-        if self._pid != os.getpid():
-            self._reopen_after_fork()
+        """First use in a forked child: a fresh handle (and writer-lock descriptor) of this process."""
+        if self._pid == os.getpid():
+            return
+        if not self._release_inherited():
+            raise ArchiveError(f"a forked child cannot use {self.path} while its parent was reading it at the "
+                               "fork (an unfinished query iterator); fork outside queries")
+        self._pid = os.getpid()
+        self._live = 0
+        self._writing = threading.Lock()
+        self.env = self._open()
+        self.on_reopen()
 
     # ------------------------------------------------------------------ transactions
 
@@ -123,12 +137,20 @@ class Store:
         """A transaction of this process; committed when the block ends normally, else aborted."""
         self._check_process()
         txn = self._begin_txn(write)
+        owner = os.getpid()
         self._live += 1
         try:
-            with txn:
-                yield txn
+            yield txn
+        except BaseException:
+            if os.getpid() == owner:  # a forked child never ends its parent's transaction
+                txn.abort()
+            raise
+        else:
+            if os.getpid() == owner:
+                txn.commit()
         finally:
-            self._live -= 1
+            if os.getpid() == owner:
+                self._live -= 1
 
     def _begin_txn(self, write: bool) -> lmdb.Transaction:
         for attempt in range(2):
@@ -230,11 +252,10 @@ class Store:
         self.env.sync(True)
 
     def close(self) -> None:
-        if self._pid != os.getpid():  # a child never closes its parent's handle (see _reopen_after_fork)
-            if not self._live:
-                self._reopen_after_fork()
-            else:
-                return
+        if self._pid != os.getpid():  # a handle inherited through fork: see _release_inherited
+            self._release_inherited()
+            _STORES.discard(self)
+            return
         self.env.close()
         if self._flock_fd is not None:
             os.close(self._flock_fd)
@@ -262,10 +283,17 @@ def _keep_forever(obj: Any) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
+def _release_inherited(path: Path) -> bool:
+    """In a forked child, free the inherited handles of ``path`` so it can be opened again."""
+    inherited = [s for s in list(_STORES) if s._pid != os.getpid() and s.env is not None
+                 and os.path.samefile(s.path, path)]
+    return bool(inherited) and all(s._release_inherited() for s in inherited)
+
+
 def _after_fork_in_child() -> None:
     """A child must never end the transactions its parent had open at the fork, not even at exit."""
     for store in list(_STORES):
-        if store._live:
+        if store._live and store.env is not None:
             _keep_forever(store.env)
 
 
