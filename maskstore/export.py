@@ -142,6 +142,11 @@ def write_image(array: np.ndarray, path: str | os.PathLike[str], ext: str) -> No
         raise MaskstoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _temporary_name() -> str:
+    """Unique to its writer, so two exports into one folder never share a temporary file."""
+    return f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+
+
 @contextmanager
 def _atomic(folder: int, name: str) -> Iterator[BinaryIO]:
     """A file written under a temporary name of its own and renamed over ``name`` once complete.
@@ -149,7 +154,7 @@ def _atomic(folder: int, name: str) -> Iterator[BinaryIO]:
     Nothing is ever written through a link at ``name`` (the rename replaces the link), two writers
     never share a temporary file, and on any failure the temporary file is removed.
     """
-    tmp = f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    tmp = _temporary_name()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -203,7 +208,8 @@ def _frame_folder(root: int, name: str, out: str) -> int:
 
 def _settings(rec: dict[str, Any], colors: dict[str, RGB], mode: str, ext: str, mask_id: str | None,
               options: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything that decides an exported image's bytes, as JSON values."""
+    """Everything that decides an exported image's bytes, as JSON values; the label and colour
+    tables by digest, so the record stays small however many labels there are."""
     chosen = {**_RENDER_DEFAULTS, **options}
     for key in ("background", "tint"):
         if chosen.get(key) is not None:
@@ -213,10 +219,14 @@ def _settings(rec: dict[str, Any], colors: dict[str, RGB], mode: str, ext: str, 
     settings = {"dataset": rec["dataset"], "version": rec["name"], "mode": mode, "format": ext,
                 "mask_id": mask_id, **chosen}
     if mode != "alpha":
-        settings["mask_labels"] = rec["mask_labels"]
+        settings["mask_labels"] = _digest(rec["mask_labels"])
     if mode == "segmentation":
-        settings["label_colors"] = colors
+        settings["label_colors"] = _digest(colors)
     return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _read_settings(root: int) -> dict[str, Any] | None:
@@ -247,7 +257,7 @@ def _holds_export(root: int) -> bool:
 
 def _create_settings(root: int, settings: dict[str, Any]) -> bool:
     """Record the settings unless another export recorded its own first (link never replaces)."""
-    tmp = f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    tmp = _temporary_name()
     with _atomic(root, tmp) as f:
         f.write(json.dumps(settings, sort_keys=True, indent=1).encode())
     try:
@@ -260,12 +270,13 @@ def _create_settings(root: int, settings: dict[str, Any]) -> bool:
 
 
 def _differences(found: dict[str, Any], settings: dict[str, Any]) -> str:
+    """What changed, for the refusal: values of plain settings, names of tables (kept as digests)."""
     if not found:
         return "its settings are unknown: made by an older maskstore, or its settings file is damaged"
     names = [k for k in sorted(set(found) | set(settings)) if found.get(k) != settings.get(k)]
-    short = (bool, int, float, str, type(None))
-    return ", ".join(f"{k}: {found.get(k)!r} there, {settings.get(k)!r} now"
-                     if isinstance(found.get(k), short) and isinstance(settings.get(k), short) else f"{k} differ"
+    plain = (bool, int, float, str, type(None))
+    return ", ".join(f"{k} differ" if k in ("mask_labels", "label_colors") or not isinstance(found.get(k), plain)
+                     or not isinstance(settings.get(k), plain) else f"{k}: {found.get(k)!r} there, {settings.get(k)!r} now"
                      for k in names)
 
 
