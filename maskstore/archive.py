@@ -43,10 +43,10 @@ import lmdb
 from PIL import Image
 
 from . import _speedups, records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, NetworkFilesystemWarning,
                      ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .media import BLOB_PREFIX, blob_uri, content_type_of, open_image, read_bytes
+from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
 from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
 from .stats import MaskDecoder
 from .store import DEFAULT_MAX_READERS, Store, lock_default
@@ -192,6 +192,7 @@ class Archive:
         (read-only media, published snapshots); the default is locked unless ``MASKSTORE_NO_LOCK=1``.
         ``max_readers`` sizes the reader table when this open creates the lock file."""
         self.path = Path(path)
+        self._folder = self.path.absolute().parent
         self.readonly = readonly
         self._decoder = MaskDecoder(jobs)
         if self.path.is_dir():
@@ -408,8 +409,16 @@ class Archive:
                                "archive is damaged; run maskstore check")
         return data
 
+    def resolve(self, uri: str) -> str:
+        """The URI to read: a relative local path is relative to the archive's folder, so an archive
+        moved together with its media folder keeps working wherever the reader runs."""
+        path = local_path(uri)
+        if path is None or path.is_absolute() or "://" in uri:
+            return uri
+        return str(self._folder / path)
+
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return open_image(uri, self.read_blob, what=what)
+        return open_image(self.resolve(uri), self.read_blob, what=what)
 
 
 def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
@@ -432,6 +441,40 @@ def _encode(frames: list[dict[str, Any]]) -> list[bytes]:
                 raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
                                  "Unicode without lone surrogates, integers within 64 bits)") from None
         raise
+
+
+_BLOB_MARK = BLOB_PREFIX.encode()
+
+
+def file_references(frame: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """(dict, key) of every file a frame dict names: source and mask ``uri``s and a mask's
+    ``instance_uri`` (Cityscapes instanceIds), the files ``--embed`` copies in."""
+    for source in frame["sources"]:
+        yield source, "uri"
+        for mask in source["masks"]:
+            yield mask, "uri"
+            if isinstance(mask.get("instance_uri"), str):
+                yield mask, "instance_uri"
+
+
+def _check_blobs_present(txn: lmdb.Transaction, archive: Archive, batch: Prepared) -> None:
+    """Frames may name embedded files (``blob:sha256:...``) only when this archive holds them: a frame
+    moved from another archive without its files would pass ingest and fail at render. Records are
+    scanned as bytes first, so batches without blob URIs cost one substring search per record."""
+    for frame_id, record in zip(batch.ids, batch.records):
+        if _BLOB_MARK not in record:
+            continue
+        for item, field in file_references(records.decode_frame(record)):
+            uri = item[field]
+            if not uri.startswith(BLOB_PREFIX):
+                continue
+            try:
+                key = bytes.fromhex(uri[len(BLOB_PREFIX):])
+            except ValueError:
+                raise FrameError(f"frame {frame_id!r}: {uri} is not a valid blob URI") from None
+            if txn.get(key, db=archive.db("blobs")) is None:
+                raise FrameError(f"frame {frame_id!r}: {uri} is not embedded in {archive.path}; copy frames "
+                                 "between archives with their files (ingest the original files with --embed)")
 
 
 def _check_ids(ids: list[str]) -> None:
@@ -628,7 +671,7 @@ class DatasetVersion:
             ids[pos], types[pos] = d["id"], tuple(frame_types)
         if len(set(ids)) != len(ids) or max(map(len, ids), default=0) * 4 > MAX_KEY_TEXT:
             _check_ids(ids)
-        self.archive._decoder.fill(dicts, self.archive.read_blob)
+        self.archive._decoder.fill(dicts, self.archive.read_blob, self.archive.resolve)
         blobs = self._embed(dicts) if embed else {}
         for pos, d, record in zip(declined, dicts, _encode(dicts)):
             encoded[pos] = record
@@ -638,16 +681,16 @@ class DatasetVersion:
     def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
         blobs: dict[bytes, bytes] = {}
         for d in dicts:
-            for item in [s for s in d["sources"]] + [m for s in d["sources"] for m in s["masks"]]:
-                if item["uri"].startswith(BLOB_PREFIX):
+            for item, key in file_references(d):
+                if item[key].startswith(BLOB_PREFIX):
                     continue
                 try:
-                    data = read_bytes(item["uri"])
-                except Exception as exc:
-                    raise type(exc)(f"frame {d['id']!r}: {exc}") from None
+                    data = read_bytes(self.archive.resolve(item[key]))
+                except MaskstoreError as exc:
+                    raise MaskError(f"frame {d['id']!r}: {exc}") from None
                 uri = blob_uri(data)
                 blobs[bytes.fromhex(uri[len(BLOB_PREFIX):])] = data
-                item["original_uri"], item["uri"] = item["uri"], uri
+                item["original_" + key], item[key] = item[key], uri
         return blobs
 
     def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -673,6 +716,7 @@ class DatasetVersion:
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
+            _check_blobs_present(txn, arc, batch)
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
             id_keys = batch.postings.id_keys(prefix, batch.ids)
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))

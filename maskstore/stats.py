@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,7 @@ from loky import ProcessPoolExecutor
 from loky.backend.context import get_context
 
 from .errors import MaskError
-from .media import BLOB_PREFIX, BlobReader, image_size, mask_statistics
+from .media import ALPHA, BLOB_PREFIX, MAX_CATEGORICAL_VALUES, BlobReader, image_size, mask_statistics
 
 # Below this many masks a pool costs more to start than it saves.
 POOL_MIN_MASKS = 16
@@ -31,30 +33,32 @@ class _Job:
     mask: int  # -1: only the source size is wanted
     uri: str
     frame_id: str
+    kind: str | None = None  # "alpha": the mask dict says it is a matte, so no value count
 
 
 def _run(job: _Job, blobs: BlobReader | None = None) -> tuple[_Job, Any]:
     try:
         if job.mask < 0:
             return job, image_size(job.uri, blobs)
-        return job, mask_statistics(job.uri, blobs)
+        return job, mask_statistics(job.uri, blobs, job.kind)
     except MaskError as exc:
         return job, type(exc)(f"frame {job.frame_id!r}: {exc}")
 
 
-def _jobs(frames: list[dict[str, Any]]) -> list[_Job]:
-    """Masks without statistics, each after its source's size when that is missing too. One plain
-    loop: a metadata-only import runs it over every mask of every frame and finds nothing."""
+def _jobs(frames: list[dict[str, Any]], resolve: Callable[[str], str]) -> list[_Job]:
+    """Masks without statistics (values, or an alpha mask's coverage), each after its source's size
+    when that is missing too. One plain loop: a metadata-only import runs it over every mask of every
+    frame and finds nothing."""
     jobs = []
     for fi, frame in enumerate(frames):
         for si, source in enumerate(frame["sources"]):
             size_wanted = source.get("width") is None
             for mi, mask in enumerate(source["masks"]):
-                if mask.get("values") is None:
+                if mask.get("values") is None and mask.get("coverage") is None:
                     if size_wanted:
-                        jobs.append(_Job(fi, si, -1, source["uri"], frame["id"]))
+                        jobs.append(_Job(fi, si, -1, resolve(source["uri"]), frame["id"]))
                         size_wanted = False
-                    jobs.append(_Job(fi, si, mi, mask["uri"], frame["id"]))
+                    jobs.append(_Job(fi, si, mi, resolve(mask["uri"]), frame["id"], mask.get("kind")))
     return jobs
 
 
@@ -88,8 +92,18 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _warn_alpha(jobs: list[_Job], decoded: int) -> None:
+    """Masks found to be alpha by their number of values: a label mask with anti-aliased or lossy
+    colours lands there too, and its owner should hear that it will match no label."""
+    if jobs:
+        warnings.warn(f"{len(jobs)} of {decoded} decoded masks have more than {MAX_CATEGORICAL_VALUES} distinct "
+                      f"values, so they are stored as alpha masks, without label statistics (FORMAT.md, "
+                      f'"Mask statistics"); the first: frame {jobs[0].frame_id!r} mask {jobs[0].uri}', stacklevel=3)
+
+
 class MaskDecoder:
-    """Fills ``values``, ``width`` and ``height`` of masks that lack statistics, in place."""
+    """Fills the statistics of masks that lack them, in place: ``values`` (or an alpha mask's ``kind``
+    and ``coverage``), ``width`` and ``height``."""
 
     def __init__(self, jobs: int | None = None) -> None:
         self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
@@ -103,8 +117,10 @@ class MaskDecoder:
             self._pool, self._pool_pid = process_pool(self.jobs), os.getpid()
         return self._pool
 
-    def fill(self, frames: list[dict[str, Any]], blobs: BlobReader | None = None) -> None:
-        jobs = _jobs(frames)
+    def fill(self, frames: list[dict[str, Any]], blobs: BlobReader | None = None,
+             resolve: Callable[[str], str] = str) -> None:
+        """``resolve`` turns a stored URI into the one to read (relative paths: the archive's folder)."""
+        jobs = _jobs(frames, resolve)
         local = [j for j in jobs if j.uri.startswith(BLOB_PREFIX)]
         shipped = [j for j in jobs if not j.uri.startswith(BLOB_PREFIX)]
         if self.jobs > 1 and len(shipped) >= POOL_MIN_MASKS:
@@ -116,14 +132,17 @@ class MaskDecoder:
         for job, result in results:
             if isinstance(result, Exception):
                 raise result
+        judged_alpha = []
         for job, result in results:
             source = frames[job.frame]["sources"][job.source]
             if job.mask < 0:
                 source["width"], source["height"] = result
                 continue
-            mask = source["masks"][job.mask]
-            mask["values"], mask["width"], mask["height"] = result.values, result.width, result.height
+            source["masks"][job.mask].update(result.fields())
             self.decoded += 1
+            if result.kind == ALPHA and job.kind is None:
+                judged_alpha.append(job)
+        _warn_alpha(judged_alpha, sum(job.mask >= 0 for job in jobs))
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():  # a forked child's copy is not its own
