@@ -43,8 +43,8 @@ import lmdb
 from PIL import Image
 
 from . import _speedups, records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, NetworkFilesystemWarning,
-                     ReadOnlyError, VersionNotFoundError)
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
+                     NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
 from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name

@@ -97,9 +97,10 @@ class Store:
 
     def _open_failure(self, exc: lmdb.Error) -> str:
         lock_file = self.path.with_name(self.path.name + "-lock")
-        if self.readonly and self.lock and not os.access(lock_file if lock_file.exists() else self.path.parent,
-                                                         os.W_OK):
-            return f"cannot open the lock file {lock_file} to register as a reader ({exc}); {_unlocked_hint(self.path)}"
+        lock_writable = os.access(lock_file if lock_file.exists() else self.path.parent, os.W_OK)
+        if self.readonly and self.lock and not lock_writable:
+            return (f"cannot open the lock file {lock_file} to register as a reader ({exc}); "
+                    f"{_unlocked_hint(self.path)}")
         return f"cannot open {self.path}: {exc}"
 
     def _release_inherited(self) -> bool:
