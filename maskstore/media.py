@@ -1,8 +1,9 @@
-"""URIs, safe image loading, and mask decoding into value keys and statistics.
+"""URIs, safe image loading, and mask decoding into value keys, opacity and statistics.
 
 Everything that touches image bytes lives here so the archive, the renderer and the importers
 share one idea of what a mask's pixel values are (spec section 1: single-channel ``v`` is
-``(v, v, v)``, a palette index is its palette colour, RGB is itself).
+``(v, v, v)``, a palette index is its palette colour, RGB is itself), of a mask's opacity (spec
+section 6), and of which masks hold categories at all (FORMAT.md, "Mask statistics").
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import hashlib
 import http.client
 import io
 import mimetypes
+import contextlib
 import os
+import stat
+import struct
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,9 +35,24 @@ from .errors import MaskError, MediaError
 BLOB_PREFIX = "blob:sha256:"
 HTTP_TIMEOUT = 30.0
 HTTP_MAX_BYTES = 512 * 1024 * 1024
+LOCAL_MAX_BYTES = HTTP_MAX_BYTES
 # Pillow's own default (about 89 Mpx) stays; its warning threshold is treated as an error so a
 # decompression bomb never gets half-decoded.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS
+
+# A mask with more distinct values than this holds no categories (a photo cut-out, a lossy
+# re-save): ingest stores it as an alpha mask. Label tables have tens to a few hundred values.
+MAX_CATEGORICAL_VALUES = 1024
+ALPHA = "alpha"  # the "kind" of a mask that is an opacity matte, not categories
+# Formats whose compression changes pixel values, so no count of a value in them is right.
+LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
+# Modes whose last band is opacity; "P with transparency" is handled through its palette.
+ALPHA_BAND_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+ORIENTATION_TAG = 0x0112
+# Each EXIF orientation and the transposition that shows the image upright (ImageOps.exif_transpose's).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 BlobReader = Callable[[str], bytes]
 
@@ -123,40 +143,126 @@ def read_bytes(uri: str, blobs: BlobReader | None = None) -> bytes:
         return _fetch_http(uri)
     path = local_path(uri)
     assert path is not None
+    return _read_local(path)
+
+
+_NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
+def _regular_size(path: Path, info: os.stat_result, max_bytes: int) -> int:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _NOT_FILES if test(info.st_mode)), "not a file")
+        raise MediaError(f"{path} is not a regular file ({kind}); name an image file")
+    if info.st_size > max_bytes:
+        raise MediaError(f"{path} is larger than the {max_bytes} byte limit")
+    return info.st_size
+
+
+def _read_local(path: Path) -> bytes:
+    """A regular file of at most LOCAL_MAX_BYTES, else a MediaError naming it.
+
+    A device such as /dev/zero would be read until memory runs out, and a FIFO blocks until some
+    writer opens it. The path is checked before opening (opening a device can itself do things),
+    opened non-blocking (a FIFO swapped in meanwhile cannot block) and checked again on the open file.
+    """
+    max_bytes = LOCAL_MAX_BYTES
     try:
-        return path.read_bytes()
+        _regular_size(path, os.stat(path), max_bytes)
+        with open(os.open(path, _OPEN_FLAGS), "rb") as file:
+            size = _regular_size(path, os.fstat(file.fileno()), max_bytes)
+            data = file.read(size + 1)
     except FileNotFoundError:
         raise MediaError(f"file not found: {path}") from None
     except OSError as exc:
         raise MediaError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL character: no file system has such a name
+        raise MediaError(f"cannot read {str(path)!r}: a path cannot contain a NUL character") from None
+    if len(data) != size:
+        raise MediaError(f"{path} changed size while it was read; try again when it is complete")
+    return data
 
 
-def _open(uri: str, blobs: BlobReader | None, what: str, decode: bool) -> Image.Image:
-    """Open (and with ``decode`` fully load) an image, turning every Pillow failure into a MaskError;
-    Pillow's decompression-bomb warning counts as a failure too."""
-    data = read_bytes(uri, blobs)
+@contextlib.contextmanager
+def _decoding(uri: str, what: str) -> Iterator[None]:
+    """Every Pillow failure as a MaskError naming the file; the decompression-bomb warning counts too,
+    so a bomb never gets half-decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
-            if decode:
-                image.load()
+            yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise MaskError(f"{what} {uri} is too large to decode safely: {exc}") from None
-        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except Image.UnidentifiedImageError:  # its text names Pillow's BytesIO object, not the file
+            raise MaskError(f"{what} {uri} is not a readable image: not an image format Pillow knows, "
+                            "or damaged") from None
+        except (OSError, SyntaxError, ValueError, struct.error) as exc:
             raise MaskError(f"{what} {uri} is not a readable image: {exc}") from None
+
+
+def _open(uri: str, blobs: BlobReader | None, what: str) -> Image.Image:
+    """An image with its header read. A mask must be one still image: of an animation, which frame
+    holds the mask is a guess, and a silent one would give the wrong statistics."""
+    data = read_bytes(uri, blobs)
+    with _decoding(uri, what):
+        image = Image.open(io.BytesIO(data))
+        if what == "mask" and getattr(image, "is_animated", False):
+            raise MaskError(f"mask {uri} has {image.n_frames} frames; a mask is one still image: save the "
+                            "frame that is the mask on its own (e.g. as PNG)")
     return image
 
 
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation (1-8) from the header, so ``image_size`` and ``open_image`` agree without
+    decoding; a PNG's eXIf counts only before the image data, where the PNG spec puts it (Pillow
+    would decode the whole image to look further)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    return orientation if orientation in UPRIGHT else 1
+
+
+def _decode(image: Image.Image, uri: str, what: str) -> Image.Image:
+    """Decode the pixels and turn them upright, as every viewer shows a camera image: a mask drawn
+    on the shown image then matches its source."""
+    with _decoding(uri, what):
+        orientation = _orientation(image)
+        image.load()
+    return image.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else image
+
+
 def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image") -> Image.Image:
-    """Open and fully decode an image."""
-    return _open(uri, blobs, what, decode=True)
+    """Open and fully decode an image, upright (EXIF orientation applied); ``what="mask"`` refuses
+    animations."""
+    return _decode(_open(uri, blobs, what), uri, what)
 
 
 def image_size(uri: str, blobs: BlobReader | None = None) -> tuple[int, int]:
-    """(width, height) from the header only, without decoding the pixels."""
-    with _open(uri, blobs, "image", decode=False) as image:
-        return image.size
+    """(width, height) of what ``open_image`` gives, from the header only."""
+    image = _open(uri, blobs, "image")
+    with _decoding(uri, "image"):
+        turned = _orientation(image) >= 5  # 5-8 swap width and height
+    return image.size[::-1] if turned else image.size
+
+
+def unit_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float samples 0..1 as 0..255, ``floor(v * 255 + 0.5)``; outside 0..1 clipped, NaN is 0."""
+    unit = np.nan_to_num(np.clip(values.astype(np.float64), 0.0, 1.0), nan=0.0)
+    return np.floor(unit * 255 + 0.5).astype(np.uint8)
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A single-band image of more than 8 bits as 8-bit (L): 16- and 32-bit integers keep their top
+    byte of 0..65535, floats scale 0..1. Pillow's own ``convert`` clips at 255 instead, which shows
+    a 16-bit photo white and a float one black."""
+    mode = image.mode
+    if mode == "F":
+        return Image.fromarray(unit_to_uint8(np.asarray(image)))
+    if mode == "I" or mode.startswith("I;16"):
+        return Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8))
+    return image
 
 
 @dataclass(frozen=True)
@@ -211,7 +317,9 @@ def mask_pixels(image: Image.Image, uri: str = "") -> MaskPixels:
         rgbx = np.asarray(image.convert("RGBX"))
         keys = (rgbx.view(">u4")[..., 0] >> 8).astype(np.uint32)
         return MaskPixels(None, None, keys)
-    if mode.startswith("I") or mode == "F":
+    if mode == "F":  # a float matte: its values are opacity 0..1
+        return MaskPixels(unit_to_uint8(np.asarray(image)), GREY_TABLE, None)
+    if mode.startswith("I"):
         values = np.asarray(image)
         largest = values.max() if values.size else 0
         if largest > 255 or (values.size and values.min() < 0):
@@ -222,8 +330,9 @@ def mask_pixels(image: Image.Image, uri: str = "") -> MaskPixels:
     raise MaskError(f"mask {uri} has image mode {mode}, which maskstore cannot read as mask values")
 
 
-def value_counts(pixels: MaskPixels) -> list[list[int]]:
-    """Distinct RGB values and their pixel counts: ``[[r, g, b, count], ...]`` sorted by value."""
+def value_counts(pixels: MaskPixels, limit: int | None = None) -> list[list[int]] | None:
+    """Distinct RGB values and their pixel counts: ``[[r, g, b, count], ...]`` sorted by value; None
+    when there are more than ``limit`` of them."""
     if pixels.index is not None:
         assert pixels.table is not None
         counts = np.bincount(pixels.index.ravel(), minlength=256)
@@ -233,17 +342,84 @@ def value_counts(pixels: MaskPixels) -> list[list[int]]:
     else:
         assert pixels.keys is not None
         keys, totals = np.unique(pixels.keys.ravel(), return_counts=True)
+    if limit is not None and len(keys) > limit:
+        return None
     return [[int(k) >> 16, (int(k) >> 8) & 255, int(k) & 255, int(c)] for k, c in zip(keys, totals)]
+
+
+def mask_alpha(image: Image.Image, uri: str = "") -> np.ndarray:
+    """A mask's opacity per pixel (uint8 H x W), spec section 6.
+
+    The alpha band of RGBA/LA/PA masks; the palette entry's alpha for P masks with transparency;
+    Pillow's ``convert("L")`` luma for RGB masks and (of the palette colour) other P masks; float
+    mattes scaled from 0..1; else the single-channel value (16-bit masks only up to 255).
+    """
+    mode = image.mode
+    if mode in ALPHA_BAND_MODES:
+        return np.asarray(image.getchannel("A"))
+    if mode == "P":
+        return np.asarray(image.point(_palette_alpha(image).tolist(), "L"))  # a 256-entry lookup, in C
+    if mode in ("RGB", "RGBX"):
+        return np.asarray(image.convert("L"))
+    pixels = mask_pixels(image, uri)  # L, 1, I;16, F, ...: refuses values above 255 and unknown modes
+    assert pixels.index is not None
+    return pixels.index
+
+
+def _palette_alpha(image: Image.Image) -> np.ndarray:
+    """Alpha (or, without transparency, luma) of each of the 256 palette indices."""
+    transparency = image.info.get("transparency")
+    palette_mode = image.palette.mode if image.palette is not None else "RGB"
+    if transparency is None and palette_mode != "RGBA":
+        # Pillow's own P -> L conversion on one row of every index: its luma rounding, exactly.
+        strip = image.crop((0, 0, 256, 1))  # keeps the palette
+        strip.putdata(list(range(256)))
+        return np.asarray(strip.convert("L")).ravel()
+    alpha = np.full(256, 255, dtype=np.uint8)
+    if palette_mode == "RGBA":
+        entries = np.asarray(image.getpalette("RGBA") or [], dtype=np.uint8).reshape(-1, 4)[:256]
+        alpha[: len(entries)] = entries[:, 3]
+    if isinstance(transparency, int):
+        alpha[transparency] = 0
+    elif isinstance(transparency, (bytes, bytearray)):
+        given = np.frombuffer(bytes(transparency), dtype=np.uint8)[:256]
+        alpha[: len(given)] = given
+    return alpha
 
 
 @dataclass(frozen=True)
 class MaskStats:
-    values: list[list[int]]
+    """What ingest stores for one mask (FORMAT.md, "Mask statistics"): the values of a categorical
+    mask, or the coverage (pixels whose opacity is above 0) of an alpha mask."""
+
+    values: list[list[int]] | None
     width: int
     height: int
+    coverage: int | None = None
+
+    @property
+    def kind(self) -> str | None:
+        return None if self.values is not None else ALPHA
+
+    def fields(self) -> dict[str, Any]:
+        """The mask-dict fields these statistics set."""
+        if self.values is not None:
+            return {"values": self.values, "width": self.width, "height": self.height}
+        return {"kind": ALPHA, "coverage": self.coverage, "width": self.width, "height": self.height}
 
 
-def mask_statistics(uri: str, blobs: BlobReader | None = None) -> MaskStats:
-    image = open_image(uri, blobs, what="mask")
-    pixels = mask_pixels(image, uri)
-    return MaskStats(value_counts(pixels), image.width, image.height)
+def mask_statistics(uri: str, blobs: BlobReader | None = None, kind: str | None = None) -> MaskStats:
+    """Decode a mask once and describe it; ``kind="alpha"`` (the owner says it is a matte) skips the
+    value count. A lossy file is refused unless declared a matte: its values are compression noise."""
+    header = _open(uri, blobs, "mask")
+    if kind is None and header.format in LOSSY_FORMATS:
+        raise MaskError(f"mask {uri} is a {header.format} file, whose lossy compression changes pixel values, "
+                        f"so its value counts would be wrong; save label masks as PNG, or give an opacity "
+                        f'matte "kind": "{ALPHA}" in its mask dict')
+    image = _decode(header, uri, "mask")
+    values = None
+    if kind is None and image.mode != "F":
+        values = value_counts(mask_pixels(image, uri), MAX_CATEGORICAL_VALUES)
+    if values is not None:
+        return MaskStats(values, image.width, image.height)
+    return MaskStats(None, image.width, image.height, int(np.count_nonzero(mask_alpha(image, uri))))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import FrameError
 from .labels import nfc
-from .media import content_type_of
+from .media import ALPHA, content_type_of
 
 FRAME_KEYS = ("id", "timestamp", "context_id", "meta", "sources", "rois")
 SOURCE_KEYS = ("id", "content_type", "uri", "timestamp", "width", "height", "masks")
@@ -188,7 +188,20 @@ def _normalize_mask(m: Any, index: int, source_ts: int, frame_id: Any) -> dict[s
     values = m.get("values")
     if values is not None:
         out["values"] = _normalize_values(values, frame_id, out["uri"])
+    else:
+        _check_alpha_fields(m, frame_id, out["uri"])
     return out
+
+
+def _check_alpha_fields(m: Mapping[str, Any], frame_id: Any, uri: str) -> None:
+    """``kind`` and ``coverage`` of a mask without values (FORMAT.md, "Mask statistics"). Beside
+    values they are kept as unknown keys, as the compiled ingest path keeps them."""
+    kind, coverage = m.get("kind"), m.get("coverage")
+    if kind is not None and kind != ALPHA:
+        raise _fail(frame_id, f'mask {uri}: kind must be "{ALPHA}" (an opacity matte) or left out, got {kind!r}')
+    if coverage is not None and (kind != ALPHA or type(coverage) is not int or coverage < 0):
+        raise _fail(frame_id, f'mask {uri}: coverage is the pixel count of a kind "{ALPHA}" mask, a '
+                              f"non-negative integer; got {coverage!r}")
 
 
 def _normalize_source(s: Any, index: int, frame_ts: int, frame_id: Any) -> dict[str, Any]:

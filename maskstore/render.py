@@ -29,7 +29,7 @@ from PIL import Image
 
 from .errors import FrameError, MaskError
 from .labels import RGB, default_colors, nfc, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
-from .media import MaskPixels, mask_pixels
+from .media import MaskPixels, eight_bit, mask_alpha, mask_pixels
 from .model import Frame, Mask, Source
 
 MODES = ("segmentation", "alpha", "index")
@@ -37,8 +37,6 @@ MODES = ("segmentation", "alpha", "index")
 # 2048x1024) tend to get fresh memory that is page-faulted in on every frame; blocks this size stay
 # in cache and are reused.
 BLOCK = 1 << 18
-# Modes whose last band is opacity; "P with transparency" is handled through its palette.
-ALPHA_BAND_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 ColorLike = Union[Sequence[int], str]  # (r, g, b), [r, g, b] or "#rrggbb"
@@ -282,46 +280,6 @@ def segmentation_layer(pixels: MaskPixels, table: ColorTable, opacity: float = 0
 
 # ----------------------------------------------------------------------------- alpha
 
-def mask_alpha(image: Image.Image, uri: str = "") -> np.ndarray:
-    """A mask's opacity per pixel (uint8 H x W), spec section 6.
-
-    The alpha band of RGBA/LA/PA masks; the palette entry's alpha for P masks with transparency;
-    Pillow's ``convert("L")`` luma for RGB masks and (of the palette colour) other P masks; else the
-    single-channel value (16-bit masks only up to 255).
-    """
-    mode = image.mode
-    if mode in ALPHA_BAND_MODES:
-        return np.asarray(image.getchannel("A"))
-    if mode == "P":
-        return _gather(_palette_alpha(image), np.asarray(image, dtype=np.uint8))
-    if mode in ("RGB", "RGBX"):
-        return np.asarray(image.convert("L"))
-    pixels = mask_pixels(image, uri)  # L, 1, I;16, ...: refuses values above 255 and unknown modes
-    assert pixels.index is not None
-    return pixels.index
-
-
-def _palette_alpha(image: Image.Image) -> np.ndarray:
-    """Alpha (or, without transparency, luma) of each of the 256 palette indices."""
-    transparency = image.info.get("transparency")
-    palette_mode = image.palette.mode if image.palette is not None else "RGB"
-    if transparency is None and palette_mode != "RGBA":
-        # Pillow's own P -> L conversion on one row of every index: its luma rounding, exactly.
-        strip = image.crop((0, 0, 256, 1))  # keeps the palette
-        strip.putdata(list(range(256)))
-        return np.asarray(strip.convert("L")).ravel()
-    alpha = np.full(256, 255, dtype=np.uint8)
-    if palette_mode == "RGBA":
-        entries = np.asarray(image.getpalette("RGBA") or [], dtype=np.uint8).reshape(-1, 4)[:256]
-        alpha[: len(entries)] = entries[:, 3]
-    if isinstance(transparency, int):
-        alpha[transparency] = 0
-    elif isinstance(transparency, (bytes, bytearray)):
-        given = np.frombuffer(bytes(transparency), dtype=np.uint8)[:256]
-        alpha[: len(given)] = given
-    return alpha
-
-
 def alpha_rgba(src: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``(src_r, src_g, src_b, alpha)``: the source cut out by the mask."""
     _check_pair(src, alpha.shape, alpha)
@@ -410,8 +368,9 @@ def class_map(pixels: MaskPixels, table: ClassTable) -> np.ndarray:
 # ----------------------------------------------------------------------------- frames
 
 def source_rgb(image: Image.Image) -> np.ndarray:
-    """A source image as uint8 RGB: grey JPEGs, palettes and RGBA (alpha dropped) all end up alike."""
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    """A source image as uint8 RGB: grey JPEGs, palettes, RGBA (alpha dropped) and 16-bit or float
+    images (``eight_bit``) all end up alike."""
+    return np.asarray(image if image.mode == "RGB" else eight_bit(image).convert("RGB"))
 
 
 def pick_mask(frame: Frame, source_id: str | None = None, mask_id: str | None = None) -> tuple[Source, Mask]:
@@ -428,7 +387,9 @@ def pick_mask(frame: Frame, source_id: str | None = None, mask_id: str | None = 
                 return source, mask
     which = f"mask {mask_id!r}" if mask_id is not None else "mask"
     where = f" in source {source_id!r}" if source_id is not None else ""
-    raise MaskError(f"frame {frame.id!r} has no {which}{where} to render")
+    have = ", ".join(f"{m.id!r} (source {s.id!r})" for s in sources for m in s.masks)
+    raise MaskError(f"frame {frame.id!r} has no {which}{where} to render; "
+                    + (f"its masks: {have}" if have else "it has no masks"))
 
 
 def _fit(mask: Image.Image, size: tuple[int, int], resize: str | None, frame: Frame, uri: str) -> Image.Image:

@@ -1,4 +1,5 @@
-"""Hostile images and URIs: decompression bombs, truncated PNGs, http servers that hang or never stop.
+"""Hostile images and URIs: decompression bombs, truncated PNGs, http servers that hang or never stop,
+local paths that name devices, pipes and folders instead of files.
 
 Every failure is a ``MaskError`` (``MediaError`` for fetching) naming the file, raised before the
 write transaction, so the batch it was in leaves nothing behind. HTTP tests use only a server on
@@ -10,6 +11,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import os
 import struct
 import threading
 import time
@@ -139,6 +141,69 @@ def test_cli_ingest_stops_at_the_bad_mask_and_keeps_earlier_batches(tmp_path: Pa
     assert "2 frames in 1 batches were committed" in result.stderr
     snap = assert_archive_consistent(path)["d/v1"]
     assert sorted(snap.ids) == ["f0", "f1"]
+
+
+# ------------------------------------------------------------------------------------- local files
+
+def ingest_frames_cli(tmp_path: Path, frames: list[dict], *extra: object):
+    frames_file = tmp_path / "frames.jsonl"
+    frames_file.write_text("".join(json.dumps(f) + "\n" for f in frames))
+    # a real process with a timeout: a regression that blocks fails here instead of hanging the suite
+    return cli("ingest", tmp_path / "cli.maskstore", "-d", "d", "-V", "v1", "--frames", frames_file,
+               "--jobs", 1, *extra, timeout=60)
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("embed", [False, True], ids=["statistics", "embed"])
+def test_dev_zero_mask_is_refused_not_read(tmp_path: Path, images, embed: bool) -> None:
+    """Reported: a /dev/zero mask read 4.7 GiB before failing. A device is not an image file."""
+    extra = ("--embed",) if embed else ()
+    result = ingest_frames_cli(tmp_path, [frame("zero", images["source"], Path("/dev/zero"), 96)], *extra)
+    assert_one_line_error(result, "/dev/zero", "not a regular file", "character device")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("role", ["source", "mask"])
+def test_fifo_is_refused_without_blocking(tmp_path: Path, images, role: str) -> None:
+    """Reported: a FIFO source hung ingest (no writer ever opens it)."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    f = frame("fifo", fifo, images["good"]) if role == "source" else frame("fifo", images["source"], fifo)
+    result = ingest_frames_cli(tmp_path, [f])
+    assert_one_line_error(result, str(fifo), "not a regular file", "named pipe")
+
+
+def test_folder_and_symlinked_device_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match=r"not a regular file \(a directory\)"):
+        media.read_bytes(str(tmp_path))
+    if os.path.exists("/dev/zero"):
+        (tmp_path / "zero.png").symlink_to("/dev/zero")
+        with pytest.raises(MediaError, match="zero.png is not a regular file"):
+            media.read_bytes(str(tmp_path / "zero.png"))
+
+
+def test_local_size_limit_boundary(tmp_path: Path, monkeypatch) -> None:
+    """The largest file that is read has exactly LOCAL_MAX_BYTES bytes; one byte more is refused."""
+    monkeypatch.setattr(media, "LOCAL_MAX_BYTES", 100)
+    (tmp_path / "ok.png").write_bytes(b"x" * 100)
+    (tmp_path / "big.png").write_bytes(b"x" * 101)
+    assert media.read_bytes(str(tmp_path / "ok.png")) == b"x" * 100
+    with pytest.raises(MediaError, match=r"big\.png is larger than the 100 byte limit"):
+        media.read_bytes(str(tmp_path / "big.png"))
+
+
+def test_local_size_limit_applies_to_ingest(version, images, monkeypatch) -> None:
+    monkeypatch.setattr(media, "LOCAL_MAX_BYTES", images["good2"].stat().st_size - 1)
+    assert_refused_whole(version, [frame("big", images["source"], images["good2"], 96)], images["good2"],
+                         "byte limit")
 
 
 # ------------------------------------------------------------------------------------- http
