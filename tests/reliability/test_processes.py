@@ -31,6 +31,7 @@ from .helpers import MASKSTORE_CLI, session_processes, wait_until, write_jsonl, 
 
 pytestmark = pytest.mark.slow
 
+on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds a session's processes in /proc")
 MASKS = 24  # above the pool threshold (POOL_MIN_MASKS), so jobs=2 really starts workers
 
 # No __main__ guard on purpose: every line runs whenever this module is executed as a main module.
@@ -178,6 +179,7 @@ def archive_count(path: Path) -> int:
         return sum(len(v) for v in ar.versions())
 
 
+@on_linux
 def test_sigkilled_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
     """``maskstore ingest --jobs 2`` is killed once its first batch is committed (so its workers
     are running): its workers, and any server or tracker process, exit and the pipes reach EOF."""
@@ -196,6 +198,7 @@ def test_sigkilled_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
     assert 0 < archive_count(archive) < 40_000
 
 
+@on_linux
 def test_sigkilled_export_leaves_no_process_behind(tmp_path: Path) -> None:
     frames = write_mask_frames(tmp_path / "media", 3000, side=256)
     archive = tmp_path / "a.maskstore"
