@@ -218,10 +218,21 @@ def _orientation(image: Image.Image) -> int:
     """EXIF orientation (1-8) from the header, so ``image_size`` and ``open_image`` agree without
     decoding; a PNG's eXIf counts only before the image data, where the PNG spec puts it (Pillow
     would decode the whole image to look further)."""
-    if image.format == "PNG" and "exif" not in image.info:
+    if (image.format == "PNG" and "exif" not in image.info) or (image.format == "TIFF" and _pillow_turns_tiffs()):
         return 1
     orientation = image.getexif().get(ORIENTATION_TAG, 1)
     return orientation if orientation in UPRIGHT else 1
+
+
+@functools.cache
+def _pillow_turns_tiffs() -> bool:
+    """Whether this Pillow turns TIFFs upright itself (header size and pixels, as Pillow 13 does);
+    turning them again would undo it. Asked once, of a 2x1 TIFF tagged "rotate 90"."""
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6
+    probe = io.BytesIO()
+    Image.new("L", (2, 1)).save(probe, format="TIFF", exif=exif)
+    return Image.open(probe).size == (1, 2)
 
 
 def _decode(image: Image.Image, uri: str, what: str) -> Image.Image:

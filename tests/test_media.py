@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageOps
 
 from maskstore import Archive, MaskError, _speedups, media, records
@@ -362,3 +365,48 @@ def test_animated_mask_is_refused_naming_the_file(tmp_path, fmt, suffix):
 def test_single_frame_gif_is_a_mask(tmp_path):
     Image.fromarray(np.full((4, 4), 5, np.uint8)).save(tmp_path / "m.gif")
     assert mask_statistics(str(tmp_path / "m.gif")).values == [[5, 5, 5, 16]]
+
+
+# ----------------------------------------------------------------------------- properties
+
+@st.composite
+def colour_images(draw: st.DrawFn) -> Image.Image:
+    """Small RGB or RGBA images drawn from a few colours, with a few alpha levels."""
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    mode = draw(st.sampled_from(["RGB", "RGBA"]))
+    pool = draw(arrays(np.uint8, (draw(st.integers(1, 12)), len(mode)), elements=st.sampled_from([0, 1, 7, 200, 255])))
+    picks = draw(arrays(np.uint8, (h, w), elements=st.integers(0, len(pool) - 1)))
+    return Image.frombytes(mode, (w, h), pool[picks].tobytes())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(image=colour_images(), limit=st.integers(1, 8))
+def test_a_mask_is_categorical_exactly_up_to_the_value_limit(tmp_path, monkeypatch, image, limit):
+    """Categorical masks keep every value and count; past the limit only the opacity is counted."""
+    monkeypatch.setattr(media, "MAX_CATEGORICAL_VALUES", limit)
+    image.save(tmp_path / "m.png")
+    stats = mask_statistics(str(tmp_path / "m.png"))
+    rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    distinct = len(np.unique(rgb, axis=0))
+    if distinct <= limit:
+        assert stats.kind is None and stats.values == reference_values(tmp_path / "m.png")
+    else:
+        opacity = np.asarray(image.getchannel("A") if image.mode == "RGBA" else image.convert("L"))
+        assert stats.values is None and stats.coverage == np.count_nonzero(opacity)
+    assert (stats.width, stats.height) == image.size
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(orientation=st.integers(0, 9), fmt=st.sampled_from(["JPEG", "PNG", "TIFF", "WEBP"]),
+       size=st.tuples(st.integers(1, 9), st.integers(1, 9)))
+def test_size_from_the_header_is_the_decoded_size(tmp_path, orientation, fmt, size):
+    """Ingest reads a source's size from its header, render decodes it: they must agree, and the pixels
+    are Pillow's own ``exif_transpose`` of the file (which TIFFs in Pillow 13 get from Pillow itself)."""
+    path = tmp_path / f"s.{fmt.lower()}"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pixels = np.random.default_rng(orientation).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt, exif=exif)
+    decoded = media.open_image(str(path))
+    assert media.image_size(str(path)) == decoded.size == (size[::-1] if orientation in (5, 6, 7, 8) else size)
+    assert np.array_equal(np.asarray(decoded), np.asarray(ImageOps.exif_transpose(Image.open(path))))
