@@ -220,7 +220,9 @@ def _orientation(image: Image.Image) -> int:
     would decode the whole image to look further)."""
     if (image.format == "PNG" and "exif" not in image.info) or (image.format == "TIFF" and _pillow_turns_tiffs()):
         return 1
-    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    with warnings.catch_warnings():  # damaged EXIF: Pillow skips what it cannot read, and so do we
+        warnings.simplefilter("ignore", UserWarning)
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
     return orientation if orientation in UPRIGHT else 1
 
 
@@ -407,6 +409,9 @@ class MaskStats:
     width: int
     height: int
     coverage: int | None = None
+    # An alpha mask found so only by its number of values (no float matte, no alpha band that varies):
+    # a label mask with anti-aliased or lossy colours looks like this too, so ingest warns.
+    doubtful: bool = False
 
     @property
     def kind(self) -> str | None:
@@ -433,4 +438,7 @@ def mask_statistics(uri: str, blobs: BlobReader | None = None, kind: str | None 
         values = value_counts(mask_pixels(image, uri), MAX_CATEGORICAL_VALUES)
     if values is not None:
         return MaskStats(values, image.width, image.height)
-    return MaskStats(None, image.width, image.height, int(np.count_nonzero(mask_alpha(image, uri))))
+    alpha = mask_alpha(image, uri)
+    cutout = image.mode in ALPHA_BAND_MODES and alpha.min() != alpha.max()
+    doubtful = kind is None and image.mode != "F" and not cutout
+    return MaskStats(None, image.width, image.height, int(np.count_nonzero(alpha)), doubtful)

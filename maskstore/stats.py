@@ -18,7 +18,7 @@ from loky import ProcessPoolExecutor
 from loky.backend.context import get_context
 
 from .errors import MaskError
-from .media import ALPHA, BLOB_PREFIX, MAX_CATEGORICAL_VALUES, BlobReader, image_size, mask_statistics
+from .media import BLOB_PREFIX, MAX_CATEGORICAL_VALUES, BlobReader, image_size, mask_statistics
 
 # Below this many masks a pool costs more to start than it saves.
 POOL_MIN_MASKS = 16
@@ -93,11 +93,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def _warn_alpha(jobs: list[_Job], decoded: int) -> None:
-    """Masks found to be alpha by their number of values: a label mask with anti-aliased or lossy
+    """Masks found to be alpha only by their number of values: a label mask with anti-aliased or lossy
     colours lands there too, and its owner should hear that it will match no label."""
     if jobs:
         warnings.warn(f"{len(jobs)} of {decoded} decoded masks have more than {MAX_CATEGORICAL_VALUES} distinct "
-                      f"values, so they are stored as alpha masks, without label statistics (FORMAT.md, "
+                      f"values and no alpha band that varies, so they are stored as alpha masks, without label "
+                      f"statistics (FORMAT.md, "
                       f'"Mask statistics"); the first: frame {jobs[0].frame_id!r} mask {jobs[0].uri}', stacklevel=3)
 
 
@@ -140,7 +141,7 @@ class MaskDecoder:
                 continue
             source["masks"][job.mask].update(result.fields())
             self.decoded += 1
-            if result.kind == ALPHA and job.kind is None:
+            if result.doubtful:
                 judged_alpha.append(job)
         _warn_alpha(judged_alpha, sum(job.mask >= 0 for job in jobs))
 

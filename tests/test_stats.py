@@ -21,7 +21,7 @@ def test_jobs_are_the_masks_without_values_after_their_sources_missing_size():
             {"uri": "u.png", "masks": [{"uri": "m4.png", "values": []}]}]},
         {"id": "b", "sources": [{"uri": "v.png", "masks": []}, {"uri": "w.png", "masks": [{"uri": "m5.png"}]}]},
     ]
-    assert [(j.frame, j.source, j.mask, j.uri, j.frame_id) for j in _jobs(frames)] == [
+    assert [(j.frame, j.source, j.mask, j.uri, j.frame_id) for j in _jobs(frames, str)] == [
         (0, 0, -1, "s.png", "a"), (0, 0, 1, "m1.png", "a"), (0, 0, 2, "m2.png", "a"), (0, 1, 0, "m3.png", "a"),
         (1, 1, -1, "w.png", "b"), (1, 1, 0, "m5.png", "b")]
 
@@ -32,25 +32,26 @@ def test_alpha_masks_with_coverage_are_not_decoded_again_and_declared_ones_are()
     frames = [{"id": "a", "sources": [{"uri": "s.png", "width": 2, "height": 2, "masks": [
         {"uri": "stored.png", "kind": "alpha", "coverage": 3},
         {"uri": "declared.png", "kind": "alpha"}]}]}]
-    assert [(j.uri, j.kind) for j in _jobs(frames)] == [("declared.png", "alpha")]
+    assert [(j.uri, j.kind) for j in _jobs(frames, str)] == [("declared.png", "alpha")]
 
 
 def mattes(folder: Path, n: int) -> list[dict]:
-    """``n`` frames, each with a categorical mask and an RGBA cut-out of more than 1024 colours."""
+    """``n`` frames, each with a categorical mask, an RGBA cut-out and an RGB mask of more than 1024 colours."""
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (40, 40, 4), dtype=np.uint8)
     rgba[:20, :, 3] = 0
     Image.fromarray(rgba).save(folder / "cut.png")
+    Image.fromarray(rgba[..., :3]).save(folder / "noisy.png")
     Image.fromarray(np.arange(1600, dtype=np.uint8).reshape(40, 40) % 3).save(folder / "labels.png")
     Image.new("RGB", (40, 40)).save(folder / "src.png")
     return [{"id": str(i), "sources": [{"uri": str(folder / "src.png"), "masks": [
-        {"uri": str(folder / "labels.png")}, {"uri": str(folder / "cut.png")}]}]} for i in range(n)]
+        {"uri": str(folder / name)} for name in ("labels.png", "cut.png", "noisy.png")]}]} for i in range(n)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "pool"])
 def test_fill_writes_values_or_alpha_fields(tmp_path, jobs):
-    frames = mattes(tmp_path, 10)  # 20 masks: with 2 jobs they go to worker processes
+    frames = mattes(tmp_path, 10)  # 30 masks: with 2 jobs they go to worker processes
     decoder = MaskDecoder(jobs)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -58,16 +59,19 @@ def test_fill_writes_values_or_alpha_fields(tmp_path, jobs):
             decoder.fill(frames)
     finally:
         decoder.close()
-    assert decoder.decoded == 20
-    assert [str(w.message) for w in caught] == [
-        f"10 of 20 decoded masks have more than 1024 distinct values, so they are stored as alpha masks, "
-        f"without label statistics (FORMAT.md, \"Mask statistics\"); the first: frame '0' mask {tmp_path / 'cut.png'}"]
+    assert decoder.decoded == 30
+    assert [str(w.message) for w in caught] == [  # the cut-out's alpha varies: a matte, said nothing of
+        f"10 of 30 decoded masks have more than 1024 distinct values and no alpha band that varies, so they are "
+        f"stored as alpha masks, without label statistics (FORMAT.md, \"Mask statistics\"); the first: frame '0' "
+        f"mask {tmp_path / 'noisy.png'}"]
     for f in frames:
         source = f["sources"][0]
-        labels, cut = source["masks"]
+        labels, cut, noisy = source["masks"]
         assert (source["width"], source["height"]) == (40, 40)
         levels, counts = np.unique(np.asarray(Image.open(labels["uri"])), return_counts=True)
         assert labels == {"uri": labels["uri"], "values": [[int(v)] * 3 + [int(c)] for v, c in zip(levels, counts)],
                           "width": 40, "height": 40}
         assert cut == {"uri": cut["uri"], "kind": "alpha", "coverage": int(np.count_nonzero(
             np.asarray(Image.open(cut["uri"]).getchannel("A")))), "width": 40, "height": 40}
+        assert noisy == {"uri": noisy["uri"], "kind": "alpha", "coverage": int(np.count_nonzero(
+            np.asarray(Image.open(noisy["uri"]).convert("L")))), "width": 40, "height": 40}
