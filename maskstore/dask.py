@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -78,15 +79,21 @@ class Shard:
     parts: list[Part]
 
 
-def archive_paths(archives: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """The shard paths: a path, a glob (sorted matches) or a list of paths, in the order given."""
+Shards = str | os.PathLike[str] | Archive | Iterable[str | os.PathLike[str] | Archive]
+
+
+def archive_paths(archives: Shards) -> list[str | Archive]:
+    """The shards: a path, a glob (sorted matches) or a list of paths, in the order given. An open
+    ``Archive`` stands for its file (LMDB opens a file once per process: the caller's handle serves)."""
+    if isinstance(archives, Archive):
+        return [archives]
     if isinstance(archives, (str, os.PathLike)):
         text = os.fspath(archives)
         found = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
         if not found:
             raise MaskstoreError(f"no archive matches {text}")
         return found
-    paths = [os.fspath(a) for a in archives]
+    paths = [a if isinstance(a, Archive) else os.fspath(a) for a in archives]
     if not paths:
         raise MaskstoreError("no archives given")
     return paths
@@ -104,11 +111,12 @@ def pick_version(archive: Archive, dataset: str | None, version: str | None) -> 
     raise MaskstoreError(f"{archive.path}: {problem} (it has: {names})")
 
 
-def _plan_shard(path: str, query: str, dataset: str | None, version: str | None, compact: bool) -> Shard:
+def _plan_shard(shard: str | Archive, query: str, dataset: str | None, version: str | None, compact: bool) -> Shard:
     """The query run on the shard's own indexes and columns, grouped into chunk partitions; with
     ``compact``, a partition of every frame of its chunk names no seqs (a smaller task graph)."""
-    with _reading(path) as ar:
+    with _reading(shard) as ar:
         v = pick_version(ar, dataset, version)
+        path = shard if isinstance(shard, str) else str(ar.path)
 
         def work(txn: lmdb.Transaction) -> Shard:
             rec = v.record(txn)
@@ -126,15 +134,15 @@ def _plan_shard(path: str, query: str, dataset: str | None, version: str | None,
             for start, stop in zip(starts, [*starts[1:], len(seqs)]):
                 base = int(bases[start])
                 chosen = None if compact and stop - start == full[base] else tuple(seqs[start:stop].tolist())
-                parts.append(Part(path, str(Path(path).resolve()), v.id, rec["generation"], not published, base, chosen))
+                parts.append(Part(path, str(ar.path.resolve()), v.id, rec["generation"], not published, base, chosen))
             return Shard(path, rec, parts)
         return ar.read(work)
 
 
-def plan(archives: Any, query: str = "", dataset: str | None = None, version: str | None = None,
+def plan(archives: Shards, query: str = "", dataset: str | None = None, version: str | None = None,
          compact: bool = True) -> list[Shard]:
     """Every shard's partitions for ``query`` (planned here, on the client)."""
-    return [_plan_shard(path, query, dataset, version, compact) for path in archive_paths(archives)]
+    return [_plan_shard(shard, query, dataset, version, compact) for shard in archive_paths(archives)]
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -142,21 +150,27 @@ def plan(archives: Any, query: str = "", dataset: str | None = None, version: st
 # LMDB opens a file once per process: one handle per shard, shared by the tasks (and threads) of a
 # worker, and by the planner when the tasks run in the client's process (Dask's local schedulers).
 _OPEN: dict[str, Archive] = {}
+_LENT: weakref.WeakValueDictionary[str, Archive] = weakref.WeakValueDictionary()  # the caller's own handles
 _OPENING = threading.Lock()
 
 
 def _open(part: Part) -> Archive:
     """The process's read-only handle of a shard, kept for its later partitions."""
     with _OPENING:
-        if part.path not in _OPEN:
-            _OPEN[part.path] = Archive(part.path, readonly=True, lock=part.lock)
-        return _OPEN[part.path]
+        held = _LENT.get(part.path) or _OPEN.get(part.path)
+        if held is None:
+            held = _OPEN[part.path] = Archive(part.path, readonly=True, lock=part.lock)
+        return held
 
 
 @contextmanager
-def _reading(path: str) -> Iterator[Archive]:
-    """The shard for planning: the process's handle when tasks have opened it here, else a handle
-    closed afterwards."""
+def _reading(path: str | Archive) -> Iterator[Archive]:
+    """The shard for planning: the caller's handle, the process's handle when tasks have opened it
+    here, else a handle closed afterwards."""
+    if isinstance(path, Archive):
+        _LENT[str(path.path.resolve())] = path
+        yield path
+        return
     with _OPENING:
         held = _OPEN.get(str(Path(path).resolve()))
     if held is not None:
@@ -334,7 +348,7 @@ def _meta_types(shards: list[Shard]) -> dict[str, str]:
     return types
 
 
-def read_frames(archives: Any, query: str = "", dataset: str | None = None, version: str | None = None,
+def read_frames(archives: Shards, query: str = "", dataset: str | None = None, version: str | None = None,
                 columns: Sequence[str] | None = None) -> dd.DataFrame:
     """The selected frames of every shard as a Dask dataframe, one partition per chunk of frames.
 
@@ -357,7 +371,7 @@ def read_frames(archives: Any, query: str = "", dataset: str | None = None, vers
                        label="maskstore-read", enforce_metadata=False)
 
 
-def frames(archives: Any, query: str = "", dataset: str | None = None, version: str | None = None) -> db.Bag:
+def frames(archives: Shards, query: str = "", dataset: str | None = None, version: str | None = None) -> db.Bag:
     """The selected frames of every shard as a Dask bag of frame dicts, one partition per chunk."""
     parts = [p for s in plan(archives, query, dataset, version) for p in s.parts]
     return db.from_sequence(parts, partition_size=1).map_partitions(
@@ -427,7 +441,7 @@ def _settings(shards: list[Shard], mode: str, ext: str, mask_id: str | None, opt
     return found[0]
 
 
-def export(archives: Any, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
+def export(archives: Shards, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
            dataset: str | None = None, version: str | None = None, format: str = "png",
            mask_id: str | None = None, overwrite: bool = False, progress: Callable[[int], None] | None = None,
            **render_options: Any) -> exporting.ExportReport:
@@ -508,14 +522,14 @@ def combine(parts: Iterable[_ShardStats]) -> tuple[int, list[LabelStat]]:
     return sum(p.frames for p in parts), rows
 
 
-def stats(archives: Any, dataset: str | None = None, version: str | None = None) -> tuple[int, list[LabelStat]]:
+def stats(archives: Shards, dataset: str | None = None, version: str | None = None) -> tuple[int, list[LabelStat]]:
     """``maskstore stats`` (``summary.label_stats``) of every shard, computed on the workers and
     summed: (frames, rows). Only the per-label numbers travel to the client."""
     items = []
-    for path in archive_paths(archives):
-        with _reading(path) as ar:
+    for shard in archive_paths(archives):
+        with _reading(shard) as ar:
             v = pick_version(ar, dataset, version)
             rec = v.record()
-            items.append(Part(path, str(Path(path).resolve()), v.id, rec["generation"],
+            items.append(Part(str(ar.path), str(ar.path.resolve()), v.id, rec["generation"],
                               rec["state"] != "published", 0, None))
     return combine(_results(_shard_stats, items))
