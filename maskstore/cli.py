@@ -73,6 +73,22 @@ def open_version(archive: Archive, dataset: str | None, version: str | None) -> 
     raise MaskstoreError(f"{archive.path} holds several versions ({names}); choose one with -d DATASET -V VERSION")
 
 
+def scheduler_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--scheduler", metavar="ADDRESS",
+                        help="Run on this Dask scheduler's workers (needs maskstore[dask]; the workers must "
+                             "reach the archive and OUTDIR at the same paths).")(fn)
+
+
+def on_scheduler(address: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """``maskstore.dask.<name>(*args, **kwargs)`` on the Dask scheduler at ``address``."""
+    try:
+        from . import dask as on_dask
+    except ImportError as exc:
+        raise MaskstoreError(f"--scheduler needs Dask ({exc}): pip install 'maskstore[dask]'") from None
+    with on_dask.connect(address):
+        return getattr(on_dask, name)(*args, **kwargs)
+
+
 def progress_bar(total: int | None, unit: str) -> tqdm:
     return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
 
@@ -326,12 +342,15 @@ def query(archive: str, query_text: str, dataset: str | None, version_name: str 
 @version_options
 @click.option("--chart", type=click.Path(dir_okay=False), help="Also draw a bar chart PNG here.")
 @click.option("--all", "show_all", is_flag=True, help="Also show labels no frame holds.")
-def stats(archive: str, dataset: str | None, version_name: str | None, chart: str | None, show_all: bool) -> None:
+@scheduler_option
+def stats(archive: str, dataset: str | None, version_name: str | None, chart: str | None, show_all: bool,
+          scheduler: str | None) -> None:
     """Frames and share of mask pixels per label (mask and ROI labels), and the unlabelled pixels,
     from stored statistics (no image is decoded)."""
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
-        n_frames, label_stats = summary.label_stats(version)
+        n_frames, label_stats = summary.label_stats(version) if scheduler is None else \
+            on_scheduler(scheduler, "stats", ar, dataset=version.dataset_name, version=version.version_name)
         click.echo(f"{n_frames} frames in {version_label(version)}")
         if len(label_stats) == 1:  # the unlabelled row alone
             click.echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
@@ -419,9 +438,10 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
 @click.option("--overwrite", is_flag=True,
               help="Replace an export made in OUTDIR with other settings (default: refuse).")
 @render_flags
+@scheduler_option
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
                jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, mode: str, opacity: float,
-               background: str | None, layer_only: bool, resize: str | None) -> None:
+               background: str | None, layer_only: bool, resize: str | None, scheduler: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
     manifest.jsonl and a legend.png. A re-run with the same settings resumes (complete files are
     skipped); other settings need --overwrite."""
@@ -430,7 +450,11 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
         with progress_bar(version.count(query_text), "frames") as bar:
             report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
                                     progress=bar.update, overwrite=overwrite,
-                                    **render_options(opacity, background, layer_only, resize))
+                                    **render_options(opacity, background, layer_only, resize)) \
+                if scheduler is None else \
+                on_scheduler(scheduler, "export", ar, outdir, query_text, mode=mode, dataset=version.dataset_name,
+                             version=version.version_name, format=fmt, mask_id=mask_id, progress=bar.update,
+                             overwrite=overwrite, **render_options(opacity, background, layer_only, resize))
     click.echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:
@@ -453,22 +477,3 @@ def demo(outdir: str, jobs: int | None) -> None:
     click.echo(f"chart:    {result.chart}")
     click.echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
                "--format table")
-
-
-@main.command()
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
-@version_options
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; another than 127.0.0.1 lets other machines read the archive.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0: a free one).")
-@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
-@click.option("--readonly", is_flag=True, help="Refuse every change (label colours stay in the page).")
-def view(archive: str, dataset: str | None, version_name: str | None, host: str, port: int, no_browser: bool,
-         readonly: bool) -> None:
-    """Browse a version's frames and masks in a local web page. The first line printed is the URL to
-    open, with this run's access token (changes need it); Ctrl-C stops the server."""
-    from .viewer import serve  # web server dependencies load only for this command
-    with Archive(archive, readonly=readonly) as ar:
-        serve(open_version(ar, dataset, version_name), host, port, readonly=readonly,
-              open_browser=not no_browser, announce=click.echo)
