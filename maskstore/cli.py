@@ -477,3 +477,22 @@ def demo(outdir: str, jobs: int | None) -> None:
     click.echo(f"chart:    {result.chart}")
     click.echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
                "--format table")
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than 127.0.0.1 lets other machines read the archive.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
+@click.option("--readonly", is_flag=True, help="Refuse every change (label colours stay in the page).")
+def view(archive: str, dataset: str | None, version_name: str | None, host: str, port: int, no_browser: bool,
+         readonly: bool) -> None:
+    """Browse a version's frames and masks in a local web page. The first line printed is the URL to
+    open, with this run's access token (changes need it); Ctrl-C stops the server."""
+    from .viewer import serve  # web server dependencies load only for this command
+    with Archive(archive, readonly=readonly) as ar:
+        serve(open_version(ar, dataset, version_name), host, port, readonly=readonly,
+              open_browser=not no_browser, announce=click.echo)
