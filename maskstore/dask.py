@@ -114,29 +114,29 @@ def pick_version(archive: Archive, dataset: str | None, version: str | None) -> 
 def _plan_shard(shard: str | Archive, query: str, dataset: str | None, version: str | None, compact: bool) -> Shard:
     """The query run on the shard's own indexes and columns, grouped into chunk partitions; with
     ``compact``, a partition of every frame of its chunk names no seqs (a smaller task graph)."""
-    with _reading(shard) as ar:
-        v = pick_version(ar, dataset, version)
-        path = shard if isinstance(shard, str) else str(ar.path)
+    ar = _reading(shard)
+    v = pick_version(ar, dataset, version)
+    path = shard if isinstance(shard, str) else str(ar.path)
 
-        def work(txn: lmdb.Transaction) -> Shard:
-            rec = v.record(txn)
-            parsed = engine.prepare(query, rec["meta_types"])
-            if parsed.order_by is not None or parsed.limit is not None:
-                raise QueryError("order by and limit are not supported across shards: sort or head the "
-                                 "Dask result instead")
-            seqs, ctx = engine.select(v, parsed, txn)
-            published = rec["state"] == "published"
-            full = {c.base: int(c.present.sum()) for c in ctx.chunks}
-            seqs = np.sort(seqs)
-            bases = (seqs >> np.uint64(CHUNK_BITS)) << np.uint64(CHUNK_BITS)
-            starts = np.flatnonzero(np.r_[True, bases[1:] != bases[:-1]]) if len(seqs) else []
-            parts = []
-            for start, stop in zip(starts, [*starts[1:], len(seqs)]):
-                base = int(bases[start])
-                chosen = None if compact and stop - start == full[base] else tuple(seqs[start:stop].tolist())
-                parts.append(Part(path, str(ar.path.resolve()), v.id, rec["generation"], not published, base, chosen))
-            return Shard(path, rec, parts)
-        return ar.read(work)
+    def work(txn: lmdb.Transaction) -> Shard:
+        rec = v.record(txn)
+        parsed = engine.prepare(query, rec["meta_types"])
+        if parsed.order_by is not None or parsed.limit is not None:
+            raise QueryError("order by and limit are not supported across shards: sort or head the "
+                             "Dask result instead")
+        seqs, ctx = engine.select(v, parsed, txn)
+        published = rec["state"] == "published"
+        full = {c.base: int(c.present.sum()) for c in ctx.chunks}
+        seqs = np.sort(seqs)
+        bases = (seqs >> np.uint64(CHUNK_BITS)) << np.uint64(CHUNK_BITS)
+        starts = np.flatnonzero(np.r_[True, bases[1:] != bases[:-1]]) if len(seqs) else []
+        parts = []
+        for start, stop in zip(starts, [*starts[1:], len(seqs)]):
+            base = int(bases[start])
+            chosen = None if compact and stop - start == full[base] else tuple(seqs[start:stop].tolist())
+            parts.append(Part(path, str(ar.path.resolve()), v.id, rec["generation"], not published, base, chosen))
+        return Shard(path, rec, parts)
+    return ar.read(work)
 
 
 def plan(archives: Shards, query: str = "", dataset: str | None = None, version: str | None = None,
@@ -154,35 +154,31 @@ _LENT: weakref.WeakValueDictionary[str, Archive] = weakref.WeakValueDictionary()
 _OPENING = threading.Lock()
 
 
-def _open(part: Part) -> Archive:
-    """The process's read-only handle of a shard, kept for its later partitions."""
+def _handle(path: str, lock: bool | None) -> Archive:
+    """The process's read-only handle of a shard (the caller's own, when it passed one), kept open
+    so later partitions and plans find its columns decoded already."""
     with _OPENING:
-        held = _LENT.get(part.path) or _OPEN.get(part.path)
+        held = _LENT.get(path) or _OPEN.get(path)
         if held is None:
-            held = _OPEN[part.path] = Archive(part.path, readonly=True, lock=part.lock)
+            held = _OPEN[path] = Archive(path, readonly=True, lock=lock)
         return held
 
 
-@contextmanager
-def _reading(path: str | Archive) -> Iterator[Archive]:
-    """The shard for planning: the caller's handle, the process's handle when tasks have opened it
-    here, else a handle closed afterwards."""
-    if isinstance(path, Archive):
-        _LENT[str(path.path.resolve())] = path
-        yield path
-        return
-    with _OPENING:
-        held = _OPEN.get(str(Path(path).resolve()))
-    if held is not None:
-        yield held
-        return
-    with Archive(path, readonly=True) as ar:
-        yield ar
+def _open(part: Part) -> Archive:
+    return _handle(part.path, part.lock)
+
+
+def _reading(shard: str | Archive) -> Archive:
+    """The shard for planning (with LMDB's lock: the client does not know yet whether it is published)."""
+    if isinstance(shard, Archive):
+        _LENT[str(shard.path.resolve())] = shard
+        return shard
+    return _handle(str(Path(shard).resolve()), None)
 
 
 def close_archives() -> None:
-    """Close the shards that tasks run in this process opened (Dask's local schedulers), so this
-    process can open them itself again (LMDB allows one handle per file and process)."""
+    """Close the shards this process opened for plans and tasks, so it can open them itself again
+    (LMDB allows one handle per file and process)."""
     with _OPENING:
         while _OPEN:
             _OPEN.popitem()[1].close()
@@ -527,9 +523,9 @@ def stats(archives: Shards, dataset: str | None = None, version: str | None = No
     summed: (frames, rows). Only the per-label numbers travel to the client."""
     items = []
     for shard in archive_paths(archives):
-        with _reading(shard) as ar:
-            v = pick_version(ar, dataset, version)
-            rec = v.record()
-            items.append(Part(str(ar.path), str(ar.path.resolve()), v.id, rec["generation"],
-                              rec["state"] != "published", 0, None))
+        ar = _reading(shard)
+        v = pick_version(ar, dataset, version)
+        rec = v.record()
+        items.append(Part(str(ar.path), str(ar.path.resolve()), v.id, rec["generation"],
+                          rec["state"] != "published", 0, None))
     return combine(_results(_shard_stats, items))

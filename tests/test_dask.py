@@ -191,6 +191,7 @@ def test_a_shard_changed_after_planning_is_refused_not_mixed(client, tmp_path):
     rng = random.Random(1)
     build(tmp_path / "s.maskstore", [meta_frame(0, i, rng) for i in range(10)])
     ddf = mdask.read_frames(tmp_path / "s.maskstore")
+    mdask.close_archives()  # the plan's handle: this process opens the file once (LMDB)
     with Archive(tmp_path / "s.maskstore", jobs=1) as ar:
         ar.get_version("city", "v1").add_frames([meta_frame(0, 10, rng)])
     with pytest.raises(MaskstoreError, match="changed after the query was planned"):
