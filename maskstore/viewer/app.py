@@ -30,6 +30,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from ..archive import DatasetVersion
@@ -72,12 +73,12 @@ class Selection:
 
 
 class Viewer:
-    """The API's state: one version, its recent query results, one lock around archive reads."""
+    """The API's state: one version, its recent query results, one lock around the query engine."""
 
     def __init__(self, version: DatasetVersion, settings: Settings) -> None:
         self.version = version
         self.settings = settings
-        self.lock = threading.RLock()  # the query engine's caches are per process, not per thread
+        self.lock = threading.Lock()  # the query engine's column caches are per process, not per thread
         self._selections: OrderedDict[tuple[str, Any], Selection] = OrderedDict()
 
     def selection(self, query: str) -> Selection:
@@ -98,13 +99,11 @@ class Viewer:
 
     def labels(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(label, colour) of every label that colours pixels; label k is index k + 1 in label planes."""
-        with self.lock:
-            return [(name, tuple(rgb)) for name, rgb in legend_entries(self.version.mask_labels,
-                                                                      self.version.get_label_colors())]
+        return [(name, tuple(rgb)) for name, rgb in legend_entries(self.version.mask_labels,
+                                                                  self.version.get_label_colors())]
 
     def frame(self, frame_id: str) -> Frame:
-        with self.lock:
-            return self.version.get_frame(frame_id)
+        return self.version.get_frame(frame_id)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -190,8 +189,7 @@ def _endpoints(viewer: Viewer) -> list[Route]:
                         headers=NO_STORE)
 
     def version_info(request: Request) -> JSONResponse:
-        with viewer.lock:
-            record = viewer.version.record()
+        record = viewer.version.record()
         published = record["state"] == "published"
         return JSONResponse({
             "dataset": record["dataset"], "version": record["name"], "state": record["state"],
@@ -217,15 +215,14 @@ def _endpoints(viewer: Viewer) -> list[Route]:
         kind = _param(request, "kind")
         frame_ = viewer.frame(_param(request, "frame"))
         source = _source(frame_, _param(request, "source"))
-        with viewer.lock:
-            if kind == "source":
-                return _pixels(source_rgb(viewer.version.open_image(source.uri, what="image")))
-            mask = _mask(frame_, source, _param(request, "mask"))
-            if kind == "alpha":  # render's own alpha: the mask's channel, luma or value, size-checked
-                return _pixels(render(frame_, viewer.version, mode="alpha", source_id=source.id,
-                                      mask_id=mask.id)[..., 3])
-            if kind == "labels":
-                return _pixels(label_plane(viewer, frame_, source, mask))
+        if kind == "source":
+            return _pixels(source_rgb(viewer.version.open_image(source.uri, what="image")))
+        mask = _mask(frame_, source, _param(request, "mask"))
+        if kind == "alpha":  # render's own alpha: the mask's channel, luma or value, size-checked
+            return _pixels(render(frame_, viewer.version, mode="alpha", source_id=source.id,
+                                  mask_id=mask.id)[..., 3])
+        if kind == "labels":
+            return _pixels(label_plane(viewer, frame_, source, mask))
         raise FrameError(f"kind must be source, labels or alpha, got {kind!r}")
 
     async def colors(request: Request) -> JSONResponse:
@@ -241,8 +238,7 @@ def _endpoints(viewer: Viewer) -> list[Route]:
             return _error('send {"colors": {"label": "#rrggbb"}}', 400)
         if not isinstance(wanted, dict):
             return _error('send {"colors": {"label": "#rrggbb"}}', 400)
-        with viewer.lock:
-            viewer.version.set_label_colors(wanted)
+        await run_in_threadpool(viewer.version.set_label_colors, wanted)  # a write waits for other writers
         return version_info(request)
 
     return [*(Route(path, static_file) for path in STATIC_FILES),

@@ -30,7 +30,7 @@
     frame: null,
     sourceId: params.get("source"),
     layers: [],             // masks of the shown source: {id, labels, alpha, present, error}
-    src: null,              // {data: Uint8Array RGB, width, height}
+    src: null,              // {data: Uint32Array of opaque RGBA words, width, height}
     image: null,            // ImageData the canvas is painted from
     pageColors: {},         // label -> [r, g, b] not (yet) saved to the version
     settings: new Map(),    // mask id -> {visible, mode, opacity, tint}, kept while stepping frames
@@ -78,9 +78,20 @@
       const buffer = await response.arrayBuffer();
       const types = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array };
       const Type = types[response.headers.get("X-Dtype")] || Uint8Array;
-      return { data: new Type(buffer), width: +response.headers.get("X-Width"),
+      const data = new Type(buffer);
+      return { data: query.kind === "source" ? opaqueWords(data) : data, width: +response.headers.get("X-Width"),
                height: +response.headers.get("X-Height") };
     });
+  }
+
+  function opaqueWords(rgb) {
+    // RGB bytes -> one little-endian RGBA word per pixel (A = 255), once per source: every redraw then
+    // moves whole pixels
+    const words = new Uint32Array(rgb.length / 3);
+    for (let i = 0, k = 0; i < words.length; i++, k += 3) {
+      words[i] = 0xff000000 | (rgb[k + 2] << 16) | (rgb[k + 1] << 8) | rgb[k];
+    }
+    return words;
   }
 
   // ------------------------------------------------------------------------------------------ blending
@@ -100,7 +111,7 @@
     return colors;
   }
 
-  function segmentationPass(out, labels, setting, colors) {
+  function segmentationPass(from, to, labels, setting, colors) {
     // labelled pixel: (src * (255 - a) + colour * a + 127) // 255; unlabelled: src
     const a = alphaOf(setting.opacity);
     const lut = new Uint8Array(colors.length * 768);
@@ -111,18 +122,19 @@
       }
     }
     const n = labels.length, count = colors.length;
-    for (let i = 0, j = 0; i < n; i++, j += 4) {
-      const k = labels[i];
+    for (let i = 0; i < n; i++) {
+      const w = from[i], k = labels[i];
       if (k !== 0 && k < count) {
         const b = k * 768;
-        out[j] = lut[b + out[j]];
-        out[j + 1] = lut[b + 256 + out[j + 1]];
-        out[j + 2] = lut[b + 512 + out[j + 2]];
+        to[i] = 0xff000000 | (lut[b + 512 + ((w >>> 16) & 255)] << 16) | (lut[b + 256 + ((w >>> 8) & 255)] << 8)
+          | lut[b + (w & 255)];
+      } else {
+        to[i] = w;
       }
     }
   }
 
-  function tintPass(out, alpha, setting) {
+  function tintPass(from, to, alpha, setting) {
     // t = ((255 - alpha) * a + 127) // 255; pixel = (src * (255 - t) + tint * t + 127) // 255
     const a = alphaOf(setting.opacity), tint = hexToRgb(setting.tint);
     const lut = new Uint8Array(256 * 768);
@@ -134,29 +146,28 @@
       }
     }
     const n = alpha.length;
-    for (let i = 0, j = 0; i < n; i++, j += 4) {
-      const b = alpha[i] * 768;
-      out[j] = lut[b + out[j]];
-      out[j + 1] = lut[b + 256 + out[j + 1]];
-      out[j + 2] = lut[b + 512 + out[j + 2]];
+    for (let i = 0; i < n; i++) {
+      const w = from[i], b = alpha[i] * 768;
+      to[i] = 0xff000000 | (lut[b + 512 + ((w >>> 16) & 255)] << 16) | (lut[b + 256 + ((w >>> 8) & 255)] << 8)
+        | lut[b + (w & 255)];
     }
   }
 
   function draw() {
     if (!state.src) return;
     const start = performance.now();
-    const out = new Uint8Array(state.image.data.buffer);
-    const src = state.src.data, n = state.src.width * state.src.height;
-    for (let i = 0, j = 0, k = 0; i < n; i++, j += 4, k += 3) {
-      out[j] = src[k]; out[j + 1] = src[k + 1]; out[j + 2] = src[k + 2]; out[j + 3] = 255;
-    }
+    const out = new Uint32Array(state.image.data.buffer);
     const colors = labelColors();
-    for (const layer of state.layers) {  // in the order of the source's masks, each over the last
+    let from = state.src.data;  // the first mask reads the source, each later one the result so far
+    for (const layer of state.layers) {  // in the order of the source's masks
       const setting = settingOf(layer.id);
       if (!setting.visible || layer.error) continue;
-      if (setting.mode === "alpha" && layer.alpha) tintPass(out, layer.alpha.data, setting);
-      else if (setting.mode === "segmentation" && layer.labels) segmentationPass(out, layer.labels.data, setting, colors);
+      if (setting.mode === "alpha" && layer.alpha) tintPass(from, out, layer.alpha.data, setting);
+      else if (setting.mode === "segmentation" && layer.labels) segmentationPass(from, out, layer.labels.data, setting, colors);
+      else continue;
+      from = out;
     }
+    if (from !== out) out.set(from);
     ctx.putImageData(state.image, 0, 0);
     state.lastDrawMs = performance.now() - start;
   }
