@@ -531,7 +531,8 @@
       polygon.setAttribute("data-testid", "roi");
       const caption = document.createElementNS(svg, "text");
       caption.setAttribute("x", poly[0]);
-      caption.setAttribute("y", Math.max(poly[1] - 3, 10));
+      caption.setAttribute("y", poly[1]);
+      caption.setAttribute("dy", "-0.3em");
       caption.textContent = text;
       shapes.push(polygon, caption);
       items.push(element("li", { "data-testid": "roi-item", textContent: text }));
@@ -555,6 +556,7 @@
   function applyView() {
     const { scale, x, y } = state.view;
     stage.style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    roiLayer.style.setProperty("--zoom", scale);
     canvas.style.imageRendering = scale >= 1 ? "pixelated" : "auto";
     $("zoom-level").textContent = `${Math.round(scale * 100)}%`;
   }
