@@ -162,6 +162,23 @@ def test_canvas_holds_render_bytes_in_both_modes(page: Any, kinds: ViewerProcess
                                                                  opacity=0.37))
 
 
+@pytest.mark.slow
+def test_every_opacity_percent_matches_render(page: Any, nav: ViewerProcess) -> None:
+    """The page's a = floor(p / 100 * 255 + 0.5) and integer blends agree with render at every slider stop."""
+    archive, version = open_version(nav.archive)  # type: ignore[attr-defined]
+    with archive:
+        frame = version.get_frame("f001")
+        open_frame(page, nav, "f001")
+        for percent in range(101):
+            set_mask(page, "f001", "00", opacity=percent)
+            np.testing.assert_array_equal(canvas_rgb(page), rendered(frame, version, opacity=percent / 100))
+        set_mask(page, "f001", "00", mode="alpha", tint="#c0ffee")
+        for percent in range(0, 101, 9):
+            set_mask(page, "f001", "00", opacity=percent)
+            np.testing.assert_array_equal(canvas_rgb(page), rendered(frame, version, mode="alpha", tint="#c0ffee",
+                                                                     opacity=percent / 100))
+
+
 def test_two_masks_apply_in_order_each_over_the_last(page: Any, kinds: ViewerProcess) -> None:
     archive, version = open_version(kinds.archive)  # type: ignore[attr-defined]
     with archive:

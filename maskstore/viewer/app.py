@@ -19,7 +19,6 @@ import json
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -258,8 +257,6 @@ def label_plane(viewer: Viewer, frame: Frame, source: Source, mask: Mask) -> np.
 
 def create_app(version: DatasetVersion, settings: Settings) -> Starlette:
     """The viewer's ASGI app over one version."""
-    viewer = Viewer(version, settings)
-    handler: Callable[[Request, Exception], Any] = _maskstore_error
-    return Starlette(routes=_endpoints(viewer),
+    return Starlette(routes=_endpoints(Viewer(version, settings)),
                      middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
-                     exception_handlers={MaskstoreError: handler})
+                     exception_handlers={MaskstoreError: _maskstore_error})
