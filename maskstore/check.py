@@ -1,4 +1,5 @@
-"""Verify an archive: records decode, indexes agree with records both ways, blobs match their hashes.
+"""Verify an archive: records decode, indexes and scan columns agree with records both ways, blobs match
+their hashes and every embedded blob a frame names is there.
 
 Expected index entries come from the same ``index_entries`` the writer uses, so "what should be
 indexed" has one definition. ``repair`` rebuilds the secondary indexes from the records.
@@ -7,6 +8,8 @@ indexed" has one definition. ``repair`` rebuilds the secondary indexes from the 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +19,7 @@ from . import records
 from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, entries, index_entries, text_key,
                       u64)
 from .errors import ArchiveError
+from .media import BLOB_PREFIX
 from .query import columns
 
 
@@ -51,16 +55,36 @@ def _size_warnings(label: str, rec: dict[str, Any]) -> list[Problem]:
     return out
 
 
+def _seq(raw: bytes) -> str:
+    """A stored seq for a message, whatever its length (a damaged entry may not be 8 bytes)."""
+    return str(U64.unpack(raw)[0]) if len(raw) == 8 else f"{bytes(raw)!r} (not 8 bytes)"
+
+
+def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], label: str,
+                 problems: list[Problem]) -> dict[bytes, dict[str, Any]]:
+    """The decodable frame records by seq bytes; the others, and seqs the version never handed out,
+    become problems."""
+    frames: dict[bytes, dict[str, Any]] = {}
+    for key, data in entries(txn, arc.db("frames"), u64(vrec["id"])):
+        if len(key) != 16:
+            problems.append(Problem("error", f"{label}: frame record key {bytes(key)!r} is not a version id and a seq"))
+            continue
+        seq = U64.unpack(key[8:])[0]
+        if seq >= vrec["next_seq"]:
+            problems.append(Problem("error", f"{label} frame seq {seq}: beyond the version's next_seq "
+                                             f"{vrec['next_seq']} (no write hands out such a seq)"))
+        try:
+            frames[key[8:]] = records.decode_frame(data, f"frame seq {seq}")
+        except ArchiveError as exc:
+            problems.append(Problem("error", f"{label} {exc}"))
+    return frames
+
+
 def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> tuple[list[Problem], dict]:
     prefix = u64(vrec["id"])
     label = f"{vrec['dataset']}/{vrec['name']}"
     problems: list[Problem] = []
-    frames: dict[bytes, dict[str, Any]] = {}
-    for key, data in entries(txn, arc.db("frames"), prefix):
-        try:
-            frames[key[8:]] = records.decode_frame(data)
-        except ArchiveError as exc:
-            problems.append(Problem("error", f"{label} frame seq {U64.unpack(key[8:])[0]}: {exc}"))
+    frames = _read_frames(arc, txn, vrec, label, problems)
     for rec in frames.values():
         problems += _size_warnings(label, rec)
     ids = dict(entries(txn, arc.db("frame_ids"), prefix))
@@ -70,7 +94,7 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
     for key, seq in ids.items():
         if want_ids.get(key) != seq:
             problems.append(Problem("error", f"{label}: id entry {key[8:].decode(errors='replace')!r} points at "
-                                             f"seq {U64.unpack(seq)[0]}, which has no frame with that id"))
+                                             f"seq {_seq(seq)}, which has no frame with that id"))
     if vrec["count"] != len(frames):
         problems.append(Problem("error", f"{label}: version record counts {vrec['count']} frames, "
                                          f"the archive holds {len(frames)}"))
@@ -79,50 +103,96 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
         have = set(entries(txn, arc.db(name), prefix))
         for key, seq in sorted(have - want)[:20]:
             problems.append(Problem("error", f"{label}: {name} entry {key[8:]!r} -> seq "
-                                             f"{U64.unpack(seq)[0]} matches no record"))
+                                             f"{_seq(seq)} matches no record"))
         for key, seq in sorted(want - have)[:20]:
             problems.append(Problem("error", f"{label}: {name} is missing {key[8:]!r} for frame "
                                              f"{frames[seq]['id']!r}"))
     problems += _check_columns(arc, txn, prefix, label, frames)
+    problems += _check_blob_refs(arc, txn, label, frames)
     return problems, expected
 
 
 def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
                    frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
-    """Every stored column chunk that is not marked for rebuild must equal what its records give."""
+    """Every stored column chunk that is not marked for rebuild must decode (the checks queries make
+    when they load it) and equal what its records give; frames must have columns or a rebuild mark."""
     dirty = {key for key, _ in entries(txn, arc.db("dirty"), prefix)}
     by_chunk: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for seq, rec in frames.items():  # frames are in seq order, so each chunk's rows are too
         n = U64.unpack(seq)[0]
         by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
     problems = []
+    stored = set()
     for key, data in entries(txn, arc.db("columns"), prefix):
-        if key in dirty:
+        if len(key) != 16:
+            problems.append(Problem("error", f"{label}: column chunk key {bytes(key)!r} is not a version id and a chunk"))
             continue
         chunk = U64.unpack(key[8:])[0]
+        stored.add(chunk)
+        if key in dirty:
+            continue
         base = chunk << CHUNK_BITS
+        where = f"{label}: the scan columns of frames {base}..{base + columns.CHUNK - 1}"
+        try:
+            columns.decode_chunk(base, data)
+        except ArchiveError as exc:
+            problems.append(Problem("error", f"{label}: {exc}"))
+            continue
         if columns.encode_chunk(columns.build_chunk(base, iter(by_chunk.get(chunk, [])))) != data:
-            problems.append(Problem("error", f"{label}: the scan columns of frames {base}..{base + columns.CHUNK - 1} "
-                                             "do not match their records"))
+            problems.append(Problem("error", f"{where} do not match their records"))
+    for chunk in sorted(by_chunk.keys() - stored - {U64.unpack(k[8:])[0] for k in dirty if len(k) == 16}):
+        base = chunk << CHUNK_BITS
+        problems.append(Problem("error", f"{label}: frames {base}..{base + columns.CHUNK - 1} have no scan columns "
+                                         "and no rebuild mark, so queries miss them"))
     return problems
 
 
+def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
+                     frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
+    """Embedded images and masks (``blob:sha256:`` URIs) the frames name must be in the archive."""
+    cursor = txn.cursor(db=arc.db("blobs"))
+    problems = []
+    for rec in frames.values():
+        for uri in _uris(rec):
+            if not uri.startswith(BLOB_PREFIX):
+                continue
+            digest = uri[len(BLOB_PREFIX):]
+            if not HEX_DIGEST.fullmatch(digest):
+                problems.append(Problem("error", f"{label} frame {rec['id']!r}: {uri!r} is not a valid blob URI"))
+            elif not cursor.set_key(bytes.fromhex(digest)):
+                problems.append(Problem("error", f"{label} frame {rec['id']!r}: embedded blob {uri} is missing "
+                                                 "from the archive"))
+    return problems
+
+
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _uris(rec: dict[str, Any]) -> Iterator[str]:
+    for source in rec["sources"]:
+        yield source["uri"]
+        for mask in source["masks"]:
+            yield mask["uri"]
+
+
 def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
-    """Every problem found; with ``repair`` the indexes are rebuilt first and then checked again."""
+    """Every problem found; with ``repair`` the indexes are rebuilt first and then checked again.
+    Never raises for what it finds: a damaged record is a problem in the list."""
     if repair:
         for version in archive.versions():
             rebuild_indexes(version)
     problems: list[Problem] = []
 
     def work(txn: lmdb.Transaction) -> None:
-        version_ids = set()
         for key, data in txn.cursor(db=archive.db("versions")):
             try:
                 vrec = records.decode_version(data)
             except ArchiveError as exc:
-                problems.append(Problem("error", f"version id {U64.unpack(key)[0]}: {exc}"))
+                problems.append(Problem("error", f"version id {_seq(key)}: {exc}"))
                 continue
-            version_ids.add(vrec["id"])
+            if bytes(key) != u64(vrec["id"]):
+                problems.append(Problem("error", f"version id {_seq(key)}: its record says id {vrec['id']}"))
+                continue
             problems.extend(_check_version(archive, txn, vrec)[0])
         for digest, data in txn.cursor(db=archive.db("blobs")):
             if hashlib.sha256(data).digest() != digest:

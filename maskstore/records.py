@@ -32,7 +32,9 @@ def _pack(kind: bytes, body: Any) -> bytes:
     return bytes((FORMAT_VERSION,)) + kind + msgpack.packb(body, use_bin_type=True)
 
 
-def _unpack(kind: bytes, data: bytes | memoryview, what: str) -> Any:
+def _unpack(kind: bytes, data: bytes | memoryview | None, what: str) -> Any:
+    if data is None:
+        raise ArchiveError(f"{what} record is missing (an index points at it); run maskstore check --repair")
     data = bytes(data)
     if len(data) < 2:
         raise ArchiveError(f"{what} record is damaged: only {len(data)} bytes")
@@ -44,13 +46,48 @@ def _unpack(kind: bytes, data: bytes | memoryview, what: str) -> Any:
         raise ArchiveError(f"{what} record is larger than {MAX_RECORD_BYTES} bytes")
     body = data[2:]
     # Untrusted archives: no declared length may exceed the record itself (every item takes at least
-    # one byte), so a few bytes claiming gigabytes allocate nothing.
+    # one byte), so a few bytes claiming gigabytes allocate nothing. Records hold no bytes (writers pack
+    # str as str), and map keys must be text: what JSON export and the meta walk rely on.
     n = len(body)
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
-                               max_array_len=n, max_map_len=n // 2, max_ext_len=0)
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=0,
+                                max_array_len=n, max_map_len=n // 2, max_ext_len=0)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise ArchiveError(f"{what} record is damaged: {exc}") from None
+        raise ArchiveError(f"{what} record is damaged: {exc or type(exc).__name__}") from None
+    if _maybe_deep_or_binary(body) and not _plain(value):
+        raise ArchiveError(f"{what} record is damaged: nested more than {MAX_DEPTH} levels, or holds bytes")
+    return value
+
+
+MAX_DEPTH = 100
+"""Deepest nesting a record may have: the JSON export and the meta walks recurse, so a record nested
+1,000 deep (msgpack allows 1,024) would be a RecursionError far from here."""
+# Bytes that can start a map or an array. A record nested MAX_DEPTH deep holds at least that many of
+# them, and an (empty) bytes value starts with 0xc4 0x00, so records without either skip the walk.
+_CONTAINER_BYTES = bytes(1 if 0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF else 0 for b in range(256))
+
+
+def _maybe_deep_or_binary(body: bytes) -> bool:
+    return b"\xc4\x00" in body or body.translate(_CONTAINER_BYTES).count(1) >= MAX_DEPTH
+
+
+def _plain(value: Any) -> bool:
+    """No bytes anywhere, text map keys only, at most MAX_DEPTH levels (iterative: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH or type(node) is bytes:
+            return False
+        if type(node) is dict:
+            if not all(type(k) is str for k in node):
+                return False
+            stack += ((v, depth + 1) for v in node.values() if type(v) in _NESTED)
+        elif type(node) is list:
+            stack += ((v, depth + 1) for v in node if type(v) in _NESTED)
+    return True
+
+
+_NESTED = (dict, list, bytes)
 
 
 def encode_format() -> bytes:
@@ -73,12 +110,47 @@ def encode_version(record: dict[str, Any]) -> bytes:
 
 _VERSION_FIELDS = {"id": int, "dataset": str, "name": str, "state": str, "mask_labels": list, "label_colors": dict,
                    "meta_types": dict, "next_seq": int, "count": int, "generation": int}
+META_TYPES = frozenset({"str", "int", "float", "bool", "list", "dict"})
+_U64_MAX = 2**64 - 1
 
 
-def decode_version(data: bytes) -> dict[str, Any]:
+def _rgb_ok(value: Any) -> bool:
+    return type(value) is list and len(value) == 3 and all(type(c) is int and 0 <= c <= 255 for c in value)
+
+
+def _version_problem(body: Any) -> str | None:
+    """The first field of a version record that readers could not use, or None."""
+    if type(body) is not dict:
+        return "not a map"
+    for name, kind in _VERSION_FIELDS.items():
+        if type(body.get(name)) is not kind:
+            return f"field {name!r} is missing or not {kind.__name__}"
+    for name in ("id", "next_seq", "count", "generation"):
+        if not 0 <= body[name] <= _U64_MAX:
+            return f"field {name!r} is {body[name]}, outside 0..2**64-1"
+    if body["count"] > body["next_seq"]:
+        return f"count {body['count']} exceeds next_seq {body['next_seq']}"
+    parent = body.get("parent")
+    if parent is not None and (type(parent) is not int or not 0 <= parent <= _U64_MAX):
+        return f"parent {parent!r} is not a version id"
+    for entry in body["mask_labels"]:
+        if not (type(entry) is dict and _rgb_ok(entry.get("value")) and type(entry.get("labels")) is list
+                and all(type(n) is str for n in entry["labels"])):
+            return f"mask_labels entry {str(entry)[:60]} is not {{value: [r, g, b], labels: [text]}}"
+    for name, color in body["label_colors"].items():
+        if not _rgb_ok(color):
+            return f"label_colors[{name!r}] is {str(color)[:40]}, not [r, g, b]"
+    for path, kind in body["meta_types"].items():
+        if type(kind) is not str or kind not in META_TYPES:
+            return f"meta_types[{path!r}] is {str(kind)[:40]}, not a meta type"
+    return None
+
+
+def decode_version(data: bytes | memoryview | None) -> dict[str, Any]:
     body = _unpack(KIND_VERSION, data, "version")
-    if not isinstance(body, dict) or not all(type(body.get(k)) is t for k, t in _VERSION_FIELDS.items()):
-        raise ArchiveError("version record is damaged: fields missing or of the wrong type")
+    problem = _version_problem(body)
+    if problem is not None:
+        raise ArchiveError(f"version record is damaged: {problem}")
     return body
 
 
@@ -93,32 +165,91 @@ def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
     return [FRAME_HEAD + pack(frame) for frame in frames]
 
 
-def _values_ok(values: Any) -> bool:
-    if values is None:
-        return True
+MAX_FRAME_PIXELS = 2**50
+"""Most mask pixels one frame's statistics may count (a petapixel): per-frame sums fit int64 columns,
+and 4096 of them a chunk's int64 total."""
+
+
+def _stats_ok(masks: list[Any]) -> bool:
+    """Every mask's ``values`` are ``[r, g, b, count]``: channels in 0..255, counts non-negative ints
+    summing to at most MAX_FRAME_PIXELS over the frame."""
     try:
+        values = [v for m in masks for v in m.get("values") or ()]
         bytes([c for v in values for c in v[:3]])  # C-level: every channel an int in 0..255
-    except (TypeError, ValueError):
+        counts = [v[3] for v in values]
+    except (TypeError, ValueError, IndexError, KeyError):
         return False
-    return all(type(v) is list and len(v) == 4 and type(v[3]) is int for v in values)
+    return (all(type(v) is list and len(v) == 4 for v in values) and all(type(c) is int for c in counts)
+            and (not counts or min(counts) >= 0) and sum(counts) <= MAX_FRAME_PIXELS)
+
+
+def _size_ok(value: Any) -> bool:
+    return value is None or (type(value) is int and 0 <= value < 2**31)
+
+
+def _unique_ids(items: list[dict[str, Any]]) -> bool:
+    return len(items) < 2 or len({item["id"] for item in items}) == len(items)
+
+
+def _media_ok(item: Any) -> bool:
+    """What sources and masks share: text id and URI, an integer timestamp or none."""
+    return (type(item) is dict and type(item.get("id")) is str and type(item.get("uri")) is str
+            and (item.get("timestamp") is None or type(item["timestamp"]) is int))
+
+
+def _source_ok(s: Any) -> bool:
+    return (_media_ok(s) and _size_ok(s.get("width")) and _size_ok(s.get("height")) and type(s.get("masks")) is list
+            and all(_media_ok(m) for m in s["masks"]) and _unique_ids(s["masks"]))
+
+
+def _number(x: Any) -> bool:
+    return type(x) is int or type(x) is float
+
+
+def _roi_ok(r: Any) -> bool:
+    return (type(r) is dict and type(r.get("label")) is list and all(type(n) is str for n in r["label"])
+            and (r.get("sources") is None or type(r["sources"]) is list)
+            and (r.get("confidence") is None or _number(r["confidence"]))
+            and (not r.get("poly") or (type(r["poly"]) is list and len(r["poly"]) % 2 == 0
+                                       and all(_number(x) for x in r["poly"])))
+            and (not r.get("meta") or _meta_ok(r["meta"])))
+
+
+def _meta_ok(meta: Any) -> bool:
+    """Meta as ingest accepts it: a dict, keys non-empty text without '.', no NaN, nested dicts and lists
+    (depth and value types are bounded by ``_unpack`` already)."""
+    stack = [meta]
+    if type(meta) is not dict:
+        return False
+    while stack:
+        node = stack.pop()
+        items = node.values() if type(node) is dict else node
+        if type(node) is dict and not all(key and "." not in key for key in node):
+            return False
+        for value in items:
+            if type(value) is float and value != value:
+                return False
+            if type(value) is dict or type(value) is list:
+                stack.append(value)
+    return True
 
 
 def _frame_ok(body: Any) -> bool:
-    """The shape every reader relies on; a record that lacks it is damaged, not a crash."""
-    return (type(body) is dict and type(body.get("id")) is str and type(body.get("context_id")) is str
+    """The shape every reader relies on (the rules ingest applies, ``model.normalize_frame``); a record
+    that lacks it is damaged, not a crash."""
+    return (type(body) is dict and type(body.get("id")) is str and body["id"] != ""
+            and type(body.get("context_id")) is str
             and type(body.get("timestamp")) is int and -(2**63) <= body["timestamp"] < 2**63
-            and type(body.get("meta")) is dict and type(body.get("rois")) is list
-            and type(body.get("sources")) is list
-            and all(type(r) is dict and type(r.get("label")) is list for r in body["rois"])
-            and all(type(s) is dict and type(s.get("id")) is str and type(s.get("uri")) is str
-                    and type(s.get("masks")) is list
-                    and all(type(m) is dict and type(m.get("id")) is str and type(m.get("uri")) is str
-                            and _values_ok(m.get("values")) for m in s["masks"])
-                    for s in body["sources"]))
+            and type(body.get("rois")) is list and type(body.get("sources")) is list
+            and _meta_ok(body.get("meta"))
+            and all(_roi_ok(r) for r in body["rois"])
+            and all(_source_ok(s) for s in body["sources"]) and _unique_ids(body["sources"])
+            and _stats_ok([m for s in body["sources"] for m in s["masks"]]))
 
 
-def decode_frame(data: bytes | memoryview) -> dict[str, Any]:
-    body = _unpack(KIND_FRAME, data, "frame")
+def decode_frame(data: bytes | memoryview | None, what: str = "frame") -> dict[str, Any]:
+    """A frame record; ``what`` names it in errors (e.g. "frame seq 12")."""
+    body = _unpack(KIND_FRAME, data, what)
     if not _frame_ok(body):
-        raise ArchiveError("frame record is damaged: fields missing or of the wrong type")
+        raise ArchiveError(f"{what} record is damaged: fields missing or of the wrong type")
     return body

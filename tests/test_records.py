@@ -1,15 +1,26 @@
-"""Record encoding: lossless round trips, refusal of newer formats and of damaged bytes."""
+"""Record encoding: lossless round trips, refusal of newer formats and of damaged bytes, and hostile
+records that decode only into what every reader can use."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maskstore import ArchiveError, records
-from maskstore.model import normalize_frame_dict
+from maskstore.archive import index_entries
+from maskstore.labels import mask_labels_dict, parse_color
+from maskstore.model import frame_from_dict, normalize_frame_dict
+from maskstore.query.columns import CHUNK, build_chunk, decode_chunk, encode_chunk
+from maskstore.query.engine import prepare
+from maskstore.query.evaluate import Labels, compile_expr
 
+from reliability.test_hostile_archives import paths_of, splice
 from strategies import frame_dicts, metas
 
 version_records = st.fixed_dictionaries({
@@ -21,7 +32,7 @@ version_records = st.fixed_dictionaries({
     "label_colors": st.dictionaries(st.text(), st.lists(st.integers(0, 255), min_size=3, max_size=3), max_size=4),
     "meta_types": st.dictionaries(st.text(), st.sampled_from(["str", "int", "float", "bool", "list", "dict"])),
     "next_seq": st.integers(0, 2**40), "count": st.integers(0, 2**40), "generation": st.integers(0, 2**40),
-})
+}).map(lambda rec: {**rec, "next_seq": max(rec["next_seq"], rec["count"])})  # seqs are never reused
 
 
 @settings(max_examples=100, deadline=None)
@@ -67,3 +78,87 @@ def test_huge_declared_lengths_are_refused_without_allocating():
     with pytest.raises(ArchiveError, match="damaged"):
         records.decode_frame(bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body)
     assert msgpack.packb([1]) != body
+
+
+# ------------------------------------------------------------------------------------ hostile records
+# Any value anywhere: a record either decodes into something every reader can use, or is an ArchiveError.
+
+hostile_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=4)
+    | st.binary(max_size=2),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), kids,
+                                                             max_size=3),
+    max_leaves=12)
+
+
+def replaced(record: Any, data: st.DataObject) -> bytes:
+    """``record`` packed with the value at one drawn path replaced by a drawn hostile value."""
+    path = data.draw(st.sampled_from(paths_of(record)))
+    raw = data.draw(st.sampled_from([msgpack.packb(data.draw(hostile_values), use_bin_type=True),
+                                     b"\x91" * 150 + b"\x00", b"\x91" * 2000 + b"\x00"]))
+    return splice(msgpack.packb(record, use_bin_type=True), path, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame_dicts, st.data())
+def test_a_frame_record_with_any_value_replaced_is_usable_or_an_archive_error(d, data):
+    body = replaced(normalize_frame_dict(d), data)
+    try:
+        frame = records.decode_frame(bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body)
+    except ArchiveError as exc:
+        assert "frame record" in str(exc)
+        return
+    json.dumps(frame)                              # JSON-lines export
+    build_chunk(0, iter([(0, frame)]))             # scan columns
+    index_entries(frame)                           # index keys, check and repair
+    compile_expr(prepare('label == "a" or meta.x.y > 1 or roi.confidence > 0.5', {"x.y": "float"}).where, Labels([]))(frame)
+    frame_from_dict(frame)                         # Frame objects (query, export)
+
+
+@settings(max_examples=300, deadline=None)
+@given(version_records, st.data())
+def test_a_version_record_with_any_value_replaced_is_usable_or_an_archive_error(rec, data):
+    body = replaced(rec, data)
+    try:
+        version = records.decode_version(bytes([records.FORMAT_VERSION]) + records.KIND_VERSION + body)
+    except ArchiveError as exc:
+        assert "version record" in str(exc)
+        return
+    Labels(version["mask_labels"]).values_of(["a"])
+    mask_labels_dict(version["mask_labels"])
+    [parse_color(c) for c in version["label_colors"].values()]
+    assert 0 <= version["count"] <= version["next_seq"] < 2**64
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frame_dicts, min_size=1, max_size=4), st.data())
+def test_a_column_chunk_with_any_value_replaced_is_usable_or_an_archive_error(ds, data):
+    frames = [(i * 7, normalize_frame_dict(dict(d, id=f"f{i}"))) for i, d in enumerate(ds)]
+    chunk = build_chunk(0, iter(frames))
+    body = msgpack.unpackb(encode_chunk(chunk), raw=False)
+    stored = replaced(body, data)
+    try:
+        loaded = decode_chunk(0, stored)
+    except ArchiveError as exc:
+        assert "scan columns of frames 0..4095" in str(exc)
+        return
+    # What scans and stats do with a chunk must work (no IndexError, no overflow, no huge allocation)
+    np.repeat(np.arange(CHUNK), np.diff(loaded.value_offsets))
+    loaded.value_counts.sum()
+    loaded.ids.select(lambda s: s == "f0")
+    np.array(loaded.context.uniques + [None], dtype=object)[loaded.context.codes]
+    for col in loaded.meta.values():
+        assert len(col.codes if hasattr(col, "codes") else col.values) == CHUNK
+
+
+def test_a_missing_record_is_an_archive_error_naming_it():
+    with pytest.raises(ArchiveError, match="frame seq 5 record is missing"):
+        records.decode_frame(None, "frame seq 5")
+
+
+@pytest.mark.parametrize("count", [-1, 2**50 + 1, 2**63, 2**64 - 1, 1.5, True])
+def test_pixel_counts_must_fit_the_columns(count):
+    frame = normalize_frame_dict({"id": "x", "sources": [{"uri": "a", "masks": [{"uri": "m", "values": [[1, 1, 1, 1]]}]}]})
+    frame["sources"][0]["masks"][0]["values"][0][3] = count
+    with pytest.raises(ArchiveError, match="fields missing or of the wrong type"):
+        records.decode_frame(records.encode_frame(frame))

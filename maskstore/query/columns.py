@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import records
 from ..archive import CHUNK_BITS, U64, DatasetVersion, entries, meta_items, type_name, u64
+from ..errors import ArchiveError
 from ..labels import packed_key
 
 CHUNK = 1 << CHUNK_BITS
@@ -142,12 +143,6 @@ def _encode_str(col: StrColumn) -> list[Any]:
     return [col.uniques, col.codes.tobytes()]
 
 
-def _decode_str(item: list[Any]) -> StrColumn:
-    return StrColumn(item[0], np.frombuffer(item[1], np.int32))
-
-
-
-
 def encode_chunk(chunk: Chunk) -> bytes:
     meta = {path: ["s", *_encode_str(col)] if isinstance(col, StrColumn)
             else [col.kind, col.values.tolist() if col.kind == "object" else col.values.tobytes(),
@@ -159,19 +154,112 @@ def encode_chunk(chunk: Chunk) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode_chunk(base: int, data: bytes) -> Chunk:
-    b = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    meta: dict[str, StrColumn | ValueColumn] = {}
-    for path, item in b["meta"].items():
-        if item[0] == "s":
-            meta[path] = _decode_str(item[1:])
+class _Damaged(Exception):
+    """A field of a stored chunk that readers cannot use; ``decode_chunk`` names the chunk."""
+
+
+def _array(item: Any, dtype: Any, length: int | None, field: str) -> np.ndarray:
+    """A stored array of ``dtype``: exactly ``length`` items, or any whole number of them when None."""
+    size = np.dtype(dtype).itemsize
+    if type(item) is not bytes or len(item) % size or (length is not None and len(item) != length * size):
+        raise _Damaged(f"{field} is not {length or 'whole'} {np.dtype(dtype).name} values")
+    return np.frombuffer(item, dtype)
+
+
+def _flags(item: Any, field: str) -> np.ndarray:
+    raw = _array(item, np.uint8, CHUNK, field)
+    if raw.max() > 1:
+        raise _Damaged(f"{field} holds bytes other than 0 and 1")
+    return raw.view(np.bool_)
+
+
+def _counts(item: Any, dtype: Any, length: int | None, field: str, high: int) -> np.ndarray:
+    arr = _array(item, dtype, length, field)
+    if len(arr) and (arr.min() < 0 or arr.max() > high):
+        raise _Damaged(f"{field} holds values outside 0..{high}")
+    return arr
+
+
+def _texts(item: Any) -> bool:
+    try:
+        "".join(item)  # C-level: every item a str
+    except TypeError:
+        return False
+    return type(item) is list
+
+
+def _decode_str(item: Any, field: str) -> StrColumn:
+    if type(item) is not list or len(item) != 2 or not _texts(item[0]):
+        raise _Damaged(f"{field} is not [texts, codes]")
+    codes = _array(item[1], np.int32, CHUNK, field)
+    if codes.min() < -1 or codes.max() >= len(item[0]):
+        raise _Damaged(f"{field} has codes outside its {len(item[0])} texts")
+    return StrColumn(item[0], codes)
+
+
+def _decode_meta(path: str, item: Any, present: np.ndarray) -> StrColumn | ValueColumn:
+    field = f"meta.{path}"
+    kind = item[0] if type(item) is list and item else None
+    if kind == "s":
+        col: StrColumn | ValueColumn = _decode_str(item[1:], field)
+        has = col.codes >= 0
+    elif kind in _DTYPES and len(item) == 3:
+        has = _flags(item[2], field + " presence")
+        if kind == "object":
+            if type(item[1]) is not list or len(item[1]) != CHUNK or \
+                    not all(type(x) is int or type(x) is float for x in item[1]):
+                raise _Damaged(f"{field} is not {CHUNK} numbers")
+            values = np.array(item[1], dtype=object)
         else:
-            values = np.array(item[1], dtype=object) if item[0] == "object" else np.frombuffer(item[1], _DTYPES[item[0]])
-            meta[path] = ValueColumn(item[0], values, np.frombuffer(item[2], np.bool_))
-    return Chunk(base, np.frombuffer(b["present"], np.bool_), np.frombuffer(b["ts"], np.int64),
-                 _decode_str(b["ids"]), _decode_str(b["ctx"]), np.frombuffer(b["nm"], np.int32),
-                 np.frombuffer(b["nr"], np.int32), np.frombuffer(b["vo"], np.int64),
-                 np.frombuffer(b["vk"], np.uint32), np.frombuffer(b["vc"], np.int64), meta)
+            values = _flags(item[1], field) if kind in ("bool", "present") else _array(item[1], _DTYPES[kind], CHUNK, field)
+        col = ValueColumn(kind, values, has)
+    else:
+        raise _Damaged(f"{field} is not a column")
+    if (has & ~present).any():
+        raise _Damaged(f"{field} has values where no frame lives")
+    return col
+
+
+_CHUNK_FIELDS = ("present", "ts", "ids", "ctx", "nm", "nr", "vo", "vk", "vc", "meta")
+MAX_VALUES_PER_FRAME = 1 << 24  # distinct RGB values
+
+
+def _decode_body(base: int, b: Any) -> Chunk:
+    """A chunk from its unpacked body, every array's length, type and range checked: O(CHUNK) numpy
+    work, so queries can index with these arrays without bounds surprises."""
+    if type(b) is not dict or any(name not in b for name in _CHUNK_FIELDS) or type(b["meta"]) is not dict:
+        raise _Damaged("fields are missing")
+    present = _flags(b["present"], "present")
+    ids, context = _decode_str(b["ids"], "ids"), _decode_str(b["ctx"], "ctx")
+    if ((ids.codes >= 0) != present).any() or ((context.codes >= 0) != present).any():
+        raise _Damaged("ids or context ids disagree with the present frames")
+    offsets = _array(b["vo"], np.int64, CHUNK + 1, "vo")
+    sizes = np.diff(offsets)
+    if offsets[0] != 0 or sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
+        raise _Damaged("value offsets are not increasing from 0, or give values to absent frames")
+    keys = _counts(b["vk"], np.uint32, None, "vk", 0xFFFFFF)
+    counts = _counts(b["vc"], np.int64, None, "vc", records.MAX_FRAME_PIXELS)
+    if not len(keys) == len(counts) == offsets[-1]:
+        raise _Damaged(f"{len(keys)} value keys and {len(counts)} counts, but the offsets end at {offsets[-1]}")
+    meta = {path: _decode_meta(path, item, present) for path, item in b["meta"].items()}
+    return Chunk(base, present, _array(b["ts"], np.int64, CHUNK, "ts"), ids, context,
+                 _counts(b["nm"], np.int32, CHUNK, "nm", 2**31 - 1), _counts(b["nr"], np.int32, CHUNK, "nr", 2**31 - 1),
+                 offsets, keys, counts, meta)
+
+
+def decode_chunk(base: int, data: bytes) -> Chunk:
+    """A stored chunk, or ArchiveError naming its frames when it is not one this module wrote."""
+    where = f"the scan columns of frames {base}..{base + CHUNK - 1}"
+    n = len(data)
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
+                               max_array_len=n, max_map_len=n // 2, max_ext_len=0)
+        return _decode_body(base, body)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise ArchiveError(f"{where} are damaged: {exc or type(exc).__name__}; "
+                           "run maskstore check --repair to rebuild them") from None
+    except _Damaged as exc:
+        raise ArchiveError(f"{where} are damaged: {exc}; run maskstore check --repair to rebuild them") from None
 
 
 def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, dict]]:

@@ -109,7 +109,7 @@ def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) ->
 def ids(version: DatasetVersion, text: str | Query) -> list[str]:
     def work(txn: lmdb.Transaction) -> list[str]:
         seqs, ctx = select(version, text, txn)
-        return ctx.dense_ids()[seqs.astype(np.intp)].tolist()
+        return ctx.ids_of(seqs)
     return version.archive.read(work)
 
 

@@ -15,9 +15,10 @@ import lmdb
 import numpy as np
 
 from .. import records
-from ..archive import DatasetVersion, text_key, u64, value_key
+from ..archive import U64, DatasetVersion, text_key, u64, value_key
+from ..errors import ArchiveError
 from ..labels import unpack_rgb
-from .columns import Chunk, StrColumn, ValueColumn, chunk_seqs, concat
+from .columns import CHUNK, Chunk, StrColumn, ValueColumn, chunk_seqs, concat
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
 from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, to_text
 
@@ -27,7 +28,10 @@ SCALAR_META = ("str", "int", "float", "bool")
 
 @dataclass
 class Context:
-    """What a run reads from: one snapshot (read transaction) of one version."""
+    """What a run reads from: one snapshot (read transaction) of one version.
+
+    Whole-version arrays are dense over *positions*, not seqs: chunk ``i``'s rows sit at
+    ``i * CHUNK ...``, so their size follows the chunks that exist, whatever seqs a record claims."""
 
     txn: lmdb.Transaction
     version: DatasetVersion
@@ -36,19 +40,55 @@ class Context:
     meta_types: dict[str, str]
     shared: dict[str, Any]  # lazily built whole-version arrays, cached with the chunks
 
+    def __post_init__(self) -> None:
+        if "checked" not in self.shared:  # once per load of the chunks, not per query
+            check_chunks(self.txn, self.version, self.chunks)
+            self.shared["checked"] = True
+
+    def where(self) -> str:
+        """``dataset/version``, for messages."""
+        rec = self.version.record(self.txn)
+        return f"{rec['dataset']}/{rec['name']}"
+
     def size(self) -> int:
-        """One past the largest seq the chunks cover: the length of dense per-seq arrays."""
-        return (self.chunks[-1].base + len(self.chunks[-1].present)) if self.chunks else 0
+        """The length of dense per-position arrays."""
+        return len(self.chunks) * CHUNK
+
+    def _dense(self, name: str, parts: Any) -> np.ndarray:
+        if name not in self.shared:
+            arrays = list(parts)
+            self.shared[name] = np.concatenate(arrays) if arrays else np.zeros(0, bool)
+        return self.shared[name]
+
+    def bases(self) -> np.ndarray:
+        if "bases" not in self.shared:
+            self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
+        return self.shared["bases"]
 
     def dense_ids(self) -> np.ndarray:
-        """Frame id of every seq (None where no frame): ids of any result are one fancy-index."""
-        if "ids" not in self.shared:
-            ids = np.full(self.size(), None, dtype=object)
-            for c in self.chunks:
-                uniques = np.array(c.ids.uniques + [None], dtype=object)  # code -1 picks the None
-                ids[c.base:c.base + len(c.present)] = uniques[c.ids.codes]
-            self.shared["ids"] = ids
-        return self.shared["ids"]
+        """Frame id at every position (None where no frame): ids of any result are one fancy-index."""
+        return self._dense("ids", (np.array(c.ids.uniques + [None], dtype=object)[c.ids.codes] for c in self.chunks))
+
+    def ids_of(self, seqs: np.ndarray) -> list[str]:
+        return self.dense_ids()[self.positions(seqs, "the query")].tolist()
+
+    def positions(self, seqs: np.ndarray, source: str) -> np.ndarray:
+        """Dense positions of ``seqs``; ArchiveError when ``source`` (an index) names a seq where no frame
+        lives, which only a damaged archive does. O(len(seqs)) numpy work."""
+        seqs = seqs.astype(np.uint64)
+        bases = self.bases()
+        rows = seqs & np.uint64(CHUNK - 1)
+        index = np.minimum(np.searchsorted(bases, seqs - rows), max(len(bases) - 1, 0))
+        found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
+        positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
+        found[found] = self._dense("present", (c.present for c in self.chunks))[positions[found]]
+        if not found.all():
+            raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
+                               "frame lives; run maskstore check --repair to rebuild the indexes")
+        return positions
+
+    def seqs_at(self, positions: np.ndarray) -> np.ndarray:
+        return self.bases()[positions // CHUNK] + (positions % CHUNK).astype(np.uint64)
 
     @cached_property
     def roi_labels(self) -> list[str] | None:
@@ -63,11 +103,56 @@ class Context:
                     break
                 if key[8:9] == b"\xff":
                     return None
-                out.append(bytes(key[8:]).decode("utf-8"))
+                try:
+                    out.append(bytes(key[8:]).decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ArchiveError(f"{self.where()}: ix_roi holds a key that is not UTF-8 text; "
+                                       "run maskstore check --repair to rebuild the indexes") from None
         return out
 
     def universe(self) -> np.ndarray:
         return concat([chunk_seqs(c, c.present) for c in self.chunks])
+
+
+def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
+    """The first frame seq at or after ``seq`` that has a record, or None."""
+    if seq >= 2**64 or not cursor.set_range(prefix + u64(seq)) or not cursor.key().startswith(prefix):
+        return None
+    key = cursor.key()
+    if len(key) != 16:
+        raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq")
+    return U64.unpack(key[8:])[0]
+
+
+def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Chunk]) -> None:
+    """What loaded chunks must agree on with the records, checked with a few cursor probes per chunk
+    (no per-frame work): every present seq below the version's next_seq, no frame record outside the
+    present rows' ranges, the first and last present row of each chunk a record, and as many present
+    frames as the version counts. A chunk that lies about rows between its first and last frame, or
+    about their values, gets past this; ``maskstore check`` compares every chunk with its records."""
+    rec = version.record(txn)
+    cursor = txn.cursor(db=version.archive.db("frames"))
+    where = f"{rec['dataset']}/{rec['name']}"
+    start, total = 0, 0
+    for chunk in chunks:
+        rows = np.flatnonzero(chunk.present)
+        if not len(rows):
+            continue
+        first, last = chunk.base + int(rows[0]), chunk.base + int(rows[-1])
+        if last >= rec["next_seq"]:
+            raise ArchiveError(f"{where}: the scan columns hold frame seq {last}, beyond the version's next_seq "
+                               f"{rec['next_seq']}; the archive is damaged")
+        found = _next_record(cursor, version.prefix, start)
+        if found != first or _next_record(cursor, version.prefix, last) != last:
+            raise ArchiveError(f"{where}: the scan columns of frames {chunk.base}..{chunk.base + CHUNK - 1} do not "
+                               "match the frame records; run maskstore check --repair to rebuild them")
+        start, total = last + 1, total + len(rows)
+    stray = _next_record(cursor, version.prefix, start)
+    if stray is not None:
+        raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
+    if total != rec["count"]:
+        raise ArchiveError(f"{where}: the scan columns hold {total} frames, the version record counts "
+                           f"{rec['count']}; run maskstore check --repair")
 
 
 def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
@@ -109,7 +194,9 @@ class Lookup(Step):
             raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
             pairs = np.frombuffer(raw, dtype=np.dtype([("key", f"V{len(prefix) + length}"), ("seq", ">u8")]))
             parts.append(pairs["seq"].astype(np.uint64))
-        return sorted_unique(parts)
+        seqs = sorted_unique(parts)
+        ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
+        return seqs
 
     def lines(self) -> list[str]:
         return [f"index {self.db}: {self.what}"]
@@ -122,7 +209,13 @@ class IdLookup(Step):
     def run(self, ctx: Context) -> np.ndarray:
         db = ctx.version.archive.db("frame_ids")
         found = [ctx.txn.get(ctx.version.prefix + text_key(i), db=db) for i in self.ids]
-        return sorted_unique([np.array([int.from_bytes(s, "big") for s in found if s is not None], np.uint64)])
+        found = [s for s in found if s is not None]
+        if any(len(s) != 8 for s in found):
+            raise ArchiveError(f"{ctx.where()}: index frame_ids holds a seq that is not 8 bytes; "
+                               "run maskstore check --repair to rebuild the indexes")
+        seqs = sorted_unique([np.array([U64.unpack(s)[0] for s in found], np.uint64)])
+        ctx.positions(seqs, "index frame_ids")
+        return seqs
 
     def lines(self) -> list[str]:
         return [f"index frame_ids: {len(self.ids)} id(s)"]
@@ -135,14 +228,14 @@ class Scan(Step):
     node: Expr
 
     def mask(self, ctx: Context) -> np.ndarray:
-        """Dense boolean over every seq of the version: True where a frame matches."""
+        """Dense boolean over every position of the version: True where a frame matches."""
         out = np.zeros(ctx.size(), bool)
-        for c in ctx.chunks:
-            out[c.base:c.base + len(c.present)] = column_mask(self.node, c, ctx) & c.present
+        for i, c in enumerate(ctx.chunks):
+            out[i * CHUNK:(i + 1) * CHUNK] = column_mask(self.node, c, ctx) & c.present
         return out
 
     def run(self, ctx: Context) -> np.ndarray:
-        return np.flatnonzero(self.mask(ctx)).astype(np.uint64)
+        return ctx.seqs_at(np.flatnonzero(self.mask(ctx)))
 
     def lines(self) -> list[str]:
         return [f"scan columns: {to_text(self.node)}"]
@@ -168,7 +261,7 @@ class Combine(Step):
         for scan in scans:
             if not len(result):
                 return EMPTY
-            result = result[scan.mask(ctx)[result.astype(np.intp)]]
+            result = result[scan.mask(ctx)[ctx.positions(result, "the query")]]
         return result
 
     def lines(self) -> list[str]:
@@ -207,7 +300,7 @@ class Filter(Step):
         frames_db = ctx.version.archive.db("frames")
         prefix = ctx.version.prefix
         keep = [seq for seq in self.source.run(ctx).tolist()
-                if test(records.decode_frame(ctx.txn.get(prefix + u64(seq), db=frames_db)))]
+                if test(records.decode_frame(ctx.txn.get(prefix + u64(seq), db=frames_db), f"frame seq {seq}"))]
         return np.array(keep, np.uint64)
 
     def lines(self) -> list[str]:
