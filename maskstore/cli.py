@@ -7,6 +7,7 @@ status 1 here, in ``MaskstoreGroup.invoke``; click's own usage errors exit with 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from itertools import islice
@@ -35,12 +36,27 @@ from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters as ``\\u00XX``: names, ids and paths come from archives and
+    files, and raw escapes in them would drive the terminal. Tabs and newlines stay; JSON stays valid
+    JSON (it escapes the other C0 characters itself, and these escapes are JSON's own)."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+
+
+def echo(text: object = "", err: bool = False) -> None:
+    """Every line the command prints goes through here."""
+    click.echo(printable(text), err=err)
+
+
 class MaskstoreGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MaskstoreError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             sys.exit(1)
         except BrokenPipeError:  # `maskstore query ... | head`
             sys.stderr.close()
@@ -51,7 +67,7 @@ class MaskstoreGroup(click.Group):
 @click.version_option(package_name="maskstore")
 def main() -> None:
     """Keep frames and segmentation masks in one archive file, query them, export masked images."""
-    warnings.formatwarning = lambda message, *_args, **_kwargs: f"Warning: {message}\n"
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"Warning: {printable(message)}\n"
 
 
 def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -101,7 +117,7 @@ def init(archive: str) -> None:
     """Create an empty archive file."""
     with Archive(archive):
         pass
-    click.echo(f"created {archive}", err=True)
+    echo(f"created {archive}", err=True)
 
 
 @main.command()
@@ -110,11 +126,11 @@ def info(archive: str) -> None:
     """Show the archive's format, size and versions."""
     with Archive(archive, readonly=True) as ar:
         size = Path(archive).stat().st_size
-        click.echo(f"archive: {archive}\nformat:  maskstore {FORMAT_VERSION}\nsize:    {size / 1e6:.1f} MB")
+        echo(f"archive: {archive}\nformat:  maskstore {FORMAT_VERSION}\nsize:    {size / 1e6:.1f} MB")
         for v in ar.versions():
             rec = v.record()
             parent = f", parent {v.parent.version_name}" if rec["parent"] is not None else ""
-            click.echo(f"- {rec['dataset']}/{rec['name']}: {rec['count']} frames, {len(rec['mask_labels'])} mask "
+            echo(f"- {rec['dataset']}/{rec['name']}: {rec['count']} frames, {len(rec['mask_labels'])} mask "
                        f"values labelled, {rec['state']}{parent}")
 
 
@@ -126,9 +142,9 @@ def check(archive: str, repair: bool) -> None:
     with Archive(archive, readonly=not repair) as ar:
         problems = check_archive(ar, repair=repair)
     for problem in problems:
-        click.echo(str(problem))
+        echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)
-    click.echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
+    echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
     if errors:
         sys.exit(1)
 
@@ -215,7 +231,7 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
         table = builtin_label_table(labels_table) if labels_table in BUILTIN_TABLES else load_json(labels_table)
     if dry:  # before the archive is opened, so nothing is created
         for line in dry_run(frames).lines():
-            click.echo(line)
+            echo(line)
         report_skipped(report)
         return
     with Archive(archive, jobs=jobs, sync=not fast) as ar:
@@ -230,7 +246,7 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
         finally:
             if fast:
                 ar.sync()
-        click.echo(f"added {report.frames} frames in {report.batches} batches to "
+        echo(f"added {report.frames} frames in {report.batches} batches to "
                    f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
     report_skipped(report)
 
@@ -240,7 +256,7 @@ ingest_cmd.name = "ingest"
 
 def report_skipped(report: IngestReport) -> None:
     for path, reason in report.skipped:
-        click.echo(f"skipped {path}: {reason}", err=True)
+        echo(f"skipped {path}: {reason}", err=True)
 
 
 def version_for_ingest(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> DatasetVersion:
@@ -289,7 +305,7 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
         colors = version.get_label_colors()
         for value, names in version.get_masks_labels().items():
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
-            click.echo(f"{list(value)}\t{swatch}")
+            echo(f"{list(value)}\t{swatch}")
 
 
 
@@ -318,21 +334,21 @@ def query(archive: str, query_text: str, dataset: str | None, version_name: str 
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         if explain:
-            click.echo(version.explain(query_text))
+            echo(version.explain(query_text))
         elif count_only:
             count = version.count(query_text)
-            click.echo(count if limit is None else min(count, limit))
+            echo(count if limit is None else min(count, limit))
         elif fmt == "ids":
             for frame_id in islice(version.ids(query_text), limit):
-                click.echo(frame_id)
+                echo(frame_id)
         elif fmt == "jsonl":
             for frame in islice(version.query_dicts(query_text), limit):
-                click.echo(json.dumps(frame, ensure_ascii=False))
+                echo(json.dumps(frame, ensure_ascii=False))
         else:
             labels = {pack_rgb(e["value"]): e["labels"] for e in version.mask_labels}
-            click.echo("id\tcontext_id\ttimestamp\tsources\tlabels")
+            echo("id\tcontext_id\ttimestamp\tsources\tlabels")
             for frame in islice(version.query_dicts(query_text), limit):
-                click.echo(_table_row(frame, labels))
+                echo(_table_row(frame, labels))
 
 
 # ---------------------------------------------------------------------------------------- stats
@@ -351,25 +367,25 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
         version = open_version(ar, dataset, version_name)
         n_frames, label_stats = summary.label_stats(version) if scheduler is None else \
             on_scheduler(scheduler, "stats", ar, dataset=version.dataset_name, version=version.version_name)
-        click.echo(f"{n_frames} frames in {version_label(version)}")
+        echo(f"{n_frames} frames in {version_label(version)}")
         if len(label_stats) == 1:  # the unlabelled row alone
-            click.echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
+            echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
                        f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
                        f"{archive} --set mask_labels.json")
             return
         shown = [s for s in label_stats if show_all or s.frames]
-        click.echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}{'roi frames':>12}")
+        echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}{'roi frames':>12}")
         for s in shown:
-            click.echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}{s.roi_frames:>12}")
+            echo(f"{s.label:<28}{s.frames:>10}{s.pixels:>16}{s.share:>9.2%}{s.roi_frames:>12}")
         hidden = sum(not (s.frames or s.unlabelled) for s in label_stats) if not show_all else 0
         if hidden:
-            click.echo(f"{hidden} label{'s' * (hidden != 1)} without frames not shown (--all shows them)", err=True)
+            echo(f"{hidden} label{'s' * (hidden != 1)} without frames not shown (--all shows them)", err=True)
         if sum(s.share for s in label_stats) > 1 + 1e-9:
-            click.echo("shares add up to more than 100%: some mask values carry several labels", err=True)
+            echo("shares add up to more than 100%: some mask values carry several labels", err=True)
         if chart:
             summary.bar_chart(shown, chart, summary.stats_colors(version, label_stats),
                               title=f"{version_label(version)}: share of mask pixels per label")
-            click.echo(f"chart written to {chart}", err=True)
+            echo(f"chart written to {chart}", err=True)
 
 
 # ---------------------------------------------------------------------------------------- render, export
@@ -424,7 +440,7 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
         array = maskstore_render(version.get_frame(frame_id), version, mode=mode, source_id=source_id,
                                  mask_id=mask_id, **options)
     write_image(array, output, ext)
-    click.echo(f"wrote {output} ({array.shape[1]}x{array.shape[0]})", err=True)
+    echo(f"wrote {output} ({array.shape[1]}x{array.shape[0]})", err=True)
 
 
 @main.command(name="export")
@@ -455,10 +471,10 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
                 on_scheduler(scheduler, "export", ar, outdir, query_text, mode=mode, dataset=version.dataset_name,
                              version=version.version_name, format=fmt, mask_id=mask_id, progress=bar.update,
                              overwrite=overwrite, **render_options(opacity, background, layer_only, resize))
-    click.echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
+    echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:
-        click.echo(f"Error: frame {frame_id!r}: {message}", err=True)
+        echo(f"Error: frame {frame_id!r}: {message}", err=True)
     if report.errors:
         sys.exit(1)
 
@@ -469,13 +485,13 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
 def demo(outdir: str, jobs: int | None) -> None:
     """Build a sample archive from bundled real images, query it, export masked images."""
     result = run_demo(outdir, jobs=jobs)
-    click.echo(f"archive:  {result.archive}  (self-contained: images embedded)")
+    echo(f"archive:  {result.archive}  (self-contained: images embedded)")
     for dataset, query, ids in result.queries:
-        click.echo(f"query:    {dataset}: {query}\n          -> {', '.join(ids)}")
+        echo(f"query:    {dataset}: {query}\n          -> {', '.join(ids)}")
     for mode, report in result.exports:
-        click.echo(f"export:   {mode}: {report.written + report.skipped} images in {report.manifest.parent}/")
-    click.echo(f"chart:    {result.chart}")
-    click.echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
+        echo(f"export:   {mode}: {report.written + report.skipped} images in {report.manifest.parent}/")
+    echo(f"chart:    {result.chart}")
+    echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
                "--format table")
 
 
