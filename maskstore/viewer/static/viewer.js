@@ -620,6 +620,7 @@
   function bindNavigation() {
     $("query-form").addEventListener("submit", (event) => {
       event.preventDefault();
+      $("query-input").blur();  // arrow keys step through the new selection at once
       applyQuery($("query-input").value, null);
     });
     $("next-frame").addEventListener("click", () => step(1));
