@@ -39,7 +39,7 @@ from distributed import Client, as_completed, default_client
 
 from . import export as exporting
 from . import records
-from .archive import CHUNK_BITS, Archive, DatasetVersion, u64
+from .archive import CHUNK_BITS, U64, Archive, DatasetVersion, u64
 from .errors import MaskstoreError, QueryError
 from .labels import parse_color
 from .query import columns, engine
@@ -238,12 +238,38 @@ def _meta(chunk: Chunk, path: str, rows: np.ndarray, kind: str) -> pa.Array:
 
 def _roi_labels(txn: lmdb.Transaction, version: DatasetVersion, chunk: Chunk, rows: np.ndarray
                 ) -> list[tuple[int, str]]:
-    """(row position, label) of the ROIs of the given rows: read from the records of frames with ROIs."""
+    """(row position, label) of the ROIs of the given rows, from the ROI index the query reads (the
+    chunk's range of each label's postings), or from the records when a label is stored hashed."""
+    with_rois = np.flatnonzero(chunk.n_rois[rows] > 0)
+    position = dict(zip(rows[with_rois].tolist(), with_rois.tolist()))  # row in the chunk -> in the partition
+    if not position:
+        return []
+    keys, postings = txn.cursor(db=version.archive.db("ix_roi")), txn.cursor(db=version.archive.db("ix_roi"))
+    prefix, found = version.prefix, []
+    if keys.set_range(prefix):
+        for key in keys.iternext_nodup(keys=True, values=False):
+            if not key.startswith(prefix):
+                break
+            if key[8:9] == b"\xff":
+                return _roi_labels_of_records(txn, version, chunk, position)
+            name = bytes(key[8:]).decode("utf-8")
+            if postings.set_range_dup(key, u64(chunk.base)):
+                for value in postings.iternext_dup():
+                    row = U64.unpack(value)[0] - chunk.base
+                    if row >= len(chunk.present):
+                        break
+                    if row in position:
+                        found.append((position[row], name))
+    return found
+
+
+def _roi_labels_of_records(txn: lmdb.Transaction, version: DatasetVersion, chunk: Chunk,
+                           position: dict[int, int]) -> list[tuple[int, str]]:
     frames_db = version.archive.db("frames")
     found = []
-    for i in np.flatnonzero(chunk.n_rois[rows] > 0).tolist():
-        rec = records.decode_frame(txn.get(version.prefix + u64(chunk.base + int(rows[i])), db=frames_db))
-        found += [(i, name) for roi in rec["rois"] for name in roi["label"]]
+    for row, i in position.items():
+        rec = records.decode_frame(txn.get(version.prefix + u64(chunk.base + row), db=frames_db))
+        found += [(i, name) for name in dict.fromkeys(n for roi in rec["rois"] for n in roi["label"])]
     return found
 
 

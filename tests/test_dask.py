@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 import maskstore.dask as mdask  # noqa: E402
 from maskstore import Archive, MaskstoreError, QueryError, SingleFrame  # noqa: E402
 from maskstore.cli import main  # noqa: E402
+from maskstore.archive import MAX_KEY_TEXT  # noqa: E402
 from maskstore.query import columns  # noqa: E402
 from maskstore.summary import label_stats  # noqa: E402
 
@@ -185,6 +186,22 @@ def test_refusals_name_what_to_do(shards, tmp_path):
     with pytest.raises(MaskstoreError, match="several versions"):
         mdask.read_frames(tmp_path / "two.maskstore")
     assert mdask.read_frames(tmp_path / "two.maskstore", dataset="b").npartitions == 1
+
+
+def test_roi_labels_too_long_for_an_index_key_are_read_from_the_records(client, tmp_path):
+    long = "a traffic sign " + "x" * MAX_KEY_TEXT
+    rng = random.Random(2)
+    frames = [meta_frame(0, i, rng) for i in range(30)]
+    for f in frames[::7]:
+        f["rois"] = [{"label": [long, "sign"], "poly": [0, 0, 5, 0, 5, 5]}, {"label": [long], "poly": [1, 1, 2, 2, 3, 1]}]
+    build(tmp_path / "s.maskstore", frames)
+    df = mdask.read_frames(tmp_path / "s.maskstore", columns=["id", "labels"]).compute()
+    mdask.close_archives()
+    with Archive(tmp_path / "s.maskstore", readonly=True) as ar:
+        v = ar.get_version("city", "v1")
+        for name in (long, "sign", "person"):
+            assert sorted(df["id"][[name in labels for labels in df["labels"]]]) == sorted(v.ids(f"label == {json.dumps(name)}"))
+    assert all(len(set(labels)) == len(labels) for labels in df["labels"])
 
 
 def test_a_shard_changed_after_planning_is_refused_not_mixed(client, tmp_path):
