@@ -7,22 +7,26 @@ status 1 here, in ``MaskstoreGroup.invoke``; click's own usage errors exit with 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import sys
 import warnings
 from itertools import islice
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
 from .check import check_archive
 from .errors import MaskstoreError
-from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, builtin_label_table, dry_run, ingest,
-                     set_labels)
+from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, ingest, load_label_table,
+                     read_json as load_json, set_labels)
 from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
@@ -56,11 +60,39 @@ class MaskstoreGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MaskstoreError as exc:
-            echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            fail(self, ctx, str(exc))
         except BrokenPipeError:  # `maskstore query ... | head`
             sys.stderr.close()
             sys.exit(0)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a bug, or a failure the library did not name: still one line
+            if os.environ.get("MASKSTORE_TRACEBACK"):
+                raise
+            fail(self, ctx, f"{type(exc).__name__}: {exc} (unexpected; please report it, with the traceback "
+                            "that MASKSTORE_TRACEBACK=1 shows)")
+
+
+def fail(group: click.Group, ctx: click.Context, message: str) -> None:
+    """Print a library error as the command line's one line, then exit 1."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    echo(f"Error: {cli_words(command, message)}", err=True)
+    sys.exit(1)
+
+
+def cli_words(command: click.Command | None, message: str) -> str:
+    """Library messages advise in Python (``pass resize="nearest"``, ``layer_only``); at the command
+    line the same advice names the option (``--resize nearest``, ``--layer-only``). Only the running
+    command's own options are rewritten: as ``name="value"``, or bare when the name has an underscore
+    (plain words such as "mode" stay prose), never inside a path or a quoted name."""
+    options = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option)} if command else {}
+
+    def option(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in options or (value is None and "_" not in name):
+            return match.group(0)
+        return options[name] if value is None else f"{options[name]} {shlex.quote(value)}"
+    return re.sub(r'(?<![\w/.\'"-])([a-z][a-z0-9_]*)(?:="([^"]*)")?(?![\w/.\'"-])', option, message)
 
 
 @click.group(cls=MaskstoreGroup)
@@ -154,6 +186,9 @@ def check(archive: str, repair: bool) -> None:
 INGEST_EPILOG = """\b
 Examples, one per layout:
   maskstore ingest city.maskstore -d city -V v1 --frames frames.jsonl --embed
+      (a line: {"id": "a", "sources": [{"uri": "img.png", "masks": [{"uri": "mask.png"}]}]}
+       or {"source": "img.png", "mask_source": "mask.png"}; --frames - reads stdin)
+  maskstore ingest city.maskstore -V v2 --frames more.jsonl      (a new version of the only dataset)
   maskstore ingest city.maskstore -d city -V v1 --cityscapes ~/cityscapes --split val
   maskstore ingest voc.maskstore -d voc -V v1 --voc ~/VOCdevkit/VOC2012 --split train
   maskstore ingest pets.maskstore -d pets -V v1 --images photos/ --masks masks/ --labels table.json
@@ -167,8 +202,9 @@ Examples, one per layout:
 @main.command(epilog=INGEST_EPILOG)
 @click.argument("archive", type=click.Path(dir_okay=False))
 @version_options
-@click.option("--frames", "frames_file", type=click.Path(exists=True, dir_okay=False),
-              help="Frames as JSON lines in the frame-dict shape (ClearML's frames import as they are).")
+@click.option("--frames", "frames_file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Frames as JSON lines in the frame-dict shape (ClearML's frames import as they are), "
+                   "or with SingleFrame's keywords source/mask_source; - reads stdin.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Folder of images (with --masks).")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False),
               help="Folder of masks, paired with images by relative path without extension.")
@@ -225,17 +261,15 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     elif images:
         frames = pair_folders(images, masks, report.skipped, image_suffix=image_suffix, mask_suffix=mask_suffix)
     else:
-        frames = read_frames_jsonl(frames_file)
-    table = None
-    if labels_table:
-        table = builtin_label_table(labels_table) if labels_table in BUILTIN_TABLES else load_json(labels_table)
+        frames = read_frames_jsonl(click.open_file("-", "rb") if frames_file == "-" else frames_file)
+    table = load_label_table(labels_table) if labels_table else None
     if dry:  # before the archive is opened, so nothing is created
         for line in dry_run(frames).lines():
             echo(line)
         report_skipped(report)
         return
-    with Archive(archive, jobs=jobs, sync=not fast) as ar:
-        version = version_for_ingest(ar, dataset, version_name, Path(archive).stem)
+    with Archive(archive, jobs=jobs, sync=not fast) as ar, \
+            version_for_ingest(ar, dataset, version_name, Path(archive).stem) as version:
         if table is not None:
             apply_label_table(version, table, replace=replace_labels)
         elif layout_labels:
@@ -246,8 +280,9 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
         finally:
             if fast:
                 ar.sync()
-        echo(f"added {report.frames} frames in {report.batches} batches to "
-                   f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
+        updated = f" and updated {report.updated}" if report.updated else ""
+        echo(f"added {report.added} frames{updated} in {report.batches} batches to "
+             f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
     report_skipped(report)
 
 
@@ -259,25 +294,44 @@ def report_skipped(report: IngestReport) -> None:
         echo(f"skipped {path}: {reason}", err=True)
 
 
-def version_for_ingest(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> DatasetVersion:
-    if ar.versions() and not (dataset and version):
-        return open_version(ar, dataset, version)
-    dataset, version = dataset or default_dataset, version or "v1"
+def ingest_names(ar: Archive, dataset: str | None, version: str | None, default_dataset: str) -> tuple[str, str]:
+    """``-d``/``-V`` of ingest as given; a missing ``-d`` is the archive's only dataset (the one with
+    that ``-V``, if one has it; the file's stem in a new archive), a missing ``-V`` that dataset's only
+    version (``v1`` in a new dataset)."""
+    have = [(v.dataset_name, v.version_name) for v in ar.versions()]
+    if dataset is None:
+        datasets = (list(dict.fromkeys(d for d, n in have if n == version)) or list(dict.fromkeys(d for d, _ in have))
+                    or [default_dataset])
+        if len(datasets) > 1:
+            raise MaskstoreError(f"{ar.path} holds several datasets ({', '.join(datasets)}); choose one with -d DATASET")
+        dataset = datasets[0]
+    if version is None:
+        versions = [n for d, n in have if d == dataset] or ["v1"]
+        if len(versions) > 1:
+            raise MaskstoreError(f"dataset {dataset} in {ar.path} has several versions ({', '.join(versions)}); "
+                                 "choose one with -V VERSION")
+        version = versions[0]
+    return dataset, version
+
+
+@contextmanager
+def version_for_ingest(ar: Archive, dataset: str | None, version: str | None,
+                       default_dataset: str) -> Iterator[DatasetVersion]:
+    """The version to ingest into, created when missing. One created here is removed again when
+    the ingest fails before any frame is committed, so a failed first run leaves no empty version."""
+    dataset, version = ingest_names(ar, dataset, version, default_dataset)
+    created = all((v.dataset_name, v.version_name) != (dataset, version) for v in ar.versions())
+    target = ar.create_version(dataset_name=dataset, version_name=version, exist_ok=True)
     try:
-        return ar.get_version(dataset, version)
-    except KeyError:
-        return ar.create_version(dataset_name=dataset, version_name=version)
+        yield target
+    except BaseException:
+        if created and len(target) == 0:
+            ar.delete_version(dataset, version)
+        raise
 
 
 def version_label(version: DatasetVersion) -> str:
     return f"{version.dataset_name}/{version.version_name}"
-
-
-def load_json(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MaskstoreError(f"cannot read {path}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -331,6 +385,9 @@ def _table_row(frame: dict[str, Any], labels: dict[int, list[str]]) -> str:
 def query(archive: str, query_text: str, dataset: str | None, version_name: str | None, fmt: str,
           count_only: bool, explain: bool, limit: int | None) -> None:
     """Select frames with a query, e.g. 'label == "person" and meta.city == "frankfurt"'."""
+    format_given = click.get_current_context().get_parameter_source("fmt") != ParameterSource.DEFAULT
+    if count_only + explain + format_given > 1:
+        raise click.UsageError("--count, --explain and --format each choose what is printed; give one of them")
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         if explain:
@@ -473,8 +530,9 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
                              overwrite=overwrite, **render_options(opacity, background, layer_only, resize))
     echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
-    for frame_id, message in report.errors:
-        echo(f"Error: frame {frame_id!r}: {message}", err=True)
+    for frame_id, message in report.errors:  # render's own messages mostly name the frame already
+        text = message if message.startswith(f"frame {frame_id!r}") else f"frame {frame_id!r}: {message}"
+        echo(f"Error: {cli_words(click.get_current_context().command, text)}", err=True)
     if report.errors:
         sys.exit(1)
 

@@ -15,6 +15,7 @@ import io
 import mimetypes
 import contextlib
 import os
+import re
 import stat
 import struct
 import time
@@ -55,18 +56,30 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
            8: Image.Transpose.ROTATE_90}
 
 BlobReader = Callable[[str], bytes]
+SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def scheme_of(uri: str) -> str | None:
+    """The ``scheme`` of a ``scheme://...`` URI (``s3``, ``gs``, ``file``), or None for a plain path."""
+    match = SCHEME.match(uri)
+    return match.group(1).lower() if match else None
+
+
 def local_path(uri: str) -> Path | None:
-    """The file a URI names on this machine, or None for remote and embedded URIs."""
-    if uri.startswith(BLOB_PREFIX) or is_remote(uri):
+    """The file a URI names on this machine, or None for remote, embedded and other-scheme URIs
+    (``s3://b/x.png`` is not the local path ``s3:/b/x.png``)."""
+    scheme = scheme_of(uri)
+    if scheme == "file":
+        try:
+            return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+        except ValueError:
+            raise MediaError(f"{uri} is not a valid file:// URI") from None
+    if uri.startswith(BLOB_PREFIX) or scheme is not None:
         return None
-    if uri.startswith("file://"):
-        return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
     return Path(uri)
 
 
@@ -142,7 +155,9 @@ def read_bytes(uri: str, blobs: BlobReader | None = None) -> bytes:
     if is_remote(uri):
         return _fetch_http(uri)
     path = local_path(uri)
-    assert path is not None
+    if path is None:
+        raise MediaError(f"{uri}: {scheme_of(uri)}:// URIs are not supported; maskstore reads local paths, "
+                         "file://, http(s):// and embedded files (download it first)")
     return _read_local(path)
 
 

@@ -214,6 +214,8 @@ def _normalize_roi(r: Any, index: int, default_sources: list[str], frame_id: Any
         raise _fail(frame_id, f"ROI label must be a list of strings, got {label!r}")
     out["label"] = list(map(nfc, label))
     sources = r.get("sources")
+    if sources is not None and not isinstance(sources, list):
+        raise _fail(frame_id, f"ROI sources must be a list of source ids, got {sources!r}")
     out["sources"] = list(default_sources) if sources is None else [str(x) for x in sources]
     confidence = r.get("confidence")
     if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))):
@@ -225,6 +227,8 @@ def _normalize_roi(r: Any, index: int, default_sources: list[str], frame_id: Any
         raise _fail(frame_id, f"ROI poly must be a flat list of x, y numbers, got {poly!r}")
     out["poly"] = poly
     meta = r.get("meta") or {}
+    if not isinstance(meta, Mapping):
+        raise _fail(frame_id, f"ROI meta must be a dict, got {meta!r}")
     check_meta_value(meta, "", frame_id)
     out["meta"] = dict(meta)
     return out
@@ -350,8 +354,8 @@ class Source:
         for m in self.masks:
             if mask_id is None or m.id == mask_id:
                 return m
-        raise FrameError(f"source {self.id!r} has no mask {mask_id!r}" if mask_id else
-                         f"source {self.id!r} has no mask")
+        raise FrameError(f"source {self.id!r} has no mask {mask_id!r}; its masks: {[m.id for m in self.masks]}"
+                         if mask_id else f"source {self.id!r} has no mask")
 
 
 @dataclass
