@@ -257,6 +257,18 @@ def label_plane(viewer: Viewer, frame: Frame, source: Source, mask: Mask) -> np.
 
 def create_app(version: DatasetVersion, settings: Settings) -> Starlette:
     """The viewer's ASGI app over one version."""
-    return Starlette(routes=_endpoints(Viewer(version, settings)),
-                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
-                     exception_handlers={MaskstoreError: _maskstore_error})
+    viewer = Viewer(version, settings)
+    app = Starlette(routes=_endpoints(viewer),
+                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
+                    exception_handlers={MaskstoreError: _maskstore_error})
+    app.state.viewer = viewer
+    return app
+
+
+def warm_up(viewer: Viewer) -> None:
+    """Select every frame once (loads the version's scan columns, lists its ids) while the browser is
+    still starting, so the page's first request finds the answer ready; errors show on that request."""
+    try:
+        viewer.selection("")
+    except MaskstoreError:
+        pass
