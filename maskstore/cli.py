@@ -38,6 +38,8 @@ from .demo import run_demo
 from .export import check_format, image_format, write_image
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
+from .store import NO_LOCK_ENV
+from .query import columns
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -97,8 +99,12 @@ def cli_words(command: click.Command | None, message: str) -> str:
 
 @click.group(cls=MaskstoreGroup)
 @click.version_option(package_name="maskstore")
-def main() -> None:
+@click.option("--no-lock", is_flag=True, help="Read without LMDB's lock: only for archives no process writes "
+              "(read-only media, published snapshots); same as MASKSTORE_NO_LOCK=1.")
+def main(no_lock: bool) -> None:
     """Keep frames and segmentation masks in one archive file, query them, export masked images."""
+    if no_lock:
+        os.environ[NO_LOCK_ENV] = "1"  # read by every Archive this command (and its workers) opens
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"Warning: {printable(message)}\n"
 
 
@@ -277,6 +283,7 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
         try:
             with progress_bar(None, "frames") as bar:
                 ingest(version, frames, batch_size=batch_size, embed=embed, report=report, progress=bar.update)
+            columns.refresh(version)  # scan columns stored now, so no later query rebuilds them
         finally:
             if fast:
                 ar.sync()
@@ -427,8 +434,8 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
         echo(f"{n_frames} frames in {version_label(version)}")
         if len(label_stats) == 1:  # the unlabelled row alone
             echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
-                       f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
-                       f"{archive} --set mask_labels.json")
+                 f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
+                 f"{archive} --set mask_labels.json")
             return
         shown = [s for s in label_stats if show_all or s.frames]
         echo(f"{'label':<28}{'frames':>10}{'pixels':>16}{'share':>9}{'roi frames':>12}")
