@@ -188,7 +188,7 @@ def test_sigkilled_ingest_leaves_no_process_behind(tmp_path: Path) -> None:
     session = Session([str(MASKSTORE_CLI), "ingest", str(archive), "-d", "d", "-V", "v1", "--frames", str(frames),
                        "--jobs", "2", "--batch-size", "200", "--fast"])
     try:
-        wait_until(lambda: archive_count(archive) > 0 or session.proc.poll() is not None, 60,
+        wait_until(lambda: archive_count(archive) > 0 or session.proc.poll() is not None, 120,
                    "the ingest to commit its first batch")
         assert session.others(), "no worker process was started"
         session.kill_leader()
@@ -207,7 +207,7 @@ def test_sigkilled_export_leaves_no_process_behind(tmp_path: Path) -> None:
     out = tmp_path / "out"
     session = Session([str(MASKSTORE_CLI), "export", str(archive), str(out), "--jobs", "2"])
     try:
-        wait_until(lambda: any(out.glob("*/*.png")) or session.proc.poll() is not None, 60,
+        wait_until(lambda: any(out.glob("*/*.png")) or session.proc.poll() is not None, 120,
                    "the export to write its first image")
         session.kill_leader()
         assert_session_ends(session)
