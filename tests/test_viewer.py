@@ -23,7 +23,7 @@ from viewer_helpers import (CITY, MAIN, REPO, ViewerProcess, build_large, canvas
                             compose, kinds_version, rendered, wait_shown)
 
 SHARED_DATA = REPO.parent / "shared" / "data"
-pytest.importorskip("playwright", reason="the browser tests need playwright (pip install -e '.[test]')")
+pytest.importorskip("pytest_playwright", reason="the browser tests need pytest-playwright (pip install -e '.[test]')")
 
 
 # ---------------------------------------------------------------------------------------- fixtures
