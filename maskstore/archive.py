@@ -47,7 +47,8 @@ from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, Ma
                      NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
-from .model import Frame, frame_from_dict, normalize_frame, normalize_frame_dict, type_name
+from .model import (Frame, frame_from_dict, normalize_frame, normalize_frame_dict, refuse_constructor_words,
+                    type_name)
 from .stats import MaskDecoder
 from .store import DEFAULT_MAX_READERS, Store, lock_default
 
@@ -657,6 +658,7 @@ class DatasetVersion:
             given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
         elif set(map(type, given)) - {dict}:
             given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
+        refuse_constructor_words(given)
         postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
         if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
             n = len(given)

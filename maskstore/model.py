@@ -19,6 +19,9 @@ from .labels import nfc
 from .media import ALPHA, content_type_of
 
 FRAME_KEYS = ("id", "timestamp", "context_id", "meta", "sources", "rois")
+# SingleFrame's keywords: a frame dict written with them instead of "sources" would hold no image.
+CONSTRUCTOR_WORDS = ("source", "mask_source", "masks_source")
+EXAMPLE_FRAME_DICT = '{"id": "a", "sources": [{"uri": "img.png", "masks": [{"uri": "mask.png"}]}]}'
 SOURCE_KEYS = ("id", "content_type", "uri", "timestamp", "width", "height", "masks")
 MASK_KEYS = ("id", "content_type", "uri", "timestamp")
 ROI_KEYS = ("id", "sources", "label", "confidence", "poly", "meta")
@@ -605,3 +608,17 @@ def frame_from_dict(d: Mapping[str, Any], cls: type[Frame] | None = None) -> Fra
             group[src.id or "0"] = SingleFrame(sources=[src])
         return group
     return SingleFrame(sources=sources, **common)
+
+
+def uses_constructor_words(d: Mapping[str, Any]) -> bool:
+    """Whether a frame dict names its files with SingleFrame's keywords instead of ``sources``."""
+    return "sources" not in d and any(key in d for key in CONSTRUCTOR_WORDS)
+
+
+def refuse_constructor_words(frames: list[Any]) -> None:
+    """A frame dict written with SingleFrame's keywords is refused, not stored without its files."""
+    for d in frames:
+        if isinstance(d, Mapping) and uses_constructor_words(d):
+            raise FrameError(f"frame {d.get('id')!r}: {', '.join(k for k in CONSTRUCTOR_WORDS if k in d)} "
+                             "are SingleFrame's keywords: pass SingleFrame(**d), or a frame dict of the "
+                             f"shape {EXAMPLE_FRAME_DICT}")

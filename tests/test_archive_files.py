@@ -98,3 +98,11 @@ def test_embed_copies_the_instance_file_of_a_mask(tmp_path: Path) -> None:
         assert mask["original_instance_uri"] == str(instance)
         os.remove(instance)
         assert np.asarray(v.open_image(mask["instance_uri"])).max() == 1001
+
+
+def test_a_frame_dict_in_single_frame_keywords_is_refused_not_stored_without_files(tmp_path: Path) -> None:
+    with Archive(tmp_path / "a.maskstore", jobs=1) as ar:
+        v = ar.create_version(dataset_name="d", version_name="v")
+        with pytest.raises(FrameError, match=r"SingleFrame's keywords.*\"sources\""):
+            v.add_frames([{"id": "a", "source": "img.png", "mask_source": "mask.png"}])
+        assert len(v) == 0

@@ -18,11 +18,9 @@ from typing import IO, Any
 
 from ..errors import FrameError
 from ..media import local_path, scheme_of
-from ..model import SingleFrame
+from ..model import EXAMPLE_FRAME_DICT, SingleFrame, uses_constructor_words
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
-CONSTRUCTOR_WORDS = ("source", "mask_source", "masks_source")
-EXAMPLE_LINE = '{"id": "a", "sources": [{"uri": "img.png", "masks": [{"uri": "mask.png"}]}]}'
 
 
 def _resolved(uri: Any, base: Path) -> Any:
@@ -60,7 +58,7 @@ def _from_constructor_words(line: dict[str, Any], base: Path, where: str) -> dic
         frame = SingleFrame(**kwargs).to_dict()
     except TypeError as exc:
         raise FrameError(f"{where}: {str(exc).replace('__init__()', 'SingleFrame')}; or write the frame-dict "
-                         f"shape: {EXAMPLE_LINE}") from None
+                         f"shape: {EXAMPLE_FRAME_DICT}") from None
     except FrameError as exc:
         raise FrameError(f"{where}: {exc}") from None
     if rois is not None:
@@ -97,8 +95,8 @@ def _frames(handle: IO[bytes], name: str, base: Path) -> Iterator[dict[str, Any]
             raise FrameError(f"{name}:{number}: not valid JSON ({exc})") from None
         if not isinstance(frame, dict):
             raise FrameError(f"{name}:{number}: expected a frame object {{...}}, got {type(frame).__name__}; "
-                             f"a frame-dict line: {EXAMPLE_LINE}")
-        if "sources" not in frame and any(key in frame for key in CONSTRUCTOR_WORDS):
+                             f"a frame-dict line: {EXAMPLE_FRAME_DICT}")
+        if uses_constructor_words(frame):
             frame = _from_constructor_words(frame, base, f"{name}:{number}")
         else:
             _resolve_uris(frame, base)
