@@ -41,6 +41,7 @@ STATIC_FILES = {"/": "index.html", "/static/viewer.js": "viewer.js", "/static/vi
 MEDIA_TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
                "css": "text/css; charset=utf-8"}
 MAX_PAGE = 1000          # ids per list request: a version's ids never go out all at once
+EARLY_PAGES = 10_000     # unfiltered pages before this come from a limited query, without listing every id
 MAX_BODY = 64 * 1024     # a colour change is a few bytes
 CACHED_QUERIES = 8
 TOKEN_HEADER = "x-maskstore-token"
@@ -95,6 +96,12 @@ class Viewer:
                     self._selections.popitem(last=False)
             self._selections.move_to_end(key)
             return self._selections[key]
+
+    def early_page(self, offset: int, limit: int) -> tuple[int, list[str]]:
+        """(count, ids) of an early page of every frame: the version's own count and a ``limit`` query,
+        so a million-frame version opens without building the list of all its ids."""
+        with self.lock:
+            return len(self.version), self.version.ids(f"limit {offset + limit}")[offset:]
 
     def labels(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(label, colour) of every label that colours pixels; label k is index k + 1 in label planes."""
@@ -197,12 +204,16 @@ def _endpoints(viewer: Viewer) -> list[Route]:
         }, headers=NO_STORE)
 
     def frames(request: Request) -> JSONResponse:
-        selection = viewer.selection(_param(request, "q", ""))
-        offset = _int_param(request, "offset", 0, 0, max(len(selection.ids) - 1, 0))
+        query, frame_id = _param(request, "q", ""), request.query_params.get("frame")
+        offset = _int_param(request, "offset", 0, 0, 2**62)
         limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+        if not query.strip() and frame_id is None and offset + limit <= EARLY_PAGES:
+            count, ids = viewer.early_page(offset, limit)
+            return JSONResponse({"count": count, "offset": offset, "ids": ids, "warnings": []}, headers=NO_STORE)
+        selection = viewer.selection(query)
+        offset = min(offset, max(len(selection.ids) - 1, 0))
         body: dict[str, Any] = {"count": len(selection.ids), "offset": offset,
                                 "ids": selection.ids[offset:offset + limit], "warnings": selection.warnings}
-        frame_id = request.query_params.get("frame")
         if frame_id is not None:
             body["position"] = selection.position(frame_id)
         return JSONResponse(body, headers=NO_STORE)
@@ -257,18 +268,6 @@ def label_plane(viewer: Viewer, frame: Frame, source: Source, mask: Mask) -> np.
 
 def create_app(version: DatasetVersion, settings: Settings) -> Starlette:
     """The viewer's ASGI app over one version."""
-    viewer = Viewer(version, settings)
-    app = Starlette(routes=_endpoints(viewer),
-                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
-                    exception_handlers={MaskstoreError: _maskstore_error})
-    app.state.viewer = viewer
-    return app
-
-
-def warm_up(viewer: Viewer) -> None:
-    """Select every frame once (loads the version's scan columns, lists its ids) while the browser is
-    still starting, so the page's first request finds the answer ready; errors show on that request."""
-    try:
-        viewer.selection("")
-    except MaskstoreError:
-        pass
+    return Starlette(routes=_endpoints(Viewer(version, settings)),
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
+                     exception_handlers={MaskstoreError: _maskstore_error})

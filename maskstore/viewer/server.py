@@ -14,7 +14,7 @@ import uvicorn
 
 from ..archive import DatasetVersion
 from ..errors import MaskstoreError
-from .app import Settings, create_app, warm_up
+from .app import Settings, create_app
 
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -59,12 +59,10 @@ def serve(version: DatasetVersion, host: str = "127.0.0.1", port: int = 8765, *,
     sock = listen(host, port)
     settings = settings_for(host, readonly)
     url = f"http://{url_host(host)}:{sock.getsockname()[1]}/?token={settings.token}"
-    app = create_app(version, settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+    config = uvicorn.Config(create_app(version, settings), log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     announce(url)
-    threading.Thread(target=warm_up, args=(app.state.viewer,), name="maskstore-view-warm-up", daemon=True).start()
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     try:
