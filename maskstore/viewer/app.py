@@ -20,6 +20,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 from importlib import resources
 from typing import Any
 
@@ -41,7 +42,7 @@ STATIC_FILES = {"/": "index.html", "/static/viewer.js": "viewer.js", "/static/vi
 MEDIA_TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
                "css": "text/css; charset=utf-8"}
 MAX_PAGE = 1000          # ids per list request: a version's ids never go out all at once
-EARLY_PAGES = 10_000     # unfiltered pages before this come from a limited query, without listing every id
+EARLY_PAGES = 2_000      # unfiltered pages before this are read from the first records, not from a query
 MAX_BODY = 64 * 1024     # a colour change is a few bytes
 CACHED_QUERIES = 8
 TOKEN_HEADER = "x-maskstore-token"
@@ -98,10 +99,19 @@ class Viewer:
             return self._selections[key]
 
     def early_page(self, offset: int, limit: int) -> tuple[int, list[str]]:
-        """(count, ids) of an early page of every frame: the version's own count and a ``limit`` query,
-        so a million-frame version opens without building the list of all its ids."""
-        with self.lock:
-            return len(self.version), self.version.ids(f"limit {offset + limit}")[offset:]
+        """(count, ids) of an early page of every frame: the version's own count and its first records
+        (insertion order, the order of ``ids("")``), so a million-frame version opens without the query
+        engine loading its scan columns or listing all its ids."""
+        records = islice(self.version.frame_dicts(), offset, offset + limit)
+        return len(self.version), [record["id"] for record in records]
+
+    def warm_up(self) -> None:
+        """Select every frame once as the server starts (loads the scan columns, lists the ids), so the
+        first query or far page finds them ready; an error shows on the request that needs them."""
+        try:
+            self.selection("")
+        except MaskstoreError:
+            pass
 
     def labels(self) -> list[tuple[str, tuple[int, int, int]]]:
         """(label, colour) of every label that colours pixels; label k is index k + 1 in label planes."""
@@ -268,6 +278,9 @@ def label_plane(viewer: Viewer, frame: Frame, source: Source, mask: Mask) -> np.
 
 def create_app(version: DatasetVersion, settings: Settings) -> Starlette:
     """The viewer's ASGI app over one version."""
-    return Starlette(routes=_endpoints(Viewer(version, settings)),
-                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
-                     exception_handlers={MaskstoreError: _maskstore_error})
+    viewer = Viewer(version, settings)
+    app = Starlette(routes=_endpoints(viewer),
+                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))],
+                    exception_handlers={MaskstoreError: _maskstore_error})
+    app.state.viewer = viewer  # serve() warms its selection up
+    return app

@@ -59,13 +59,17 @@ def serve(version: DatasetVersion, host: str = "127.0.0.1", port: int = 8765, *,
     sock = listen(host, port)
     settings = settings_for(host, readonly)
     url = f"http://{url_host(host)}:{sock.getsockname()[1]}/?token={settings.token}"
-    config = uvicorn.Config(create_app(version, settings), log_level="warning", access_log=False, lifespan="off",
+    app = create_app(version, settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     announce(url)
+    warm_up = threading.Thread(target=app.state.viewer.warm_up, name="maskstore-view-warm-up", daemon=True)
+    warm_up.start()
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        warm_up.join()  # its read transaction ends before the caller closes the archive
