@@ -7,7 +7,7 @@
 "use strict";
 (() => {
   const PAGE = 100;           // ids per list page: a selection never travels whole
-  const PIXEL_CACHE = 12;     // sources and planes kept (current frame, its neighbour, a few behind)
+  const PIXEL_CACHE = 20;     // sources and planes kept (current frame, its neighbour, a few behind)
   const FRAME_CACHE = 32;
   const DEFAULT_SETTING = { visible: true, mode: "segmentation", opacity: 50, tint: "#000000" };
 
@@ -314,10 +314,11 @@
     // what drawing the source needs: label planes, and alpha planes of masks shown in alpha mode
     return (source.masks || []).map((mask) => {
       const layer = { id: mask.id, uri: mask.uri, labels: null, alpha: null, present: null, error: null };
-      const wanted = [pixels(pixelQueries(frame, source, mask, "labels")).then((p) => { layer.labels = p; })];
-      if (settingOf(mask.id).mode === "alpha") {
-        wanted.push(pixels(pixelQueries(frame, source, mask, "alpha")).then((p) => { layer.alpha = p; }));
-      }
+      const labels = pixels(pixelQueries(frame, source, mask, "labels")).then((p) => { layer.labels = p; });
+      const alpha = () => pixels(pixelQueries(frame, source, mask, "alpha")).then((p) => { layer.alpha = p; });
+      const wanted = [labels];
+      if (settingOf(mask.id).mode === "alpha") wanted.push(alpha());
+      else labels.then(alpha).catch(() => {});  // after what is drawn now: a switch to alpha is then instant
       return [layer, Promise.all(wanted).catch((error) => { layer.error = error.message; })];
     });
   }
