@@ -177,7 +177,7 @@ def report(r: dict[str, Any], e: dict[str, Any], machine: list[str], command: st
                      f"{rate(total, r['cluster'][name]) / 2 / 1e6:.2f} M"])
     m = e["m"]
     return "\n".join([
-        f"## maskstore.dask: {SHARDS} shards x {n:,} metadata-only frames; export of {m} real frames", "",
+        f"# maskstore.dask: {SHARDS} shards x {n:,} metadata-only frames; export of {m} real frames", "",
         *machine, f"- load average {load[0]:.1f} before, {load[1]:.1f} after (2 cores shared with other work)",
         f"- command: `{command}`", "",
         "Seconds (median), all including the plan on the client (the query on each shard's own columns):", "",
