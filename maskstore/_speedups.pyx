@@ -20,6 +20,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
+from unicodedata import is_normalized as _is_normalized
+
 MAX_DEPTH = 100  # deeper frames go the Python way, and meet its limits there
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
 FRAME_FIELDS = ("id", "timestamp", "sources", "context_id", "meta", "rois")
@@ -439,7 +441,8 @@ cdef bint _meta_dict(dict meta, str path, list types, int depth):
     if depth > MAX_DEPTH:
         return False
     for key, item in meta.items():
-        if type(key) is not str or not key or "." in <str>key:
+        if type(key) is not str or not key or "." in <str>key \
+                or not ((<str>key).isascii() or _is_normalized("NFC", key)):  # model.nfc_keys owns the rest
             return False
         item_path = path + "." + key if path else key
         kind = type(item)

@@ -16,8 +16,8 @@ from typing import Any
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, Archive, DatasetVersion, entries, index_entries, text_key,
-                      u64)
+from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, VERSION_DBS, Archive, DatasetVersion, entries,
+                      index_entries, text_key, u64)
 from .errors import ArchiveError
 from .media import BLOB_PREFIX
 from .query import columns
@@ -117,11 +117,12 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
     """Every stored column chunk that is not marked for rebuild must decode (the checks queries make
     when they load it) and equal what its records give; frames must have columns or a rebuild mark."""
     dirty = {key for key, _ in entries(txn, arc.db("dirty"), prefix)}
+    problems = [Problem("error", f"{label}: rebuild mark {bytes(key)!r} is not a version id and a chunk")
+                for key in dirty if len(key) != 16]
     by_chunk: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for seq, rec in frames.items():  # frames are in seq order, so each chunk's rows are too
         n = U64.unpack(seq)[0]
         by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
-    problems = []
     stored = set()
     for key, data in entries(txn, arc.db("columns"), prefix):
         if len(key) != 16:
@@ -184,7 +185,9 @@ def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
     problems: list[Problem] = []
 
     def work(txn: lmdb.Transaction) -> None:
+        version_keys = set()
         for key, data in txn.cursor(db=archive.db("versions")):
+            version_keys.add(bytes(key))
             try:
                 vrec = records.decode_version(data)
             except ArchiveError as exc:
@@ -194,10 +197,28 @@ def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
                 problems.append(Problem("error", f"version id {_seq(key)}: its record says id {vrec['id']}"))
                 continue
             problems.extend(_check_version(archive, txn, vrec)[0])
+        problems.extend(_orphans(archive, txn, version_keys))
         for digest, data in txn.cursor(db=archive.db("blobs")):
             if hashlib.sha256(data).digest() != digest:
                 problems.append(Problem("error", f"embedded blob sha256:{bytes(digest).hex()} does not match its bytes"))
     archive.read(work)
+    return problems
+
+
+def _orphans(arc: Archive, txn: lmdb.Transaction, version_keys: set[bytes]) -> list[Problem]:
+    """Entries of versions that have no version record: one cursor jump per version prefix."""
+    problems = []
+    for name in VERSION_DBS:
+        cursor = txn.cursor(db=arc.db(name))
+        found = cursor.first()
+        while found:
+            prefix = bytes(cursor.key()[:8])
+            if prefix not in version_keys:
+                problems.append(Problem("error", f"{name} holds entries of version id {_seq(prefix)}, which has "
+                                                 "no version record"))
+            if len(prefix) < 8 or prefix == b"\xff" * 8:
+                break
+            found = cursor.set_range(u64(U64.unpack(prefix)[0] + 1))
     return problems
 
 

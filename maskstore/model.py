@@ -126,6 +126,24 @@ def _check_meta_key(key: Any, path: str, frame_id: Any) -> None:
         raise _fail(frame_id, f"meta key {key!r} under meta.{path} must be non-empty and contain no '.'")
 
 
+def nfc_keys(value: Any, frame_id: Any) -> Any:
+    """Checked meta with every dict key in Unicode NFC, so the NFC and NFD spellings of a key are one
+    key (as queries spell it); ``value`` itself when every key is NFC already, the common case."""
+    if isinstance(value, (list, tuple)):
+        items = [nfc_keys(item, frame_id) for item in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = nfc(key)
+        if name in out:
+            raise _fail(frame_id, f"meta has the key {name!r} twice, in two Unicode spellings")
+        out[name] = nfc_keys(item, frame_id)
+    same = all(a == b and out[a] is value[b] for a, b in zip(out, value))
+    return value if same else out
+
+
 def _keep_extra(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in known}
 
@@ -233,7 +251,7 @@ def _normalize_roi(r: Any, index: int, default_sources: list[str], frame_id: Any
     if not isinstance(meta, Mapping):
         raise _fail(frame_id, f"ROI meta must be a dict, got {meta!r}")
     check_meta_value(meta, "", frame_id)
-    out["meta"] = dict(meta)
+    out["meta"] = dict(nfc_keys(meta, frame_id))
     return out
 
 
@@ -291,6 +309,9 @@ def normalize_frame(d: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         raise _fail(frame_id, f"meta must be a dict, got {meta!r}")
     types: list[tuple[str, str]] = []
     _check_meta(meta, "", frame_id, types)
+    if (normalized := nfc_keys(meta, frame_id)) is not meta:
+        meta, types = normalized, []
+        _check_meta(meta, "", frame_id, types)
     out["meta"] = dict(meta)
     rois = d.get("rois") or []
     if not isinstance(rois, list):

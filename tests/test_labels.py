@@ -310,8 +310,6 @@ def test_nfc_and_nfd_spellings_of_a_roi_label_are_one(archive):
         assert v.ids(f'roi.label == "{spelling}"') == v.ids(f'label == "{spelling}"') == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="meta keys are stored as given: NFC at ingest needs the compiled path "
-                                       "(_speedups.pyx) to decline non-NFC keys first (lead; patch in E2's report)")
 @pytest.mark.parametrize("rois", [[], [{"label": ["x"]}]], ids=["compiled path", "Python path"])
 def test_nfc_and_nfd_spellings_of_a_meta_key_are_one(archive, rois):
     v = archive.create_version(dataset_name="u", version_name="v1")

@@ -55,7 +55,7 @@ def check_query(query: Query | str, meta_types: Mapping[str, str] | None = None)
     Normalisations: ``mask.value`` literals become ``(r, g, b)`` tuples (``3`` → ``(3, 3, 3)``);
     ``meta.k == null`` becomes ``not has(meta.k)`` and ``meta.k != null`` becomes ``has(meta.k)``;
     ``!=`` on a multi-valued field becomes ``not ==`` (as the parser does) for hand-built nodes;
-    label strings and label patterns become Unicode NFC, as labels are stored.
+    label strings, label patterns and meta keys become Unicode NFC, as labels and keys are stored.
 
     ``meta_types`` maps a meta path relative to ``meta`` (``"city"``, ``"camera.height"``) to one of
     :data:`META_TYPES`. Without it any scalar compares with any meta key; with it, a comparison or an
@@ -66,10 +66,16 @@ def check_query(query: Query | str, meta_types: Mapping[str, str] | None = None)
         query = parse_query(query)
     checker = _Checker(query.text, meta_types)
     where = checker.expr(query.where) if query.where is not None else None
-    if query.order_by is not None:
-        checker.order_by(query.order_by)
+    order_by = query.order_by
+    if order_by is not None:
+        order_by = _nfc_field(order_by)
+        checker.order_by(order_by)
     checker.limit(query.limit, query.limit_at)
-    return dc.replace(query, where=where)
+    return dc.replace(query, where=where, order_by=order_by)
+
+
+def _nfc_field(field: Field) -> Field:
+    return dc.replace(field, path=tuple(map(nfc, field.path))) if field.path else field
 
 
 LABEL_FIELDS = ("label", "mask.label", "roi.label")
@@ -234,6 +240,8 @@ class _Checker:
             return type(node)(tuple(self.expr(i) for i in node.items))
         if isinstance(node, Not):
             return Not(self.expr(node.item))
+        if isinstance(node, (Compare, In, Has)):
+            node = dc.replace(node, field=_nfc_field(node.field))
         if isinstance(node, Compare):
             return self.compare(node)
         if isinstance(node, In):

@@ -237,7 +237,8 @@ def probe(path: str, out: str) -> None:
                 attempt("stats", lambda: label_stats(v))
                 attempt("len", lambda: len(v))
                 for fid in report["ids"][""] or []:
-                    frame = attempt(f"get {fid}", lambda fid=fid: v.get_frame(fid))
+                    # a lost id entry makes the frame not found (FrameNotFoundError), which check reports
+                    frame = attempt(f"get {fid}", lambda fid=fid: v.get_frame(fid), MaskstoreError)
                     if frame is not None:
                         attempt(f"render {fid}", lambda f=frame: render(f, v), MaskstoreError)
                 attempt("export", lambda: v.export(out, mode="segmentation", jobs=1), MaskstoreError)
@@ -298,7 +299,7 @@ def assert_sound(report: dict[str, Any]) -> None:
         return
     assert all(outcome == "ok" for name, outcome in report["api"].items()
                if not name.startswith(("render", "export"))), report["api"]
-    for text, want in report["reference"].items():
+    for text, want in (report.get("reference") or {}).items():
         got = report["ids"][text]
         if "limit" in text:  # the reference ignores order and limit: the top ones are some of its frames
             assert set(got) <= set(want) and len(got) == min(len(want), 4), (text, got, want)
@@ -317,9 +318,13 @@ TARGETS = ["frames", "versions", "columns", "ix_value", "ix_context", "ix_roi", 
 @st.composite
 def tamperings(draw: st.DrawFn) -> tuple[str, str, Any]:
     db = draw(st.sampled_from(TARGETS))
-    how = draw(st.sampled_from(["structured", "flip", "truncate", "seq", "delete"] if db in HEADERS
-                               else ["flip", "truncate", "seq", "delete"]))
-    return db, how, draw(st.randoms(use_true_random=False))
+    return db, draw(st.sampled_from(ways_to_tamper(db))), draw(st.randoms(use_true_random=False))
+
+
+def ways_to_tamper(db: str) -> list[str]:
+    """LMDB itself keeps every index posting 8 bytes (dupfixed), so those are not truncated."""
+    return (["structured"] if db in HEADERS else []) + ["flip", "seq", "delete"] + \
+        ([] if db.startswith("ix_") else ["truncate"])
 
 
 def tamper(path: Path, db: str, how: str, rng: random.Random) -> str:
