@@ -6,7 +6,8 @@ MASKSTORE_ARCHIVE environment variable) names the archive that ``DatasetVersion.
 """
 
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
-                     NetworkFilesystemWarning, QueryError, ReadOnlyError, VersionNotFoundError)
+                     NetworkFilesystemWarning, QueryError, ReadOnlyError, UnknownLabelWarning,
+                     VersionNotFoundError)
 from .archive import Archive, DatasetVersion, use
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
 from .render import render  # the function; the module stays importable as maskstore.render
@@ -16,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
     "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "ReadOnlyError", "Roi",
-    "SingleFrame", "Source", "VersionNotFoundError", "render", "use",
+    "SingleFrame", "Source", "UnknownLabelWarning", "VersionNotFoundError", "render", "use",
 ]
