@@ -29,7 +29,11 @@ ROI_KEYS = ("id", "sources", "label", "confidence", "poly", "meta")
 
 def derived_frame_id(uri: str) -> str:
     """The id a frame gets from its first source URI, so re-adding an image updates its frame."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, uri).hex
+    try:
+        return uuid.uuid5(uuid.NAMESPACE_URL, uri).hex
+    except UnicodeEncodeError:
+        raise FrameError(f"source URI {uri!r} is not valid Unicode (a lone surrogate), so it cannot be "
+                         "stored or name a frame") from None
 
 
 def mask_id(index: int) -> str:
