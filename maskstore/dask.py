@@ -13,7 +13,9 @@ generation, so a worker reads exactly the snapshot the client planned (or says t
   merged ``manifest.jsonl`` and the legend. A re-run resumes, as with ``v.export``.
 - ``stats``: ``maskstore stats`` per shard on the workers, summed on the client (no frame moves).
 
-Requires the optional extra ``maskstore[dask]`` (``dask[dataframe]``, ``distributed``).
+LMDB opens a file once per process, so this module keeps one read-only handle per shard and
+process, shared by plans and tasks (``close_archives`` releases them); an open ``Archive`` may be
+passed in place of a path. Requires the optional extra ``maskstore[dask]``. See docs/scale.md.
 """
 
 from __future__ import annotations
