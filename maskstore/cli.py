@@ -40,6 +40,7 @@ from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 from .store import NO_LOCK_ENV
 from .query import columns
+from .query.engine import snapshot
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -409,10 +410,11 @@ def query(archive: str, query_text: str, dataset: str | None, version_name: str 
             for frame in islice(version.query_dicts(query_text), limit):
                 echo(json.dumps(frame, ensure_ascii=False))
         else:
-            labels = {pack_rgb(e["value"]): e["labels"] for e in version.mask_labels}
-            echo("id\tcontext_id\ttimestamp\tsources\tlabels")
-            for frame in islice(version.query_dicts(query_text), limit):
-                echo(_table_row(frame, labels))
+            with snapshot(version, query_text) as (record, frames):  # labels of the same moment as the frames
+                labels = {pack_rgb(e["value"]): e["labels"] for e in record["mask_labels"]}
+                echo("id\tcontext_id\ttimestamp\tsources\tlabels")
+                for frame in islice(frames, limit):
+                    echo(_table_row(frame, labels))
 
 
 # ---------------------------------------------------------------------------------------- stats

@@ -126,12 +126,8 @@ def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
 
 
 def _stream(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
-    arc = version.archive
-    with arc._begin() as txn:
-        seqs, _ = select(version, text, txn)
-        frames_db = arc.db("frames")
-        for seq in seqs.tolist():
-            yield records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db))
+    with snapshot(version, text) as (_, frames):
+        yield from frames
 
 
 def query(version: DatasetVersion, text: str | Query) -> Iterator[Frame]:
@@ -157,7 +153,6 @@ def snapshot(version: DatasetVersion, text: str | Query) -> Iterator[tuple[dict,
 
     An export renders every frame with the labels and colours of the moment it selected them, however
     long it runs and whatever another process writes meanwhile. Use the frames inside the ``with``."""
-    columns.refresh(version)
     with version.archive._begin() as txn:
         seqs, _ = select(version, text, txn)
         frames_db = version.archive.db("frames")
