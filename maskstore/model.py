@@ -630,7 +630,7 @@ def frame_from_dict(d: Mapping[str, Any], cls: type[Frame] | None = None) -> Fra
     if cls is FrameGroup or (cls is None and len(sources) > 1):
         group = FrameGroup(**common)
         for src in sources:
-            group[src.id or "0"] = SingleFrame(sources=[src])
+            group[src.id] = SingleFrame(sources=[src])
         return group
     return SingleFrame(sources=sources, **common)
 

@@ -422,3 +422,11 @@ def test_meta_types_of_subclasses_nested_dicts_lists_and_null():
 def test_a_malformed_url_has_no_content_type_instead_of_an_error():
     d = normalize_frame_dict({"id": "f", "sources": [{"uri": "http://[x.png"}]})
     assert d["sources"][0]["content_type"] is None
+
+
+def test_a_frame_group_keeps_a_source_with_an_empty_id_beside_source_0() -> None:
+    """Reported by the export work: the "" source vanished from Frame objects beside a "0" source."""
+    from maskstore.model import frame_from_dict
+    frame = frame_from_dict({"id": "a", "sources": [{"id": "", "uri": "/x.png"}, {"id": "0", "uri": "/y.png"}]})
+    assert [s["id"] for s in frame.to_dict()["sources"]] == ["", "0"]
+    assert [s.uri for s in frame.sources] == ["/x.png", "/y.png"]
