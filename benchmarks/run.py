@@ -35,6 +35,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "render": ("Is rendering a 2048x1024 frame no slower than decoding it, and much faster than a naive "
                "renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),
+    "viewer": ("Does the frame viewer redraw, step and open large versions within its goals in Chromium?",
+               ["--frames", "100000"]),
+    "dask": ("Do reads and exports scale out on Dask workers compared with one process?",
+             ["--frames", "100000", "--export-frames", "40", "--repeats", "1"]),
 }
 
 
