@@ -7,22 +7,20 @@ Reader processes here hold a read transaction open (``HOLD_READER``) until they 
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import lmdb
 import pytest
 
 from maskstore import Archive, ArchiveError
-from maskstore.query import columns
 
-from .helpers import DATASET, VERSION, build_archive, make_batch
+from .helpers import DATASET, VERSION, build_archive, cli, make_batch
 
 HOLD_READER = textwrap.dedent("""
     import sys, time
@@ -175,9 +173,7 @@ def test_writable_query_stores_columns_only_when_no_writer_holds_the_archive(tmp
 
 
 def test_cli_ingest_stores_the_columns_so_queries_do_not_rebuild(tmp_path: Path) -> None:
-    from .helpers import cli
     frames = tmp_path / "frames.jsonl"
-    import json
     frames.write_text("".join(json.dumps(f) + "\n" for f in make_batch(0, 30)))
     path = tmp_path / "a.maskstore"
     result = cli("ingest", path, "-d", DATASET, "-V", VERSION, "--frames", frames)
@@ -239,13 +235,17 @@ FORK_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_forked_child_uses_or_reopens_its_parents_archive(tmp_path: Path) -> None:
+def forking_script_output(script: str, tmp_path: Path) -> list[str]:
+    """The lines a script prints that forks over an archive of 40 frames; it must exit 0."""
     path = tmp_path / "a.maskstore"
     build_archive(path, 2, 20)
-    result = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(path)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:3] == ["inherited 10", "fresh 40", "parent 40 40"], result.stdout + result.stderr
+    return result.stdout.splitlines()
+
+
+def test_a_forked_child_uses_or_reopens_its_parents_archive(tmp_path: Path) -> None:
+    assert forking_script_output(FORK_SCRIPT, tmp_path) == ["inherited 10", "fresh 40", "parent 40 40"]
 
 
 FORK_MID_QUERY = textwrap.dedent("""
@@ -269,12 +269,7 @@ FORK_MID_QUERY = textwrap.dedent("""
 
 
 def test_a_fork_during_a_query_leaves_the_parents_read_intact(tmp_path: Path) -> None:
-    path = tmp_path / "a.maskstore"
-    build_archive(path, 2, 20)
-    result = subprocess.run([sys.executable, "-c", FORK_MID_QUERY, str(path)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["child refused: True", "parent 40"], result.stdout + result.stderr
+    assert forking_script_output(FORK_MID_QUERY, tmp_path) == ["child refused: True", "parent 40"]
 
 
 def test_mask_dataset_under_a_forking_data_loader(tmp_path: Path) -> None:
