@@ -17,7 +17,7 @@ import lmdb
 
 from . import records
 from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, VERSION_DBS, Archive, DatasetVersion, entries,
-                      index_entries, text_key, u64)
+                      index_entries, meta_types, text_key, u64)
 from .errors import ArchiveError
 from .media import BLOB_PREFIX
 from .query import columns
@@ -87,6 +87,7 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
     frames = _read_frames(arc, txn, vrec, label, problems)
     for rec in frames.values():
         problems += _size_warnings(label, rec)
+    problems += _check_meta_types(label, vrec["meta_types"], frames)[:20]
     ids = dict(entries(txn, arc.db("frame_ids"), prefix))
     want_ids = {prefix + text_key(rec["id"]): seq for seq, rec in frames.items()}
     for key in want_ids.keys() - ids.keys():
@@ -110,6 +111,18 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
     problems += _check_columns(arc, txn, prefix, label, frames)
     problems += _check_blob_refs(arc, txn, label, frames)
     return problems, expected
+
+
+def _check_meta_types(label: str, known: dict[str, str], frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
+    """The version's meta types must cover every record's meta (queries type-check against them)."""
+    problems = []
+    for rec in frames.values():
+        for path, kind in meta_types(rec["meta"]):
+            stored = known.get(path)
+            if stored != kind and not (stored == "float" and kind == "int"):
+                problems.append(Problem("error", f"{label} frame {rec['id']!r}: meta.{path} is {kind}, but the "
+                                                 f"version's meta types say {stored or 'nothing'}"))
+    return problems
 
 
 def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,

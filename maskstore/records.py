@@ -128,8 +128,6 @@ def _version_problem(body: Any) -> str | None:
     for name in ("id", "next_seq", "count", "generation"):
         if not 0 <= body[name] <= _U64_MAX:
             return f"field {name!r} is {body[name]}, outside 0..2**64-1"
-    if body["count"] > body["next_seq"]:
-        return f"count {body['count']} exceeds next_seq {body['next_seq']}"
     parent = body.get("parent")
     if parent is not None and (type(parent) is not int or not 0 <= parent <= _U64_MAX):
         return f"parent {parent!r} is not a version id"

@@ -205,7 +205,7 @@ def probe(path: str, out: str) -> None:
     os.environ["MASKSTORE_TRACEBACK"] = "1"  # a bug raises instead of becoming the CLI's catch-all line
     from click.testing import CliRunner
 
-    from maskstore import Archive, ArchiveError, MaskstoreError, VersionNotFoundError, render
+    from maskstore import Archive, ArchiveError, MaskstoreError, QueryError, VersionNotFoundError, render
     from maskstore.check import check_archive
     from maskstore.cli import main
     from maskstore.query.engine import prepare
@@ -215,8 +215,9 @@ def probe(path: str, out: str) -> None:
     report: dict[str, Any] = {"api": {}, "cli": {}}
 
     # A version record whose id field disagrees with its key lists a version that then "no longer
-    # exists" (Archive.versions trusts the field); check reports the disagreement.
-    refused = (ArchiveError, VersionNotFoundError)
+    # exists" (Archive.versions trusts the field); meta types that lie make queries unknown-field
+    # QueryErrors. check reports both.
+    refused = (ArchiveError, VersionNotFoundError, QueryError)
 
     def attempt(name: str, fn: Any, allowed: type | tuple[type, ...] = refused) -> Any:
         try:
