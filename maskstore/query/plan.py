@@ -70,24 +70,37 @@ class Context:
         return self._dense("ids", (np.array(c.ids.uniques + [None], dtype=object)[c.ids.codes] for c in self.chunks))
 
     def ids_of(self, seqs: np.ndarray) -> list[str]:
-        return self.dense_ids()[self.positions(seqs, "the query")].tolist()
+        return self.dense_ids()[self.positions(seqs)].tolist()
 
-    def positions(self, seqs: np.ndarray, source: str) -> np.ndarray:
-        """Dense positions of ``seqs``; ArchiveError when ``source`` (an index) names a seq where no frame
-        lives, which only a damaged archive does. O(len(seqs)) numpy work."""
-        seqs = seqs.astype(np.uint64)
-        bases = self.bases()
-        rows = seqs & np.uint64(CHUNK - 1)
-        index = np.minimum(np.searchsorted(bases, seqs - rows), max(len(bases) - 1, 0))
-        found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
-        positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
-        found[found] = self._dense("present", (c.present for c in self.chunks))[positions[found]]
-        if not found.all():
-            raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
-                               "frame lives; run maskstore check --repair to rebuild the indexes")
+    def contiguous(self) -> bool:
+        """Whether chunk ``i`` starts at seq ``i * CHUNK`` (no chunk missing): then positions are seqs."""
+        if "contiguous" not in self.shared:
+            self.shared["contiguous"] = bool((self.bases() == np.arange(len(self.chunks), dtype=np.uint64) * CHUNK).all())
+        return self.shared["contiguous"]
+
+    def positions(self, seqs: np.ndarray, source: str | None = None) -> np.ndarray:
+        """Dense positions of ``seqs``. With ``source`` (an index) the seqs are untrusted: ArchiveError when
+        one names a seq where no frame lives, which only a damaged archive does. O(len(seqs)) numpy work."""
+        if self.contiguous():
+            found = seqs < np.uint64(self.size())
+            positions = np.where(found, seqs, 0).astype(np.intp)
+        else:
+            seqs = seqs.astype(np.uint64)
+            bases = self.bases()
+            rows = seqs & np.uint64(CHUNK - 1)
+            index = np.minimum(np.searchsorted(bases, seqs - rows), max(len(bases) - 1, 0))
+            found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
+            positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
+        if source is not None:
+            found[found] = self._dense("present", (c.present for c in self.chunks))[positions[found]]
+            if not found.all():
+                raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
+                                   "frame lives; run maskstore check --repair to rebuild the indexes")
         return positions
 
     def seqs_at(self, positions: np.ndarray) -> np.ndarray:
+        if self.contiguous():
+            return positions.astype(np.uint64)
         return self.bases()[positions // CHUNK] + (positions % CHUNK).astype(np.uint64)
 
     @cached_property
@@ -261,7 +274,7 @@ class Combine(Step):
         for scan in scans:
             if not len(result):
                 return EMPTY
-            result = result[scan.mask(ctx)[ctx.positions(result, "the query")]]
+            result = result[scan.mask(ctx)[ctx.positions(result)]]
         return result
 
     def lines(self) -> list[str]:

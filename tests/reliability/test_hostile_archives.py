@@ -623,3 +623,17 @@ def test_stored_text_never_reaches_the_terminal_as_escapes(tmp_path: Path) -> No
     assert json.loads(jsonl)["id"] == "f" + ESCAPES  # JSON escapes it; the value is unchanged
     ids = cli("query", path).stdout
     assert ids.strip() == "f\\u001b[2J\\u001b]0;owned\\u0007\\u000d\\u0008", ids
+
+
+def test_a_version_whose_first_chunk_is_gone_answers_by_position(tmp_path: Path) -> None:
+    """Per-position arrays skip missing chunks: seqs 4096.. sit at positions 0.., and every step agrees."""
+    with Archive(tmp_path / "gap.maskstore", jobs=1) as ar:
+        v = ar.create_version(dataset_name=DATASET, version_name=VERSION)
+        v.add_frames([{"id": f"g{i}", "context_id": f"c{i % 3}", "timestamp": i, "meta": {"n": i}}
+                       for i in range(4100)])
+        v.delete_frames([f"g{i}" for i in range(4096)])
+        assert v.ids("") == ["g4096", "g4097", "g4098", "g4099"]
+        assert v.ids('context_id == "c1"') == ["g4096", "g4099"]
+        assert v.ids('meta.n > 4097') == ["g4098", "g4099"]
+        assert v.ids('context_id == "c1" and meta.n > 4097') == ["g4099"]
+        assert v.ids('id == "g4098"') == ["g4098"] and v.count("not timestamp > 4097") == 2
