@@ -309,8 +309,11 @@ class Archive:
     # ------------------------------------------------------------------ versions
 
     def _version_records(self, txn: lmdb.Transaction) -> Iterator[dict[str, Any]]:
-        for _, data in txn.cursor(db=self._dbs["versions"]):
-            yield records.decode_version(data)
+        for key, data in txn.cursor(db=self._dbs["versions"]):
+            rec = records.decode_version(data)
+            if u64(rec["id"]) != key:  # the key is what frames and lookups use
+                raise ArchiveError(f"version record {bytes(key).hex()} is damaged: it says id {rec['id']}")
+            yield rec
 
     def versions(self) -> list[DatasetVersion]:
         """Every version of every dataset, oldest first."""

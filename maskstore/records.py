@@ -168,9 +168,18 @@ MAX_FRAME_PIXELS = 2**50
 and 4096 of them a chunk's int64 total."""
 
 
+def _mask_kind_ok(m: dict[str, Any]) -> bool:
+    """``values`` a list or absent; an alpha mask's ``kind`` and ``coverage`` as ingest writes them."""
+    kind, coverage = m.get("kind"), m.get("coverage")
+    return ((m.get("values") is None or type(m["values"]) is list) and kind in (None, "alpha")
+            and (coverage is None or (kind == "alpha" and type(coverage) is int and 0 <= coverage < 2**63)))
+
+
 def _stats_ok(masks: list[Any]) -> bool:
     """Every mask's ``values`` are ``[r, g, b, count]``: channels in 0..255, counts non-negative ints
     summing to at most MAX_FRAME_PIXELS over the frame."""
+    if not all(_mask_kind_ok(m) for m in masks):
+        return False
     try:
         values = [v for m in masks for v in m.get("values") or ()]
         bytes([c for v in values for c in v[:3]])  # C-level: every channel an int in 0..255

@@ -272,8 +272,17 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
             yield U64.unpack(key[8:])[0], records.decode_frame(data)
 
 
+def _chunk_keys(items: Iterator[tuple[bytes, bytes]], db: str) -> Iterator[tuple[bytes, bytes]]:
+    """Entries keyed version id (8) + chunk number (8); any other key is a damaged archive."""
+    for key, value in items:
+        if len(key) != 16:
+            raise ArchiveError(f"{db} entry {bytes(key).hex()} is damaged: its key is not 16 bytes; "
+                               "run maskstore check --repair")
+        yield key, value
+
+
 def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
-    return [key for key, _ in entries(txn, version.archive.db("dirty"), version.prefix)]
+    return [key for key, _ in _chunk_keys(entries(txn, version.archive.db("dirty"), version.prefix), "dirty")]
 
 
 def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[bytes]) -> dict[bytes, Chunk | None]:
@@ -313,7 +322,8 @@ def load_chunks(txn: lmdb.Transaction, version: DatasetVersion, generation: int)
     dirty_set = set(dirty)
     chunks: dict[bytes, Chunk | None] = {
         key: decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
-        for key, data in entries(txn, arc.db("columns"), version.prefix) if key not in dirty_set}
+        for key, data in _chunk_keys(entries(txn, arc.db("columns"), version.prefix), "columns")
+        if key not in dirty_set}
     if dirty:
         built = _build_dirty(txn, version, dirty)
         chunks.update(built)
