@@ -22,7 +22,9 @@ from libc.string cimport memcpy
 
 from unicodedata import is_normalized as _is_normalized
 
-MAX_DEPTH = 100  # deeper frames go the Python way, and meet its limits there
+MAX_DEPTH = 90  # deeper frames go the Python way, and meet its limits there (records.MAX_DEPTH is 100)
+MAX_SIDE = 2**31  # source width and height stay below it (records._size_ok)
+MAX_FRAME_PIXELS = 2**50  # mask pixels one frame may count (records.MAX_FRAME_PIXELS)
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
 FRAME_FIELDS = ("id", "timestamp", "sources", "context_id", "meta", "rois")
 SOURCE_FIELDS = ("id", "uri", "content_type", "timestamp", "width", "height", "masks")
@@ -270,7 +272,8 @@ cdef object _frame(_Buffer out, _Buffer sources_out, _Buffer masks_out, _Buffer 
     cdef list types = []
     if not _meta_dict(<dict>meta, "", types, 0) or _pack(meta_out, meta, 1):
         return None
-    if _sources(sources_out, masks_out, media, sources, ts, content_type_of, suffix_types):
+    if _sources(sources_out, masks_out, media, sources, ts, content_type_of, suffix_types) \
+            or _pixel_total(media) > MAX_FRAME_PIXELS:
         return None
     context = d.get("context_id")
     if context is None:
@@ -339,7 +342,8 @@ cdef int _sources(_Buffer out, _Buffer masks_out, list media, list sources, obje
             return DECLINE
         s = <dict>sources[i]
         width, height = s.get("width"), s.get("height")
-        if (width is not None and type(width) is not int) or (height is not None and type(height) is not int):
+        if (width is not None and (type(width) is not int or not 0 <= width < MAX_SIDE)) \
+                or (height is not None and (type(height) is not int or not 0 <= height < MAX_SIDE)):
             return DECLINE
         given_masks = s.get("masks")
         if given_masks is None:
@@ -400,6 +404,16 @@ cdef object _media(object item, Py_ssize_t index, tuple default_ids, object pare
     elif type(ts) is not int:
         return None
     return item_id, uri, content_type, ts, given.get("values")
+
+
+cdef object _pixel_total(list media):
+    """Mask pixels counted by the frame's statistics (``media`` as ``_sources`` fills it)."""
+    total = 0
+    for _, values in media:
+        if values is not None:
+            for v in <list>values:
+                total += (<list>v)[3]
+    return total
 
 
 cdef bint _values_ok(object values):

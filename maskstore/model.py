@@ -91,19 +91,30 @@ def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
     _check_meta(value, path, frame_id, None)
 
 
-def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None) -> None:
+MAX_META_DEPTH = 90
+"""Levels of nested dicts and lists meta may hold: a record stays within what readers accept
+(``records.MAX_DEPTH``), ROI meta included."""
+MAX_SIDE = 2**31
+MAX_FRAME_PIXELS = 2**50
+"""Mask pixels one frame's statistics may count, so the int64 columns sum them (``records``)."""
+
+
+def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None,
+                depth: int = 0) -> None:
     """check_meta_value; with ``types``, it also appends (dotted path, type name) of every non-null
     value of a dict, nested dicts walked (lists are not), in the order of ``archive.meta_types``:
     the archive needs both, and one walk costs half of two."""
     if value is None or isinstance(value, (str, bool, int)):
         return
+    if depth > MAX_META_DEPTH:
+        raise _fail(frame_id, f"meta.{path.split('.')[0]} is nested more than {MAX_META_DEPTH} levels deep")
     if isinstance(value, float):
         if math.isnan(value):
             raise _fail(frame_id, f"meta.{path} is NaN; store null instead")
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_meta(item, f"{path}[{i}]", frame_id, None)
+            _check_meta(item, f"{path}[{i}]", frame_id, None, depth + 1)
         return
     if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
@@ -117,7 +128,7 @@ def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str
                 continue
             if types is not None and item is not None:
                 types.append((item_path, type_name(item)))
-            _check_meta(item, item_path, frame_id, types)
+            _check_meta(item, item_path, frame_id, types, depth + 1)
         return
     raise _fail(frame_id, f"meta.{path} has a {type(value).__name__}; meta holds str, int, float, bool, "
                           "null, lists and dicts")
@@ -214,8 +225,10 @@ def _check_alpha_fields(m: Mapping[str, Any], frame_id: Any, uri: str) -> None:
 def _normalize_source(s: Any, index: int, frame_ts: int, frame_id: Any) -> dict[str, Any]:
     out = _media_item(s, "source", str(index), frame_ts, frame_id)
     ts = out["timestamp"]
-    out["width"] = _int_or_none(s.get("width"), "source width", frame_id)
-    out["height"] = _int_or_none(s.get("height"), "source height", frame_id)
+    for side in ("width", "height"):
+        out[side] = _int_or_none(s.get(side), f"source {side}", frame_id)
+        if out[side] is not None and not 0 <= out[side] < MAX_SIDE:
+            raise _fail(frame_id, f"source {side} {out[side]} is outside 0..{MAX_SIDE - 1}")
     masks = s.get("masks") or []
     if not isinstance(masks, list):
         raise _fail(frame_id, "source masks must be a list")
@@ -300,6 +313,8 @@ def normalize_frame(d: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     out["id"] = frame_id
     out["timestamp"] = ts
     sources = out["sources"] = [_normalize_source(s, i, ts, frame_id) for i, s in enumerate(sources)]
+    if sum(v[3] for s in sources for m in s["masks"] for v in m.get("values") or ()) > MAX_FRAME_PIXELS:
+        raise _fail(frame_id, f"mask statistics count more than {MAX_FRAME_PIXELS} pixels")
     source_ids = [s["id"] for s in sources]
     if len(source_ids) > 1 and len(set(source_ids)) != len(source_ids):
         raise _fail(frame_id, f"duplicate source ids {source_ids}")

@@ -106,3 +106,26 @@ def test_a_frame_dict_in_single_frame_keywords_is_refused_not_stored_without_fil
         with pytest.raises(FrameError, match=r"SingleFrame's keywords.*\"sources\""):
             v.add_frames([{"id": "a", "source": "img.png", "mask_source": "mask.png"}])
         assert len(v) == 0
+
+
+def nested(levels: int) -> dict:
+    out: dict = {}
+    for _ in range(levels):
+        out = {"k": out}
+    return out
+
+
+@pytest.mark.parametrize("frame", [
+    {"id": "deep", "meta": {"x": nested(95)}},
+    {"id": "wide", "sources": [{"id": "0", "uri": "/x.png", "width": 2**40, "height": 4, "masks": []}]},
+    {"id": "many", "sources": [{"id": "0", "uri": "/x.png", "width": 4, "height": 4, "masks": [
+        {"id": "m", "uri": "/m.png", "values": [[1, 1, 1, 2**49], [2, 2, 2, 2**49], [3, 3, 3, 2**49]]}]}]},
+], ids=["meta-nested-95", "width-2**40", "pixels-beyond-2**50"])
+def test_ingest_refuses_what_readers_would_refuse(tmp_path: Path, frame: dict) -> None:
+    """Found by the hostile-archive work: these were accepted, then every read of the frame failed."""
+    with Archive(tmp_path / "a.maskstore", jobs=1) as ar:
+        v = ar.create_version(dataset_name="d", version_name="v")
+        with pytest.raises(FrameError):
+            v.add_frames([frame])
+        v.add_frames([{"id": "ok", "meta": {"x": nested(85)}}])
+        assert v.get_frame_dict("ok")["meta"]["x"] == nested(85)
