@@ -24,7 +24,7 @@ from unicodedata import is_normalized as _is_normalized
 
 MAX_DEPTH = 90  # deeper frames go the Python way, and meet its limits there (records.MAX_DEPTH is 100)
 MAX_SIDE = 2**31  # source width and height stay below it (records._size_ok)
-MAX_FRAME_PIXELS = 2**50  # mask pixels one frame may count (records.MAX_FRAME_PIXELS)
+MAX_FRAME_PIXELS = 2**50  # mask pixels one frame may count: per-frame sums fit int64 columns
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
 FRAME_FIELDS = ("id", "timestamp", "sources", "context_id", "meta", "rois")
 SOURCE_FIELDS = ("id", "uri", "content_type", "timestamp", "width", "height", "masks")
@@ -619,3 +619,141 @@ cdef list _items(dict groups, bytes prefix, list seqs, bint rgb):
         for pos in positions:
             out.append((full_key, seqs[pos]))
     return out
+
+
+# ------------------------------------------------------------------------------ reading records
+# ``frame_ok`` is the shape every reader of a frame record relies on (the rules ingest applies,
+# ``model.normalize_frame``): ``records.decode_frame`` refuses a record without it as damaged. Compiled
+# because every frame a query streams passes through it.
+
+def frame_ok(object body) -> bool:
+    """Whether a decoded frame record has the shape readers rely on."""
+    if type(body) is not dict:
+        return False
+    cdef dict d = <dict>body
+    fid, context, ts = d.get("id"), d.get("context_id"), d.get("timestamp")
+    rois, sources = d.get("rois"), d.get("sources")
+    if type(fid) is not str or not fid or type(context) is not str or type(ts) is not int \
+            or not -(2**63) <= ts < 2**63 or type(rois) is not list or type(sources) is not list:
+        return False
+    if not _meta_ok(d.get("meta")):
+        return False
+    for r in <list>rois:
+        if not _roi_ok(r):
+            return False
+    total = 0
+    for s in <list>sources:
+        if not _source_ok(s):
+            return False
+        for m in <list>(<dict>s)["masks"]:
+            counted = _mask_pixels(<dict>m)
+            if counted is None:
+                return False
+            total += counted
+    return _unique_ids(<list>sources) and total <= MAX_FRAME_PIXELS
+
+
+cdef bint _unique_ids(list items):
+    return len(items) < 2 or len({(<dict>item)["id"] for item in items}) == len(items)
+
+
+cdef bint _media_ok(object item):
+    """What sources and masks share: text id and URI, an integer timestamp or none."""
+    if type(item) is not dict:
+        return False
+    ts = (<dict>item).get("timestamp")
+    return (type((<dict>item).get("id")) is str and type((<dict>item).get("uri")) is str
+            and (ts is None or type(ts) is int))
+
+
+cdef bint _side_ok(object value):
+    return value is None or (type(value) is int and 0 <= value < 2**31)
+
+
+cdef bint _source_ok(object s):
+    if not _media_ok(s):
+        return False
+    cdef dict d = <dict>s
+    masks = d.get("masks")
+    if not _side_ok(d.get("width")) or not _side_ok(d.get("height")) or type(masks) is not list:
+        return False
+    for m in <list>masks:
+        if not _media_ok(m):
+            return False
+    return _unique_ids(<list>masks)
+
+
+cdef object _mask_pixels(dict m):
+    """Pixels a mask's statistics count, or None when ``values``, ``kind`` or ``coverage`` are not as
+    ingest writes them (``[r, g, b, count]`` with channels in 0..255 and counts >= 0)."""
+    values, kind, coverage = m.get("values"), m.get("kind"), m.get("coverage")
+    if not (kind is None or kind == "alpha"):
+        return None
+    if coverage is not None and not (kind == "alpha" and type(coverage) is int and 0 <= coverage < 2**63):
+        return None
+    if values is None:
+        return 0
+    if type(values) is not list:
+        return None
+    total = 0
+    for v in <list>values:
+        if type(v) is not list or len(<list>v) != 4:
+            return None
+        for c in (<list>v)[:3]:
+            if type(c) is not int or not 0 <= c <= 255:
+                return None
+        count = (<list>v)[3]
+        if type(count) is not int or count < 0:
+            return None
+        total += count
+    return total
+
+
+cdef bint _number(object x):
+    return type(x) is int or type(x) is float
+
+
+cdef bint _roi_ok(object r):
+    if type(r) is not dict:
+        return False
+    cdef dict d = <dict>r
+    label, sources, confidence, poly, meta = d.get("label"), d.get("sources"), d.get("confidence"), \
+        d.get("poly"), d.get("meta")
+    if type(label) is not list or (sources is not None and type(sources) is not list) \
+            or (confidence is not None and not _number(confidence)):
+        return False
+    for name in <list>label:
+        if type(name) is not str:
+            return False
+    if poly:
+        if type(poly) is not list or len(<list>poly) % 2:
+            return False
+        for x in <list>poly:
+            if not _number(x):
+                return False
+    return not meta or _meta_ok(meta)
+
+
+cdef bint _meta_ok(object meta):
+    """Meta as ingest accepts it: a dict, keys non-empty text without '.', no NaN, nested dicts and
+    lists (depth and value types are bounded by the unpacking already)."""
+    if type(meta) is not dict:
+        return False
+    cdef list stack = [meta]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for key, value in (<dict>node).items():
+                if not key or "." in key:
+                    return False
+                if type(value) is float and value != value:
+                    return False
+                if type(value) is dict or type(value) is list:
+                    stack.append(value)
+        else:
+            for value in <list>node:
+                if type(value) is float and value != value:
+                    return False
+                if type(value) is dict or type(value) is list:
+                    stack.append(value)
+    return True

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import FrameError
 from .labels import nfc
+from .records import MAX_FRAME_PIXELS
 from .media import ALPHA, content_type_of
 
 FRAME_KEYS = ("id", "timestamp", "context_id", "meta", "sources", "rois")
@@ -94,9 +95,7 @@ def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
 MAX_META_DEPTH = 90
 """Levels of nested dicts and lists meta may hold: a record stays within what readers accept
 (``records.MAX_DEPTH``), ROI meta included."""
-MAX_SIDE = 2**31
-MAX_FRAME_PIXELS = 2**50
-"""Mask pixels one frame's statistics may count, so the int64 columns sum them (``records``)."""
+MAX_SIDE = 2**31  # source width and height stay below it, as readers require
 
 
 def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None,

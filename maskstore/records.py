@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 
+from ._speedups import MAX_FRAME_PIXELS, frame_ok  # the shape readers rely on, compiled
 from .errors import ArchiveError
 
 FORMAT_NAME = "maskstore"
@@ -163,100 +164,9 @@ def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
     return [FRAME_HEAD + pack(frame) for frame in frames]
 
 
-MAX_FRAME_PIXELS = 2**50
-"""Most mask pixels one frame's statistics may count (a petapixel): per-frame sums fit int64 columns,
-and 4096 of them a chunk's int64 total."""
-
-
-def _mask_kind_ok(m: dict[str, Any]) -> bool:
-    """``values`` a list or absent; an alpha mask's ``kind`` and ``coverage`` as ingest writes them."""
-    kind, coverage = m.get("kind"), m.get("coverage")
-    return ((m.get("values") is None or type(m["values"]) is list) and kind in (None, "alpha")
-            and (coverage is None or (kind == "alpha" and type(coverage) is int and 0 <= coverage < 2**63)))
-
-
-def _stats_ok(masks: list[Any]) -> bool:
-    """Every mask's ``values`` are ``[r, g, b, count]``: channels in 0..255, counts non-negative ints
-    summing to at most MAX_FRAME_PIXELS over the frame."""
-    if not all(_mask_kind_ok(m) for m in masks):
-        return False
-    try:
-        values = [v for m in masks for v in m.get("values") or ()]
-        bytes([c for v in values for c in v[:3]])  # C-level: every channel an int in 0..255
-        counts = [v[3] for v in values]
-    except (TypeError, ValueError, IndexError, KeyError):
-        return False
-    return (all(type(v) is list and len(v) == 4 for v in values) and all(type(c) is int for c in counts)
-            and (not counts or min(counts) >= 0) and sum(counts) <= MAX_FRAME_PIXELS)
-
-
-def _size_ok(value: Any) -> bool:
-    return value is None or (type(value) is int and 0 <= value < 2**31)
-
-
-def _unique_ids(items: list[dict[str, Any]]) -> bool:
-    return len(items) < 2 or len({item["id"] for item in items}) == len(items)
-
-
-def _media_ok(item: Any) -> bool:
-    """What sources and masks share: text id and URI, an integer timestamp or none."""
-    return (type(item) is dict and type(item.get("id")) is str and type(item.get("uri")) is str
-            and (item.get("timestamp") is None or type(item["timestamp"]) is int))
-
-
-def _source_ok(s: Any) -> bool:
-    return (_media_ok(s) and _size_ok(s.get("width")) and _size_ok(s.get("height")) and type(s.get("masks")) is list
-            and all(_media_ok(m) for m in s["masks"]) and _unique_ids(s["masks"]))
-
-
-def _number(x: Any) -> bool:
-    return type(x) is int or type(x) is float
-
-
-def _roi_ok(r: Any) -> bool:
-    return (type(r) is dict and type(r.get("label")) is list and all(type(n) is str for n in r["label"])
-            and (r.get("sources") is None or type(r["sources"]) is list)
-            and (r.get("confidence") is None or _number(r["confidence"]))
-            and (not r.get("poly") or (type(r["poly"]) is list and len(r["poly"]) % 2 == 0
-                                       and all(_number(x) for x in r["poly"])))
-            and (not r.get("meta") or _meta_ok(r["meta"])))
-
-
-def _meta_ok(meta: Any) -> bool:
-    """Meta as ingest accepts it: a dict, keys non-empty text without '.', no NaN, nested dicts and lists
-    (depth and value types are bounded by ``_unpack`` already)."""
-    stack = [meta]
-    if type(meta) is not dict:
-        return False
-    while stack:
-        node = stack.pop()
-        items = node.values() if type(node) is dict else node
-        if type(node) is dict and not all(key and "." not in key for key in node):
-            return False
-        for value in items:
-            if type(value) is float and value != value:
-                return False
-            if type(value) is dict or type(value) is list:
-                stack.append(value)
-    return True
-
-
-def _frame_ok(body: Any) -> bool:
-    """The shape every reader relies on (the rules ingest applies, ``model.normalize_frame``); a record
-    that lacks it is damaged, not a crash."""
-    return (type(body) is dict and type(body.get("id")) is str and body["id"] != ""
-            and type(body.get("context_id")) is str
-            and type(body.get("timestamp")) is int and -(2**63) <= body["timestamp"] < 2**63
-            and type(body.get("rois")) is list and type(body.get("sources")) is list
-            and _meta_ok(body.get("meta"))
-            and all(_roi_ok(r) for r in body["rois"])
-            and all(_source_ok(s) for s in body["sources"]) and _unique_ids(body["sources"])
-            and _stats_ok([m for s in body["sources"] for m in s["masks"]]))
-
-
 def decode_frame(data: bytes | memoryview | None, what: str = "frame") -> dict[str, Any]:
     """A frame record; ``what`` names it in errors (e.g. "frame seq 12")."""
     body = _unpack(KIND_FRAME, data, what)
-    if not _frame_ok(body):
+    if not frame_ok(body):
         raise ArchiveError(f"{what} record is damaged: fields missing or of the wrong type")
     return body
