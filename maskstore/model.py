@@ -143,6 +143,9 @@ def _check_meta_key(key: Any, path: str, frame_id: Any) -> None:
 def nfc_keys(value: Any, frame_id: Any) -> Any:
     """Checked meta with every dict key in Unicode NFC, so the NFC and NFD spellings of a key are one
     key (as queries spell it); ``value`` itself when every key is NFC already, the common case."""
+    if type(value) is dict and all(type(k) is str and k.isascii() for k in value) \
+            and all(item is None or type(item) in _SCALAR_TYPES for item in value.values()):
+        return value  # flat meta with ASCII keys, the usual shape: nothing to walk
     if isinstance(value, (list, tuple)):
         items = [nfc_keys(item, frame_id) for item in value]
         return value if all(a is b for a, b in zip(items, value)) else items
