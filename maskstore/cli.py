@@ -559,7 +559,8 @@ def demo(outdir: str, jobs: int | None) -> None:
         echo(f"export:   {mode}: {report.written + report.skipped} images in {report.manifest.parent}/")
     echo(f"chart:    {result.chart}")
     echo(f"next:     maskstore query {result.archive} -d voc-samples 'coverage(\"background\") > 0.5' "
-               "--format table")
+         "--format table")
+    echo(f"view:     maskstore view {result.archive} -d voc-samples   (opens the frame viewer in a browser)")
 
 
 @main.command()

@@ -130,6 +130,7 @@ def test_demo_builds_queries_and_exports(tmp_path):
     result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo"), "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "voc_1, voc_114" in result.stdout and "lemur, car-1" in result.stdout
+    assert f"maskstore view {tmp_path / 'demo' / 'demo.maskstore'} -d voc-samples" in result.stdout
     for name in ("segmentation/voc_1/0.png", "segmentation/legend.png", "alpha/lemur/0.png", "stats.png"):
         assert (tmp_path / "demo" / name).is_file(), name
     with Archive(tmp_path / "demo" / "demo.maskstore", readonly=True) as ar:
