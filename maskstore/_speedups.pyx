@@ -367,7 +367,7 @@ cdef int _masks(_Buffer out, list media, list masks, object source_ts, content_t
     _array_header(out, len(masks))
     for i in range(len(masks)):
         item = _media(masks[i], i, MASK_IDS, source_ts, content_type_of, suffix_types)
-        if item is None or not _values_ok((<tuple>item)[4]):  # no statistics: the decoder needs the Python way
+        if item is None or _values_total((<tuple>item)[4]) is None:  # no statistics: the decoder needs the Python way
             return DECLINE
         if len(masks) > 1:
             ids.add((<tuple>item)[0])
@@ -416,20 +416,23 @@ cdef object _pixel_total(list media):
     return total
 
 
-cdef bint _values_ok(object values):
-    """``[[r, g, b, pixel_count], ...]`` with exact ints, channels in 0..255."""
+cdef object _values_total(object values):
+    """Pixels counted by ``[[r, g, b, pixel_count], ...]`` (exact ints, channels in 0..255, counts >= 0),
+    or None when ``values`` is not of that shape: what ingest writes and what readers accept."""
     if type(values) is not list:
-        return False
+        return None
+    total = 0
     for v in <list>values:
         if type(v) is not list or len(<list>v) != 4:
-            return False
+            return None
         for c in (<list>v)[:3]:
             if type(c) is not int or not 0 <= c <= 255:
-                return False
+                return None
         count = (<list>v)[3]
         if type(count) is not int or count < 0:
-            return False
-    return True
+            return None
+        total += count
+    return total
 
 
 cdef object _content_type(str uri, content_type_of, dict suffix_types):
@@ -693,20 +696,7 @@ cdef object _mask_pixels(dict m):
         return None
     if values is None:
         return 0
-    if type(values) is not list:
-        return None
-    total = 0
-    for v in <list>values:
-        if type(v) is not list or len(<list>v) != 4:
-            return None
-        for c in (<list>v)[:3]:
-            if type(c) is not int or not 0 <= c <= 255:
-                return None
-        count = (<list>v)[3]
-        if type(count) is not int or count < 0:
-            return None
-        total += count
-    return total
+    return _values_total(values)
 
 
 cdef bint _number(object x):
