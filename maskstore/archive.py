@@ -791,9 +791,13 @@ class DatasetVersion:
         """Replace existing frames, or with ``merge=True`` merge the given fields into them."""
         return self._add(frames, embed, merge=merge, must_exist=True)
 
-    def _add(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool, merge: bool, must_exist: bool) -> int:
+    def _add(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool, merge: bool, must_exist: bool,
+             blobs: Mapping[bytes, bytes] | None = None) -> int:
+        """``blobs``: embedded files (by digest) written in the frames' transaction (``copy_to``)."""
         with gc_paused():
             prepared = self._prepare(frames, embed, merge=merge)
+            if blobs:
+                prepared.blobs.update(blobs)
             count = self._write_frames(prepared, must_exist=must_exist)
             # Free the batch while the collector is still paused, or its first run rescans it all.
             del prepared
@@ -817,6 +821,26 @@ class DatasetVersion:
                 rec["count"] -= 1
             return len(ids)
         return self._update(work)
+
+    # ------------------------------------------------------------------ lifecycle (maskstore.lifecycle)
+
+    def diff(self, other: DatasetVersion) -> Any:
+        """What changed from ``other`` to this version: frames added, removed and changed (by id), and
+        changed label tables; see ``maskstore.lifecycle.VersionDiff``. Unchanged frames are compared
+        as stored bytes, never decoded."""
+        from .lifecycle import diff
+        return diff(self, other)
+
+    def copy_to(self, other: DatasetVersion | Archive, query: str = "", *, dataset_name: str | None = None,
+                version_name: str | None = None, **options: Any) -> Any:
+        """Copy the query's frames, their stored mask statistics and the embedded files they name into
+        ``other`` (a version, or an archive whose version of these names, by default this one's, is
+        created when missing), one transaction per batch; frames of the same id are replaced. Relative
+        file URIs become absolute paths when ``other`` lives in another folder. Returns a ``CopyReport``."""
+        from .lifecycle import copy_frames, copy_to_archive
+        if isinstance(other, Archive):
+            return copy_to_archive(self, other, dataset_name, version_name, query, **options)
+        return copy_frames(self, other, query, **options)
 
     # ------------------------------------------------------------------ reading frames
 

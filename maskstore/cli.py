@@ -14,7 +14,7 @@ import sys
 import warnings
 from itertools import islice
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb, packed_key
+from .lifecycle import compact as compact_archive
 from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo
@@ -369,6 +370,79 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
             echo(f"{list(value)}\t{swatch}")
 
+
+
+# ---------------------------------------------------------------------------------------- diff, copy, compact
+
+@main.command(name="diff")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("-d", "--dataset", help="Dataset name (optional when only one has both versions).")
+@click.option("--from", "old_name", required=True, metavar="V1", help="The version compared against.")
+@click.option("--to", "new_name", required=True, metavar="V2", help="The version whose changes are listed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True,
+              help='jsonl: {"id", "change": "added"|"removed"|"changed"} per frame, then one '
+                   '{"change": "mask_labels"|"label_colors", "before", "after"} per changed table.')
+def diff_cmd(archive: str, dataset: str | None, old_name: str, new_name: str, fmt: str) -> None:
+    """Frames added, removed and changed from V1 to V2, and changed label tables."""
+    with Archive(archive, readonly=True) as ar:
+        changes = open_version(ar, dataset, new_name).diff(open_version(ar, dataset, old_name))
+    if fmt == "jsonl":
+        for row in changes.frame_changes() + [t.to_dict() for t in changes.tables]:
+            echo(json.dumps(row, ensure_ascii=False))
+    else:
+        echo("change\tid")
+        for row in changes.frame_changes():
+            echo(f"{row['change']}\t{row['id']}")
+        for table in changes.tables:
+            for key, before, after in table.entries():
+                echo(f"{table.table}\t{key}: {before} -> {after}")
+    tables = "".join(f", {t.table} changed" for t in changes.tables)
+    echo(f"{changes.old} -> {changes.new}: {len(changes.added)} added, {len(changes.removed)} removed, "
+         f"{len(changes.changed)} changed{tables}", err=True)
+
+
+@main.command(name="copy")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("destination", type=click.Path(dir_okay=False))
+@version_options
+@click.option("--query", "-q", "query_text", default="", help="Which frames (default: all).")
+@click.option("--to-dataset", help="Destination dataset (default: the source's).")
+@click.option("--to-version", help="Destination version (default: the source's), created when missing.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1),
+              help="Frames per transaction; each batch is all or nothing.")
+def copy_cmd(source: str, destination: str, dataset: str | None, version_name: str | None, query_text: str,
+             to_dataset: str | None, to_version: str | None, batch_size: int) -> None:
+    """Copy frames, their mask statistics and the embedded files they name into another archive (merging
+    archives is one copy each). Frames of the same id are replaced; relative file paths become absolute
+    when DESTINATION is in another folder."""
+    same = Path(destination).exists() and os.path.samefile(source, destination)
+    with Archive(source, readonly=not same) as src:
+        version = open_version(src, dataset, version_name)
+        with (nullcontext(src) if same else Archive(destination)) as dst, \
+                progress_bar(version.count(query_text), "frames") as bar:
+            report = version.copy_to(dst, query_text, dataset_name=to_dataset, version_name=to_version,
+                                     batch_size=batch_size, progress=bar.update)
+    created = " (created)" if report.created else ""
+    echo(f"copied {report.frames} frames in {report.batches} batches from {report.source} to "
+         f"{report.target}{created} in {destination}; {report.blobs} embedded files "
+         f"({report.blob_bytes / 1e6:.1f} MB) new there", err=True)
+    if report.rewritten_uris:
+        echo(f"Warning: {report.rewritten_uris} relative file paths now name absolute paths: they were relative to "
+             f"{Path(source).absolute().parent}, and {destination} is in another folder", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the compacted archive here (a new file) instead of replacing ARCHIVE.")
+def compact(archive: str, output: str | None) -> None:
+    """Drop embedded files no frame references and rewrite the file compactly. The original stays
+    intact until the new file is complete, then is replaced in one atomic rename."""
+    report = compact_archive(archive, output)
+    dropped = f"; dropped {report.blobs_dropped} embedded files no frame references " \
+              f"({report.bytes_dropped / 1e6:.1f} MB)" if report.blobs_dropped else ""
+    echo(f"compacted {archive}{f' into {output}' if output else ''}: {report.before / 1e6:.1f} MB -> "
+         f"{report.after / 1e6:.1f} MB{dropped}")
 
 
 # ---------------------------------------------------------------------------------------- query
