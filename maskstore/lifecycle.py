@@ -432,7 +432,7 @@ def _logical_copy(arc: Archive, tmp: Path, report: CompactReport) -> None:
         dst = lmdb.open(str(tmp), subdir=False, max_dbs=32, map_size=DEFAULT_MAP_SIZE, lock=False, sync=False,
                         metasync=False, readahead=False)
     except lmdb.Error as exc:
-        raise ArchiveError(f"cannot create {tmp}: {exc}") from None
+        raise ArchiveError(_copy_failure(tmp, exc)) from None
     try:
         with arc._begin() as txn:
             keep = referenced_blobs(txn, arc)
@@ -486,7 +486,7 @@ def _copy_entries(env: lmdb.Environment, db: Any, items: Iterator[tuple[bytes, b
 
 
 def _copy_failure(tmp: Path, exc: lmdb.Error) -> str:
-    text = str(exc)
+    text = str(exc).removeprefix(f"{tmp}: ")  # py-lmdb puts the path in front of some messages
     if "No space" in text or isinstance(exc, lmdb.DiskError):
         return (f"cannot write the compacted copy {tmp}: the disk is full ({text}); the original is untouched "
                 "(free some space, or write the copy to another disk with -o OUT)")
