@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +79,28 @@ class VersionDiff:
         return bool(self.added or self.removed or self.changed or self.tables)
 
 
-def _frame_ids(txn: lmdb.Transaction, arc: Archive, version: DatasetVersion) -> dict[bytes, bytes]:
-    """id (utf-8) -> seq of every frame; ids are keys verbatim (ingest refuses ids longer than a key)."""
-    return {key[8:]: seq for key, seq in entries(txn, arc.db("frame_ids"), version.prefix)}
+def _frame_ids(txn: lmdb.Transaction, arc: Archive, version: DatasetVersion, count: int) -> dict[bytes, bytes]:
+    """id (utf-8) -> seq of every frame, in id order; ids are keys verbatim (ingest refuses ids longer
+    than a key). The version's count lets the cursor run in C; a count that disagrees with the
+    entries falls back to the checked walk."""
+    cursor = txn.cursor(db=arc.db("frame_ids"))
+    prefix = version.prefix
+    if count and cursor.set_range(prefix):
+        items = list(islice(cursor.iternext(), count))
+        if (len(items) == count and items[-1][0].startswith(prefix)
+                and not (cursor.next() and cursor.key().startswith(prefix))):
+            return {key[8:]: seq for key, seq in items}
+    return {key[8:]: seq for key, seq in entries(txn, arc.db("frame_ids"), prefix)}
 
 
 def _records(txn: lmdb.Transaction, arc: Archive, keys: list[bytes]) -> list[bytes]:
-    found = dict(txn.cursor(db=arc.db("frames")).getmulti(keys))
-    missing = next((k for k in keys if k not in found), None)
-    if missing is not None:
+    found = txn.cursor(db=arc.db("frames")).getmulti(keys)
+    if len(found) != len(keys):
+        have = {k for k, _ in found}
+        missing = next(k for k in keys if k not in have)
         raise ArchiveError(f"frame seq {U64.unpack(missing[8:])[0]} has an id entry but no record; "
                            "run maskstore check --repair")
-    return [found[k] for k in keys]
+    return [value for _, value in found]
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -119,20 +130,21 @@ def diff(new: DatasetVersion, old: DatasetVersion) -> VersionDiff:
         if new_rec["dataset"] != old_rec["dataset"]:
             raise MaskstoreError(f"diff compares versions of one dataset; {old_rec['dataset']}/{old_rec['name']} "
                                  f"and {new_rec['dataset']}/{new_rec['name']} belong to different datasets")
-        new_ids, old_ids = _frame_ids(txn, arc, new), _frame_ids(txn, arc, old)
-        common = sorted(new_ids.keys() & old_ids.keys(), key=old_ids.__getitem__)  # old records in file order
+        new_ids = _frame_ids(txn, arc, new, new_rec["count"])
+        old_ids = _frame_ids(txn, arc, old, old_rec["count"])
+        common = [i for i in old_ids if i in new_ids]  # in id order, so the changed ids come out sorted
         changed = []
         for start in range(0, len(common), DIFF_CHUNK):
             chunk = common[start:start + DIFF_CHUNK]
             olds = _records(txn, arc, [old.prefix + old_ids[i] for i in chunk])
             news = _records(txn, arc, [new.prefix + new_ids[i] for i in chunk])
-            for frame_id, a, b in zip(chunk, olds, news):
-                if a != b and not same_value(records.decode_frame(a), records.decode_frame(b)):
-                    changed.append(frame_id)
+            differ = [n for n, (a, b) in enumerate(zip(olds, news)) if a != b]
+            changed += [chunk[n] for n in differ
+                        if not same_value(records.decode_frame(olds[n]), records.decode_frame(news[n]))]
         return VersionDiff(
             old=f"{old_rec['dataset']}/{old_rec['name']}", new=f"{new_rec['dataset']}/{new_rec['name']}",
             added=_texts(new_ids.keys() - old_ids.keys()), removed=_texts(old_ids.keys() - new_ids.keys()),
-            changed=_texts(changed), tables=_table_changes(old_rec, new_rec))
+            changed=[i.decode("utf-8") for i in changed], tables=_table_changes(old_rec, new_rec))
     return arc.read(work)
 
 
