@@ -29,7 +29,7 @@ from .archive import Archive, DatasetVersion, U64, entries, file_references
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
 from .labels import mask_labels_dict
 from .media import BLOB_PREFIX
-from .store import DEFAULT_MAP_SIZE
+from .store import DEFAULT_MAP_SIZE, open_here
 
 # ---------------------------------------------------------------------------------------- diff
 
@@ -350,6 +350,8 @@ def _exclusive(path: Path) -> int:
     every process that has the environment open holds shared). Other processes cannot open the
     archive until it is released, and one that has it open makes this fail: replacing the file under
     a process that has it mapped would lose its writes."""
+    if open_here(path):  # fcntl locks never conflict within one process, so ask the registry
+        raise ArchiveError(f"cannot compact {path}: this process has it open; close the Archive first")
     lock_file = path.with_name(path.name + "-lock")
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

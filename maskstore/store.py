@@ -291,6 +291,12 @@ def _release_inherited(path: Path) -> bool:
     return bool(inherited) and all(s._release_inherited() for s in inherited)
 
 
+def open_here(path: Path) -> bool:
+    """Whether this process has ``path`` open as an archive now (a handle not yet closed)."""
+    return any(s.env is not None and s._pid == os.getpid() and s.path.exists() and os.path.samefile(s.path, path)
+               for s in list(_STORES))
+
+
 def _after_fork_in_child() -> None:
     """A child must never end the transactions its parent had open at the fork, not even at exit."""
     for store in list(_STORES):
