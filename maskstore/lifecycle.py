@@ -253,8 +253,13 @@ def copy_frames(source: DatasetVersion, target: DatasetVersion, query: str = "",
     _adopt_tables(source, target)
     rewrite = src_arc.path.absolute().parent != dst_arc.path.absolute().parent
 
+    settled: set[bytes] = set()  # digests the destination holds, or that a batch of this copy brings
+
     def wanted(digest: bytes) -> bool:
-        return dst_arc is src_arc or dst_arc.read(lambda t: t.get(digest, db=dst_arc.db("blobs")) is None)
+        if dst_arc is src_arc or digest in settled:
+            return False
+        settled.add(digest)
+        return dst_arc.read(lambda t: t.get(digest, db=dst_arc.db("blobs")) is None)
 
     frames = source.query_dicts(query)
     for batch, blobs in _batches(frames, batch_size, src_arc, wanted):
