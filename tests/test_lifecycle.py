@@ -30,9 +30,9 @@ def runner() -> CliRunner:
 
 def frame(fid: str, value: int = 7, **meta: object) -> dict:
     """A frame with its mask statistics given, so nothing is opened."""
-    return {"id": fid, "meta": dict(meta), "sources": [{"id": "cam", "uri": f"/data/{fid}.png", "width": 4,
-                                                        "height": 4, "masks": [{"id": "m", "uri": f"/data/{fid}_m.png",
-                                                                                "values": [[value, value, value, 16]]}]}]}
+    mask = {"id": "m", "uri": f"/data/{fid}_m.png", "values": [[value, value, value, 16]]}
+    return {"id": fid, "meta": dict(meta),
+            "sources": [{"id": "cam", "uri": f"/data/{fid}.png", "width": 4, "height": 4, "masks": [mask]}]}
 
 
 def write_images(folder: Path, n: int, size: int = 8, seed: int = 0) -> list[tuple[Path, Path]]:
@@ -49,7 +49,8 @@ def write_images(folder: Path, n: int, size: int = 8, seed: int = 0) -> list[tup
 
 
 def embedded_frames(pairs: list[tuple[Path, Path]], prefix: str = "e") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "sources": [{"id": "cam", "uri": str(image), "masks": [{"id": "m", "uri": str(mask)}]}]}
+    return [{"id": f"{prefix}{i}",
+             "sources": [{"id": "cam", "uri": str(image), "masks": [{"id": "m", "uri": str(mask)}]}]}
             for i, (image, mask) in enumerate(pairs)]
 
 
@@ -78,7 +79,8 @@ def test_diff_cli_table_and_jsonl(runner, tmp_path):
         v2.delete_frames(["f0"])
         v2.add_frames([frame("f2", city="bonn"), frame("new")])
         v2.set_masks_labels({(7, 7, 7): ["vehicle"], (8, 8, 8): ["road"]})
-    result = runner.invoke(main, ["diff", str(path), "-d", "streets", "--from", "v1", "--to", "v2", "--format", "jsonl"])
+    result = runner.invoke(main, ["diff", str(path), "-d", "streets", "--from", "v1", "--to", "v2",
+                                  "--format", "jsonl"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows[:3] == [{"id": "f0", "change": "removed"}, {"id": "f2", "change": "changed"},
