@@ -8,7 +8,8 @@
   without its files.
 - **compact** is a logical copy into a fresh file (every sub-database with its flags, unreferenced
   embedded files skipped), then an atomic rename: LMDB's own ``env.copy(compact=True)`` cannot skip
-  blobs, and py-lmdb 3.0's crashed on a 134 MB archive of large values.
+  blobs, and py-lmdb 3.0's crashes (SIGSEGV, reproduced on a 269 MB archive of 600 embedded 442 kB
+  files, half of them unreferenced; it was first seen at 134 MB).
 """
 
 from __future__ import annotations
