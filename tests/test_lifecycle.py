@@ -391,3 +391,13 @@ def test_compact_overwrites_what_a_killed_run_left(tmp_path):
     assert report.blobs_dropped == 3 and not temp_path(path).exists()
     with Archive(path, readonly=True) as ar:
         assert not check_archive(ar)
+
+
+def test_copy_with_a_bad_query_leaves_no_version_behind(runner, tmp_path, embedded_archive):
+    dst = tmp_path / "b.maskstore"
+    result = runner.invoke(main, ["copy", str(embedded_archive), str(dst), "--query", "id ==", "--to-version", "v9"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "line 1" in result.stderr
+    with Archive(dst, readonly=True) as b:
+        assert b.versions() == []
+    itself = runner.invoke(main, ["copy", str(embedded_archive), str(embedded_archive)])
+    assert itself.exit_code == 1 and "into itself" in itself.stderr
