@@ -132,3 +132,32 @@ def test_compact_on_a_full_disk_leaves_the_original(small_disk: Path, tmp_path: 
     (small_disk / "filler").unlink()
     assert compact(path).blobs_dropped == 12
     assert state(path) == (frames, blobs - 12)
+
+
+def test_a_process_opening_the_archive_during_compact_waits_and_sees_the_new_file(big_archive: Path,
+                                                                                  tmp_path: Path) -> None:
+    """compact holds LMDB's exclusive open lock, so an opener blocks until the new file is in place and
+    the lock file is re-initialised from it; that opener then reads and writes the compacted archive."""
+    path = tmp_path / "a.maskstore"
+    shutil.copyfile(big_archive, path)
+    frames, blobs = state(path)
+    opener = (
+        "import sys\n"
+        "from maskstore import Archive\n"
+        f"with Archive({str(path)!r}) as ar:\n"
+        "    n = ar.read(lambda t: t.stat(ar.db('blobs'))['entries'])\n"
+        "    ar.get_version('d', 'v1').add_frames([{'id': 'late', 'sources': []}])\n"
+        "print(n)\n")
+    child = subprocess.Popen([str(MASKSTORE_CLI), "compact", str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not temp_path(path).exists() and time.monotonic() < deadline:
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.005)
+    seen = subprocess.run([str(Path(MASKSTORE_CLI).with_name("python")), "-c", opener], capture_output=True,
+                          text=True, timeout=600)
+    assert child.wait(timeout=600) == 0, child.communicate()
+    assert seen.returncode == 0, seen.stderr
+    assert int(seen.stdout) == blobs - 350  # opened only once the compacted file was in place
+    after, count = state(path)
+    assert count == blobs - 350 and after.keys() == frames.keys() | {"late"}
