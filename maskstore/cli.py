@@ -548,11 +548,13 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
     ctx = click.get_current_context()
     if layout is not None:
         given = [f"--{n.replace('_', '-')}" for n in ("mode", "opacity", "background", "layer_only", "resize",
-                                                      "enumeration", "ignore", "fmt", "scheduler")
+                                                      "enumeration", "ignore", "fmt")
                  if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--layout writes the images and masks themselves; "
                                    f"{', '.join(g.replace('--fmt', '--format') for g in given)} do not apply")
+        if scheduler is not None:
+            raise click.UsageError("--layout runs here, not on a --scheduler")
         options: dict[str, Any] = {"layout": layout, "split": split}
     else:
         if split is not None:

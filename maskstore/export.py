@@ -1,4 +1,9 @@
-"""Export the frames of a query as masked images: ``<out>/<frame_id>/<source_id>.<ext>``.
+"""Export the frames of a query as masked images: ``<out>/<frame_id>/<source_id>.<ext>``; or, with
+``layout=``, their images and masks in a dataset layout (``maskstore.layouts``).
+
+Both go through one writer: a frame becomes a list of ``Output`` files (folder, name, how to make
+the bytes), written and resumed alike. Class-index images (``mode="index"``) are 8-bit PNGs, 16-bit
+when a class id exceeds 255.
 
 One export is one snapshot: the selection, the frame records, ``mask_labels`` and ``label_colors``
 come from one read transaction, and the workers get those labels and colours in their ``Job``
@@ -42,7 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .archive import Archive, DatasetVersion
-from .errors import FrameError, MaskstoreError
+from .errors import FrameError, MaskError, MaskstoreError
 from .labels import RGB, packed_key, parse_color
 from .layouts import LABEL_TABLE, SPLIT_FOLDER, Layout, file_content, layout_files, plan_layout
 from .media import read_bytes
@@ -511,8 +516,11 @@ def _layout_outputs(job: Job, version: SnapshotVersion, d: Mapping[str, Any]) ->
 def _encoded(content: np.ndarray | Image.Image | bytes, ext: str) -> tuple[bytes, tuple[int, int]]:
     """The bytes to write and the image's (width, height)."""
     if isinstance(content, bytes):
-        with Image.open(io.BytesIO(content)) as image:
-            return content, image.size
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                return content, image.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise MaskError(f"not a readable image: {exc}") from None
     size = (int(content.shape[1]), int(content.shape[0])) if isinstance(content, np.ndarray) else content.size
     return encode_image(content, ext), size
 

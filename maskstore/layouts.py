@@ -15,6 +15,10 @@ folders       ``images/<id>.<ext>``, ``masks/<id>.<ext>``                    ``-
                                                                            OUT/masks --labels OUT/labels.json``
 ============  ===========================================================  ==============================
 
+A VOC object mask and a Cityscapes instance-id file that the importer kept on the mask
+(``object_uri``, ``instance_uri``) are copied to ``SegmentationObject/<id>.png`` and
+``gtFine/.../<id>_gtFine_instanceIds.png``, where the importers find them again.
+
 Every layout also writes ``labels.json``, its label table in the ``--labels`` file form
 ``[{"value", "labels", "color"}]``. VOC and Cityscapes have fixed tables, so a version can go there
 only when each of its ``mask_labels`` entries is an entry of that table (as after ingesting such a
@@ -122,7 +126,8 @@ Content = Union[bytes, Image.Image]
 
 @dataclass(frozen=True)
 class LayoutFile:
-    """One file of a frame in a layout: its folders under the export root, name, format and what it holds."""
+    """One file of a frame in a layout: its folders under the export root, name, format and what it
+    holds (``image``, ``mask``, or a ``companion`` file kept on the mask)."""
 
     folder: tuple[str, ...]
     name: str
@@ -138,16 +143,25 @@ def layout_files(layout: Layout, d: Mapping[str, Any], source: Mapping[str, Any]
     fid = d["id"]
     if layout.name == "voc":
         return [LayoutFile(("JPEGImages",), f"{fid}.jpg", "jpg", "image", source["uri"]),
-                LayoutFile(("SegmentationClass",), f"{fid}.png", "png", "mask", mask["uri"])]
+                LayoutFile(("SegmentationClass",), f"{fid}.png", "png", "mask", mask["uri"]),
+                *_companion(mask, "object_uri", ("SegmentationObject",), f"{fid}.png")]
     if layout.name == "cityscapes":
         city = next((c for c in (d.get("meta", {}).get("city"), d["context_id"])
                      if isinstance(c, str) and _PLAIN.match(c)), UNKNOWN_CITY)
         split = layout.split or "val"
         return [LayoutFile(("leftImg8bit", split, city), f"{fid}{IMAGE_SUFFIX}.png", "png", "image", source["uri"]),
-                LayoutFile(("gtFine", split, city), f"{fid}_gtFine_{layout.kind}.png", "png", "mask", mask["uri"])]
+                LayoutFile(("gtFine", split, city), f"{fid}_gtFine_{layout.kind}.png", "png", "mask", mask["uri"]),
+                *_companion(mask, "instance_uri", ("gtFine", split, city), f"{fid}_gtFine_instanceIds.png")]
     *sub, leaf = fid.split("/")
     return [LayoutFile(("images", *sub), f"{leaf}.{image_ext}", image_ext, "image", source["uri"]),
             LayoutFile(("masks", *sub), f"{leaf}.{mask_ext}", mask_ext, "mask", mask["uri"])]
+
+
+def _companion(mask: Mapping[str, Any], key: str, folder: tuple[str, ...], name: str) -> list[LayoutFile]:
+    """The file an importer keeps on the mask (VOC's object mask, Cityscapes' instance ids), copied
+    where that importer finds it again."""
+    uri = mask.get(key)
+    return [LayoutFile(folder, name, "png", "companion", uri)] if isinstance(uri, str) else []
 
 
 def kept_format(data: bytes) -> str | None:
@@ -168,7 +182,7 @@ def file_content(layout: Layout, file: LayoutFile, read_bytes: Callable[[str], b
             return data
         return Image.fromarray(source_rgb(open_image(file.uri, "image"))) if file.ext == "jpg" \
             else open_image(file.uri, "image")
-    if layout.name == "folders":
+    if layout.name == "folders" or file.role == "companion":
         data = read_bytes(file.uri)
         return data if kept_format(data) == file.ext else open_image(file.uri, "mask")
     image = open_image(file.uri, "mask")

@@ -85,7 +85,8 @@ def voc_archive(tmp_path, shared_data) -> Path:
 @pytest.fixture
 def cityscapes_root(tmp_path, shared_data) -> Path:
     src, root = shared_data / "mmsegmentation_cityscapes", tmp_path / "cityscapes"
-    for top, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelIds"), ("gtFine", "gtFine_labelTrainIds")):
+    for top, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelIds"), ("gtFine", "gtFine_labelTrainIds"),
+                        ("gtFine", "gtFine_instanceIds")):
         (root / top / "val" / "frankfurt").mkdir(parents=True, exist_ok=True)
         shutil.copy(src / f"{STEM}_{suffix}.png", root / top / "val" / "frankfurt" / f"{STEM}_{suffix}.png")
     return root
@@ -113,6 +114,11 @@ def test_voc_layout_round_trip_on_real_palette_masks(tmp_path, voc_archive, shar
     for frame_id in before[0]:
         assert (out / f"JPEGImages/{frame_id}.jpg").read_bytes() == \
             (shared_data / f"labelme_voc/JPEGImages/{frame_id}.jpg").read_bytes()
+    # the object mask the importer kept on the class mask comes along, where the importer finds it again
+    with Archive(tmp_path / "again-voc.maskstore", readonly=True) as ar:
+        mask = ar.versions()[0].get_frame("2011_000003").to_dict()["sources"][0]["masks"][0]
+    assert Path(mask["object_uri"]).read_bytes() == \
+        (shared_data / "labelme_voc/SegmentationObject/2011_000003.png").read_bytes()
 
 
 def test_voc_layout_writes_rgb_colour_coded_masks_as_palette_masks(tmp_path, shared_data):
@@ -159,6 +165,24 @@ def test_cityscapes_layout_keeps_train_ids_and_the_split(tmp_path, cityscapes_ro
                                     "--split", "test")
     assert_same(before, after)
     assert (out / f"gtFine/test/frankfurt/{STEM}_gtFine_labelTrainIds.png").is_file()
+
+
+def test_cityscapes_layout_keeps_the_instance_file(tmp_path, cityscapes_root):
+    src = tmp_path / "instances.maskstore"
+    ok("ingest", src, "--cityscapes", cityscapes_root, "--kind", "instanceIds")
+    before, after, out = round_trip(tmp_path, src, "cityscapes", ["--cityscapes", "OUT", "--kind", "instanceIds"])
+    assert_same(before, after)
+    copied = out / f"gtFine/val/frankfurt/{STEM}_gtFine_instanceIds.png"
+    assert copied.read_bytes() == (cityscapes_root / f"gtFine/val/frankfurt/{STEM}_gtFine_instanceIds.png").read_bytes()
+    with Archive(tmp_path / "again-cityscapes.maskstore", readonly=True) as ar:
+        assert ar.versions()[0].get_frame(STEM).to_dict()["sources"][0]["masks"][0]["instance_uri"] == str(copied)
+
+
+def test_library_layout_export_on_two_processes(tmp_path, voc_archive):
+    with Archive(voc_archive, readonly=True) as ar:
+        report = ar.versions()[0].export(tmp_path / "out", layout="voc", jobs=2)
+    assert (report.written, report.skipped, report.errors, report.legend) == (5, 0, [], None)
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 3 and len(list((tmp_path / "out").rglob("*.jpg"))) == 2
 
 
 # ---------------------------------------------------------------------------------------- folders
@@ -209,7 +233,7 @@ def test_a_layout_export_resumes_and_overwrite_clears_nested_folders(tmp_path, v
     out = tmp_path / "out"
     ok("export", voc_archive, out, "--layout", "voc", "--split", "val")
     again = ok("export", voc_archive, out, "--layout", "voc", "--split", "val")
-    assert "wrote 0 images, skipped 4" in again.stderr
+    assert "wrote 0 images, skipped 5" in again.stderr
     refused = one_line_error("export", voc_archive, out, "--layout", "folders")
     assert "--overwrite" in refused and "layout: 'voc' there, 'folders' now" in refused
     ok("export", voc_archive, out, "--layout", "folders", "--overwrite")
@@ -311,6 +335,18 @@ def test_index_export_is_16_bit_when_ids_exceed_255(tmp_path, cityscapes_archive
     got = np.asarray(image)
     assert np.array_equal(got, expected_index(label_ids(shared_data), enumeration, 255, np.uint16))
     assert {300, 65535, 7, 255} == set(np.unique(got).tolist())
+
+
+def test_cli_render_writes_the_same_class_ids(tmp_path, cityscapes_archive):
+    (tmp_path / "enum.json").write_text(json.dumps({"road": 0, "car": 300}))
+    ok("export", cityscapes_archive, tmp_path / "idx", "--mode", "index", "--enumeration", tmp_path / "enum.json")
+    ok("render", cityscapes_archive, STEM, "-o", tmp_path / "one.png", "--mode", "index",
+       "--enumeration", tmp_path / "enum.json")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")),
+                          np.asarray(Image.open(tmp_path / "idx" / STEM / "0.png")))
+    line = one_line_error("render", cityscapes_archive, STEM, "-o", tmp_path / "two.png",
+                          "--enumeration", tmp_path / "enum.json")
+    assert "an enumeration applies to --mode index only" in line
 
 
 def test_library_index_export_matches_render(tmp_path, cityscapes_archive):
