@@ -21,8 +21,8 @@ A VOC object mask and a Cityscapes instance-id file that the importer kept on th
 
 Every layout also writes ``labels.json``, its label table in the ``--labels`` file form
 ``[{"value", "labels", "color"}]``. VOC and Cityscapes have fixed tables, so a version can go there
-only when each of its ``mask_labels`` entries is an entry of that table (as after ingesting such a
-dataset); otherwise ``plan_layout`` refuses naming the values. A mask pixel whose value the layout's
+only when its ``mask_labels`` are that table (as after ingesting such a
+dataset, in any order); otherwise ``plan_layout`` refuses naming the values. A mask pixel whose value the layout's
 mask format cannot hold (a colour outside the VOC colormap; a non-grey value for Cityscapes) is an
 error for that frame. Folders copy the image and mask files as they are (PNG and JPEG; other formats
 are written as PNG, pixels unchanged), so anything round-trips.
@@ -81,14 +81,17 @@ def _frozen(table: list[dict[str, Any]]) -> tuple:
 
 
 def _mismatches(mask_labels: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[str]:
-    """The version's entries the fixed table does not hold, in words."""
-    fixed = mask_labels_dict(table)
+    """Where the version's labels and the fixed table differ, in words: the importer gives the folder
+    that table, so any difference would come back changed."""
+    fixed, have = mask_labels_dict(table), mask_labels_dict(mask_labels)
     out = []
-    for e in mask_labels:
-        there = fixed.get(tuple(e["value"]))
-        if there != e["labels"]:
+    for value, labels in have.items():
+        there = fixed.get(value)
+        if there != labels:
             where = f"{', '.join(map(repr, there))} there" if there else "not in its table"
-            out.append(f"{tuple(e['value'])} {', '.join(map(repr, e['labels'])) or 'no label'} ({where})")
+            out.append(f"{value} {', '.join(map(repr, labels)) or 'no label'} ({where})")
+    out += [f"{value} {', '.join(map(repr, labels))} (unlabelled in the version)"
+            for value, labels in fixed.items() if value not in have]
     return out
 
 
@@ -114,8 +117,9 @@ def plan_layout(name: str, split: str | None, mask_labels: list[dict[str, Any]],
     bad = min(problems, key=len)
     fixed = "VOC's fixed palette table" if name == "voc" else "the official Cityscapes labelIds or labelTrainIds table"
     shown = "; ".join(bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
-    raise FrameError(f"the {name} layout cannot express the mask labels of {where}: {len(bad)} value"
-                     f"{'s' * (len(bad) != 1)} differ from {fixed}: {shown}; export with --layout folders, "
+    raise FrameError(f"the {name} layout cannot express the mask labels of {where}: "
+                     f"{'1 value differs' if len(bad) == 1 else f'{len(bad)} values differ'} from {fixed}: "
+                     f"{shown}; export with --layout folders, "
                      "which keeps any label table")
 
 

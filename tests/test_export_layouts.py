@@ -244,16 +244,22 @@ def test_a_layout_export_resumes_and_overwrite_clears_nested_folders(tmp_path, v
 # ---------------------------------------------------------------------------------------- refusals
 
 def test_labels_the_layout_cannot_express_are_named(tmp_path, cityscapes_archive, voc_archive):
+    official = builtin_label_table("cityscapes")
+    renamed = [{**e, "labels": ["automobile"]} if e["labels"] == ["car"] else e for e in official]
     with Archive(cityscapes_archive) as ar:
-        ar.versions()[0].set_masks_labels({(7, 7, 7): ["road"], (26, 26, 26): ["automobile"]})
-    line = one_line_error("export", cityscapes_archive, tmp_path / "a", "--layout", "voc")
-    assert "voc layout cannot express the mask labels of city/v1" in line
-    assert "(7, 7, 7) 'road' (not in its table)" in line and "(26, 26, 26) 'automobile'" in line
-    line = one_line_error("export", cityscapes_archive, tmp_path / "b", "--layout", "cityscapes")
-    assert "1 value differ" in line and "(26, 26, 26) 'automobile' ('car' there)" in line
-    assert "--layout folders" in line
+        ar.versions()[0].set_masks_labels([{"value": e["value"], "labels": e["labels"]} for e in renamed])
+    line = one_line_error("export", cityscapes_archive, tmp_path / "a", "--layout", "cityscapes")
+    assert "cityscapes layout cannot express the mask labels of city/v1: 1 value differs" in line
+    assert "(26, 26, 26) 'automobile' ('car' there)" in line and "--layout folders" in line
+    line = one_line_error("export", cityscapes_archive, tmp_path / "b", "--layout", "voc")
+    assert "(7, 7, 7) 'road' (not in its table)" in line and "and " in line and " more" in line
     line = one_line_error("export", voc_archive, tmp_path / "c", "--layout", "cityscapes")
-    assert "(0, 0, 0) 'background' ('unlabeled' there)" in line
+    assert "(0, 0, 0) 'background' ('" in line
+    # a part of the table is not the table: the values left out would come back labelled
+    with Archive(voc_archive) as ar:
+        ar.versions()[0].set_masks_labels({(0, 0, 0): ["background"], (192, 128, 128): ["person"]})
+    line = one_line_error("export", voc_archive, tmp_path / "d", "--layout", "voc")
+    assert "20 values differ" in line and "(128, 0, 0) 'aeroplane' (unlabelled in the version)" in line
 
 
 def test_mask_values_the_layout_cannot_hold_fail_that_frame(tmp_path, shared_data):
@@ -275,7 +281,7 @@ def test_ids_that_are_no_file_name_fail_that_frame(tmp_path, shared_data):
         (tmp_path / sub).mkdir(parents=True)
         shutil.copy(lip / ("train_images" if "images" in sub else "train_segmentations") / name, tmp_path / sub / name)
     src = tmp_path / "lip.maskstore"
-    ok("ingest", src, "--images", tmp_path / "images", "--masks", tmp_path / "masks")
+    ok("ingest", src, "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--labels", "voc")
     assert list(state(src)[0]) == ["train/684_2150041"]
     result = run("export", src, tmp_path / "out", "--layout", "voc", "--jobs", 1)
     assert result.exit_code == 1 and "Traceback" not in result.output
