@@ -7,20 +7,26 @@ archive -> the same frame ids, labels and mask statistics (values and pixel coun
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from maskstore import Archive
+from maskstore import Archive, MaskError
 from maskstore.cli import main
 from maskstore.ingest import builtin_label_table
-from maskstore.layouts import voc_colormap
+from maskstore.ingest.voc import voc_table
+from maskstore.export import encode_image
+from maskstore.layouts import LayoutFile, file_content, plan_layout, voc_colormap
+from maskstore.media import mask_pixels, value_counts
 
 STEM = "frankfurt_000000_000294"
 # What ingest stores about a mask: values and pixel counts, or an alpha mask's coverage; and its size.
@@ -82,11 +88,19 @@ def voc_archive(tmp_path, shared_data) -> Path:
     return path
 
 
+def rgb_coded_archive(tmp_path: Path, shared_data: Path, table: str) -> Path:
+    """The RGB colour-coded VOC masks (``1_target.png`` beside ``1_image.png``) under a bundled table."""
+    path, folder = tmp_path / "rgb.maskstore", shared_data / "deeplabv3plus_voc_rgb"
+    ok("ingest", path, "--images", folder, "--masks", folder, "--image-suffix", "_image", "--mask-suffix", "_target",
+       "--labels", table)
+    return path
+
+
 @pytest.fixture
 def cityscapes_root(tmp_path, shared_data) -> Path:
     src, root = shared_data / "mmsegmentation_cityscapes", tmp_path / "cityscapes"
-    for top, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelIds"), ("gtFine", "gtFine_labelTrainIds"),
-                        ("gtFine", "gtFine_instanceIds")):
+    for top, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelIds"),
+                        ("gtFine", "gtFine_labelTrainIds"), ("gtFine", "gtFine_instanceIds")):
         (root / top / "val" / "frankfurt").mkdir(parents=True, exist_ok=True)
         shutil.copy(src / f"{STEM}_{suffix}.png", root / top / "val" / "frankfurt" / f"{STEM}_{suffix}.png")
     return root
@@ -122,9 +136,7 @@ def test_voc_layout_round_trip_on_real_palette_masks(tmp_path, voc_archive, shar
 
 
 def test_voc_layout_writes_rgb_colour_coded_masks_as_palette_masks(tmp_path, shared_data):
-    src = tmp_path / "rgb.maskstore"
-    ok("ingest", src, "--images", shared_data / "deeplabv3plus_voc_rgb", "--masks", shared_data / "deeplabv3plus_voc_rgb",
-       "--image-suffix", "_image", "--mask-suffix", "_target", "--labels", "voc")
+    src = rgb_coded_archive(tmp_path, shared_data, "voc")
     before, after, out = round_trip(tmp_path, src, "voc", ["--voc", "OUT"])
     assert_same(before, after)
     assert sorted(before[0]) == ["1", "114"]
@@ -133,11 +145,49 @@ def test_voc_layout_writes_rgb_colour_coded_masks_as_palette_masks(tmp_path, sha
     assert Image.open(out / "JPEGImages/1.jpg").format == "JPEG"  # PNG photos become the JPEGs VOC expects
 
 
+def written_mask(layout: str, mask: Image.Image) -> Image.Image:
+    """A mask as the layout writes it, encoded and decoded again."""
+    labels = builtin_label_table("voc" if layout == "voc" else "cityscapes")
+    chosen = plan_layout(layout, None, [{"value": e["value"], "labels": e["labels"]} for e in labels], {}, "t/v")
+    file = LayoutFile(("masks",), "m.png", "png", "mask", "drawn.png")
+    content = file_content(chosen, file, lambda uri: b"", lambda uri, what: mask)
+    return Image.open(io.BytesIO(encode_image(content, "png")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(indices=arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12))), as_rgb=st.booleans(),
+       layout=st.sampled_from(["voc", "cityscapes"]))
+def test_layout_masks_keep_every_value_and_count(indices, as_rgb, layout):
+    """Palette, grey and RGB masks whose values the layout can hold come back with the same statistics."""
+    mask = Image.fromarray(indices)  # grey: Cityscapes ids
+    if layout == "voc":
+        mask.putpalette(voc_colormap().ravel().tolist())  # palette: VOC colours
+    if as_rgb:
+        mask = mask.convert("RGB")
+    written = written_mask(layout, mask)
+    assert written.mode == ("P" if layout == "voc" else "L")
+    assert value_counts(mask_pixels(written)) == value_counts(mask_pixels(mask))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rgb=arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(3))))
+def test_values_outside_the_layouts_mask_format_are_named(rgb):
+    keys = set(map(tuple, rgb.reshape(-1, 3).tolist()))
+    voc_colours = set(map(tuple, voc_colormap().tolist()))
+    for layout, fits in (("voc", voc_colours.__contains__), ("cityscapes", lambda c: c[0] == c[1] == c[2])):
+        outside = sorted(c for c in keys if not fits(c))
+        if not outside:
+            written_mask(layout, Image.fromarray(rgb))
+            continue
+        with pytest.raises(MaskError, match="holds values that are not") as caught:
+            written_mask(layout, Image.fromarray(rgb))
+        assert str(outside[0]) in str(caught.value)
+
+
 def test_voc_colormap_is_the_table_voc_uses():
     cmap = voc_colormap()
-    for entry in builtin_label_table("voc"):
-        index = 255 if entry["labels"] == ["void"] else [e["labels"] for e in builtin_label_table("voc")].index(entry["labels"])
-        assert cmap[index].tolist() == entry["value"]
+    for entry in voc_table():
+        assert cmap[entry["id"]].tolist() == entry["color"]
     assert len({tuple(c) for c in cmap.tolist()}) == 256  # every index its own colour: no value is ambiguous
 
 
@@ -231,12 +281,12 @@ def test_a_voc_version_goes_to_folders_and_back(tmp_path, voc_archive):
 
 def test_a_layout_export_resumes_and_overwrite_clears_nested_folders(tmp_path, voc_archive):
     out = tmp_path / "out"
-    ok("export", voc_archive, out, "--layout", "voc", "--split", "val")
-    again = ok("export", voc_archive, out, "--layout", "voc", "--split", "val")
+    ok("export", voc_archive, out, "--layout", "voc", "--split", "val", "--jobs", 1)
+    again = ok("export", voc_archive, out, "--layout", "voc", "--split", "val", "--jobs", 1)
     assert "wrote 0 images, skipped 5" in again.stderr
     refused = one_line_error("export", voc_archive, out, "--layout", "folders")
     assert "--overwrite" in refused and "layout: 'voc' there, 'folders' now" in refused
-    ok("export", voc_archive, out, "--layout", "folders", "--overwrite")
+    ok("export", voc_archive, out, "--layout", "folders", "--overwrite", "--jobs", 1)
     assert sorted(p.name for p in out.iterdir()) == [".maskstore-export.json", "images", "labels.json",
                                                      "manifest.jsonl", "masks"]
 
@@ -264,9 +314,7 @@ def test_labels_the_layout_cannot_express_are_named(tmp_path, cityscapes_archive
 
 def test_mask_values_the_layout_cannot_hold_fail_that_frame(tmp_path, shared_data):
     # the real RGB-coded VOC masks under the Cityscapes table: values that are no grey id
-    src = tmp_path / "rgb.maskstore"
-    ok("ingest", src, "--images", shared_data / "deeplabv3plus_voc_rgb", "--masks", shared_data / "deeplabv3plus_voc_rgb",
-       "--image-suffix", "_image", "--mask-suffix", "_target", "--labels", "cityscapes")
+    src = rgb_coded_archive(tmp_path, shared_data, "cityscapes")
     result = run("export", src, tmp_path / "out", "--layout", "cityscapes", "--jobs", 1)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "holds values that are not grey (an 8-bit Cityscapes id): (128, 0, 0), (224, 224, 192)" in result.stderr
@@ -345,7 +393,8 @@ def test_index_export_is_16_bit_when_ids_exceed_255(tmp_path, cityscapes_archive
 
 def test_cli_render_writes_the_same_class_ids(tmp_path, cityscapes_archive):
     (tmp_path / "enum.json").write_text(json.dumps({"road": 0, "car": 300}))
-    ok("export", cityscapes_archive, tmp_path / "idx", "--mode", "index", "--enumeration", tmp_path / "enum.json")
+    ok("export", cityscapes_archive, tmp_path / "idx", "--mode", "index", "--enumeration", tmp_path / "enum.json",
+       "--jobs", 1)
     ok("render", cityscapes_archive, STEM, "-o", tmp_path / "one.png", "--mode", "index",
        "--enumeration", tmp_path / "enum.json")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")),
