@@ -522,7 +522,11 @@ def _encoded(content: np.ndarray | Image.Image | bytes, ext: str) -> tuple[bytes
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise MaskError(f"not a readable image: {exc}") from None
     size = (int(content.shape[1]), int(content.shape[0])) if isinstance(content, np.ndarray) else content.size
-    return encode_image(content, ext), size
+    try:
+        return encode_image(content, ext), size
+    except (OSError, KeyError, ValueError) as exc:  # a mode the format cannot hold, e.g. a float matte as PNG
+        mode = content.mode if isinstance(content, Image.Image) else content.dtype
+        raise MaskError(f"cannot write a {mode} image as {ext}: {exc}") from None
 
 
 def _export_frame(job: Job, version: SnapshotVersion, root: int, d: Mapping[str, Any], done: Done) -> None:

@@ -25,7 +25,8 @@ only when its ``mask_labels`` are that table (as after ingesting such a
 dataset, in any order); otherwise ``plan_layout`` refuses naming the values. A mask pixel whose value the layout's
 mask format cannot hold (a colour outside the VOC colormap; a non-grey value for Cityscapes) is an
 error for that frame. Folders copy the image and mask files as they are (PNG and JPEG; other formats
-are written as PNG, pixels unchanged), so anything round-trips.
+are written as PNG: masks with their pixels unchanged, images as the RGB that rendering sees), so
+anything round-trips.
 
 VOC images are JPEG: a source in another format is re-encoded (lossy; masks never are). A Cityscapes
 frame's city folder is its ``meta.city``, else its context id, when that is a plain name (else
@@ -184,8 +185,7 @@ def file_content(layout: Layout, file: LayoutFile, read_bytes: Callable[[str], b
         data = read_bytes(file.uri)
         if kept_format(data) == file.ext:
             return data
-        return Image.fromarray(source_rgb(open_image(file.uri, "image"))) if file.ext == "jpg" \
-            else open_image(file.uri, "image")
+        return Image.fromarray(source_rgb(open_image(file.uri, "image")))  # as render sees a source
     if layout.name == "folders" or file.role == "companion":
         data = read_bytes(file.uri)
         return data if kept_format(data) == file.ext else open_image(file.uri, "mask")

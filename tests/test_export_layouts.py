@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from maskstore import Archive, MaskError
+from maskstore import Archive, FrameGroup, MaskError, SingleFrame
 from maskstore.cli import main
-from maskstore.ingest import builtin_label_table
-from maskstore.ingest.voc import voc_table
+from maskstore.ingest import builtin_label_table, set_labels
+from maskstore.ingest.cityscapes import cityscapes_labels
+from maskstore.ingest.voc import voc_labels, voc_table
 from maskstore.export import encode_image
 from maskstore.layouts import LayoutFile, file_content, plan_layout, voc_colormap
 from maskstore.media import mask_pixels, value_counts
@@ -226,6 +227,36 @@ def test_cityscapes_layout_keeps_the_instance_file(tmp_path, cityscapes_root):
     assert copied.read_bytes() == (cityscapes_root / f"gtFine/val/frankfurt/{STEM}_gtFine_instanceIds.png").read_bytes()
     with Archive(tmp_path / "again-cityscapes.maskstore", readonly=True) as ar:
         assert ar.versions()[0].get_frame(STEM).to_dict()["sources"][0]["masks"][0]["instance_uri"] == str(copied)
+
+
+def test_a_frame_without_a_city_goes_to_the_unknown_city(tmp_path, shared_data):
+    src = shared_data / "mmsegmentation_cityscapes"
+    with Archive(tmp_path / "plain.maskstore") as ar:
+        v = ar.create_version(dataset_name="plain", version_name="v1")
+        set_labels(v, *cityscapes_labels("labelIds"))
+        v.add_frames([SingleFrame(source=str(src / f"{STEM}_leftImg8bit.png"),
+                                  mask_source=str(src / f"{STEM}_gtFine_labelIds.png"))])
+        (frame_id,) = v.ids()
+        assert "/" in v.get_frame(frame_id).context_id  # the default: the source's path
+    before, after, out = round_trip(tmp_path, tmp_path / "plain.maskstore", "cityscapes", ["--cityscapes", "OUT"])
+    assert_same(before, after)
+    assert (out / f"gtFine/val/unknown/{frame_id}_gtFine_labelIds.png").is_file()
+
+
+def test_a_frame_with_masks_on_several_sources_is_an_error_for_that_frame(tmp_path, shared_data):
+    voc = shared_data / "labelme_voc"
+    with Archive(tmp_path / "group.maskstore") as ar:
+        v = ar.create_version(dataset_name="group", version_name="v1")
+        set_labels(v, *voc_labels())
+        group = FrameGroup(id="pair")
+        for camera, stem in (("left", "2011_000003"), ("right", "2011_000006")):
+            group[camera] = SingleFrame(source=str(voc / f"JPEGImages/{stem}.jpg"),
+                                        mask_source=str(voc / f"SegmentationClass/{stem}.png"))
+        v.add_frames([group])
+        report = v.export(tmp_path / "out", layout="voc", jobs=1)
+        assert report.written == 0
+        assert report.errors == [("pair", "frame 'pair' has masks on 2 sources ('left', 'right'); the voc layout "
+                                          "holds one image and one mask per frame: choose the mask with mask_id")]
 
 
 def test_library_layout_export_on_two_processes(tmp_path, voc_archive):
