@@ -35,10 +35,10 @@ import secrets
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO

@@ -10,29 +10,29 @@ voc           ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png``       ``--
               (palette PNG, VOC colormap); with a split also
               ``ImageSets/Segmentation/<split>.txt``
 cityscapes    ``leftImg8bit/<split>/<city>/<id>_leftImg8bit.png``,          ``--cityscapes OUT --split S
-              ``gtFine/<split>/<city>/<id>_gtFine_<kind>.png`` (8-bit ids)  [--kind labelTrainIds]``
+              ``gtFine/<split>/<city>/<id>_gtFine_<kind>.png`` (8-bit ids)  [--kind K]``
 folders       ``images/<id>.<ext>``, ``masks/<id>.<ext>``                    ``--images OUT/images --masks
                                                                            OUT/masks --labels OUT/labels.json``
 ============  ===========================================================  ==============================
+
+Every layout also writes ``labels.json``, its label table in the ``--labels`` file form
+``[{"value", "labels", "color"}]``. VOC and Cityscapes have fixed tables, so a version goes there only
+when its ``mask_labels`` are that table, in any order (as after ingesting such a dataset); otherwise
+``plan_layout`` refuses, naming the values that differ. A mask pixel whose value the layout's mask
+format cannot hold (a colour outside the VOC colormap; a non-grey value for Cityscapes) is an error
+for that frame. Folders copy the image and mask files as they are (PNG and JPEG; other formats are
+written as PNG: masks with their pixels unchanged, images as the RGB that rendering sees), so any
+label table and any mask kind round-trips.
 
 A VOC object mask and a Cityscapes instance-id file that the importer kept on the mask
 (``object_uri``, ``instance_uri``) are copied to ``SegmentationObject/<id>.png`` and
 ``gtFine/.../<id>_gtFine_instanceIds.png``, where the importers find them again.
 
-Every layout also writes ``labels.json``, its label table in the ``--labels`` file form
-``[{"value", "labels", "color"}]``. VOC and Cityscapes have fixed tables, so a version can go there
-only when its ``mask_labels`` are that table (as after ingesting such a
-dataset, in any order); otherwise ``plan_layout`` refuses naming the values. A mask pixel whose value the layout's
-mask format cannot hold (a colour outside the VOC colormap; a non-grey value for Cityscapes) is an
-error for that frame. Folders copy the image and mask files as they are (PNG and JPEG; other formats
-are written as PNG: masks with their pixels unchanged, images as the RGB that rendering sees), so
-anything round-trips.
-
 VOC images are JPEG: a source in another format is re-encoded (lossy; masks never are). A Cityscapes
 frame's city folder is its ``meta.city``, else its context id, when that is a plain name (else
-``unknown``). Ids become file names unchanged (a
-changed name would change the id on the way back), so an id that is not a safe file name (``/`` is
-allowed for folders only, as sub-folders) is an error for that frame.
+``unknown``). Ids become file names unchanged (another name would give another id on the way back),
+so an id that is not a safe file name (``/`` is allowed for folders only, as sub-folders) is an
+error for that frame.
 """
 
 from __future__ import annotations
