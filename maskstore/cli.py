@@ -39,6 +39,7 @@ from .export import check_format, image_format, write_image
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 from .store import NO_LOCK_ENV
+from .upgrade import upgrade as upgrade_archive
 from .query import columns
 from .query.engine import snapshot
 
@@ -186,6 +187,13 @@ def check(archive: str, repair: bool) -> None:
     echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
     if errors:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+def upgrade(archive: str) -> None:
+    """Rewrite an archive of an earlier format in this release's format (atomically; see FORMAT.md)."""
+    echo(upgrade_archive(archive))
 
 
 # ---------------------------------------------------------------------------------------- ingest
