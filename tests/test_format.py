@@ -362,6 +362,15 @@ def hex_dump(data: bytes) -> str:
     return "\n".join(lines)
 
 
+def readable_json(value: Any) -> str:
+    """Indented JSON with lists of numbers and short lists on one line."""
+    text = json.dumps(value, indent=1, ensure_ascii=False)
+    inner = re.compile(r"\[\s*([^\[\]{}]*?)\s*\]")
+    while (folded := inner.sub(lambda m: "<" + re.sub(r",\s+", ", ", m[1]) + ">", text)) != text:
+        text = folded
+    return text.replace("<", "[").replace(">", "]")
+
+
 def parse_hex_dump(text: str) -> bytes:
     return bytes.fromhex("".join(line[6:53] for line in text.splitlines()))
 
@@ -388,7 +397,7 @@ def worked_examples() -> dict[str, str]:
     return {
         "format-record": hex_dump(fmt) + "\n\n" + json.dumps(format_reader.record(fmt, "format")),
         "frame-record": hex_dump(frame),
-        "frame-decoded": json.dumps(format_reader.record(frame, "frame"), indent=1, ensure_ascii=False),
+        "frame-decoded": readable_json(format_reader.record(frame, "frame")),
         "frame-keys": "\n".join(key_lines),
     }
 
