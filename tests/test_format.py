@@ -65,6 +65,11 @@ def check_reader_agrees(path: Path) -> None:
     assert reader_view(path) == library_view_without_queries(path)
     stored, derived, ids_stored, ids_derived = format_reader.index_check(path)
     assert stored == derived and ids_stored == ids_derived
+    check_columns(path)
+
+
+def check_columns(path: Path) -> None:
+    """Every stored chunk without a dirty mark holds, row by row, what the frame records say."""
     for columns in format_reader.read_columns(path).values():
         chunks_with_frames = {seq >> 12 for seq in columns["frames"]}
         assert chunks_with_frames <= set(columns["chunks"]) | columns["dirty"]  # a clean chunk is stored
@@ -159,12 +164,16 @@ def test_frames_written_by_the_library_read_the_same_with_the_independent_reader
         path = Path(folder) / "round.maskstore"
         with Archive(path, jobs=1) as ar:
             for i, frame in enumerate(frames):  # a version each: meta types need not agree across frames
-                ar.create_version(dataset_name="d", version_name=str(i)).add_frames([frame])
+                version = ar.create_version(dataset_name="d", version_name=str(i))
+                version.add_frames([frame])
+                assert version.ids(f"timestamp == {frame['timestamp']}") == [frame["id"]]  # stores the columns
             stored = [list(v.frame_dicts()) for v in ar.versions()]
         read = [v["frames"] for v in format_reader.read_archive(path)["versions"]]
         assert read == stored
         stored_index, derived, ids_stored, ids_derived = format_reader.index_check(path)
         assert stored_index == derived and ids_stored == ids_derived
+        assert all(not c["dirty"] and c["chunks"] for c in format_reader.read_columns(path).values())
+        check_columns(path)
 
 
 # ------------------------------------------------------------------------ format record, features
