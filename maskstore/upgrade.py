@@ -82,19 +82,22 @@ def upgrade(path: str | os.PathLike[str], steps: Sequence[Step] = STEPS) -> Upgr
         copy = path.with_name(path.name + ".upgrade")
         _remove(copy)
         try:
-            _copy_records(path, copy)
-            after = {**before, "required_features": list(before["required_features"]),
-                     "optional_features": list(before["optional_features"])}
-            for step in steps:
-                if step.needed(after):
-                    step.apply(copy, after)
-                    report.steps.append(step.name)
-            report.after = _write_format(copy, after)
-            _fsync(copy)
+            try:
+                _copy_records(path, copy)
+                after = {**before, "required_features": list(before["required_features"]),
+                         "optional_features": list(before["optional_features"])}
+                for step in steps:
+                    if step.needed(after):
+                        step.apply(copy, after)
+                        report.steps.append(step.name)
+                report.after = _write_format(copy, after)
+                _fsync(copy)
+            except (lmdb.Error, OSError) as exc:  # e.g. a full disk: the copy goes, the original stays
+                raise ArchiveError(f"cannot upgrade {path}: {exc}; the archive is unchanged") from None
             os.replace(copy, path)
-            _fsync(path.parent)
         finally:
             _remove(copy)
+        _fsync(path.parent)
         return report
 
 

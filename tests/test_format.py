@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import format_reader
 from fixtures.make_archive_format1 import NAME, library_view
+from reliability.test_disk_full import small_disk  # noqa: F401 (a fixture: a real 8 MiB tmpfs)
 from maskstore import Archive, ArchiveError, records
 from maskstore.cli import main
 from maskstore.demo import run_demo
@@ -338,6 +339,19 @@ def test_sigkill_during_upgrade_leaves_the_original_intact(tmp_path, moment):
     report = upgrade(path, [add_feature("test-a")])  # the next upgrade removes the stale copy and runs
     assert report.steps == ["adds test-a"] and not copy.exists()
     assert library_view_without_queries(path) == expected
+
+
+@pytest.mark.slow
+def test_upgrade_on_a_full_disk_fails_cleanly_and_keeps_the_original(small_disk):
+    path = small_disk / "a.maskstore"
+    with Archive(path, jobs=1) as ar:  # 3-4 MiB on an 8 MiB disk: the copy cannot fit beside it
+        ar.create_version(dataset_name="d", version_name="v1").add_frames(
+            [{"id": f"f{i}", "meta": {"pad": "x" * 2000}, "sources": [{"uri": f"{i}.png"}]} for i in range(1500)])
+    before = path.read_bytes()
+    with pytest.raises(ArchiveError, match="cannot upgrade .* the archive is unchanged"):
+        upgrade(path, [add_feature("test-a")])
+    assert path.read_bytes() == before
+    assert not path.with_name(path.name + ".upgrade").exists()
 
 
 def _has_test_key(copy: Path) -> bool:
