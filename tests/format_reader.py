@@ -266,3 +266,10 @@ def chunk_row(chunk: dict[str, Any], row: int) -> dict[str, Any]:
     return {"timestamp": chunk["timestamp"][row], "id": chunk["id"][row], "context_id": chunk["context_id"][row],
             "n_masks": chunk["n_masks"][row], "n_rois": chunk["n_rois"][row], "values": chunk["values"][row],
             "meta": {path: column[row] for path, column in chunk["meta"].items() if column[row] is not None}}
+
+
+if __name__ == "__main__":  # python tests/format_reader.py ARCHIVE: what it holds, as JSON
+    import json
+    import sys
+
+    print(json.dumps(read_archive(sys.argv[1]), indent=1, ensure_ascii=False))
