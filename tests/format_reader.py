@@ -1,4 +1,4 @@
-"""An independent reader of maskstore archives, written from FORMAT.md alone.
+"""An independent reader (and a minimal writer) of maskstore archives, written from FORMAT.md alone.
 
 It imports only ``lmdb``, ``msgpack`` and the standard library, never maskstore: ``tests/test_format.py``
 compares what it reads with what the library reads, so FORMAT.md is shown complete enough to read
@@ -266,6 +266,38 @@ def chunk_row(chunk: dict[str, Any], row: int) -> dict[str, Any]:
     return {"timestamp": chunk["timestamp"][row], "id": chunk["id"][row], "context_id": chunk["context_id"][row],
             "n_masks": chunk["n_masks"][row], "n_rois": chunk["n_rois"][row], "values": chunk["values"][row],
             "meta": {path: column[row] for path, column in chunk["meta"].items() if column[row] is not None}}
+
+
+# ------------------------------------------------------------------------------ writing, from FORMAT.md
+
+def _pack(kind: str, body: Any) -> bytes:
+    return bytes((READS_VERSION,)) + KINDS[kind] + msgpack.packb(body, use_bin_type=True)
+
+
+def write_archive(path: str | Path, versions: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                  required_features: list[str] | None = None) -> None:
+    """A new archive holding ``versions``: (version record, complete frame records) each, with
+    frame_ids, index entries and a dirty mark per chunk (no stored scan columns)."""
+    env = lmdb.open(str(path), subdir=False, max_dbs=64)
+    dbs = {name: env.open_db(name.encode(), dupsort=name in INDEX_DBS, dupfixed=name in INDEX_DBS)
+           for name in ("meta", "versions", "frames", "frame_ids", "dirty", "columns", "blobs", *INDEX_DBS)}
+    fmt: dict[str, Any] = {"name": "maskstore", "version": READS_VERSION}
+    if required_features:
+        fmt["required_features"] = required_features
+    with env.begin(write=True) as txn:
+        txn.put(b"format", _pack("format", fmt), db=dbs["meta"])
+        txn.put(b"next_version", struct.pack(">Q", len(versions) + 1), db=dbs["meta"])
+        for vid, (rec, frames) in enumerate(versions, start=1):
+            prefix = struct.pack(">Q", vid)
+            txn.put(prefix, _pack("version", {**rec, "id": vid, "next_seq": len(frames), "count": len(frames)}),
+                    db=dbs["versions"])
+            for seq, frame in enumerate(frames):
+                txn.put(prefix + struct.pack(">Q", seq), _pack("frame", frame), db=dbs["frames"])
+                txn.put(prefix + text_key(frame["id"]), struct.pack(">Q", seq), db=dbs["frame_ids"])
+                txn.put(prefix + struct.pack(">Q", seq >> 12), b"", db=dbs["dirty"])
+                for name, key, value in expected_index_entries(vid, seq, frame):
+                    txn.put(key, value, db=dbs[name])
+    env.close()
 
 
 if __name__ == "__main__":  # python tests/format_reader.py ARCHIVE: what it holds, as JSON

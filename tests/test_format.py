@@ -32,9 +32,11 @@ import format_reader
 from fixtures.make_archive_format1 import NAME, library_view
 from reliability.test_disk_full import small_disk  # noqa: F401 (a fixture: a real 8 MiB tmpfs)
 from maskstore import Archive, ArchiveError, records
+from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.demo import run_demo
 from maskstore.ingest import apply_label_table, builtin_label_table
+from maskstore.model import normalize_frame_dict
 from maskstore.upgrade import Step, upgrade
 from strategies import frame_dicts
 
@@ -175,6 +177,29 @@ def test_frames_written_by_the_library_read_the_same_with_the_independent_reader
         assert stored_index == derived and ids_stored == ids_derived
         assert all(not c["dirty"] and c["chunks"] for c in format_reader.read_columns(path).values())
         check_columns(path)
+
+
+def test_an_archive_written_from_format_md_alone_is_read_by_maskstore(tmp_path):
+    """The other direction: records, keys and dirty marks as FORMAT.md says, written without maskstore."""
+    frames = [normalize_frame_dict(EXAMPLE_FRAME),
+              normalize_frame_dict({"id": "f2", "context_id": "x" * 500, "meta": {"weather": "sun", "speed": 3},
+                                    "sources": [{"id": "front", "uri": "b.png", "masks": [
+                                        {"uri": "b_mask.png", "values": [[2, 2, 2, 40], [1, 1, 1, 60]]}]}]})]
+    record = {"dataset": "hand", "name": "v1", "parent": None, "created": 1.5, "description": "", "meta": {},
+              "state": "draft", "mask_labels": [{"value": [1, 1, 1], "labels": ["person"]}],
+              "label_colors": {"person": [255, 0, 0]}, "meta_types": {"weather": "str", "speed": "int"},
+              "generation": 0}
+    path = tmp_path / "hand.maskstore"
+    format_reader.write_archive(path, [(record, frames)])
+    with Archive(path, readonly=True) as ar:
+        assert check_archive(ar) == []
+        v = ar.get_version("hand", "v1")
+        assert list(v.frame_dicts()) == frames and v.get_label_colors() == {"person": (255, 0, 0)}
+        assert v.ids('label == "person"') == ["f1", "f2"] and v.ids("meta.speed < 10") == ["f2"]
+        assert v.ids(f'context_id == "{"x" * 500}"') == ["f2"] and v.ids('source.id == "front"') == ["f2"]
+    format_reader.write_archive(tmp_path / "needs.maskstore", [(record, frames)], required_features=["zstd-frames"])
+    with pytest.raises(ArchiveError, match="zstd-frames"):
+        Archive(tmp_path / "needs.maskstore", readonly=True)
 
 
 # ------------------------------------------------------------------------ format record, features
