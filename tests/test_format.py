@@ -439,7 +439,8 @@ def worked_examples() -> dict[str, str]:
             keys = [("frames", frame_key, f"frame record ({len(frame)} bytes, below)"),
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
-                    ("dirty", entries("dirty")[0][0], "(empty)")]
+                    *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
+                    *[("columns", key, f"scan-column chunk ({len(value)} bytes)") for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" for name, key, value in keys]
     return {
