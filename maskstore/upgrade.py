@@ -69,12 +69,12 @@ def _describe(fmt: dict[str, Any]) -> str:
 def upgrade(path: str | os.PathLike[str], steps: Sequence[Step] = STEPS) -> UpgradeReport:
     """Bring the archive at ``path`` to this release's format in place, atomically; a no-op (nothing
     written) when it is current. Refuses newer formats and unknown required features (ArchiveError),
-    and an archive another maskstore process is writing now. Run it while no other process has the
-    archive open: one that keeps it open goes on using the replaced file."""
+    and an archive another process has open (it would go on using the replaced file)."""
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"no archive file at {path}")
     with _writer_flock(path):
+        _refuse_if_open_elsewhere(path)
         before = _read_format(path)
         report = UpgradeReport(path, before, before)
         if not any(step.needed(before) for step in steps):  # steps chain: the first must be needed now
@@ -94,6 +94,7 @@ def upgrade(path: str | os.PathLike[str], steps: Sequence[Step] = STEPS) -> Upgr
                 _fsync(copy)
             except (lmdb.Error, OSError) as exc:  # e.g. a full disk: the copy goes, the original stays
                 raise ArchiveError(f"cannot upgrade {path}: {exc}; the archive is unchanged") from None
+            _refuse_if_open_elsewhere(path)  # opened while the copy was made: it would miss the new file
             os.replace(copy, path)
         finally:
             _remove(copy)
@@ -114,6 +115,25 @@ def _writer_flock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def _refuse_if_open_elsewhere(path: Path) -> None:
+    """Every process that has an LMDB environment open holds a shared ``fcntl`` lock on byte 0 of its
+    lock file (LMDB's own liveness lock); an exclusive attempt tells whether any other process does. A
+    process that had the archive open across the rename would go on using the replaced file, and
+    its later writes would be lost. (This process holds no environment of ``path`` here.)"""
+    lock_file = path.with_name(path.name + "-lock")
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError:
+        raise ArchiveError(f"another process has {path} open; close it (viewers, notebooks, workers) "
+                           "and upgrade again") from None
+    finally:
+        os.close(fd)  # releases the lock taken, if any
 
 
 def _open(path: Path, readonly: bool) -> lmdb.Environment:

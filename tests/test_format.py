@@ -321,6 +321,20 @@ def test_upgrade_refuses_an_archive_another_writer_holds(fixture_copy):
         os.close(fd)
 
 
+def test_upgrade_refuses_an_archive_another_process_has_open(fixture_copy):
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from maskstore import Archive; "
+                              "ar = Archive(sys.argv[1], readonly=True); print(len(ar.versions()), flush=True); "
+                              "time.sleep(60)", str(fixture_copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "3"
+        with pytest.raises(ArchiveError, match="another process has .* open"):
+            upgrade(fixture_copy, [add_feature("test-a")])
+    finally:
+        child.kill()
+        child.wait()
+    assert upgrade(fixture_copy, [add_feature("test-a")]).steps == ["adds test-a"]
+
+
 UPGRADE_CHILD = textwrap.dedent("""
     import sys
     sys.path[:0] = [{tests!r}]
