@@ -40,6 +40,7 @@ from .layouts import LABEL_TABLE, LAYOUTS
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 from .store import NO_LOCK_ENV
+from .upgrade import upgrade as upgrade_archive
 from .query import columns
 from .query.engine import snapshot
 
@@ -177,6 +178,13 @@ def check(archive: str, repair: bool) -> None:
     echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
     if errors:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+def upgrade(archive: str) -> None:
+    """Rewrite an archive of an earlier format in this release's format (atomically; see FORMAT.md)."""
+    echo(upgrade_archive(archive))
 
 
 # ---------------------------------------------------------------------------------------- ingest
