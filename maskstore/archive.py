@@ -437,8 +437,11 @@ class Archive:
             return uri
         return str(self._folder / path)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return open_image(self.resolve(uri), self.read_blob, what=what)
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        """Decode an image or mask (a video's frame at ``timestamp`` ms) named by a frame's URI."""
+        return open_image(self.resolve(uri), self.read_blob, what=what, timestamp=timestamp,
+                          content_type=content_type)
 
 
 def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
@@ -910,9 +913,10 @@ class DatasetVersion:
         from .loaders import iter_arrays
         return iter_arrays(self, query, **options)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""
-        return self.archive.open_image(uri, what)
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
 
 # ---------------------------------------------------------------------------------------- default archive

@@ -30,6 +30,7 @@ from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, i
 from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
+from .ingest.video import frames_from_video, mask_video_ids
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb, packed_key
 from .labels import parse_color as parse_label_color
@@ -209,6 +210,12 @@ Examples, one per layout:
               help="Cityscapes root (leftImg8bit/, gtFine/); sets the official labels and colours.")
 @click.option("--voc", "voc_root", type=click.Path(exists=True, file_okay=False),
               help="Pascal VOC root (JPEGImages/, SegmentationClass/); sets the VOC labels and colours.")
+@click.option("--video", "video_file", type=click.Path(exists=True, dir_okay=False),
+              help="A video: one frame per video frame (context_id = its file stem, timestamp = ms).")
+@click.option("--mask-video", "mask_videos", multiple=True, metavar="[ID=]FILE",
+              help='With --video: a mask video (repeatable); without ID= the ids are "00", "01", ...')
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
+              help="With --video: take every Nth frame.")
 @click.option("--split", help="Cityscapes split (default val); VOC: ImageSets/Segmentation/<split>.txt "
                               "(default: every mask).")
 @click.option("--kind", type=click.Choice(KINDS), default="labelIds", show_default=True,
@@ -236,7 +243,7 @@ Examples, one per layout:
 @click.option("--dry-run", "dry", is_flag=True, help="Show what would be added; write nothing.")
 def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
                images: str | None, masks: str | None, cityscapes_root: str | None, voc_root: str | None,
-               split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
+               video_file: str | None, mask_videos: tuple[str, ...], every: int, split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
                labels_table: str | None, replace_labels: bool, embed: bool, batch_size: int, jobs: int | None,
                fast: bool, dry: bool) -> None:
     """Add frames to a version, creating the archive and the version when missing.
@@ -245,8 +252,11 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     """
     if bool(images) != bool(masks):
         raise click.UsageError("--images and --masks go together")
-    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root))) != 1:
-        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT")
+    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root, video_file))) != 1:
+        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT, "
+                               "--video FILE")
+    if (mask_videos or every != 1) and not video_file:
+        raise click.UsageError("--mask-video and --every go with --video")
     report = IngestReport()
     layout_labels = None
     if cityscapes_root:
@@ -255,6 +265,8 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     elif voc_root:
         frames = frames_from_voc(voc_root, split, report.skipped, object_masks=voc_objects)
         layout_labels = voc_labels()
+    elif video_file:
+        frames = frames_from_video(video_file, mask_video_ids(mask_videos), every)
     elif images:
         frames = pair_folders(images, masks, report.skipped, image_suffix=image_suffix, mask_suffix=mask_suffix)
     else:

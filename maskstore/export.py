@@ -369,8 +369,9 @@ class SnapshotVersion:
     def get_label_colors(self) -> dict[str, RGB]:
         return self.label_colors
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return self.archive.open_image(uri, what)
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
 
 @dataclass

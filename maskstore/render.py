@@ -451,10 +451,10 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
         tables = class_table(version.mask_labels, enumeration or {}, ignore)
 
     source, mask = pick_mask(frame, source_id, mask_id)
-    mask_image = version.open_image(mask.uri, what="mask")
+    mask_image = version.open_image(mask.uri, "mask", mask.timestamp or 0, mask.content_type)
     src_image = None
     if not (mode == "index" or layer_only) or source.width is None or source.height is None:
-        src_image = version.open_image(source.uri, what="image")
+        src_image = version.open_image(source.uri, "image", source.timestamp or 0, source.content_type)
     size = src_image.size if src_image is not None else (source.width, source.height)
     mask_image = _fit(mask_image, size, resize, frame, mask.uri)  # type: ignore[arg-type]
 
