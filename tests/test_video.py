@@ -212,3 +212,26 @@ def test_a_file_that_is_no_video_names_itself(tmp_path: Path) -> None:
         v = ar.create_version(dataset_name="D", version_name="v1")
         with pytest.raises(MaskError, match="bad.mp4"):
             v.add_frames([{"id": "f", "sources": [{"uri": str(tmp_path / "img.png"), "masks": [{"uri": str(bad)}]}]}])
+
+
+# ------------------------------------------------------------------------------------------ tolerance
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from maskstore.labels import pack_rgb, within_tolerance  # noqa: E402
+
+rgb = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255))
+
+
+@settings(max_examples=200, deadline=None)
+@given(labelled=st.lists(rgb, min_size=1, max_size=6, unique=True), found=st.lists(rgb, max_size=30),
+       tolerance=st.integers(0, 40))
+def test_tolerance_gives_each_value_the_labels_of_the_nearest_labelled_value(labelled, found, tolerance) -> None:
+    labels = [{"value": list(v), "labels": [f"l{i}"]} for i, v in enumerate(labelled)]
+    got = {tuple(e["value"]): e["labels"] for e in
+           within_tolerance(labels, np.array([pack_rgb(v) for v in found], dtype=np.int64), tolerance)}
+    for value in set(found) | set(labelled):
+        distances = sorted((max(abs(a - b) for a, b in zip(value, v)), v, i) for i, v in enumerate(labelled))
+        d, _, i = distances[0]  # nearest; ties to the lower (r, g, b)
+        assert got.get(value) == ([f"l{i}"] if d <= tolerance else None), (value, distances)
