@@ -350,10 +350,13 @@ def version_for_ingest(ar: Archive, dataset: str | None, version: str | None,
                    '"color" for its first label (the --labels file of ingest)')
 @click.option("--colors", "colors_file", type=click.Path(exists=True, dir_okay=False),
               help='colors.json: {"label": [r, g, b] or "#rrggbb"}')
+@click.option("--tolerance", type=click.IntRange(0, 255),
+              help="Mask tolerance: pixels within T (largest per-channel difference) of a labelled value carry "
+                   "its labels, for lossy (video) masks; 0 is exact.")
 def labels(archive: str, dataset: str | None, version_name: str | None, set_file: str | None,
-           colors_file: str | None) -> None:
-    """Show or set the version's mask labels and label colours."""
-    with Archive(archive, readonly=not (set_file or colors_file)) as ar:
+           colors_file: str | None, tolerance: int | None) -> None:
+    """Show or set the version's mask labels, label colours and mask tolerance."""
+    with Archive(archive, readonly=not (set_file or colors_file or tolerance is not None)) as ar:
         version = open_version(ar, dataset, version_name)
         if set_file:
             apply_label_table(version, load_json(set_file))
@@ -362,6 +365,10 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
             if not isinstance(colors, dict):
                 raise MaskstoreError(f'{colors_file} must map a label to a colour: {{"car": [0, 0, 142]}}')
             version.set_label_colors(colors)
+        if tolerance is not None:
+            version.set_mask_tolerance(tolerance)
+        if version.get_mask_tolerance():
+            echo(f"mask tolerance {version.get_mask_tolerance()}", err=True)
         colors = version.get_label_colors()
         for value, names in version.get_masks_labels().items():
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)

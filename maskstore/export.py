@@ -220,6 +220,8 @@ def _settings(rec: dict[str, Any], colors: dict[str, RGB], mode: str, ext: str, 
                 "mask_id": mask_id, **chosen}
     if mode != "alpha":
         settings["mask_labels"] = _digest(rec["mask_labels"])
+        if rec.get("mask_tolerance"):  # absent when 0, so exports made before tolerance existed resume
+            settings["mask_tolerance"] = rec["mask_tolerance"]
     if mode == "segmentation":
         settings["label_colors"] = _digest(colors)
     return json.loads(json.dumps(settings, sort_keys=True))
@@ -356,6 +358,7 @@ class Job:
     mask_labels: list[dict[str, Any]]
     label_colors: dict[str, RGB]
     resume: bool
+    mask_tolerance: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,7 @@ class SnapshotVersion:
     archive: Archive
     mask_labels: list[dict[str, Any]]
     label_colors: dict[str, RGB]
+    mask_tolerance: int = 0
 
     def get_label_colors(self) -> dict[str, RGB]:
         return self.label_colors
@@ -462,7 +466,7 @@ def _export_frame(job: Job, version: SnapshotVersion, root: int, d: Mapping[str,
 
 
 def _render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, Any]]) -> Done:
-    version = SnapshotVersion(archive, job.mask_labels, job.label_colors)
+    version = SnapshotVersion(archive, job.mask_labels, job.label_colors, job.mask_tolerance)
     done = Done(len(frames))
     for d in frames:
         _export_frame(job, version, root, d, done)
@@ -599,7 +603,8 @@ def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = ""
             settings = _settings(rec, colors, mode, ext, mask_id, render_options)
             resume = _claim(root, out_dir, settings, overwrite)
             job = Job(str(version.archive.path.resolve()), str(out_dir.resolve()), mode, ext, mask_id,
-                      tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume)
+                      tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume,
+                      rec.get("mask_tolerance", 0))
             tasks = _chunks(frames, FRAMES_PER_TASK)
             results = _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
             with _atomic(root, MANIFEST) as manifest:

@@ -325,6 +325,13 @@ class MaskPixels:
         assert arr is not None
         return arr.shape  # type: ignore[return-value]
 
+    def distinct(self) -> np.ndarray:
+        """The packed RGB keys present, sorted."""
+        if self.keys is not None:
+            return np.unique(self.keys)
+        assert self.index is not None and self.table is not None
+        return np.unique(self.table[np.unique(self.index)])
+
     def packed(self) -> np.ndarray:
         """Packed RGB key of every pixel (uint32, H x W)."""
         if self.keys is not None:
