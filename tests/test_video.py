@@ -16,45 +16,15 @@ from maskstore import Archive, MaskError, MaskstoreError, MediaError, render
 from maskstore import video as video_module
 from maskstore.cli import main
 
-av = pytest.importorskip("av", reason="the video tests need PyAV (pip install -e '.[test]' brings it)")
+pytest.importorskip("av", reason="the video tests need PyAV (pip install -e '.[test]' brings it)")
+from video_helpers import H, N, W, make_videos, mask_picture, source_picture  # noqa: E402  (needs av)
 
-H, W, N, RATE = 48, 64, 30, 25  # 25 fps: frame n is at 40 n ms
 LABELS = [{"value": [1, 1, 1], "labels": ["road"]}, {"value": [2, 2, 2], "labels": ["car"]}]
-
-
-def write_video(path: Path, pictures: list[np.ndarray], codec: str, pix_fmt: str, rate: int = RATE) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
-        for picture in pictures:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def source_picture(n: int) -> np.ndarray:
-    picture = np.zeros((H, W, 3), np.uint8)
-    picture[...] = (n * 8, 255 - n * 8, (n * 37) % 256)
-    return picture
-
-
-def mask_picture(n: int, road: int = 1, car: int = 2) -> np.ndarray:
-    """Frame n: road in the first n + 2 columns, a car in a 5x5 corner from frame 10 on."""
-    picture = np.zeros((H, W, 3), np.uint8)
-    picture[:, : n + 2] = road
-    if n >= 10:
-        picture[:5, :5] = car
-    return picture
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("videos")
-    return {
-        "clip": write_video(folder / "clip.mkv", [source_picture(n) for n in range(N)], "ffv1", "bgr0"),
-        "seg": write_video(folder / "seg.mkv", [mask_picture(n) for n in range(N)], "ffv1", "bgr0"),
-        "lossy": write_video(folder / "lossy.mp4", [mask_picture(n, 60, 200) for n in range(N)], "libx264", "yuv420p"),
-    }
+    return make_videos(tmp_path_factory.mktemp("videos"))
 
 
 def expected_values(n: int) -> list[list[int]]:
