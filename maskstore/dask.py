@@ -472,7 +472,7 @@ def export(archives: Shards, out: str | os.PathLike[str], query: str = "", mode:
         rec = shards[0].record
         tasks = [(piece, exporting.Job(piece.path, str(out_dir.resolve()), mode, ext, mask_id,
                                        tuple(sorted(render_options.items())), s.record["mask_labels"], colors, resume,
-                                       s.record.get("mask_tolerance", 0)))
+                                       mask_tolerance=s.record.get("mask_tolerance", 0)))
                  for s in shards for part in s.parts for piece in _pieces(part, EXPORT_FRAMES_PER_TASK)]
         with exporting._atomic(root, exporting.MANIFEST) as manifest:
             present, failure = exporting._collect(_results(_export_task, tasks), manifest, report, progress)
