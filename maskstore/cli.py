@@ -540,11 +540,14 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
                    "for the matching ingest (--voc, --cityscapes, --images/--masks).")
 @click.option("--split", help="With --layout: Cityscapes split folder (default val); VOC "
                               "ImageSets/Segmentation/<split>.txt (default: none).")
+@click.option("--video", is_flag=True,
+              help="One overlay video per context instead: OUTDIR/<context>.mp4, frames in timestamp order at "
+                   "the source's frame rate (needs maskstore[video]).")
 @render_flags
 @scheduler_option
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
                jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, layout: str | None,
-               split: str | None, mode: str, opacity: float, background: str | None, layer_only: bool,
+               split: str | None, video: bool, mode: str, opacity: float, background: str | None, layer_only: bool,
                resize: str | None, enumeration: str | None, ignore: int, scheduler: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
     manifest.jsonl and a legend.png; or class-index PNGs (--mode index); or the images and masks in a
@@ -565,6 +568,10 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
         if split is not None:
             raise click.UsageError("--split goes with --layout")
         options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
+    if video:
+        if layout is not None or scheduler is not None:
+            raise click.UsageError("--video runs here, and not with --layout or --scheduler")
+        options["video"] = True
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         with progress_bar(version.count(query_text), "frames") as bar:
@@ -576,7 +583,7 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
                              overwrite=overwrite, **options)
     if layout is not None:
         echo(f"wrote the {layout} layout with its label table {Path(outdir) / LABEL_TABLE}", err=True)
-    echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
+    echo(f"wrote {report.written} {'videos' if video else 'images'}, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:  # render's own messages mostly name the frame already
         text = message if message.startswith(f"frame {frame_id!r}") else f"frame {frame_id!r}: {message}"

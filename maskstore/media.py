@@ -25,6 +25,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,13 @@ def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image"
     if video.is_video(uri, content_type):
         return Image.fromarray(_video(uri, blobs).frame_at(timestamp), "RGB")
     return _decode(_open(uri, blobs, what), uri, what)
+
+
+def video_frame_rate(uri: str, blobs: BlobReader | None = None) -> Fraction:
+    """A video's average frame rate (what an overlay video of its frames is written at)."""
+    stream = _video(uri, blobs).stream
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate else Fraction(25)
 
 
 def image_size(uri: str, blobs: BlobReader | None = None, content_type: str | None = None) -> tuple[int, int]:

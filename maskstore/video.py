@@ -174,8 +174,41 @@ def frames(uri: str, read_bytes: Any, local: Path | None) -> Iterator[tuple[int,
         video.close()
 
 
-def frame_rate(uri: str, read_bytes: Any, local: Path | None) -> Fraction:
-    """The stream's average frame rate (what an overlay video of it is written at)."""
-    video = reader(uri, read_bytes, local)
-    rate = video.stream.average_rate or video.stream.guessed_rate
-    return Fraction(rate) if rate else Fraction(25)
+def encode_video(file: Any, pictures: Iterator[np.ndarray], rate: Fraction) -> tuple[int, int]:
+    """Write RGB pictures as an H.264 MP4 into ``file`` (a seekable binary file) at ``rate`` frames
+    per second; (width, height). Odd sizes are padded by repeating the last row or column: H.264's
+    4:2:0 sampling needs even ones."""
+    av = pyav()
+    container = av.open(file, "w", format="mp4")
+    stream = None
+    size = (0, 0)
+    try:
+        for picture in pictures:
+            if stream is None:
+                size = (picture.shape[1], picture.shape[0])
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height = size[0] + size[0] % 2, size[1] + size[1] % 2
+                stream.pix_fmt = "yuv420p"
+            elif (picture.shape[1], picture.shape[0]) != size:
+                raise MaskError(f"frames of one video must share a size: {picture.shape[1]}x{picture.shape[0]} "
+                                f"after {size[0]}x{size[1]}")
+            even = np.pad(picture, ((0, size[1] % 2), (0, size[0] % 2), (0, 0)), mode="edge")
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(even), format="rgb24")))
+        if stream is not None:
+            container.mux(stream.encode())
+    finally:
+        container.close()
+    return size
+
+
+def size_of(file: Any) -> tuple[int, int] | None:
+    """(width, height) of a complete, readable video file, else None."""
+    av = pyav()
+    try:
+        with av.open(file) as container:
+            stream = container.streams.video[0]
+            if not stream.frames and stream.duration is None:
+                return None
+            return stream.codec_context.width, stream.codec_context.height
+    except (av.FFmpegError, IndexError, ValueError, OSError):
+        return None

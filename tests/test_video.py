@@ -17,7 +17,7 @@ from maskstore import video as video_module
 from maskstore.cli import main
 
 pytest.importorskip("av", reason="the video tests need PyAV (pip install -e '.[test]' brings it)")
-from video_helpers import H, N, W, make_videos, mask_picture, source_picture  # noqa: E402  (needs av)
+from video_helpers import RATE, H, N, W, make_videos, mask_picture, source_picture  # noqa: E402  (needs av)
 
 LABELS = [{"value": [1, 1, 1], "labels": ["road"]}, {"value": [2, 2, 2], "labels": ["car"]}]
 
@@ -244,3 +244,48 @@ def test_lossy_h264_masks_get_the_right_classes_with_a_tolerance(tmp_path: Path,
         assert set(v.ids('coverage("road") > 0.2')) == exact_road  # nothing was rebuilt either way
         with pytest.raises(MaskstoreError, match="0..255"):
             v.set_mask_tolerance(300)
+
+
+# ------------------------------------------------------------------------------------------ export --video
+
+def decoded(path: Path) -> tuple[list[np.ndarray], object]:
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)], stream.average_rate
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_export_video_writes_one_overlay_video_per_context_in_timestamp_order(tmp_path: Path, videos: dict[str, Path],
+                                                                              jobs: str) -> None:
+    path = tmp_path / "v.maskstore"
+    ingest_video(path, videos, "--every", "3")
+    with Archive(path) as ar:
+        v = ar.get_version("D", "v1")
+        v.set_masks_labels(LABELS)
+        v.set_label_colors({"road": (250, 250, 250), "car": (0, 0, 0)})
+        # a second context of image frames, stored out of timestamp order, 10 fps by their timestamps
+        for n in (2, 0, 1):
+            Image.fromarray(source_picture(n)).save(tmp_path / f"img{n}.png")
+            Image.fromarray(mask_picture(n)).save(tmp_path / f"mask{n}.png")
+        v.add_frames([{"id": f"still{n}", "context_id": "stills", "timestamp": 100 * n,
+                       "sources": [{"uri": str(tmp_path / f"img{n}.png"), "masks": [{"uri": str(tmp_path / f"mask{n}.png")}]}]}
+                      for n in (2, 0, 1)])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", str(path), str(out), "--video", "--jobs", jobs, "--opacity", "1"])
+    assert result.exit_code == 0, result.output
+    rows = sorted((json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()),
+                  key=lambda r: r["context_id"])
+    assert [(r["context_id"], r["path"], r["frames"], r["status"]) for r in rows] == \
+        [("clip", "clip.mp4", 10, "written"), ("stills", "stills.mp4", 3, "written")]
+    pictures, rate = decoded(out / "clip.mp4")
+    assert len(pictures) == 10 and rate == RATE
+    for k, picture in enumerate(pictures):  # frame 3k: road (white at opacity 1) is n + 2 columns wide
+        n = 3 * k
+        white = (picture[20].astype(int).min(axis=1) > 200).sum()
+        assert abs(white - (n + 2)) <= 1, (k, white)
+    stills, rate = decoded(out / "stills.mp4")
+    widths = [int((p[20].astype(int).min(axis=1) > 200).sum()) for p in stills]  # H.264 may blur one column
+    assert rate == 10 and len(widths) == 3 and all(abs(w - want) <= 1 for w, want in zip(widths, [2, 3, 4]))
+    again = CliRunner().invoke(main, ["export", str(path), str(out), "--video", "--opacity", "1"])
+    assert again.exit_code == 0 and "skipped 2" in again.stderr
