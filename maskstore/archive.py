@@ -45,7 +45,7 @@ from PIL import Image
 from . import _speedups, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
                      NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
-from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
+from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
 from .model import (Frame, frame_from_dict, normalize_frame, normalize_frame_dict, refuse_constructor_words,
                     type_name)
@@ -437,8 +437,11 @@ class Archive:
             return uri
         return str(self._folder / path)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return open_image(self.resolve(uri), self.read_blob, what=what)
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        """Decode an image or mask (a video's frame at ``timestamp`` ms) named by a frame's URI."""
+        return open_image(self.resolve(uri), self.read_blob, what=what, timestamp=timestamp,
+                          content_type=content_type)
 
 
 def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
@@ -663,6 +666,18 @@ class DatasetVersion:
 
     def get_label_colors(self) -> dict[str, RGB]:
         return {label: parse_color(c) for label, c in self.record()["label_colors"].items()}
+
+    def set_mask_tolerance(self, tolerance: int) -> None:
+        """Mask pixels within ``tolerance`` (largest per-channel difference) of a ``mask_labels`` value
+        carry its labels in rendering, label queries, coverage and stats: for lossy (video) masks.
+        Applied when read, so changing it rebuilds nothing; ``mask.value`` stays exact."""
+        tolerance = check_tolerance(tolerance)
+        self._update(lambda txn, rec: rec.__setitem__("mask_tolerance", tolerance))
+
+    def get_mask_tolerance(self) -> int:
+        return self.record().get("mask_tolerance", 0)
+
+    mask_tolerance = property(get_mask_tolerance)
 
     # ------------------------------------------------------------------ writing frames
 
@@ -910,9 +925,10 @@ class DatasetVersion:
         from .loaders import iter_arrays
         return iter_arrays(self, query, **options)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""
-        return self.archive.open_image(uri, what)
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
 
 # ---------------------------------------------------------------------------------------- default archive

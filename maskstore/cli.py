@@ -30,6 +30,7 @@ from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, i
 from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
+from .ingest.video import frames_from_video, mask_video_ids
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb, packed_key
 from .labels import parse_color as parse_label_color
@@ -218,6 +219,12 @@ Examples, one per layout:
               help="Cityscapes root (leftImg8bit/, gtFine/); sets the official labels and colours.")
 @click.option("--voc", "voc_root", type=click.Path(exists=True, file_okay=False),
               help="Pascal VOC root (JPEGImages/, SegmentationClass/); sets the VOC labels and colours.")
+@click.option("--video", "video_file", type=click.Path(exists=True, dir_okay=False),
+              help="A video: one frame per video frame (context_id = its file stem, timestamp = ms).")
+@click.option("--mask-video", "mask_videos", multiple=True, metavar="[ID=]FILE",
+              help='With --video: a mask video (repeatable); without ID= the ids are "00", "01", ...')
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
+              help="With --video: take every Nth frame.")
 @click.option("--split", help="Cityscapes split (default val); VOC: ImageSets/Segmentation/<split>.txt "
                               "(default: every mask).")
 @click.option("--kind", type=click.Choice(KINDS), default="labelIds", show_default=True,
@@ -245,7 +252,7 @@ Examples, one per layout:
 @click.option("--dry-run", "dry", is_flag=True, help="Show what would be added; write nothing.")
 def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
                images: str | None, masks: str | None, cityscapes_root: str | None, voc_root: str | None,
-               split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
+               video_file: str | None, mask_videos: tuple[str, ...], every: int, split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
                labels_table: str | None, replace_labels: bool, embed: bool, batch_size: int, jobs: int | None,
                fast: bool, dry: bool) -> None:
     """Add frames to a version, creating the archive and the version when missing.
@@ -254,8 +261,11 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     """
     if bool(images) != bool(masks):
         raise click.UsageError("--images and --masks go together")
-    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root))) != 1:
-        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT")
+    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root, video_file))) != 1:
+        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT, "
+                               "--video FILE")
+    if (mask_videos or every != 1) and not video_file:
+        raise click.UsageError("--mask-video and --every go with --video")
     report = IngestReport()
     layout_labels = None
     if cityscapes_root:
@@ -264,6 +274,8 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     elif voc_root:
         frames = frames_from_voc(voc_root, split, report.skipped, object_masks=voc_objects)
         layout_labels = voc_labels()
+    elif video_file:
+        frames = frames_from_video(video_file, mask_video_ids(mask_videos), every)
     elif images:
         frames = pair_folders(images, masks, report.skipped, image_suffix=image_suffix, mask_suffix=mask_suffix)
     else:
@@ -347,10 +359,13 @@ def version_for_ingest(ar: Archive, dataset: str | None, version: str | None,
                    '"color" for its first label (the --labels file of ingest)')
 @click.option("--colors", "colors_file", type=click.Path(exists=True, dir_okay=False),
               help='colors.json: {"label": [r, g, b] or "#rrggbb"}')
+@click.option("--tolerance", type=click.IntRange(0, 255),
+              help="Mask tolerance: pixels within T (largest per-channel difference) of a labelled value carry "
+                   "its labels, for lossy (video) masks; 0 is exact.")
 def labels(archive: str, dataset: str | None, version_name: str | None, set_file: str | None,
-           colors_file: str | None) -> None:
-    """Show or set the version's mask labels and label colours."""
-    with Archive(archive, readonly=not (set_file or colors_file)) as ar:
+           colors_file: str | None, tolerance: int | None) -> None:
+    """Show or set the version's mask labels, label colours and mask tolerance."""
+    with Archive(archive, readonly=not (set_file or colors_file or tolerance is not None)) as ar:
         version = open_version(ar, dataset, version_name)
         if set_file:
             apply_label_table(version, load_json(set_file))
@@ -359,6 +374,10 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
             if not isinstance(colors, dict):
                 raise MaskstoreError(f'{colors_file} must map a label to a colour: {{"car": [0, 0, 142]}}')
             version.set_label_colors(colors)
+        if tolerance is not None:
+            version.set_mask_tolerance(tolerance)
+        if version.get_mask_tolerance():
+            echo(f"mask tolerance {version.get_mask_tolerance()}", err=True)
         colors = version.get_label_colors()
         for value, names in version.get_masks_labels().items():
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
@@ -529,11 +548,14 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
                    "for the matching ingest (--voc, --cityscapes, --images/--masks).")
 @click.option("--split", help="With --layout: Cityscapes split folder (default val); VOC "
                               "ImageSets/Segmentation/<split>.txt (default: none).")
+@click.option("--video", is_flag=True,
+              help="One overlay video per context instead: OUTDIR/<context>.mp4, frames in timestamp order at "
+                   "the source's frame rate (needs maskstore[video]).")
 @render_flags
 @scheduler_option
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
                jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, layout: str | None,
-               split: str | None, mode: str, opacity: float, background: str | None, layer_only: bool,
+               split: str | None, video: bool, mode: str, opacity: float, background: str | None, layer_only: bool,
                resize: str | None, enumeration: str | None, ignore: int, scheduler: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
     manifest.jsonl and a legend.png; or class-index PNGs (--mode index); or the images and masks in a
@@ -554,6 +576,10 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
         if split is not None:
             raise click.UsageError("--split goes with --layout")
         options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
+    if video:
+        if layout is not None or scheduler is not None:
+            raise click.UsageError("--video runs here, and not with --layout or --scheduler")
+        options["video"] = True
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         with progress_bar(version.count(query_text), "frames") as bar:
@@ -565,7 +591,7 @@ def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str
                              overwrite=overwrite, **options)
     if layout is not None:
         echo(f"wrote the {layout} layout with its label table {Path(outdir) / LABEL_TABLE}", err=True)
-    echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
+    echo(f"wrote {report.written} {'videos' if video else 'images'}, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:  # render's own messages mostly name the frame already
         text = message if message.startswith(f"frame {frame_id!r}") else f"frame {frame_id!r}: {message}"

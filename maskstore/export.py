@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -50,12 +51,14 @@ from .archive import Archive, DatasetVersion
 from .errors import FrameError, MaskError, MaskstoreError
 from .labels import RGB, packed_key, parse_color
 from .layouts import LABEL_TABLE, SPLIT_FOLDER, Layout, file_content, layout_files, plan_layout
-from .media import read_bytes
+from .media import read_bytes, video_frame_rate
 from .model import frame_from_dict
 from .query import engine
 from .render import check_options, legend_entries, render
 from .stats import process_pool
 from .summary import font
+from .video import encode_video, is_video
+from .video import size_of as video_size_of
 
 FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg"}
 # Encoding dominates export time (benchmarks/results/export.md): level 1 with zlib's run-length strategy
@@ -192,6 +195,8 @@ def _finished(folder: int, name: str, ext: str) -> tuple[int, int] | None:
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
+        if ext == "mp4":  # written whole then renamed; checked by reading its header
+            return video_size_of(f) if stat.S_ISREG(os.fstat(fd).st_mode) else None
         trailer = _TRAILERS[ext]
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size <= len(trailer):
@@ -251,6 +256,8 @@ def _settings(rec: dict[str, Any], colors: dict[str, RGB], mode: str, ext: str, 
                 "mask_id": mask_id, **chosen}
     if mode != "alpha":
         settings["mask_labels"] = _digest(rec["mask_labels"])
+        if rec.get("mask_tolerance"):  # absent when 0, so exports made before tolerance existed resume
+            settings["mask_tolerance"] = rec["mask_tolerance"]
     if mode == "segmentation":
         settings["label_colors"] = _digest(colors)
     return json.loads(json.dumps(settings, sort_keys=True))
@@ -300,7 +307,7 @@ def _create_settings(root: int, settings: dict[str, Any]) -> bool:
         os.unlink(tmp, dir_fd=root)
 
 
-def _differences(found: dict[str, Any], settings: dict[str, Any]) -> str:
+def differences(found: dict[str, Any], settings: dict[str, Any]) -> str:
     """What changed, for the refusal: values of plain settings, names of tables (kept as digests)."""
     if not found:
         return "its settings are unknown: made by an older maskstore, or its settings file is damaged"
@@ -361,7 +368,7 @@ def _claim(root: int, out: Path, settings: dict[str, Any], overwrite: bool) -> b
                 return False
             continue  # another export claimed the folder a moment ago: compare with its settings
         if not overwrite:
-            raise MaskstoreError(f"{out} holds an export made with other settings ({_differences(found or {}, settings)}); "
+            raise MaskstoreError(f"{out} holds an export made with other settings ({differences(found or {}, settings)}); "
                                  "pass --overwrite (overwrite=True) to replace it, or export into another folder")
         _clear(root)  # the old settings stay until the old images are gone, so a crash here is refused again
         with _atomic(root, SETTINGS) as f:
@@ -397,6 +404,8 @@ class Job:
     label_colors: dict[str, RGB]
     resume: bool
     layout: Layout | None = None
+    mask_tolerance: int = 0
+    video: bool = False  # one overlay video per task (a context's frames) instead of images
 
 
 @dataclass(frozen=True)
@@ -406,15 +415,26 @@ class SnapshotVersion:
     archive: Archive
     mask_labels: list[dict[str, Any]]
     label_colors: dict[str, RGB]
+    mask_tolerance: int = 0
 
     def get_label_colors(self) -> dict[str, RGB]:
         return self.label_colors
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return self.archive.open_image(uri, what)
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
     def read_bytes(self, uri: str) -> bytes:
         return read_bytes(self.archive.resolve(uri), self.archive.read_blob)
+
+    def frame_rate(self, frames: list[dict[str, Any]]) -> Fraction:
+        """The rate of an overlay video of these frames (one context, in timestamp order): its source
+        video's, else one frame per median timestamp step, else 25 per second."""
+        source = frames[0]["sources"][0]
+        if is_video(source["uri"], source.get("content_type")):
+            return video_frame_rate(self.archive.resolve(source["uri"]), self.archive.read_blob)
+        steps = sorted(b["timestamp"] - a["timestamp"] for a, b in zip(frames, frames[1:]) if b["timestamp"] > a["timestamp"])
+        return Fraction(1000, steps[len(steps) // 2]) if steps else Fraction(25)
 
 
 @dataclass
@@ -570,9 +590,51 @@ def _export_frame(job: Job, version: SnapshotVersion, root: int, d: Mapping[str,
             os.close(fd)
 
 
-def _render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, Any]]) -> Done:
-    version = SnapshotVersion(archive, job.mask_labels, job.label_colors)
+def by_context(frames: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The frames of each context in timestamp order (then id): the tasks of a video export."""
+    contexts: dict[str, list[dict[str, Any]]] = {}
+    for d in frames:
+        contexts.setdefault(d["context_id"], []).append(d)
+    for context in sorted(contexts):
+        yield sorted(contexts[context], key=lambda d: (d["timestamp"], d["id"]))
+
+
+def _export_video(job: Job, version: SnapshotVersion, root: int, frames: list[dict[str, Any]], done: Done) -> None:
+    """One context's frames rendered, in order, into ``<context>.mp4`` (written whole, then renamed)."""
+    context = frames[0]["context_id"]
+    name = f"{safe_name(context)}.mp4"
+    row = {"context_id": context, "path": name, "mode": job.mode, "frames": len(frames)}
+    if job.resume and _finished(root, name, "mp4") is not None:
+        done.add({**row, "status": "skipped"})
+        return
+    try:
+        rate = version.frame_rate(frames)
+        pictures = (_render_one(job, version, d, d["sources"][0], _first_mask(d, job.mask_id)) for d in frames)
+        with _atomic(root, name) as f:
+            width, height = encode_video(f, pictures, rate)
+    except MaskstoreError as exc:
+        done.add({**row, "status": "error", "error": str(exc)})
+        return
+    except OSError as exc:
+        done.failure = (f"{job.out}/{name}", exc.errno or 0, exc.strerror or str(exc))
+        return
+    done.add({**row, "status": "written", "fps": str(rate), "width": width, "height": height})
+
+
+def _first_mask(d: Mapping[str, Any], mask_id: str | None) -> dict[str, Any]:
+    masks = [m for m in d["sources"][0]["masks"] if mask_id is None or m["id"] == mask_id]
+    if not masks:
+        raise FrameError(f"frame {d['id']!r} has no mask{f' {mask_id!r}' if mask_id else ''} on its first source")
+    return masks[0]
+
+
+def render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, Any]]) -> Done:
+    """One task of an export, in whatever process runs it: its frames' files, or its context's video."""
+    version = SnapshotVersion(archive, job.mask_labels, job.label_colors, job.mask_tolerance)
     done = Done(len(frames))
+    if job.video:
+        _export_video(job, version, root, frames, done)
+        return done
     for d in frames:
         _export_frame(job, version, root, d, done)
         if done.failure is not None:
@@ -592,7 +654,7 @@ def _worker(job: Job, frames: list[dict[str, Any]]) -> Done:
     except OSError as exc:
         return Done(len(frames), failure=(job.out, exc.errno or 0, exc.strerror or str(exc)))
     try:
-        return _render_task(job, archive, root, frames)
+        return render_task(job, archive, root, frames)
     finally:
         os.close(root)
 
@@ -605,7 +667,7 @@ def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 def _run_here(job: Job, archive: Archive, root: int, tasks: Iterator[list[dict[str, Any]]]) -> Iterator[Done]:
     for task in tasks:
-        done = _render_task(job, archive, root, task)
+        done = render_task(job, archive, root, task)
         yield done
         if done.failure is not None:
             return
@@ -678,7 +740,7 @@ def _collect(results: Iterator[Done], manifest: BinaryIO, report: ExportReport,
             elif row["status"] == "skipped":
                 report.skipped += 1
             else:
-                report.errors.append((row["frame_id"], row["error"]))
+                report.errors.append((row.get("frame_id", row.get("context_id")), row["error"]))
         present = None if present is None or done.values is None else present | done.values
         failure = failure or done.failure
         if progress is not None:
@@ -710,57 +772,107 @@ def _listed(results: Iterator[Done], listing: BinaryIO) -> Iterator[Done]:
         yield done
 
 
+@dataclass(frozen=True)
+class Plan:
+    """An export's choices, checked before the folder is touched: what a local export, a Dask export
+    and a video export share (they differ only in how their tasks run)."""
+
+    out: Path
+    mode: str
+    ext: str
+    mask_id: str | None
+    options: dict[str, Any]
+    layout: str | None = None
+    split: str | None = None
+    video: bool = False
+
+    def settings(self, rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, RGB], Layout | None]:
+        """(settings record, colours, layout) of this plan on a version record."""
+        colors = {label: parse_color(c) for label, c in rec["label_colors"].items()}
+        chosen = None if self.layout is None else plan_layout(self.layout, self.split, rec["mask_labels"], colors,
+                                                               f"{rec['dataset']}/{rec['name']}")
+        settings = _settings(rec, colors, self.mode, self.ext, self.mask_id, self.options, chosen)
+        if self.video:
+            settings["video"] = True
+        return settings, colors, chosen
+
+
+def plan_export(out: str | os.PathLike[str], mode: str = "segmentation", format: str = "png",
+                mask_id: str | None = None, layout: str | None = None, split: str | None = None,
+                video: bool = False, **render_options: Any) -> Plan:
+    """Check an export's options (see ``export``) and fix its file format."""
+    if layout is not None and (mode != "segmentation" or render_options or format != "png" or video):
+        raise FrameError("a layout export writes the images and masks themselves: mode, format, video and "
+                         "render options do not apply to it")
+    if layout is None and split is not None:
+        raise FrameError("a split applies to a layout export only")
+    if video and (mode not in ("segmentation", "alpha") or render_options.get("layer_only")):
+        raise FrameError('a video export writes RGB frames: mode "segmentation" or "alpha", without layer_only')
+    ext = "mp4" if video else image_format(out, format)
+    if not video:
+        check_format(ext, mode, render_options)
+    check_options(mode, **render_options)
+    return Plan(Path(out), mode, ext, mask_id, render_options, layout, split, video)
+
+
+Runner = Callable[[Job, int], Iterator[Done]]
+
+
+def write_export(plan: Plan, rec: dict[str, Any], archive: str | os.PathLike[str], run: Runner,
+                 overwrite: bool = False, progress: Callable[[int], None] | None = None) -> ExportReport:
+    """Claim ``plan.out`` for this export (resume, refuse or overwrite), run its tasks (``run(job,
+    root)`` yields what each did), and write the manifest, the split list and the legend or label
+    table. Every way of running an export goes through here."""
+    root = _open_folder(plan.out)
+    report = ExportReport(manifest=plan.out / MANIFEST)
+    try:
+        settings, colors, chosen = plan.settings(rec)
+        resume = _claim(root, plan.out, settings, overwrite)
+        job = Job(str(Path(archive).resolve()), str(plan.out.resolve()), plan.mode, plan.ext, plan.mask_id,
+                  tuple(sorted(plan.options.items())), rec["mask_labels"], colors, resume, chosen,
+                  rec.get("mask_tolerance", 0), plan.video)
+        results = run(job, root)
+        with _atomic(root, MANIFEST) as manifest, _split_list(root, plan.out, chosen) as listing:
+            if listing is not None:
+                results = _listed(results, listing)
+            present, failure = _collect(results, manifest, report, progress)
+            if failure is not None:
+                raise _stopped(plan.out, report, *failure)
+        if chosen is not None:
+            with _atomic(root, LABEL_TABLE) as f:
+                f.write(("[\n" + ",\n".join(json.dumps(e) for e in chosen.table_file()) + "\n]\n").encode())
+        elif plan.mode == "segmentation":
+            entries = legend_entries(rec["mask_labels"], colors, plan.options.get("colors"), present)
+            with _atomic(root, LEGEND) as f:
+                draw_legend(entries, f)
+            report.legend = plan.out / LEGEND
+    except OSError as exc:
+        raise _stopped(plan.out, report, str(exc.filename or plan.out), exc.errno or 0,
+                       exc.strerror or str(exc)) from None
+    finally:
+        os.close(root)
+    return report
+
+
 def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
            jobs: int | None = None, format: str = "png", mask_id: str | None = None,
            progress: Callable[[int], None] | None = None, overwrite: bool = False,
-           layout: str | None = None, split: str | None = None, **render_options: Any) -> ExportReport:
+           layout: str | None = None, split: str | None = None, video: bool = False,
+           **render_options: Any) -> ExportReport:
     """Render every selected frame's sources into ``out``; see the module docstring.
 
     ``render_options`` go to ``maskstore.render`` (opacity, colors, background, resize, tint, ...).
     ``overwrite`` replaces an export made there with other settings (else that is an error).
     ``layout`` (``voc``, ``cityscapes``, ``folders``) writes the images and masks themselves in that
     dataset layout instead, with its ``labels.json`` (and ``split``): see ``maskstore.layouts``.
+    ``video`` writes one overlay video per context instead (``<context>.mp4``, frames in timestamp
+    order at the source's frame rate), one context per task.
     """
-    if layout is not None and (mode != "segmentation" or render_options or format != "png"):
-        raise FrameError("a layout export writes the images and masks themselves: mode, format and render "
-                         "options do not apply to it")
-    if layout is None and split is not None:
-        raise FrameError("a split applies to a layout export only")
-    ext = image_format(out, format)
-    check_format(ext, mode, render_options)
-    check_options(mode, **render_options)
+    plan = plan_export(out, mode, format, mask_id, layout, split, video, **render_options)
     jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
-    out_dir = Path(out)
-    root = _open_folder(out_dir)
-    report = ExportReport(manifest=out_dir / MANIFEST)
-    try:
-        with engine.snapshot(version, query) as (rec, frames):
-            colors = {label: parse_color(c) for label, c in rec["label_colors"].items()}
-            chosen = None if layout is None else plan_layout(layout, split, rec["mask_labels"], colors,
-                                                             f"{rec['dataset']}/{rec['name']}")
-            settings = _settings(rec, colors, mode, ext, mask_id, render_options, chosen)
-            resume = _claim(root, out_dir, settings, overwrite)
-            job = Job(str(version.archive.path.resolve()), str(out_dir.resolve()), mode, ext, mask_id,
-                      tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume, chosen)
-            tasks = _chunks(frames, FRAMES_PER_TASK)
-            results = _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
-            with _atomic(root, MANIFEST) as manifest, _split_list(root, out_dir, chosen) as listing:
-                if listing is not None:
-                    results = _listed(results, listing)
-                present, failure = _collect(results, manifest, report, progress)
-                if failure is not None:
-                    raise _stopped(out_dir, report, *failure)
-        if chosen is not None:
-            with _atomic(root, LABEL_TABLE) as f:
-                f.write(("[\n" + ",\n".join(json.dumps(e) for e in chosen.table_file()) + "\n]\n").encode())
-        elif mode == "segmentation":
-            entries = legend_entries(rec["mask_labels"], colors, render_options.get("colors"), present)
-            with _atomic(root, LEGEND) as f:
-                draw_legend(entries, f)
-            report.legend = out_dir / LEGEND
-    except OSError as exc:
-        raise _stopped(out_dir, report, str(exc.filename or out_dir), exc.errno or 0,
-                       exc.strerror or str(exc)) from None
-    finally:
-        os.close(root)
-    return report
+    with engine.snapshot(version, query) as (rec, frames):
+        tasks = by_context(frames) if video else _chunks(frames, FRAMES_PER_TASK)
+
+        def run(job: Job, root: int) -> Iterator[Done]:
+            return _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
+        return write_export(plan, rec, version.archive.path, run, overwrite, progress)

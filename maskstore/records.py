@@ -152,6 +152,9 @@ def _version_problem(body: Any) -> str | None:
     for name in ("id", "next_seq", "count", "generation"):
         if not 0 <= body[name] <= _U64_MAX:
             return f"field {name!r} is {body[name]}, outside 0..2**64-1"
+    tolerance = body.get("mask_tolerance", 0)
+    if type(tolerance) is not int or not 0 <= tolerance <= 255:
+        return f"mask_tolerance {str(tolerance)[:20]} is not an integer 0..255"
     parent = body.get("parent")
     if parent is not None and (type(parent) is not int or not 0 <= parent <= _U64_MAX):
         return f"parent {parent!r} is not a version id"
