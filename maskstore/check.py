@@ -33,7 +33,8 @@ INDEX_WORDS = {"ix_context": ("the context index", "context id"), "ix_value": ("
                "ix_source": ("the source index", "source id"), "ix_mask": ("the mask index", "mask id"),
                "ix_roi": ("the ROI label index", "ROI label")}
 VERSION_DB_WORDS = {"frames": "frame records", "frame_ids": "id table entries", "dirty": "scan column rebuild marks",
-                    "columns": "scan columns", **{name: f"{words[0][4:]} entries" for name, words in INDEX_WORDS.items()}}
+                    "columns": "scan columns",
+                    **{name: f"{index[len('the '):]} entries" for name, (index, _) in INDEX_WORDS.items()}}
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,8 @@ def check_media(archive: Archive, jobs: int | None = None) -> list[Problem]:
             if message is None:
                 continue
             (label, frame_id, which), *others = users[item]
-            more = f" (and {len(others)} more frames name it)" if others else ""
+            more = "" if not others else \
+                f" (and {len(others)} more {'frame names' if len(others) == 1 else 'frames name'} it)"
             problems.append(Problem("error", f"{_where(label, frame_id)}: {which}: {message}{more}"))
     return problems
 

@@ -240,8 +240,8 @@ def create_version(archive: str, dataset: str | None, version_name: str, parent:
         if dataset is None:
             datasets = ar.datasets()
             if len(datasets) != 1:
-                raise MaskstoreError(f"{archive} holds {len(datasets) or 'no'} datasets"
-                                     f"{' (' + ', '.join(datasets) + ')' if datasets else ''}; name one with -d DATASET")
+                held = f"several datasets ({', '.join(datasets)})" if datasets else "no datasets yet"
+                raise MaskstoreError(f"{archive} holds {held}; name one with -d DATASET")
             dataset = datasets[0]
         version = ar.create_version(dataset, version_name, parent=parent, description=description)
         made_from = f" from {version.parent.label}" if parent is not None else ""
