@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -220,19 +220,33 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-def _file_words(item: dict[str, Any], field: str, source: dict[str, Any]) -> str:
-    """Which file of a frame a URI is: ``the image of source 0``, ``mask 00 of source 0``."""
-    if item is source:
-        return f"the image of source {source['id']}"
-    kind = "instance file of mask" if field == "instance_uri" else "mask"
-    return f"{kind} {item['id']} of source {source['id']}"
+class NamedFile(NamedTuple):
+    """One file a frame names: its URI, and where in the frame (for messages)."""
+
+    uri: str
+    item: dict[str, Any]
+    field: str
+    source: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return "image" if self.item is self.source else "mask"
+
+    def __str__(self) -> str:
+        """Which file of the frame it is: ``the image of source 0``, ``mask 00 of source 0``."""
+        if self.item is self.source:
+            return f"the image of source {self.source['id']}"
+        kind = "instance file of mask" if self.field == "instance_uri" else "mask"
+        return f"{kind} {self.item['id']} of source {self.source['id']}"
 
 
-def _named_files(rec: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(uri, which file in words, image or mask) of every file a frame record names."""
-    for source in rec["sources"]:
-        for item, field in file_references({"sources": [source]}):
-            yield item[field], _file_words(item, field, source), "image" if item is source else "mask"
+def _named_files(rec: dict[str, Any]) -> Iterator[NamedFile]:
+    """Every file a frame record names (``archive.file_references``: what ``--embed`` copies in)."""
+    source: dict[str, Any] = {}
+    for item, field in file_references(rec):
+        if "masks" in item:  # sources come before their masks
+            source = item
+        yield NamedFile(item[field], item, field, source)
 
 
 def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
@@ -243,7 +257,8 @@ def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
     problems = []
     named: dict[str, str] = {}
     for rec in frames.values():
-        for uri, which, _ in _named_files(rec):
+        for which in _named_files(rec):
+            uri = which.uri
             if not uri.startswith(BLOB_PREFIX):
                 continue
             digest = uri[len(BLOB_PREFIX):]
@@ -321,13 +336,13 @@ def _check_blobs(arc: Archive, txn: lmdb.Transaction, named: set[str]) -> list[P
 def check_media(archive: Archive, jobs: int | None = None) -> list[Problem]:
     """Every external image and mask the frames name (local paths, http(s)) must exist and decode; each
     file is opened once, however many frames name it. Embedded files are checked by hash instead."""
-    users: dict[tuple[str, str], list[tuple[str, str, str]]] = {}  # (uri, image|mask) -> (version, frame, which)
+    users: dict[tuple[str, str], list[tuple[str, str, NamedFile]]] = {}  # (uri, kind) -> (version, frame, file)
     for version in archive.versions():
         label = version.label
         for _, rec in version.iter_records():
-            for uri, which, what in _named_files(rec):
-                if not uri.startswith(BLOB_PREFIX):
-                    users.setdefault((uri, what), []).append((label, rec["id"], which))
+            for named in _named_files(rec):
+                if not named.uri.startswith(BLOB_PREFIX):
+                    users.setdefault((named.uri, named.kind), []).append((label, rec["id"], named))
 
     def failure(item: tuple[str, str]) -> str | None:
         try:

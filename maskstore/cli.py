@@ -272,7 +272,7 @@ def delete_version(archive: str, dataset: str | None, version_name: str | None, 
         children = ar.delete_version(version.dataset_name, version.version_name, force=force)
         echo(f"deleted {label}", err=True)
         for child in children:
-            echo(f"{child.label} now has parent {parent.label if parent else 'none'}", err=True)
+            echo(f"{child.label} now has {'parent ' + parent.label if parent else 'no parent'}", err=True)
 
 
 @main.command(name="rename-version")

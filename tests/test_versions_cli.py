@@ -8,9 +8,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, strategies as st
 from PIL import Image
 
-from maskstore import Archive, ReadOnlyError, SingleFrame, VersionError, VersionNotFoundError, records
+from maskstore import (Archive, DatasetVersion, ReadOnlyError, SingleFrame, VersionError, VersionNotFoundError,
+                       records)
 from maskstore.check import check_archive
 from maskstore.cli import main
 
@@ -157,7 +159,8 @@ def test_delete_version_needs_force_when_published_or_with_children(runner, stre
         assert v3.parent == v1 and v1.children == [v3] and v3.is_published
         assert sorted(v3.ids()) == ["f1", "f2"] and v3.ids('label == "person"') == ["f1", "f2"]
         assert check_archive(ar) == []
-    run(runner, "delete-version", streets, "-d", "streets", "-V", "v1", "--force")
+    result = run(runner, "delete-version", streets, "-d", "streets", "-V", "v1", "--force")
+    assert "streets/v3 now has no parent" in result.stderr
     with Archive(streets, readonly=True) as ar:
         assert ar.get_version("streets", "v3").parent is None
 
@@ -264,3 +267,16 @@ def test_parent_names_with_a_slash_are_resolved_or_refused_as_ambiguous(tmp_path
         with pytest.raises(VersionError, match="names several versions"):
             ar.create_version("x", "other", parent="a/b/c")
         assert ar.create_version("a/b", "d", parent="c").parent == ab  # the same dataset's comes first
+
+
+@given(st.floats(min_value=0, max_value=253402300799))  # Unix seconds up to 9999-12-31
+def test_created_seconds_of_older_records_read_as_the_same_utc_second(seconds):
+    text = DatasetVersion.created_text(seconds)
+    parsed = datetime.fromisoformat(text)
+    assert parsed.utcoffset() == timedelta(0) and int(parsed.timestamp()) == int(seconds)
+    assert DatasetVersion.created_text(text) == text
+
+
+@pytest.mark.parametrize("stored", [True, float("nan"), 1e300, -1e300, [1], {"a": 1}, b"x"])
+def test_created_values_no_writer_stores_read_as_unknown(stored):
+    assert DatasetVersion.created_text(stored) is None
