@@ -202,3 +202,22 @@ def test_a_parent_that_no_longer_exists_is_a_warning(tmp_path):
         assert [str(p) for p in check_archive(ar)] == [
             "warning: version d/v2: its parent, version id 77, no longer exists"]
         assert child.parent is not None and ar.versions_info()[0]["parent"] is None
+
+
+def test_media_decodes_real_images_and_finds_a_truncated_copy(runner, tmp_path, shared_data):
+    city = shared_data / "mmsegmentation_cityscapes" / "frankfurt_000000_000294"
+    image, mask = Path(f"{city}_leftImg8bit.png"), Path(f"{city}_gtFine_labelIds.png")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    path = tmp_path / "city.maskstore"
+    with Archive(path, jobs=1) as ar:
+        v = ar.create_version("city", "v1")
+        v.add_frames([SingleFrame(source=str(image), mask_source=str(mask), id="whole")])
+    assert check(runner, path, "--media").exit_code == 0
+    with Archive(path, jobs=1) as ar:  # the mask's statistics are known: the cut image is not opened at ingest
+        ar.get_version("city", "v1").add_frames([{"id": "cut", "sources": [{"uri": str(cut), "width": 2048,
+                                                  "height": 1024, "masks": []}]}])
+    result = check(runner, path, "--media")
+    assert result.exit_code == 1 and result.stdout.startswith(
+        f"error: version city/v1, frame cut: the image of source 0: image {cut} is not a readable image"), result.stdout
+    assert len(result.stdout.splitlines()) == 1
