@@ -368,6 +368,22 @@ class Archive:
     def _label(rec: Mapping[str, Any]) -> str:
         return f"{rec['dataset']}/{rec['name']}"
 
+    def pick_version(self, dataset_name: str | None, version_name: str | None,
+                     how: str = "dataset_name= and version_name=") -> DatasetVersion:
+        """The version named, or the only one that fits what was given: how the command line and the
+        Dask readers let a one-version archive go unnamed. ``how`` says, in the caller's words, how to
+        name one."""
+        if dataset_name and version_name:
+            return self.get_version(dataset_name, version_name)
+        found = [v for v in self.versions()
+                 if dataset_name in (None, v.dataset_name) and version_name in (None, v.version_name)]
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(v.label for v in self.versions()) or "none"
+        if not found:
+            raise VersionNotFoundError(f"no matching version in {self.path} (it has: {names})")
+        raise MaskstoreError(f"{self.path} holds several versions ({names}); choose one with {how}")
+
     def create_version(self, dataset_name: str, version_name: str,
                        parent: DatasetVersion | str | None = None, description: str = "",
                        meta: Mapping[str, Any] | None = None, *, exist_ok: bool = False) -> DatasetVersion:

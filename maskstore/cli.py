@@ -116,17 +116,7 @@ def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_version(archive: Archive, dataset: str | None, version: str | None) -> DatasetVersion:
-    """The version named, or the only one that fits what was given."""
-    if dataset and version:
-        return archive.get_version(dataset, version)
-    candidates = [v for v in archive.versions() if (dataset is None or v.dataset_name == dataset)
-                  and (version is None or v.version_name == version)]
-    if len(candidates) == 1:
-        return candidates[0]
-    names = ", ".join(f"{v.dataset_name}/{v.version_name}" for v in archive.versions()) or "none"
-    if not candidates:
-        raise MaskstoreError(f"no matching version in {archive.path} (it has: {names})")
-    raise MaskstoreError(f"{archive.path} holds several versions ({names}); choose one with -d DATASET -V VERSION")
+    return archive.pick_version(dataset, version, how="-d DATASET -V VERSION")
 
 
 def scheduler_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -390,7 +380,7 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
                 ar.sync()
         updated = f" and updated {report.updated}" if report.updated else ""
         echo(f"added {report.added} frames{updated} in {report.batches} batches to "
-             f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
+             f"{version.label}; {report.masks_decoded} masks decoded", err=True)
     report_skipped(report)
 
 
@@ -436,10 +426,6 @@ def version_for_ingest(ar: Archive, dataset: str | None, version: str | None,
         if created and len(target) == 0:
             ar.delete_version(dataset, version)
         raise
-
-
-def version_label(version: DatasetVersion) -> str:
-    return f"{version.dataset_name}/{version.version_name}"
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -533,9 +519,9 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
         version = open_version(ar, dataset, version_name)
         n_frames, label_stats = summary.label_stats(version) if scheduler is None else \
             on_scheduler(scheduler, "stats", ar, dataset=version.dataset_name, version=version.version_name)
-        echo(f"{n_frames} frames in {version_label(version)}")
+        echo(f"{n_frames} frames in {version.label}")
         if len(label_stats) == 1:  # the unlabelled row alone
-            echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
+            echo(f"no labels: {version.label} has no mask_labels and no ROI labels, so every one of "
                  f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
                  f"{archive} --set mask_labels.json")
             return
@@ -550,7 +536,7 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
             echo("shares add up to more than 100%: some mask values carry several labels", err=True)
         if chart:
             summary.bar_chart(shown, chart, summary.stats_colors(version, label_stats),
-                              title=f"{version_label(version)}: share of mask pixels per label")
+                              title=f"{version.label}: share of mask pixels per label")
             echo(f"chart written to {chart}", err=True)
 
 

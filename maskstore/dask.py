@@ -101,23 +101,11 @@ def archive_paths(archives: Shards) -> list[str | Archive]:
     return paths
 
 
-def pick_version(archive: Archive, dataset: str | None, version: str | None) -> DatasetVersion:
-    """The version named, or the only one that fits what was given (as the CLI chooses)."""
-    if dataset and version:
-        return archive.get_version(dataset, version)
-    found = [v for v in archive.versions() if dataset in (None, v.dataset_name) and version in (None, v.version_name)]
-    if len(found) == 1:
-        return found[0]
-    names = ", ".join(f"{v.dataset_name}/{v.version_name}" for v in archive.versions()) or "none"
-    problem = "no matching version" if not found else "several versions; name one with dataset= and version="
-    raise MaskstoreError(f"{archive.path}: {problem} (it has: {names})")
-
-
 def _plan_shard(shard: str | Archive, query: str, dataset: str | None, version: str | None, compact: bool) -> Shard:
     """The query run on the shard's own indexes and columns, grouped into chunk partitions; with
     ``compact``, a partition of every frame of its chunk names no seqs (a smaller task graph)."""
     ar = _reading(shard)
-    v = pick_version(ar, dataset, version)
+    v = ar.pick_version(dataset, version, how="dataset= and version=")
     path = shard if isinstance(shard, str) else str(ar.path)
 
     def work(txn: lmdb.Transaction) -> Shard:
@@ -552,7 +540,7 @@ def stats(archives: Shards, dataset: str | None = None, version: str | None = No
     items = []
     for shard in archive_paths(archives):
         ar = _reading(shard)
-        v = pick_version(ar, dataset, version)
+        v = ar.pick_version(dataset, version, how="dataset= and version=")
         rec = v.record()
         items.append(Part(str(ar.path), str(ar.path.resolve()), v.id, rec["generation"],
                           rec["state"] != "published", 0, None))

@@ -77,7 +77,6 @@ def test_huge_declared_lengths_are_refused_without_allocating():
     body = b"\xdd\xff\xff\xff\xff"
     with pytest.raises(ArchiveError, match="damaged"):
         records.decode_frame(bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body)
-    assert msgpack.packb([1]) != body
 
 
 # ------------------------------------------------------------------------------------ hostile records
