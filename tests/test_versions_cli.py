@@ -129,6 +129,11 @@ def test_publish_makes_the_version_read_only_and_can_be_repeated(runner, streets
         assert v1.is_published and v1.state == "published"
         with pytest.raises(ReadOnlyError, match="create a child version"):
             v1.add_frames([SingleFrame(source=images[0], id="f3")])
+    run(runner, "create-version", streets, "-V", "v2", "--parent", "v1")  # the way to change it
+    with Archive(streets, jobs=1) as ar:
+        v2 = ar.get_version("streets", "v2")
+        v2.add_frames([SingleFrame(source=images[0], id="f3")])
+        assert sorted(v2.ids()) == ["f1", "f2", "f3"] and len(ar.get_version("streets", "v1")) == 2
 
 
 def test_delete_version_of_a_leaf_draft(runner, streets):
