@@ -36,6 +36,7 @@ from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo
 from .export import check_format, image_format, write_image
+from .layouts import LABEL_TABLE, LAYOUTS
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 from .store import NO_LOCK_ENV
@@ -542,17 +543,26 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
 
 # ---------------------------------------------------------------------------------------- render, export
 
-def render_options(opacity: float, background: str | None, layer_only: bool,
-                   resize: str | None) -> dict[str, Any]:
+def render_options(opacity: float, background: str | None, layer_only: bool, resize: str | None,
+                   enumeration: str | None = None, ignore: int = 255) -> dict[str, Any]:
     options: dict[str, Any] = {"opacity": opacity, "resize": resize}
     if background is not None:
         options["background"] = parse_color(background)
     if layer_only:
         options["layer_only"] = True
+    if enumeration is not None:
+        options["enumeration"] = load_json(enumeration)
+    if ignore != 255:
+        options["ignore"] = ignore
     return options
 
 
 def render_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--ignore", default=255, show_default=True, type=click.IntRange(0),
+                      help="Index: the class id of pixels whose labels the enumeration does not name.")(fn)
+    fn = click.option("--enumeration", type=click.Path(exists=True, dir_okay=False), metavar="ENUM.JSON",
+                      help='Index: label -> class id, e.g. {"road": 0, "car": 1} (ids above 255 give '
+                           "16-bit PNGs).")(fn)
     fn = click.option("--resize", type=click.Choice(["nearest"]),
                       help="Scale a mask whose size differs from its source (default: refuse).")(fn)
     fn = click.option("--layer-only", is_flag=True, help="Segmentation: the colour layer alone, as RGBA.")(fn)
@@ -561,8 +571,8 @@ def render_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "for pixels without a label.")(fn)
     fn = click.option("--opacity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
                       help="Segmentation overlay opacity.")(fn)
-    return click.option("--mode", type=click.Choice(["segmentation", "alpha"]), default="segmentation",
-                        show_default=True)(fn)
+    return click.option("--mode", type=click.Choice(["segmentation", "alpha", "index"]), default="segmentation",
+                        show_default=True, help="index: class-id PNGs for training (needs --enumeration).")(fn)
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -582,10 +592,11 @@ def parse_color(text: str) -> tuple[int, int, int]:
 @render_flags
 def render(archive: str, frame_id: str, dataset: str | None, version_name: str | None, output: str,
            fmt: str | None, source_id: str | None, mask_id: str | None, mode: str, opacity: float,
-           background: str | None, layer_only: bool, resize: str | None) -> None:
+           background: str | None, layer_only: bool, resize: str | None, enumeration: str | None,
+           ignore: int) -> None:
     """Render one frame's mask over its image into a PNG or JPEG."""
     ext = image_format(output, fmt)
-    options = render_options(opacity, background, layer_only, resize)
+    options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
     check_format(ext, mode, options)
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
@@ -605,24 +616,47 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
 @click.option("--mask", "mask_id", help="Mask id to render (default: each source's first mask).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an export made in OUTDIR with other settings (default: refuse).")
+@click.option("--layout", type=click.Choice(LAYOUTS),
+              help="Write the images and masks themselves in this dataset layout, with its labels.json, "
+                   "for the matching ingest (--voc, --cityscapes, --images/--masks).")
+@click.option("--split", help="With --layout: Cityscapes split folder (default val); VOC "
+                              "ImageSets/Segmentation/<split>.txt (default: none).")
 @render_flags
 @scheduler_option
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
-               jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, mode: str, opacity: float,
-               background: str | None, layer_only: bool, resize: str | None, scheduler: str | None) -> None:
+               jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, layout: str | None,
+               split: str | None, mode: str, opacity: float, background: str | None, layer_only: bool,
+               resize: str | None, enumeration: str | None, ignore: int, scheduler: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
-    manifest.jsonl and a legend.png. A re-run with the same settings resumes (complete files are
-    skipped); other settings need --overwrite."""
+    manifest.jsonl and a legend.png; or class-index PNGs (--mode index); or the images and masks in a
+    dataset layout (--layout). A re-run with the same settings resumes (complete files are skipped);
+    other settings need --overwrite."""
+    ctx = click.get_current_context()
+    if layout is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("mode", "opacity", "background", "layer_only", "resize",
+                                                      "enumeration", "ignore", "fmt")
+                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--layout writes the images and masks themselves; "
+                                   f"{', '.join(g.replace('--fmt', '--format') for g in given)} do not apply")
+        if scheduler is not None:
+            raise click.UsageError("--layout runs here, not on a --scheduler")
+        options: dict[str, Any] = {"layout": layout, "split": split}
+    else:
+        if split is not None:
+            raise click.UsageError("--split goes with --layout")
+        options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         with progress_bar(version.count(query_text), "frames") as bar:
             report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
-                                    progress=bar.update, overwrite=overwrite,
-                                    **render_options(opacity, background, layer_only, resize)) \
+                                    progress=bar.update, overwrite=overwrite, **options) \
                 if scheduler is None else \
                 on_scheduler(scheduler, "export", ar, outdir, query_text, mode=mode, dataset=version.dataset_name,
                              version=version.version_name, format=fmt, mask_id=mask_id, progress=bar.update,
-                             overwrite=overwrite, **render_options(opacity, background, layer_only, resize))
+                             overwrite=overwrite, **options)
+    if layout is not None:
+        echo(f"wrote the {layout} layout with its label table {Path(outdir) / LABEL_TABLE}", err=True)
     echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:  # render's own messages mostly name the frame already

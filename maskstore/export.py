@@ -1,4 +1,9 @@
-"""Export the frames of a query as masked images: ``<out>/<frame_id>/<source_id>.<ext>``.
+"""Export the frames of a query as masked images: ``<out>/<frame_id>/<source_id>.<ext>``; or, with
+``layout=``, their images and masks in a dataset layout (``maskstore.layouts``).
+
+Both go through one writer: a frame becomes a list of ``Output`` files (folder, name, how to make
+the bytes), written and resumed alike. Class-index images (``mode="index"``) are 8-bit PNGs, 16-bit
+when a class id exceeds 255.
 
 One export is one snapshot: the selection, the frame records, ``mask_labels`` and ``label_colors``
 come from one read transaction, and the workers get those labels and colours in their ``Job``
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,8 +47,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .archive import Archive, DatasetVersion
-from .errors import FrameError, MaskstoreError
+from .errors import FrameError, MaskError, MaskstoreError
 from .labels import RGB, packed_key, parse_color
+from .layouts import LABEL_TABLE, SPLIT_FOLDER, Layout, file_content, layout_files, plan_layout
+from .media import read_bytes
 from .model import frame_from_dict
 from .query import engine
 from .render import check_options, legend_entries, render
@@ -66,6 +74,7 @@ _LEGACY_TMP = re.compile(r"^\..*\.tmp$")
 _TRAILERS = {"png": b"\x00\x00\x00\x00IEND\xaeB`\x82", "jpg": b"\xff\xd9"}
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+PNG_MAX_ID = 65535  # a PNG's widest grey sample is 16 bits
 HASH_CHARS = 16  # 64 bits: ids that share a cleaned name collide with odds of 1 in 2**64 per pair
 _HASHED = re.compile(rf"~[0-9a-f]{{{HASH_CHARS}}}$")
 MAX_NAME_BYTES = 120
@@ -114,12 +123,20 @@ def check_format(ext: str, mode: str, options: Mapping[str, Any]) -> None:
     if ext == "jpg" and (rgba or mode == "index"):
         raise FrameError(f"JPEG has no alpha channel and is lossy; write {mode} images as png "
                          "(or, for alpha, give a background colour)")
+    if mode == "index":
+        enumeration = options.get("enumeration")
+        ids = [options.get("ignore", 255), *(enumeration.values() if isinstance(enumeration, Mapping) else ())]
+        wide = [i for i in ids if isinstance(i, int) and i > PNG_MAX_ID]
+        if wide:
+            raise FrameError(f"class id {max(wide)} does not fit a PNG: class-index images hold ids up to "
+                             f"{PNG_MAX_ID} (16-bit PNGs when an id exceeds 255)")
 
 
-def encode_image(array: np.ndarray, ext: str) -> bytes:
-    """The PNG or JPEG bytes of a rendered array."""
+def encode_image(image: np.ndarray | Image.Image, ext: str) -> bytes:
+    """The PNG or JPEG bytes of a rendered array or an image (16-bit grey stays 16-bit in a PNG)."""
     buffer = io.BytesIO()
-    image = Image.fromarray(array)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
     if ext == "png":
         image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_STRATEGY)
     else:
@@ -190,26 +207,40 @@ def _finished(folder: int, name: str, ext: str) -> tuple[int, int] | None:
             return None
 
 
-def _frame_folder(root: int, name: str, out: str) -> int:
-    """The frame's folder in the export folder, made when missing, opened without following links."""
-    with suppress(FileExistsError):
-        os.mkdir(name, dir_fd=root)
+def _folder(root: int, parts: tuple[str, ...], out: str) -> int:
+    """A folder under the export folder (a frame's, or a layout's ``a/b/c``), each level made when
+    missing and opened without following links."""
+    fd = os.dup(root)
     try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        link = stat.S_ISLNK(os.stat(name, dir_fd=root, follow_symlinks=False).st_mode)
-        what = "a symbolic link; export never writes through links" if link else "not a folder"
-        raise MaskstoreError(f"{out}/{name} is {what}") from None
+        for depth, name in enumerate(parts, start=1):
+            with suppress(FileExistsError):
+                os.mkdir(name, dir_fd=fd)
+            try:
+                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                link = stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+                what = "a symbolic link; export never writes through links" if link else "not a folder"
+                raise MaskstoreError(f"{out}/{'/'.join(parts[:depth])} is {what}") from None
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # ----------------------------------------------------------------------------- settings
 
 def _settings(rec: dict[str, Any], colors: dict[str, RGB], mode: str, ext: str, mask_id: str | None,
-              options: Mapping[str, Any]) -> dict[str, Any]:
+              options: Mapping[str, Any], layout: Layout | None = None) -> dict[str, Any]:
     """Everything that decides an exported image's bytes, as JSON values; the label and colour
     tables by digest, so the record stays small however many labels there are."""
+    if layout is not None:
+        return {"dataset": rec["dataset"], "version": rec["name"], "layout": layout.name, "kind": layout.kind,
+                "split": layout.split, "mask_id": mask_id, "mask_labels": _digest(rec["mask_labels"]),
+                "label_colors": _digest(colors)}
     chosen = {**_RENDER_DEFAULTS, **options}
     for key in ("background", "tint"):
         if chosen.get(key) is not None:
@@ -281,23 +312,32 @@ def _differences(found: dict[str, Any], settings: dict[str, Any]) -> str:
 
 
 def _clear(root: int) -> None:
-    """Remove an earlier export: the png and jpg files of the frame folders (then the emptied folders),
-    the manifest, the legend and temporary files. Links and other files are left alone."""
+    """Remove an earlier export: the png and jpg files of the frame folders and of a layout's folders
+    at any depth (then the emptied folders), a VOC split list, the manifest, the legend, the label
+    table and temporary files. Links and other files are left alone."""
     with os.scandir(root) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                folder = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
-                try:
-                    with os.scandir(folder) as files:
-                        for file in files:
-                            if file.is_file(follow_symlinks=False) and _own_file(file.name):
-                                os.unlink(file.name, dir_fd=folder)
-                finally:
-                    os.close(folder)
-                with suppress(OSError):
-                    os.rmdir(entry.name, dir_fd=root)
-            elif entry.name in (MANIFEST, LEGEND) or _temporary(entry.name):
+                _clear_folder(root, entry.name, ())
+            elif entry.name in (MANIFEST, LEGEND, LABEL_TABLE) or _temporary(entry.name):
                 os.unlink(entry.name, dir_fd=root)
+
+
+def _clear_folder(parent: int, name: str, path: tuple[str, ...]) -> None:
+    path = (*path, name)
+    folder = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        with os.scandir(folder) as files:
+            for file in files:
+                if file.is_dir(follow_symlinks=False):
+                    _clear_folder(folder, file.name, path)
+                elif file.is_file(follow_symlinks=False) and (
+                        _own_file(file.name) or (path == SPLIT_FOLDER and file.name.endswith(".txt"))):
+                    os.unlink(file.name, dir_fd=folder)
+    finally:
+        os.close(folder)
+    with suppress(OSError):
+        os.rmdir(name, dir_fd=parent)
 
 
 def _own_file(name: str) -> bool:
@@ -356,6 +396,7 @@ class Job:
     mask_labels: list[dict[str, Any]]
     label_colors: dict[str, RGB]
     resume: bool
+    layout: Layout | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +412,9 @@ class SnapshotVersion:
 
     def open_image(self, uri: str, what: str = "image") -> Image.Image:
         return self.archive.open_image(uri, what)
+
+    def read_bytes(self, uri: str) -> bytes:
+        return read_bytes(self.archive.resolve(uri), self.archive.read_blob)
 
 
 @dataclass
@@ -419,45 +463,111 @@ def _render_one(job: Job, version: SnapshotVersion, d: Mapping[str, Any], source
     return render(frame, version, mode=job.mode, source_id=source["id"], mask_id=mask["id"], **dict(job.options))
 
 
-def _export_frame(job: Job, version: SnapshotVersion, root: int, d: Mapping[str, Any], done: Done) -> None:
-    """Render and write one frame's images; a failed write is recorded in ``done`` and ends the frame."""
-    planned = _planned(d, job.mask_id, job.ext)
+@dataclass(frozen=True)
+class Output:
+    """One file a frame's export writes: its folders under the export folder, name, format, manifest
+    row, how to make its content (an array or image to encode, or bytes as they are) and the mask it
+    shows (for the legend)."""
+
+    folder: tuple[str, ...]
+    name: str
+    ext: str
+    row: dict[str, Any]
+    make: Callable[[], np.ndarray | Image.Image | bytes]
+    mask: Mapping[str, Any] | None = None
+
+
+def _mode_outputs(job: Job, version: SnapshotVersion, d: Mapping[str, Any]) -> list[Output]:
+    """``<frame_id>/<source_id>.<ext>``: each source's mask rendered in the export's mode."""
+    folder = safe_name(d["id"])
+    return [Output((folder,), name, job.ext, {"frame_id": d["id"], "source_id": s["id"], "mask_id": m["id"],
+                                              "mode": job.mode, "path": f"{folder}/{name}"},
+                   partial(_render_one, job, version, d, s, m), m)
+            for s, m, name in _planned(d, job.mask_id, job.ext)]
+
+
+def _layout_outputs(job: Job, version: SnapshotVersion, d: Mapping[str, Any]) -> list[Output]:
+    """The image and mask files of a frame in the job's dataset layout (``maskstore.layouts``)."""
+    layout = job.layout
+    assert layout is not None
+    planned = _planned(d, job.mask_id, "png")
     if not planned:
-        return
-    folder_name = safe_name(d["id"])
-    rows = [{"frame_id": d["id"], "source_id": s["id"], "mask_id": m["id"], "mode": job.mode,
-             "path": f"{folder_name}/{name}"} for s, m, name in planned]
+        return []
+    if len(planned) > 1:
+        raise FrameError(f"frame {d['id']!r} has masks on {len(planned)} sources "
+                         f"({', '.join(repr(s['id']) for s, _, _ in planned)}); the {layout.name} layout holds one "
+                         "image and one mask per frame: choose the mask with mask_id")
+    (source, mask, _), = planned
+    exts = ["jpg" if item.get("content_type") == "image/jpeg" else "png" for item in (source, mask)]
+    outputs = []
+    for file in layout_files(layout, d, source, mask, *exts):
+        parts = (*file.folder, file.name)
+        if not all(safe_name(p) == p for p in parts):
+            raise FrameError(f"frame {d['id']!r}: {'/'.join(parts)} is no safe file path, and another name would "
+                             f"give another id when the {layout.name} folder is ingested again; give the frame "
+                             "an id that is a plain file name")
+        outputs.append(Output(file.folder, file.name, file.ext,
+                              {"frame_id": d["id"], "source_id": source["id"], "mask_id": mask["id"],
+                               "layout": layout.name, "file": file.role, "path": "/".join(parts)},
+                              partial(file_content, layout, file, version.read_bytes, version.open_image)))
+    return outputs
+
+
+def _encoded(content: np.ndarray | Image.Image | bytes, ext: str) -> tuple[bytes, tuple[int, int]]:
+    """The bytes to write and the image's (width, height)."""
+    if isinstance(content, bytes):
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                return content, image.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise MaskError(f"not a readable image: {exc}") from None
+    size = (int(content.shape[1]), int(content.shape[0])) if isinstance(content, np.ndarray) else content.size
     try:
-        folder = _frame_folder(root, folder_name, job.out)
+        return encode_image(content, ext), size
+    except (OSError, KeyError, ValueError) as exc:  # a mode the format cannot hold, e.g. a float matte as PNG
+        mode = content.mode if isinstance(content, Image.Image) else content.dtype
+        raise MaskError(f"cannot write a {mode} image as {ext}: {exc}") from None
+
+
+def _export_frame(job: Job, version: SnapshotVersion, root: int, d: Mapping[str, Any], done: Done) -> None:
+    """Make and write one frame's files; a failed write is recorded in ``done`` and ends the frame."""
+    try:
+        outputs = _layout_outputs(job, version, d) if job.layout is not None else _mode_outputs(job, version, d)
     except MaskstoreError as exc:
-        for row in rows:
-            done.add({**row, "status": "error", "error": str(exc)})
+        done.add({"frame_id": d["id"], "status": "error", "error": str(exc)})
         return
-    except OSError as exc:
-        done.failure = (f"{job.out}/{folder_name}", exc.errno or 0, exc.strerror or str(exc))
-        return
+    folders: dict[tuple[str, ...], int] = {}
     try:
-        for (source, mask, name), row in zip(planned, rows):
-            size = _finished(folder, name, job.ext) if job.resume else None
-            if size is not None:
-                done.add({**row, "status": "skipped", "width": size[0], "height": size[1]}, mask)
-                continue
+        for out in outputs:
             try:
-                array = _render_one(job, version, d, source, mask)
-                data = encode_image(array, job.ext)
+                if out.folder not in folders:
+                    folders[out.folder] = _folder(root, out.folder, job.out)
             except MaskstoreError as exc:
-                done.add({**row, "status": "error", "error": str(exc)})
+                done.add({**out.row, "status": "error", "error": str(exc)})
+                continue
+            except OSError as exc:
+                done.failure = (f"{job.out}/{'/'.join(out.folder)}", exc.errno or 0, exc.strerror or str(exc))
+                return
+            folder = folders[out.folder]
+            size = _finished(folder, out.name, out.ext) if job.resume else None
+            if size is not None:
+                done.add({**out.row, "status": "skipped", "width": size[0], "height": size[1]}, out.mask)
                 continue
             try:
-                with _atomic(folder, name) as f:
+                data, size = _encoded(out.make(), out.ext)
+            except MaskstoreError as exc:
+                done.add({**out.row, "status": "error", "error": str(exc)})
+                continue
+            try:
+                with _atomic(folder, out.name) as f:
                     f.write(data)
             except OSError as exc:
-                done.failure = (f"{job.out}/{row['path']}", exc.errno or 0, exc.strerror or str(exc))
+                done.failure = (f"{job.out}/{out.row['path']}", exc.errno or 0, exc.strerror or str(exc))
                 return
-            done.add({**row, "status": "written", "width": int(array.shape[1]), "height": int(array.shape[0])},
-                     mask)
+            done.add({**out.row, "status": "written", "width": size[0], "height": size[1]}, out.mask)
     finally:
-        os.close(folder)
+        for fd in folders.values():
+            os.close(fd)
 
 
 def _render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, Any]]) -> Done:
@@ -576,15 +686,46 @@ def _collect(results: Iterator[Done], manifest: BinaryIO, report: ExportReport,
     return present, failure
 
 
+@contextmanager
+def _split_list(root: int, out: Path, layout: Layout | None) -> Iterator[BinaryIO | None]:
+    """VOC's ``ImageSets/Segmentation/<split>.txt`` when the layout has a split, written like the
+    manifest (complete or not at all); else None."""
+    if layout is None or layout.name != "voc" or layout.split is None:
+        yield None
+        return
+    folder = _folder(root, SPLIT_FOLDER, str(out))
+    try:
+        with _atomic(folder, f"{safe_name(layout.split)}.txt") as f:
+            yield f
+    finally:
+        os.close(folder)
+
+
+def _listed(results: Iterator[Done], listing: BinaryIO) -> Iterator[Done]:
+    """The results, writing the id of each frame whose mask is in the folder to the split list."""
+    for done in results:
+        for row in done.rows:
+            if row.get("file") == "mask" and row["status"] != "error":
+                listing.write(row["frame_id"].encode() + b"\n")
+        yield done
+
+
 def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
            jobs: int | None = None, format: str = "png", mask_id: str | None = None,
            progress: Callable[[int], None] | None = None, overwrite: bool = False,
-           **render_options: Any) -> ExportReport:
+           layout: str | None = None, split: str | None = None, **render_options: Any) -> ExportReport:
     """Render every selected frame's sources into ``out``; see the module docstring.
 
     ``render_options`` go to ``maskstore.render`` (opacity, colors, background, resize, tint, ...).
     ``overwrite`` replaces an export made there with other settings (else that is an error).
+    ``layout`` (``voc``, ``cityscapes``, ``folders``) writes the images and masks themselves in that
+    dataset layout instead, with its ``labels.json`` (and ``split``): see ``maskstore.layouts``.
     """
+    if layout is not None and (mode != "segmentation" or render_options or format != "png"):
+        raise FrameError("a layout export writes the images and masks themselves: mode, format and render "
+                         "options do not apply to it")
+    if layout is None and split is not None:
+        raise FrameError("a split applies to a layout export only")
     ext = image_format(out, format)
     check_format(ext, mode, render_options)
     check_options(mode, **render_options)
@@ -595,17 +736,24 @@ def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = ""
     try:
         with engine.snapshot(version, query) as (rec, frames):
             colors = {label: parse_color(c) for label, c in rec["label_colors"].items()}
-            settings = _settings(rec, colors, mode, ext, mask_id, render_options)
+            chosen = None if layout is None else plan_layout(layout, split, rec["mask_labels"], colors,
+                                                             f"{rec['dataset']}/{rec['name']}")
+            settings = _settings(rec, colors, mode, ext, mask_id, render_options, chosen)
             resume = _claim(root, out_dir, settings, overwrite)
             job = Job(str(version.archive.path.resolve()), str(out_dir.resolve()), mode, ext, mask_id,
-                      tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume)
+                      tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume, chosen)
             tasks = _chunks(frames, FRAMES_PER_TASK)
             results = _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
-            with _atomic(root, MANIFEST) as manifest:
+            with _atomic(root, MANIFEST) as manifest, _split_list(root, out_dir, chosen) as listing:
+                if listing is not None:
+                    results = _listed(results, listing)
                 present, failure = _collect(results, manifest, report, progress)
                 if failure is not None:
                     raise _stopped(out_dir, report, *failure)
-        if mode == "segmentation":
+        if chosen is not None:
+            with _atomic(root, LABEL_TABLE) as f:
+                f.write(("[\n" + ",\n".join(json.dumps(e) for e in chosen.table_file()) + "\n]\n").encode())
+        elif mode == "segmentation":
             entries = legend_entries(rec["mask_labels"], colors, render_options.get("colors"), present)
             with _atomic(root, LEGEND) as f:
                 draw_legend(entries, f)
