@@ -23,7 +23,7 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
-from .check import check_archive
+from .check import check_archive, repair_archive
 from .errors import MaskstoreError
 from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, ingest, load_label_table,
                      read_json as load_json, set_labels)
@@ -89,16 +89,17 @@ def fail(group: click.Group, ctx: click.Context, message: str) -> None:
 def cli_words(command: click.Command | None, message: str) -> str:
     """Library messages advise in Python (``pass resize="nearest"``, ``layer_only``); at the command
     line the same advice names the option (``--resize nearest``, ``--layer-only``). Only the running
-    command's own options are rewritten: as ``name="value"``, or bare when the name has an underscore
-    (plain words such as "mode" stay prose), never inside a path or a quoted name."""
+    command's own options are rewritten: as ``name="value"``, as ``name=True`` (a flag: ``force=True`` is
+    ``--force``), or bare when the name has an underscore (plain words such as "mode" stay prose), never
+    inside a path or a quoted name."""
     options = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option)} if command else {}
 
     def option(match: re.Match[str]) -> str:
-        name, value = match.group(1), match.group(2)
-        if name not in options or (value is None and "_" not in name):
+        name, value, flag = match.group(1), match.group(2), match.group(3)
+        if name not in options or (value is None and not flag and "_" not in name):
             return match.group(0)
         return options[name] if value is None else f"{options[name]} {shlex.quote(value)}"
-    return re.sub(r'(?<![\w/.\'"-])([a-z][a-z0-9_]*)(?:="([^"]*)")?(?![\w/.\'"-])', option, message)
+    return re.sub(r'(?<![\w/.\'"-])([a-z][a-z0-9_]*)(?:="([^"]*)"|(=True))?(?![\w/.\'"-])', option, message)
 
 
 @click.group(cls=MaskstoreGroup)
@@ -154,25 +155,36 @@ def init(archive: str) -> None:
 
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
-def info(archive: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+def info(archive: str, as_json: bool) -> None:
     """Show the archive's format, size and versions."""
     with Archive(archive, readonly=True) as ar:
-        size = Path(archive).stat().st_size
-        echo(f"archive: {archive}\nformat:  maskstore {FORMAT_VERSION}\nsize:    {size / 1e6:.1f} MB")
-        for v in ar.versions():
-            rec = v.record()
-            parent = f", parent {v.parent.version_name}" if rec["parent"] is not None else ""
-            echo(f"- {rec['dataset']}/{rec['name']}: {rec['count']} frames, {len(rec['mask_labels'])} mask "
-                       f"values labelled, {rec['state']}{parent}")
+        about = ar.info()
+    if as_json:
+        echo(json.dumps(about, ensure_ascii=False))
+        return
+    echo(f"archive: {archive}\nformat:  maskstore {about['format']}\nsize:    {about['size'] / 1e6:.1f} MB")
+    for row in about["versions"]:
+        parent = row["parent"]
+        if parent is not None:  # a parent of the same dataset is named by its version alone
+            same = parent.startswith(row["dataset"] + "/")
+            parent = f", parent {parent[len(row['dataset']) + 1:] if same else parent}"
+        echo(f"- {row['dataset']}/{row['version']}: {row['frames']} frames, {row['labelled_values']} mask values "
+             f"labelled, {row['state']}{parent or ''}")
 
 
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.option("--repair", is_flag=True, help="Rebuild the secondary indexes from the frame records first.")
-def check(archive: str, repair: bool) -> None:
-    """Verify records, indexes and embedded blobs; exit 1 when anything is inconsistent."""
+@click.option("--media", is_flag=True, help="Also open and decode every external image and mask the frames name.")
+def check(archive: str, repair: bool, media: bool) -> None:
+    """Verify records, indexes, embedded files (all there, all used) and, with --media, external files.
+    Exit 1 when anything is inconsistent; warnings alone exit 0."""
     with Archive(archive, readonly=not repair) as ar:
-        problems = check_archive(ar, repair=repair)
+        if repair:
+            for rebuilt in repair_archive(ar):
+                echo(rebuilt, err=True)
+        problems = check_archive(ar, media=media)
     for problem in problems:
         echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)
@@ -186,6 +198,94 @@ def check(archive: str, repair: bool) -> None:
 def upgrade(archive: str) -> None:
     """Rewrite an archive of an earlier format in this release's format (atomically; see FORMAT.md)."""
     echo(upgrade_archive(archive))
+
+
+# ---------------------------------------------------------------------------------------- versions
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON array of {dataset, version, frames, state, parent, created, description}.")
+def versions(archive: str, as_json: bool) -> None:
+    """List every version: frames, state (draft or published), parent, when created, description."""
+    with Archive(archive, readonly=True) as ar:
+        rows = ar.versions_info()
+    if as_json:
+        echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        echo(f"no versions in {archive}; make one with: maskstore create-version {archive} -d DATASET -V VERSION",
+             err=True)
+        return
+    table = [["version", "frames", "state", "parent", "created", "description"]] + \
+        [[f"{r['dataset']}/{r['version']}", str(r["frames"]), r["state"], r["parent"] or "-", r["created"] or "-",
+          r["description"]] for r in rows]
+    widths = [max(len(printable(line[i])) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        echo("  ".join([cell.rjust(w) if i == 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+                       + [line[-1]]).rstrip())
+
+
+@main.command(name="create-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("-d", "--dataset", help="Dataset name (optional when the archive has one dataset).")
+@click.option("-V", "--version", "version_name", required=True, help="Name of the new version.")
+@click.option("--parent", metavar="P", help="Start from this version's frames and labels: a version of the same "
+                                            "dataset (V) or any version (D/V).")
+@click.option("--description", default="", help="What the version is.")
+def create_version(archive: str, dataset: str | None, version_name: str, parent: str | None,
+                   description: str) -> None:
+    """Make a new draft version, empty or as a child of another."""
+    with Archive(archive) as ar:
+        if dataset is None:
+            datasets = ar.datasets()
+            if len(datasets) != 1:
+                held = f"several datasets ({', '.join(datasets)})" if datasets else "no datasets yet"
+                raise MaskstoreError(f"{archive} holds {held}; name one with -d DATASET")
+            dataset = datasets[0]
+        version = ar.create_version(dataset, version_name, parent=parent, description=description)
+        made_from = f" from {version.parent.label}" if parent is not None else ""
+        echo(f"created {version.label}{made_from}: draft, {len(version)} frames", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+def publish(archive: str, dataset: str | None, version_name: str | None) -> None:
+    """Make a version read-only for ever (change it through a child: create-version --parent)."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        version.publish()
+        echo(f"published {version.label}", err=True)
+
+
+@main.command(name="delete-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--force", is_flag=True, help="Also delete a published version or one with children (they keep "
+                                            "their frames and take its parent).")
+def delete_version(archive: str, dataset: str | None, version_name: str | None, force: bool) -> None:
+    """Delete a version and its frames; its embedded files stay until maskstore compact."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        label, parent = version.label, version.parent
+        children = ar.delete_version(version.dataset_name, version.version_name, force=force)
+        echo(f"deleted {label}", err=True)
+        for child in children:
+            echo(f"{child.label} now has {'parent ' + parent.label if parent else 'no parent'}", err=True)
+
+
+@main.command(name="rename-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--to", "new_name", required=True, help="The new version name (within the same dataset).")
+def rename_version(archive: str, dataset: str | None, version_name: str | None, new_name: str) -> None:
+    """Rename a version; its children keep pointing at it."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        old = version.label
+        version.rename(new_name)
+        echo(f"renamed {old} to {version.label}", err=True)
 
 
 # ---------------------------------------------------------------------------------------- ingest
