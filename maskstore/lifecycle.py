@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +29,7 @@ from .archive import Archive, DatasetVersion, U64, entries, file_references
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
 from .labels import mask_labels_dict
 from .media import BLOB_PREFIX
-from .store import DEFAULT_MAP_SIZE, open_here
+from .store import DEFAULT_MAP_SIZE, copy_databases, lock_out_others, open_here
 
 # ---------------------------------------------------------------------------------------- diff
 
@@ -332,7 +331,6 @@ class CompactReport:
 
 
 _BLOB_URI = re.compile(rb"blob:sha256:([0-9a-f]{64})")
-COMPACT_TXN_BYTES = 256 << 20  # bytes copied per transaction of the new file (LMDB caps dirty pages)
 
 
 def referenced_blobs(txn: lmdb.Transaction, arc: Archive) -> set[bytes]:
@@ -349,27 +347,6 @@ def temp_path(out: Path) -> Path:
     """Where the compacted copy is built: beside ``out`` (so the rename is atomic), one fixed name, so
     a run killed half-way leaves nothing the next run does not overwrite."""
     return out.with_name(f".{out.name}.compacting")
-
-
-def _exclusive(path: Path) -> int:
-    """Hold LMDB's own exclusive-open lock on the archive's lock file (an fcntl lock on byte 0, which
-    every process that has the environment open holds shared). Other processes cannot open the
-    archive until it is released, and one that has it open makes this fail: replacing the file under
-    a process that has it mapped would lose its writes."""
-    if open_here(path):  # fcntl locks never conflict within one process, so ask the registry
-        raise ArchiveError(f"cannot compact {path}: this process has it open; close the Archive first")
-    lock_file = path.with_name(path.name + "-lock")
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise ArchiveError(f"cannot compact {path}: cannot open its lock file {lock_file}: {exc.strerror}") from None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    except OSError:
-        os.close(fd)
-        raise ArchiveError(f"cannot compact {path}: another process has it open (a viewer, an ingest, a "
-                           "notebook?); compact replaces the file, so close them and run it again") from None
-    return fd
 
 
 def _refuse_readonly(path: Path) -> None:
@@ -393,7 +370,9 @@ def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
     lock_fd = None
     if in_place:
         _refuse_readonly(path)
-        lock_fd = _exclusive(path)
+        if open_here(path):  # fcntl locks never conflict within one process, so ask the registry
+            raise ArchiveError(f"cannot compact {path}: this process has it open; close the Archive first")
+        lock_fd = lock_out_others(path, "compact")
     tmp = temp_path(target)
     try:
         before = path.stat().st_size
@@ -446,63 +425,31 @@ def _reset_lock_file(path: Path) -> None:
 
 
 def _logical_copy(arc: Archive, tmp: Path, report: CompactReport) -> None:
-    """Every named sub-database with its flags, entries in key order (LMDB appends them to full pages),
-    committed in transactions of COMPACT_TXN_BYTES; embedded files no frame names are skipped."""
+    """Every sub-database into a fresh file (``store.copy_databases``), embedded files no frame names
+    left out, from one snapshot."""
     try:
         dst = lmdb.open(str(tmp), subdir=False, max_dbs=32, map_size=DEFAULT_MAP_SIZE, lock=False, sync=False,
                         metasync=False, readahead=False)
     except lmdb.Error as exc:
         raise ArchiveError(_copy_failure(tmp, exc)) from None
+
+    def referenced(key: bytes, value: bytes) -> bool:
+        if bytes(key) in keep:
+            report.blobs_kept += 1
+            return True
+        report.blobs_dropped += 1
+        report.bytes_dropped += len(value)
+        return False
+
     try:
         with arc._begin() as txn:
             keep = referenced_blobs(txn, arc)
-            names = [bytes(k) for k, _ in txn.cursor()]
-            for name in names:
-                src_db = arc.env.open_db(name, txn=txn, create=False)
-                flags = src_db.flags(txn)
-                dst_db = dst.open_db(name, create=True, dupsort=flags["dupsort"], dupfixed=flags["dupfixed"],
-                                     integerkey=flags["integerkey"], integerdup=flags["integerdup"],
-                                     reverse_key=flags["reverse_key"])
-                items = txn.cursor(db=src_db).iternext(keys=True, values=True)
-                if name == b"blobs":
-                    items = _kept_blobs(items, keep, report)
-                report.counts[name.decode(errors="replace")] = _copy_entries(dst, dst_db, items, flags["dupsort"])
+            report.counts = copy_databases(arc.env, txn, dst, {b"blobs": referenced})
         dst.sync(True)
     except lmdb.Error as exc:
         raise ArchiveError(_copy_failure(tmp, exc)) from None
     finally:
         dst.close()
-
-
-def _kept_blobs(items: Iterator[tuple[bytes, bytes]], keep: set[bytes],
-                report: CompactReport) -> Iterator[tuple[bytes, bytes]]:
-    for key, value in items:
-        if bytes(key) in keep:
-            report.blobs_kept += 1
-            yield key, value
-        else:
-            report.blobs_dropped += 1
-            report.bytes_dropped += len(value)
-
-
-def _copy_entries(env: lmdb.Environment, db: Any, items: Iterator[tuple[bytes, bytes]], dupsort: bool) -> int:
-    count = 0
-    items = iter(items)
-    while True:
-        batch, held = [], 0
-        for key, value in items:
-            batch.append((bytes(key), bytes(value)))
-            held += len(key) + len(value)
-            if held >= COMPACT_TXN_BYTES:
-                break
-        if not batch:
-            return count
-        with env.begin(write=True) as txn:
-            _, added = txn.cursor(db=db).putmulti(batch, dupdata=dupsort, append=True)
-        if added != len(batch):  # append refuses keys out of order: the source is not sorted as LMDB sorts
-            raise ArchiveError(f"the entries of a sub-database are out of order ({added} of {len(batch)} "
-                               "appended); run maskstore check")
-        count += len(batch)
 
 
 def _copy_failure(tmp: Path, exc: lmdb.Error) -> str:

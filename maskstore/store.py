@@ -291,6 +291,65 @@ def _release_inherited(path: Path) -> bool:
     return bool(inherited) and all(s._release_inherited() for s in inherited)
 
 
+def lock_out_others(path: Path, action: str) -> int:
+    """Take LMDB's own liveness lock on the archive's lock file exclusively (an fcntl lock on byte 0,
+    which every process that has the environment open holds shared) and return its descriptor; closing
+    it releases the lock. While it is held no other process can open the archive (LMDB's open waits
+    for it); an ArchiveError when another process has it open now. Tools that replace the file
+    (``compact``, ``upgrade``) need this: a process that had the old file open would go on using it,
+    and its later writes would be lost."""
+    lock_file = path.with_name(path.name + "-lock")
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ArchiveError(f"cannot {action} {path}: cannot open its lock file {lock_file}: {exc.strerror}") from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError:
+        os.close(fd)
+        raise ArchiveError(f"another process has {path} open (a viewer, an ingest, a notebook, a worker?); "
+                           f"{action} replaces the file, so close them and {action} it again") from None
+    return fd
+
+
+_DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
+COPY_TXN_BYTES = 256 << 20  # bytes per write transaction of a copy: LMDB caps a transaction's dirty pages
+
+
+def copy_databases(source: lmdb.Environment, txn: lmdb.Transaction, target: lmdb.Environment,
+                   keep: dict[bytes, Callable[[bytes, bytes], bool]] | None = None) -> dict[str, int]:
+    """Every named sub-database of ``source`` as ``txn`` sees it into the new environment ``target``,
+    each with its own flags, entries appended in key order (full pages: the copy is compact) in
+    transactions of at most COPY_TXN_BYTES; ``keep[name](key, value)`` false leaves an entry out.
+    Entries copied, by sub-database name."""
+    counts = {}
+    for name in [bytes(key) for key, _ in txn.cursor()]:
+        src_db = source.open_db(name, txn=txn, create=False)
+        flags = src_db.flags(txn)
+        dst_db = target.open_db(name, create=True, **{f: flags[f] for f in _DB_FLAGS})
+        wanted = keep.get(name) if keep else None
+        items = iter(txn.cursor(db=src_db))
+        count = 0
+        while True:
+            batch, held = [], 0
+            for key, value in items:
+                if wanted is None or wanted(key, value):
+                    batch.append((key, value))
+                    held += len(key) + len(value)
+                    if held >= COPY_TXN_BYTES:
+                        break
+            if not batch:
+                break
+            with target.begin(write=True) as wtxn:
+                _, added = wtxn.cursor(db=dst_db).putmulti(batch, dupdata=flags["dupsort"], append=True)
+            if added != len(batch):  # append refuses keys out of order
+                raise ArchiveError(f"sub-database {name.decode(errors='replace')} is out of key order ({added} of "
+                                   f"{len(batch)} entries appended); run maskstore check")
+            count += added
+        counts[name.decode(errors="replace")] = count
+    return counts
+
+
 def open_here(path: Path) -> bool:
     """Whether this process has ``path`` open as an archive now (a handle not yet closed)."""
     return any(s.env is not None and s._pid == os.getpid() and s.path.exists() and os.path.samefile(s.path, path)

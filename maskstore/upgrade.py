@@ -26,7 +26,7 @@ import lmdb
 
 from . import records
 from .errors import ArchiveError
-from .store import DEFAULT_MAP_SIZE
+from .store import DEFAULT_MAP_SIZE, copy_databases, lock_out_others
 
 
 class Step(NamedTuple):
@@ -43,7 +43,6 @@ STEPS: tuple[Step, ...] = ()
 """Every format change since format 1 (maskstore 0.1.0), oldest first. None yet: archives of 0.1.0
 are current."""
 
-COPY_BATCH = 10_000  # entries per write transaction of the copy: bounded memory on any archive size
 MAX_DBS = 64
 
 
@@ -118,22 +117,10 @@ def _writer_flock(path: Path) -> Iterator[None]:
 
 
 def _refuse_if_open_elsewhere(path: Path) -> None:
-    """Every process that has an LMDB environment open holds a shared ``fcntl`` lock on byte 0 of its
-    lock file (LMDB's own liveness lock); an exclusive attempt tells whether any other process does. A
-    process that had the archive open across the rename would go on using the replaced file, and
-    its later writes would be lost. (This process holds no environment of ``path`` here.)"""
-    lock_file = path.with_name(path.name + "-lock")
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    except OSError:
-        raise ArchiveError(f"another process has {path} open; close it (viewers, notebooks, workers) "
-                           "and upgrade again") from None
-    finally:
-        os.close(fd)  # releases the lock taken, if any
+    """A process that had the archive open across the rename would go on using the replaced file, and
+    its later writes would be lost (``store.lock_out_others``; this process holds no environment of
+    ``path`` here)."""
+    os.close(lock_out_others(path, "upgrade"))
 
 
 def _open(path: Path, readonly: bool) -> lmdb.Environment:
@@ -162,35 +149,17 @@ def _read_format(path: Path) -> dict[str, Any]:
         raise ArchiveError(f"{path}: {exc}") from None
 
 
-_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
-
-
 def _copy_records(source: Path, target: Path) -> None:
     """Every entry of every sub-database, from one snapshot of ``source`` into a new file, each
     sub-database with its own flags (so sub-databases of any layout are copied as they are)."""
     src, dst = _open(source, readonly=True), _open(target, readonly=False)
     try:
         with src.begin() as rtxn:
-            for name in [bytes(key) for key, _ in rtxn.cursor()]:
-                src_db = src.open_db(name, txn=rtxn, create=False)
-                flags = src_db.flags(rtxn)
-                dst_db = dst.open_db(name, create=True, **{f: flags[f] for f in _FLAGS})
-                batch: list[tuple[bytes, bytes]] = []
-                for item in rtxn.cursor(db=src_db):
-                    batch.append(item)
-                    if len(batch) == COPY_BATCH:
-                        _put(dst, dst_db, batch, flags["dupsort"])
-                _put(dst, dst_db, batch, flags["dupsort"])
+            copy_databases(src, rtxn, dst)
         dst.sync(True)
     finally:
         src.close()
         dst.close()
-
-
-def _put(env: lmdb.Environment, db: Any, batch: list[tuple[bytes, bytes]], dupsort: bool) -> None:
-    with env.begin(write=True) as txn:
-        txn.cursor(db=db).putmulti(batch, dupdata=dupsort)
-    batch.clear()
 
 
 def _write_format(path: Path, fmt: dict[str, Any]) -> dict[str, Any]:

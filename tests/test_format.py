@@ -37,6 +37,7 @@ from maskstore.cli import main
 from maskstore.demo import run_demo
 from maskstore.ingest import apply_label_table, builtin_label_table
 from maskstore.model import normalize_frame_dict
+from maskstore.store import DEFAULT_MAP_SIZE
 from maskstore.upgrade import Step, upgrade
 from strategies import frame_dicts
 
@@ -258,7 +259,9 @@ def test_a_new_archive_writes_the_format_record_of_0_1_0(tmp_path):
 def add_feature(name: str, slow: float = 0.0) -> Step:
     """A step for the tests: lists an optional feature and writes a key into the copy's meta."""
     def apply(copy: Path, fmt: dict[str, Any]) -> None:
-        env = lmdb.open(str(copy), subdir=False, max_dbs=64)
+        # a map as large as maskstore's: the copy is packed full (no free pages), so LMDB's default
+        # 10 MiB map may have no room for one more page
+        env = lmdb.open(str(copy), subdir=False, max_dbs=64, map_size=DEFAULT_MAP_SIZE)
         with env.begin(write=True) as txn:
             txn.put(b"upgraded-by-test", name.encode(), db=env.open_db(b"meta", txn=txn))
         env.close()
