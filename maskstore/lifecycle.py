@@ -29,7 +29,7 @@ from .archive import Archive, DatasetVersion, U64, entries, file_references
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
 from .labels import mask_labels_dict
 from .media import BLOB_PREFIX
-from .store import DEFAULT_MAP_SIZE, copy_databases, lock_out_others, open_here
+from .store import DEFAULT_MAP_SIZE, copy_databases, fsync_path, lock_out_others, open_here, remove_file
 
 # ---------------------------------------------------------------------------------------- diff
 
@@ -380,17 +380,17 @@ def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         # read without LMDB's reader table. To another file, a locked read snapshot is enough.
         with Archive(path, readonly=True, lock=not in_place) as arc:
             report = CompactReport(target, before, 0)
-            _remove(tmp)
+            remove_file(tmp)
             try:
                 _logical_copy(arc, tmp, report)
                 os.chmod(tmp, path.stat().st_mode & 0o777)
                 with Archive(tmp, readonly=True, lock=False):
                     pass  # the new file opens as an archive before it replaces anything
             except BaseException:
-                _remove(tmp)
+                remove_file(tmp)
                 raise
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
         if in_place:
             _reset_lock_file(target)
         report.after = target.stat().st_size
@@ -398,22 +398,6 @@ def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
-
-
-def _remove(tmp: Path) -> None:
-    for p in (tmp, tmp.with_name(tmp.name + "-lock")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reset_lock_file(path: Path) -> None:

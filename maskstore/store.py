@@ -350,6 +350,21 @@ def copy_databases(source: lmdb.Environment, txn: lmdb.Transaction, target: lmdb
     return counts
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (after a rename), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_file(path: Path) -> None:
+    """Remove a (temporary) archive file and its lock file, when they exist."""
+    for stale in (path, path.with_name(path.name + "-lock")):
+        stale.unlink(missing_ok=True)
+
+
 def open_here(path: Path) -> bool:
     """Whether this process has ``path`` open as an archive now (a handle not yet closed)."""
     return any(s.env is not None and s._pid == os.getpid() and s.path.exists() and os.path.samefile(s.path, path)

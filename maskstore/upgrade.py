@@ -26,7 +26,7 @@ import lmdb
 
 from . import records
 from .errors import ArchiveError
-from .store import DEFAULT_MAP_SIZE, copy_databases, lock_out_others
+from .store import DEFAULT_MAP_SIZE, copy_databases, fsync_path, lock_out_others, remove_file
 
 
 class Step(NamedTuple):
@@ -79,7 +79,7 @@ def upgrade(path: str | os.PathLike[str], steps: Sequence[Step] = STEPS) -> Upgr
         if not any(step.needed(before) for step in steps):  # steps chain: the first must be needed now
             return report
         copy = path.with_name(path.name + ".upgrade")
-        _remove(copy)
+        remove_file(copy)
         try:
             try:
                 _copy_records(path, copy)
@@ -90,14 +90,14 @@ def upgrade(path: str | os.PathLike[str], steps: Sequence[Step] = STEPS) -> Upgr
                         step.apply(copy, after)
                         report.steps.append(step.name)
                 report.after = _write_format(copy, after)
-                _fsync(copy)
+                fsync_path(copy)
             except (lmdb.Error, OSError) as exc:  # e.g. a full disk: the copy goes, the original stays
                 raise ArchiveError(f"cannot upgrade {path}: {exc}; the archive is unchanged") from None
             _refuse_if_open_elsewhere(path)  # opened while the copy was made: it would miss the new file
             os.replace(copy, path)
         finally:
-            _remove(copy)
-        _fsync(path.parent)
+            remove_file(copy)
+        fsync_path(path.parent)
         return report
 
 
@@ -172,16 +172,3 @@ def _write_format(path: Path, fmt: dict[str, Any]) -> dict[str, Any]:
     finally:
         env.close()
     return records.decode_format(data)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(copy: Path) -> None:
-    for stale in (copy, copy.with_name(copy.name + "-lock")):
-        stale.unlink(missing_ok=True)
