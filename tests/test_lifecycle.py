@@ -317,6 +317,8 @@ def test_compact_cli_drops_unreferenced_blobs(runner, tmp_path):
     build_with_garbage(path, tmp_path / "media", n=6, size=64)
     with Archive(path, readonly=True) as ar:
         before_frames, before_blobs = all_frames(ar), blob_digests(ar)
+        unused = [str(p) for p in check_archive(ar) if "used by no frame" in str(p)]
+        assert len(unused) == 3, unused  # what check reports is what compact drops
     size = path.stat().st_size
     result = runner.invoke(main, ["compact", str(path)])
     assert result.exit_code == 0, result.output
