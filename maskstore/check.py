@@ -11,16 +11,19 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, VERSION_DBS, Archive, DatasetVersion, entries,
-                      index_entries, meta_types, text_key, u64)
+from .layout import CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, VERSION_DBS, entries, index_entries, text_key, u64
+from .model import meta_types
 from .errors import ArchiveError
 from .media import BLOB_PREFIX
 from .query import columns
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 
 @dataclass(frozen=True)

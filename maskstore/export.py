@@ -35,12 +35,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .archive import Archive, DatasetVersion
 from .errors import FrameError, MaskstoreError
 from .labels import RGB, packed_key, parse_color
 from .model import frame_from_dict
@@ -48,6 +47,9 @@ from .query import engine
 from .render import check_options, legend_entries, render
 from .stats import process_pool
 from .summary import font
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg"}
 # Encoding dominates export time (benchmarks/results/export.md): level 1 with zlib's run-length strategy
@@ -473,10 +475,12 @@ def _render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, A
 _WORKER_ARCHIVES: dict[str, Archive] = {}
 
 
-def _worker(job: Job, frames: list[dict[str, Any]]) -> Done:
+def _worker(job: Job, frames: list[dict[str, Any]], open_archive: Callable[..., Archive]) -> Done:
+    """One task in a worker process; ``open_archive`` is the caller's archive class (pickled by name),
+    so this stage opens the worker's own read-only handle without importing the façade above it."""
     archive = _WORKER_ARCHIVES.get(job.archive)
     if archive is None:
-        archive = _WORKER_ARCHIVES[job.archive] = Archive(job.archive, readonly=True)
+        archive = _WORKER_ARCHIVES[job.archive] = open_archive(job.archive, readonly=True)
     try:
         root = os.open(job.out, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
@@ -501,7 +505,8 @@ def _run_here(job: Job, archive: Archive, root: int, tasks: Iterator[list[dict[s
             return
 
 
-def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Iterator[Done]:
+def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int,
+              open_archive: Callable[..., Archive]) -> Iterator[Done]:
     """Results as tasks finish, at most ``4 * jobs`` in flight. After a failed write no task starts;
     the running ones finish and report what they wrote."""
     with process_pool(jobs) as pool:
@@ -510,7 +515,7 @@ def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Ite
         try:
             while True:
                 while not failed and len(pending) < 4 * jobs and (task := next(tasks, None)) is not None:
-                    pending.add(pool.submit(_worker, job, task))
+                    pending.add(pool.submit(_worker, job, task, open_archive))
                 if not pending:
                     return
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -600,7 +605,8 @@ def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = ""
             job = Job(str(version.archive.path.resolve()), str(out_dir.resolve()), mode, ext, mask_id,
                       tuple(sorted(render_options.items())), rec["mask_labels"], colors, resume)
             tasks = _chunks(frames, FRAMES_PER_TASK)
-            results = _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
+            results = (_run_pool(job, tasks, jobs, type(version.archive)) if jobs > 1
+                       else _run_here(job, version.archive, root, tasks))
             with _atomic(root, MANIFEST) as manifest:
                 present, failure = _collect(results, manifest, report, progress)
                 if failure is not None:

@@ -16,13 +16,15 @@ from functools import lru_cache
 from importlib import resources
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..archive import DatasetVersion
 from ..errors import FrameError, MaskstoreError, MediaError
 from ..labels import label_table_change, normalize_mask_labels, split_label_table
 from ..media import local_path
 from ..model import normalize_frame_dict
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 
 @dataclass
@@ -64,7 +66,7 @@ def ingest(version: DatasetVersion, frames: Iterable[Mapping[str, Any]], *, batc
            progress: Callable[[int], None] | None = None) -> IngestReport:
     """Add frames in batches of ``batch_size``, each batch one all-or-nothing transaction."""
     report = report or IngestReport()
-    decoder = version.archive._decoder
+    decoder = version.archive._preparer
     try:
         for batch in batched(frames, batch_size):
             before, count = decoder.decoded, len(version)
