@@ -7,7 +7,7 @@ MASKSTORE_ARCHIVE environment variable) names the archive that ``DatasetVersion.
 
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
                      NetworkFilesystemWarning, QueryError, QuerySyntaxError, QueryTypeError, ReadOnlyError,
-                     UnknownLabelWarning, VersionNotFoundError)
+                     UnknownLabelWarning, VersionError, VersionNotFoundError)
 from .archive import Archive, DatasetVersion, use
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
 from . import render  # the module, callable: maskstore.render(frame, version, ...) renders (spec section 6)
@@ -17,6 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
     "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "QuerySyntaxError",
-    "QueryTypeError", "ReadOnlyError", "Roi", "SingleFrame", "Source", "UnknownLabelWarning", "VersionNotFoundError",
-    "render", "use",
+    "QueryTypeError", "ReadOnlyError", "Roi", "SingleFrame", "Source", "UnknownLabelWarning", "VersionError",
+    "VersionNotFoundError", "render", "use",
 ]

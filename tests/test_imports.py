@@ -23,7 +23,8 @@ ON_TOP = {"maskstore", "maskstore.cli", "maskstore.demo", "maskstore.dask", "mas
 # The stages the façade calls (and their packages' modules): none of them may import it.
 BELOW = {"maskstore.errors", "maskstore.layout", "maskstore.store", "maskstore.records", "maskstore.model",
          "maskstore.labels", "maskstore.media", "maskstore.stats", "maskstore.render", "maskstore.export",
-         "maskstore.loaders", "maskstore.check", "maskstore.summary"}
+         "maskstore.loaders", "maskstore.check", "maskstore.summary", "maskstore.layouts", "maskstore.upgrade",
+         "maskstore.video"}
 BELOW_PACKAGES = ("maskstore.ingest", "maskstore.query")
 
 
