@@ -15,16 +15,21 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, Archive, DatasetVersion,
-                      entries, file_references, index_entries, meta_types, text_key, u64)
 from .errors import ArchiveError, MaskstoreError
+from .ingest.prepare import file_references
+from .layout import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, text_key,
+                     u64)
 from .media import BLOB_PREFIX
+from .model import meta_types
 from .query import columns
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 MAX_LISTED = 20  # problems of one kind listed per version (or archive); a summary line counts the rest
 
@@ -241,7 +246,7 @@ class NamedFile(NamedTuple):
 
 
 def _named_files(rec: dict[str, Any]) -> Iterator[NamedFile]:
-    """Every file a frame record names (``archive.file_references``: what ``--embed`` copies in)."""
+    """Every file a frame record names (``ingest.prepare.file_references``: what ``--embed`` copies in)."""
     source: dict[str, Any] = {}
     for item, field in file_references(rec):
         if "masks" in item:  # sources come before their masks
