@@ -33,7 +33,7 @@ from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused,
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, chunk_of, entries,
                      index_entries, text_key, u64)
-from .media import BLOB_PREFIX, local_path, open_image
+from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
 from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
 
@@ -354,10 +354,9 @@ class Archive:
 
     def read_blob(self, hexdigest: str) -> bytes:
         """Bytes of an embedded image or mask."""
-        try:
-            key = bytes.fromhex(hexdigest)
-        except ValueError:
-            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI") from None
+        key = blob_digest(hexdigest)
+        if key is None:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI (64 hex digits)")
         data = self.read(lambda t: t.get(key, db=self._dbs["blobs"]))
         if data is None:
             raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not embedded in {self.path}")

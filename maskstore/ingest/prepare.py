@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from .. import _speedups, records
 from ..errors import FrameError, MaskError, MaskstoreError
 from ..layout import MAX_KEY_TEXT, text_key
-from ..media import BLOB_PREFIX, blob_uri, content_type_of, read_bytes
+from ..media import BLOB_PREFIX, blob_digest, blob_uri, content_type_of, read_bytes
 from ..model import Frame, merge_meta_type, normalize_frame, normalize_frame_dict, refuse_constructor_words
 from ..stats import MaskDecoder
 
@@ -134,10 +134,9 @@ def check_blobs_present(batch: Prepared, has_blob: Callable[[bytes], bool], wher
             uri = item[field]
             if not uri.startswith(BLOB_PREFIX):
                 continue
-            try:
-                key = bytes.fromhex(uri[len(BLOB_PREFIX):])
-            except ValueError:
-                raise FrameError(f"frame {frame_id!r}: {uri} is not a valid blob URI") from None
+            key = blob_digest(uri[len(BLOB_PREFIX):])
+            if key is None:
+                raise FrameError(f"frame {frame_id!r}: {uri} is not a valid blob URI (blob:sha256: and 64 hex digits)")
             if not has_blob(key):
                 raise FrameError(f"frame {frame_id!r}: {uri} is not embedded in {where}; copy frames "
                                  "between archives with their files (ingest the original files with --embed)")
