@@ -23,6 +23,7 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
+from .archive import compact as compact_archive
 from .check import check_archive, repair_archive
 from .errors import MaskstoreError
 from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, ingest, load_label_table,
@@ -33,7 +34,6 @@ from .ingest.jsonl import read_frames_jsonl
 from .ingest.video import frames_from_video, mask_video_ids
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb, packed_key
-from .lifecycle import compact as compact_archive
 from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo

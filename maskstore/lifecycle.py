@@ -20,16 +20,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
 from . import records
-from .archive import Archive, DatasetVersion, U64, entries, file_references
+from .ingest.prepare import file_references
+from .layout import U64, entries
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
 from .labels import mask_labels_dict
 from .media import BLOB_PREFIX
 from .store import DEFAULT_MAP_SIZE, copy_databases, fsync_path, lock_out_others, open_here, remove_file
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 # ---------------------------------------------------------------------------------------- diff
 
@@ -356,10 +360,11 @@ def _refuse_readonly(path: Path) -> None:
                             "the compacted copy elsewhere with -o OUT")
 
 
-def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> CompactReport:
+def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None,
+            open_archive: Callable[..., Archive]) -> CompactReport:
     """Write a compacted copy of the archive at ``path`` without the embedded files no frame references,
-    to ``out``, or (by default) atomically in place of the original. The original is untouched until
-    the new file is complete and on disk; a crash at any moment leaves it as it was."""
+    to ``out``, or (when None) atomically in place of the original; ``maskstore.compact`` is the
+    entry point (``open_archive`` is the façade's ``Archive``, which this stage does not import)."""
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"no archive at {path}")
@@ -378,13 +383,13 @@ def compact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         before = path.stat().st_size
         # In place, this process holds the exclusive lock, so no writer exists and none can start:
         # read without LMDB's reader table. To another file, a locked read snapshot is enough.
-        with Archive(path, readonly=True, lock=not in_place) as arc:
+        with open_archive(path, readonly=True, lock=not in_place) as arc:
             report = CompactReport(target, before, 0)
             remove_file(tmp)
             try:
                 _logical_copy(arc, tmp, report)
                 os.chmod(tmp, path.stat().st_mode & 0o777)
-                with Archive(tmp, readonly=True, lock=False):
+                with open_archive(tmp, readonly=True, lock=False):
                     pass  # the new file opens as an archive before it replaces anything
             except BaseException:
                 remove_file(tmp)

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from maskstore import Archive, MaskstoreError, ReadOnlyError
+from maskstore import Archive, MaskstoreError, ReadOnlyError, compact
 from maskstore.check import check_archive
 from maskstore.cli import main
-from maskstore.lifecycle import compact, same_value, temp_path
+from maskstore.lifecycle import same_value, temp_path
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskstore import Archive, MaskstoreError
+from maskstore import Archive, MaskstoreError, compact
 from maskstore.check import check_archive
-from maskstore.lifecycle import compact, temp_path
+from maskstore.lifecycle import temp_path
 
 from .helpers import MASKSTORE_CLI
 from .test_disk_full import fill, small_disk  # noqa: F401  (the tmpfs fixture)
