@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import lmdb
 from PIL import Image
 
-from . import _speedups, records
+from . import _accel, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
                      NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
 from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
@@ -65,7 +65,7 @@ class Prepared(NamedTuple):
     ids: list[str]
     records: list[bytes]
     types: list[tuple[tuple[str, str], ...]]
-    postings: _speedups.Postings
+    postings: _accel.Postings
     blobs: dict[bytes, bytes]
 
 
@@ -108,8 +108,8 @@ def value_key(rgb: Sequence[int]) -> bytes:
 
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_speedups.Postings``), so delete, check and repair agree with it."""
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+    writer's own definition (``_accel.Postings``), so delete, check and repair agree with it."""
+    postings = _accel.Postings(text_key, MAX_KEY_TEXT)
     postings.add_record(0, rec)
     return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
 
@@ -662,13 +662,13 @@ class DatasetVersion:
         elif set(map(type, given)) - {dict}:
             given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
         refuse_constructor_words(given)
-        postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+        postings = _accel.Postings(text_key, MAX_KEY_TEXT)
         if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
             n = len(given)
             encoded, ids, types = [None] * n, [None] * n, [None] * n
         else:
-            encoded, ids, types = _speedups.encode_common(given, records.FRAME_HEAD, content_type_of,
-                                                          SUFFIX_TYPES, postings)
+            encoded, ids, types = _accel.encode_common(given, records.FRAME_HEAD, content_type_of,
+                                                       SUFFIX_TYPES, postings)
         declined = [pos for pos, record in enumerate(encoded) if record is None]
         normalized = [normalize_frame(given[pos]) for pos in declined]
         dicts = [d for d, _ in normalized]
