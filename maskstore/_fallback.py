@@ -18,6 +18,7 @@ MAX_DEPTH = 90  # deeper frames go the Python way, and meet its limits there (re
 MAX_SIDE = 2**31  # source width and height stay below it (records._size_ok)
 MAX_FRAME_PIXELS = 2**50  # mask pixels one frame may count: per-frame sums fit int64 columns
 _INT64 = 2**63
+_LIMIT_SHOWN = f"2**{MAX_FRAME_PIXELS.bit_length() - 1}"  # MAX_FRAME_PIXELS, a power of two, as written
 
 
 def encode_common(frames: list, record_head: bytes, content_type_of: Callable, suffix_types: dict,
@@ -172,7 +173,7 @@ def _frame_problem(body: Any) -> Problem:
     if not _unique_ids(sources):
         return "sources", "have the same id twice"
     if total > MAX_FRAME_PIXELS:
-        return "sources", f"masks count {total} pixels in all (expected at most {MAX_FRAME_PIXELS})"
+        return "sources", f"masks count {total} pixels in all (expected at most {_LIMIT_SHOWN})"
     return None
 
 
