@@ -12,6 +12,7 @@ could disagree with the Python rules it copies and must not run; raising instead
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import warnings
 from pathlib import Path
@@ -36,9 +37,11 @@ def purepython_requested() -> bool:
 def compiled() -> ModuleType:
     """The compiled module, or ImportError saying why it cannot be used and how to fix that."""
     try:
-        from . import _speedups
-    except ImportError as exc:
-        raise ImportError(f"maskstore's compiled module _speedups is not built ({exc}); {REBUILD_HINT}") from None
+        _speedups = importlib.import_module(f"{__package__}._speedups")
+    except ModuleNotFoundError:
+        raise ImportError(f"maskstore's compiled module _speedups is not built; {REBUILD_HINT}") from None
+    except ImportError as exc:  # built, but for another Python or against other libraries
+        raise ImportError(f"maskstore's compiled module _speedups cannot be loaded ({exc}); {REBUILD_HINT}") from None
     source = Path(__file__).with_name("_speedups.pyx")
     if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() != _speedups.SOURCE_SHA256:
         raise ImportError(f"maskstore's compiled module {Path(_speedups.__file__).name} was built from an older "

@@ -357,7 +357,8 @@ def test_only_the_selector_imports_the_compiled_module():
     for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             names = [node.module or ""] + [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.value] if isinstance(node, ast.Constant) and type(node.value) is str else []  # import_module
             if any(name.split(".")[-1] == "_speedups" for name in names):
                 importers.append(source.name)
     assert importers == ["_accel.py"]
