@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                ["--frames", "100000"]),
     "purepython": ("What does the compiled _speedups buy over its pure-Python twin (MASKSTORE_PUREPYTHON=1), "
                    "for ingest and decode_frame?", ["--quick"]),
+    "video": ("Does rendering consecutive video frames cost little more than decoding the videos?",
+              ["--frames", "60", "--repeats", "1"]),
     "dask": ("Do reads and exports scale out on Dask workers compared with one process?",
              ["--frames", "100000", "--export-frames", "40", "--repeats", "1"]),
 }
