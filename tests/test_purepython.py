@@ -15,7 +15,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 CORE = ["test_archive.py", "test_model.py", "test_records.py", "test_query.py", "test_render.py", "test_stats.py",
-        "test_export.py"]
+        "test_export.py", "test_format.py", "test_check.py"]
 
 # The child: pytest in-process, so its sys.modules can be read once the tests are done.
 CHILD = r"""
