@@ -286,12 +286,29 @@ def shown_path(path) -> str:
     return out.removeprefix(".")
 
 
+ADDED_FIELDS = ["kind", "coverage", "sources", "meta", "label", "poly", "confidence", "width", "height", "values",
+                "timestamp", "masks", "id", "uri", "rois", "context_id"]
+
+
 @st.composite
 def damaged_records(draw):
-    """(record as unpacked, the damaged path): a value replaced, a key deleted, or a list item doubled."""
+    """(record as unpacked, the damaged path): a value replaced, a key deleted, a list item doubled, or
+    a field added where the record had none (mask kind and coverage, ROI sources and meta, ...)."""
     body = msgpack.unpackb(msgpack.packb(normalize_frame_dict(draw(frame_dicts))), raw=False)
-    path = draw(st.sampled_from(list(paths_in(body))))
-    how = draw(st.sampled_from(["replace", "delete", "double"]))
+    paths = list(paths_in(body))
+    how = draw(st.sampled_from(["replace", "delete", "double", "add", "alpha"]))
+    masks = [p for p in paths if len(p) > 1 and p[-2] == "masks"]
+    path = draw(st.sampled_from(masks if how == "alpha" and masks else paths))
+    target = body
+    for step in path:
+        target = target[step]
+    if how in ("add", "alpha") and type(target) is dict:
+        if how == "alpha":  # an alpha mask's coverage: the rule of two fields
+            target.update(kind="alpha", coverage=draw(st.sampled_from([-1, 0, 7, 2**63 - 1, 2**63, 1.5]) | decodable))
+        else:
+            path += (draw(st.sampled_from(ADDED_FIELDS)),)
+            target[path[-1]] = draw(st.sampled_from(["alpha", 0, 7, -1, 2**63]) | decodable)
+        return msgpack.unpackb(msgpack.packb(body), raw=False, strict_map_key=True), path
     if not path:
         return draw(decodable), path
     parent = body
