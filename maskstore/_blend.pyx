@@ -11,7 +11,7 @@ exports), so a source or an RGB mask reaches the loops without a copy or a packi
 """
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 import numpy as np
 
@@ -29,7 +29,62 @@ cdef extern from *:
         const void** buffers; struct ArrowArray** children; struct ArrowArray* dictionary;
         void (*release)(struct ArrowArray*); void* private_data;
     };
+
+    /* Four bytes as one little-endian word: one load or store instead of four (memcpy compiles to a
+       single move). Stores are the blend loops' bottleneck. */
+    static inline uint32_t maskstore_load_le32(const uint8_t* p) {
+        uint32_t v; memcpy(&v, p, 4);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        return v;
+    }
+    static inline void maskstore_store_le32(uint8_t* p, uint32_t v) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        memcpy(p, &v, 4);
+    }
+
+    /* Runs of one blend row, four 4-byte source pixels at a time: (s * weight + term) // 255 per
+       channel in 16-bit lanes, with x // 255 == (x + 1 + (x >> 8)) >> 8 (exact for x <= 65279; the
+       blends stay below 255 * 255 + 127). Writes 14 bytes at o, the last two belong to the next pixel
+       and are written after it. Elsewhere the single-pixel path does everything. */
+    #if defined(__x86_64__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define MASKSTORE_LANES 1
+    static inline void maskstore_blend4(const uint8_t* s, const uint16_t* lanes, uint8_t* o) {
+        const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi16(1);
+        const __m128i w = _mm_loadu_si128((const __m128i*)lanes), t = _mm_loadu_si128((const __m128i*)(lanes + 8));
+        __m128i v = _mm_loadu_si128((const __m128i*)s);
+        __m128i lo = _mm_add_epi16(_mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), w), t);
+        __m128i hi = _mm_add_epi16(_mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), w), t);
+        lo = _mm_srli_epi16(_mm_add_epi16(_mm_add_epi16(lo, one), _mm_srli_epi16(lo, 8)), 8);
+        hi = _mm_srli_epi16(_mm_add_epi16(_mm_add_epi16(hi, one), _mm_srli_epi16(hi, 8)), 8);
+        __m128i packed = _mm_packus_epi16(lo, hi);
+        uint64_t a = (uint64_t)_mm_cvtsi128_si64(packed);
+        uint64_t b = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(packed, packed));
+        a = (a & 0xFFFFFFull) | ((a >> 8) & 0xFFFFFF000000ull);
+        b = (b & 0xFFFFFFull) | ((b >> 8) & 0xFFFFFF000000ull);
+        memcpy(o, &a, 8);
+        memcpy(o + 6, &b, 8);
+    }
+    /* Whether the four 4-byte mask pixels at m have one r, g, b (the fourth byte is alpha or padding). */
+    static inline int maskstore_same4(const uint8_t* m) {
+        __m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i*)m), _mm_set1_epi32(0x00FFFFFF));
+        return _mm_movemask_epi8(_mm_cmpeq_epi32(v, _mm_shuffle_epi32(v, 0))) == 0xFFFF;
+    }
+    #else
+    #define MASKSTORE_LANES 0
+    static inline void maskstore_blend4(const uint8_t* s, const uint16_t* lanes, uint8_t* o) {}
+    static inline int maskstore_same4(const uint8_t* m) { return 0; }
+    #endif
     """
+    bint LANES "MASKSTORE_LANES"
+    void blend4 "maskstore_blend4"(const uint8_t* s, const uint16_t* lanes, uint8_t* o) noexcept nogil
+    bint same4 "maskstore_same4"(const uint8_t* m) noexcept nogil
+    uint32_t load_le32 "maskstore_load_le32"(const uint8_t* p) noexcept nogil
+    void store_le32 "maskstore_store_le32"(uint8_t* p, uint32_t v) noexcept nogil
     struct ArrowSchema:
         const char* format
         int64_t n_children
@@ -131,55 +186,95 @@ cdef int _check(Py_ssize_t h, Py_ssize_t w, Py_ssize_t mh, Py_ssize_t mw, Py_ssi
 
 # ----------------------------------------------------------------------------- blends
 
-cdef inline void _blend_pixel(const uint8_t* s, const uint8_t* lut, Py_ssize_t plane, Py_ssize_t row,
-                              uint8_t* o) noexcept nogil:
+cdef inline void _blend_pixel(const uint8_t* s, Py_ssize_t sp, const uint8_t* lut, Py_ssize_t plane,
+                              Py_ssize_t row, uint8_t* o, bint last) noexcept nogil:
+    """One output pixel; all but the image's last are stored as four bytes (the fourth is the next
+    pixel's first, written after). A source of 4-byte pixels (Pillow's RGBX) is loaded as one word."""
     cdef const uint8_t* r = lut + (row << 8)
-    o[0] = r[s[0]]
-    o[1] = r[plane + s[1]]
-    o[2] = r[2 * plane + s[2]]
+    cdef uint32_t v, c0, c1, c2
+    if sp == 4:
+        v = load_le32(s)
+        c0, c1, c2 = r[v & 255], r[plane + ((v >> 8) & 255)], r[2 * plane + ((v >> 16) & 255)]
+    else:
+        c0, c1, c2 = r[s[0]], r[plane + s[1]], r[2 * plane + s[2]]
+    if last:
+        o[0], o[1], o[2] = c0, c1, c2
+    else:
+        store_le32(o, c0 | (c1 << 8) | (c2 << 16))
+
+
+cdef Py_ssize_t _check_blend(const uint8_t[:, :, ::1] lut, const uint16_t[:, ::1] lanes) except -1:
+    """The number of blend rows, after checking that ``lanes`` matches ``lut`` in shape and that its
+    blends stay in 16 bits (the exact division needs x <= 65279)."""
+    cdef Py_ssize_t rows = lut.shape[1], row, c
+    if lut.shape[0] != 3 or lut.shape[2] != 256 or lanes.shape[0] != rows or lanes.shape[1] != 16:
+        raise ValueError("the blend tables have the wrong shape")
+    for row in range(rows):
+        for c in range(3):
+            if 255 * <Py_ssize_t>lanes[row, 0] + lanes[row, 8 + c] > 65279:
+                raise ValueError("a blend exceeds 16 bits: its weight and colour shares must sum to 255")
+    return rows
 
 
 def blend_index(const uint8_t[:, :, ::1] src, const uint8_t[:, :] index, const uint32_t[::1] row_of,
-                const uint8_t[:, :, ::1] lut, uint8_t[:, :, ::1] out) -> None:
+                const uint8_t[:, :, ::1] lut, const uint16_t[:, ::1] lanes, uint8_t[:, :, ::1] out) -> None:
     """``out[y, x, c] = lut[c, row_of[index[y, x]], src[y, x, c]]``: index masks (L, P) and alpha levels.
 
-    ``src`` may have 4 channels (Pillow's RGBX); only the first three are read."""
+    ``src`` may have 4 channels (Pillow's RGBX); only the first three are read. Runs of one index
+    over such a source are blended four pixels at a time from ``lanes`` (see ``Blend``)."""
     cdef Py_ssize_t h = out.shape[0], w = out.shape[1], y, x
     _check(h, w, index.shape[0], index.shape[1], src.shape[2])
     if src.shape[0] != h or src.shape[1] != w or row_of.shape[0] < 256 or out.shape[2] != 3:
         raise ValueError("blend_index: source, row table or output has the wrong shape")
-    cdef Py_ssize_t rows = lut.shape[1], plane = lut.shape[1] * 256
+    cdef Py_ssize_t rows = _check_blend(lut, lanes), plane = rows * 256
     for x in range(256):
         if row_of[x] >= rows:
             raise ValueError("blend_index: a row outside the blend table")
     if h == 0 or w == 0:
         return
     cdef Py_ssize_t sp = src.strides[1], mp = index.strides[1]
+    cdef bint runs = LANES and sp == 4 and mp == 1
     cdef const uint8_t* table = &lut[0, 0, 0]
+    cdef const uint16_t* lane = &lanes[0, 0]
     cdef const uint32_t* r = &row_of[0]
     cdef const uint8_t* s
     cdef const uint8_t* m
     cdef uint8_t* o
+    cdef uint8_t i
     with nogil:
         for y in range(h):
             s, m, o = &src[y, 0, 0], &index[y, 0], &out[y, 0, 0]
-            for x in range(w):
-                _blend_pixel(s + x * sp, table, plane, r[m[x * mp]], o + 3 * x)
+            x = 0
+            while runs and x < w:
+                i = m[x]
+                # four pixels of one index, and a pixel after them to take the two extra bytes
+                if (x + 4 < w or (x + 4 == w and y < h - 1)) and load_le32(m + x) == i * 0x01010101u:
+                    blend4(s + 4 * x, lane + 16 * r[i], o + 3 * x)
+                    x += 4
+                else:
+                    _blend_pixel(s + 4 * x, 4, table, plane, r[i], o + 3 * x, y == h - 1 and x == w - 1)
+                    x += 1
+            if not runs:
+                for x in range(w - 1):
+                    _blend_pixel(s + x * sp, sp, table, plane, r[m[x * mp]], o + 3 * x, False)
+                x = w - 1
+                _blend_pixel(s + x * sp, sp, table, plane, r[m[x * mp]], o + 3 * x, y == h - 1)
 
 
 def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const uint32_t[::1] keys,
               const uint32_t[::1] rows, uint32_t missing, const uint8_t[:, :, ::1] lut,
-              uint8_t[:, :, ::1] out) -> None:
+              const uint16_t[:, ::1] lanes, uint8_t[:, :, ::1] out) -> None:
     """``out[y, x, c] = lut[c, row, src[y, x, c]]`` where ``row`` is ``rows[i]`` if the pixel's
     (r, g, b) = ``mask[y, x, :3]`` packs to ``keys[i]`` (sorted), else ``missing``: RGB masks.
 
-    A mask is mostly runs of one value, so each pixel is first compared with the previous one."""
+    A mask is mostly runs of one value, so each pixel is first compared with the previous one, and
+    over Pillow's 4-byte pixels four equal pixels are blended at once as in ``blend_index``."""
     cdef Py_ssize_t h = out.shape[0], w = out.shape[1], y, x, n = keys.shape[0]
     _check(h, w, mask.shape[0], mask.shape[1], src.shape[2])
     if (src.shape[0] != h or src.shape[1] != w or mask.shape[2] < 3 or rows.shape[0] != n
             or out.shape[2] != 3):
         raise ValueError("blend_rgb: source, mask, tables or output have the wrong shape")
-    cdef Py_ssize_t nrows = lut.shape[1], plane = lut.shape[1] * 256
+    cdef Py_ssize_t nrows = _check_blend(lut, lanes), plane = nrows * 256
     for x in range(n):
         if rows[x] >= nrows:
             raise ValueError("blend_rgb: a row outside the blend table")
@@ -188,7 +283,9 @@ def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const u
     if h == 0 or w == 0:
         return
     cdef Py_ssize_t sp = src.strides[1], mp = mask.strides[1], mc = mask.strides[2]
+    cdef bint runs = LANES and sp == 4 and mp == 4 and mc == 1
     cdef const uint8_t* table = &lut[0, 0, 0]
+    cdef const uint16_t* lane = &lanes[0, 0]
     cdef const uint32_t* k = &keys[0] if n else NULL
     cdef const uint32_t* r = &rows[0] if n else NULL
     cdef const uint8_t* s
@@ -199,11 +296,17 @@ def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const u
     with nogil:
         for y in range(h):
             s, m, o = &src[y, 0, 0], &mask[y, 0, 0], &out[y, 0, 0]
-            for x in range(w):
+            x = 0
+            while x < w:
                 key = _key(m + x * mp, mc)
                 if key != last:
                     last, row = key, _row_of_key(k, r, n, key, missing)
-                _blend_pixel(s + x * sp, table, plane, row, o + 3 * x)
+                if runs and (x + 4 < w or (x + 4 == w and y < h - 1)) and same4(m + 4 * x):
+                    blend4(s + 4 * x, lane + 16 * row, o + 3 * x)
+                    x += 4
+                else:
+                    _blend_pixel(s + x * sp, sp, table, plane, row, o + 3 * x, y == h - 1 and x == w - 1)
+                    x += 1
 
 
 def rgba(const uint8_t[:, :, ::1] src, const uint8_t[:, :] alpha, uint8_t[:, :, ::1] out) -> None:

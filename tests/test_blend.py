@@ -81,8 +81,8 @@ def test_kernels_match_numpy_path(scene: dict[str, Any]) -> None:
     assert_same(*both(lambda k: render_module._layer(k, values(k), table, a, bg)))
     alpha = mask_alpha(mask)
     for colour, tint_alpha in [(scene["tint"], None), (scene["tint"], a)]:
-        lut = render_module._alpha_lut(colour, tint_alpha)
-        assert_same(*both(lambda k: render_module._alpha_blend(k, source(k), alpha, lut)))
+        blend = render_module._alpha_table(colour, tint_alpha)
+        assert_same(*both(lambda k: render_module._alpha_blend(k, source(k), alpha, blend)))
     assert_same(*both(lambda k: render_module._alpha_rgba(k, source(k), alpha)))
 
 
@@ -162,13 +162,16 @@ def test_threads_render_alike() -> None:
 
 def test_kernels_refuse_tables_that_would_read_out_of_bounds() -> None:
     src, index, out = np.zeros((2, 3, 3), np.uint8), np.zeros((2, 3), np.uint8), np.empty((2, 3, 3), np.uint8)
-    lut = np.zeros((3, 2, 256), np.uint8)
+    blend = render_module._alpha_table((1, 2, 3), None)
+    lut, lanes = np.ascontiguousarray(blend.lut[:, :2]), blend.lanes[:2]
     with pytest.raises(ValueError, match="outside"):
-        kernels.blend_index(src, index, np.full(256, 2, np.uint32), lut, out)
+        kernels.blend_index(src, index, np.full(256, 2, np.uint32), lut, lanes, out)
     with pytest.raises(ValueError, match="outside"):
         kernels.blend_rgb(src, np.zeros((2, 3, 3), np.uint8), np.array([5], np.uint32), np.array([0], np.uint32),
-                          2, lut, out)
+                          2, lut, lanes, out)
     with pytest.raises(ValueError, match="shape"):
-        kernels.blend_index(src, np.zeros((3, 3), np.uint8), np.zeros(256, np.uint32), lut, out)
+        kernels.blend_index(src, np.zeros((3, 3), np.uint8), np.zeros(256, np.uint32), lut, lanes, out)
+    with pytest.raises(ValueError, match="16 bits"):
+        kernels.blend_index(src, index, np.zeros(256, np.uint32), lut, lanes + 255, out)
     with pytest.raises(ValueError, match="shape"):
         kernels.layer_index(index, np.zeros(16, np.uint32), np.empty((2, 3), np.uint32))
