@@ -324,6 +324,10 @@ def rgba(const uint8_t[:, :, ::1] src, const uint8_t[:, :] alpha, uint8_t[:, :, 
     with nogil:
         for y in range(h):
             s, a, o = &src[y, 0, 0], &alpha[y, 0], &out[y, 0, 0]
+            if sp == 4:  # Pillow's 4-byte pixels: one word in, one out
+                for x in range(w):
+                    store_le32(o + 4 * x, (load_le32(s + 4 * x) & 0xFFFFFFu) | (<uint32_t>a[x * ap] << 24))
+                continue
             for x in range(w):
                 o[4 * x] = s[x * sp]
                 o[4 * x + 1] = s[x * sp + 1]

@@ -35,7 +35,7 @@ from PIL import Image
 
 from .errors import FrameError, MaskError
 from .labels import RGB, default_colors, nfc, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
-from .media import MaskPixels, eight_bit, mask_alpha, mask_pixels
+from .media import GREY_TABLE, MaskPixels, eight_bit, mask_alpha, mask_pixels, palette_table
 from .model import Frame, Mask, Source
 
 MODES = ("segmentation", "alpha", "index")
@@ -485,8 +485,20 @@ def _source(image: Image.Image, kernels: ModuleType | None) -> np.ndarray:
 
 
 def _mask_values(image: Image.Image, uri: str, kernels: ModuleType | None) -> MaskValues:
-    """``mask_pixels``; with the kernels an RGB-family mask as its own pixels (``MaskValues``)."""
-    return _pillow_pixels(image, kernels) if kernels is not None and image.mode in RGB_MODES else mask_pixels(image, uri)
+    """``mask_pixels``; with the kernels an RGB-family mask as its own pixels (``MaskValues``), and
+    L and P masks' indices read in place."""
+    if kernels is not None and image.mode in RGB_MODES:
+        return _pillow_pixels(image, kernels)
+    pixels = kernels.image_pixels(image) if kernels is not None and image.mode in ("L", "P") else None
+    if pixels is None:
+        return mask_pixels(image, uri)
+    return MaskPixels(pixels[..., 0], GREY_TABLE if image.mode == "L" else palette_table(image), None)
+
+
+def _alpha(image: Image.Image, uri: str, kernels: ModuleType | None) -> np.ndarray:
+    """``mask_alpha``; with the kernels an L mask read in place."""
+    pixels = kernels.image_pixels(image) if kernels is not None and image.mode == "L" else None
+    return mask_alpha(image, uri) if pixels is None else pixels[..., 0]
 
 
 def pick_mask(frame: Frame, source_id: str | None = None, mask_id: str | None = None) -> tuple[Source, Mask]:
@@ -577,7 +589,7 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
     kernels = _kernels()
     if mode == "alpha":
         assert src_image is not None
-        src, alpha = _source(src_image, kernels), mask_alpha(mask_image, mask.uri)
+        src, alpha = _source(src_image, kernels), _alpha(mask_image, mask.uri, kernels)
         if bg is not None:
             return _alpha_blend(kernels, src, alpha, _alpha_table(bg, None))
         if tint_rgb is not None:

@@ -79,6 +79,7 @@ def test_kernels_match_numpy_path(scene: dict[str, Any]) -> None:
 
     assert_same(*both(lambda k: render_module._segmentation(k, source(k), values(k), table, a, bg)))
     assert_same(*both(lambda k: render_module._layer(k, values(k), table, a, bg)))
+    assert_same(*both(lambda k: render_module._alpha(mask, "", k)))
     alpha = mask_alpha(mask)
     for colour, tint_alpha in [(scene["tint"], None), (scene["tint"], a)]:
         blend = render_module._alpha_table(colour, tint_alpha)
