@@ -46,19 +46,19 @@ cdef extern from *:
         memcpy(p, &v, 4);
     }
 
-    /* Runs of one blend row, four 4-byte source pixels at a time: (s * weight + term) // 255 per
-       channel in 16-bit lanes, with x // 255 == (x + 1 + (x >> 8)) >> 8 (exact for x <= 65279; the
-       blends stay below 255 * 255 + 127). Writes 14 bytes at o, the last two belong to the next pixel
-       and are written after it. Elsewhere the single-pixel path does everything. */
+    /* Four 4-byte source pixels at a time: (s * weight + term) // 255 per channel in 16-bit lanes,
+       with x // 255 == (x + 1 + (x >> 8)) >> 8 (exact for x <= 65279; the blends stay below
+       255 * 255 + 127). Writes 14 bytes at o, the last two belong to the next pixel and are written
+       after it. Elsewhere the single-pixel path does everything. */
     #if defined(__x86_64__) || defined(_M_X64)
     #include <emmintrin.h>
     #define MASKSTORE_LANES 1
-    static inline void maskstore_blend4(const uint8_t* s, const uint16_t* lanes, uint8_t* o) {
+    static inline void maskstore_blend4_wt(const uint8_t* s, __m128i w_lo, __m128i t_lo, __m128i w_hi,
+                                           __m128i t_hi, uint8_t* o) {
         const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi16(1);
-        const __m128i w = _mm_loadu_si128((const __m128i*)lanes), t = _mm_loadu_si128((const __m128i*)(lanes + 8));
         __m128i v = _mm_loadu_si128((const __m128i*)s);
-        __m128i lo = _mm_add_epi16(_mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), w), t);
-        __m128i hi = _mm_add_epi16(_mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), w), t);
+        __m128i lo = _mm_add_epi16(_mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), w_lo), t_lo);
+        __m128i hi = _mm_add_epi16(_mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), w_hi), t_hi);
         lo = _mm_srli_epi16(_mm_add_epi16(_mm_add_epi16(lo, one), _mm_srli_epi16(lo, 8)), 8);
         hi = _mm_srli_epi16(_mm_add_epi16(_mm_add_epi16(hi, one), _mm_srli_epi16(hi, 8)), 8);
         __m128i packed = _mm_packus_epi16(lo, hi);
@@ -69,6 +69,20 @@ cdef extern from *:
         memcpy(o, &a, 8);
         memcpy(o + 6, &b, 8);
     }
+    /* Four pixels of one row: its lanes hold the weight eight times and the terms twice. */
+    static inline void maskstore_blend4(const uint8_t* s, const uint16_t* lanes, uint8_t* o) {
+        const __m128i w = _mm_loadu_si128((const __m128i*)lanes), t = _mm_loadu_si128((const __m128i*)(lanes + 8));
+        maskstore_blend4_wt(s, w, t, w, t, o);
+    }
+    /* Four pixels of rows a, b, c, d (pointers to their lanes): each row's first four weights and terms. */
+    static inline __m128i maskstore_pair(const uint16_t* a, const uint16_t* b) {
+        return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a), _mm_loadl_epi64((const __m128i*)b));
+    }
+    static inline void maskstore_blend4_rows(const uint8_t* s, const uint16_t* a, const uint16_t* b,
+                                             const uint16_t* c, const uint16_t* d, uint8_t* o) {
+        maskstore_blend4_wt(s, maskstore_pair(a, b), maskstore_pair(a + 8, b + 8), maskstore_pair(c, d),
+                            maskstore_pair(c + 8, d + 8), o);
+    }
     /* Whether the four 4-byte mask pixels at m have one r, g, b (the fourth byte is alpha or padding). */
     static inline int maskstore_same4(const uint8_t* m) {
         __m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i*)m), _mm_set1_epi32(0x00FFFFFF));
@@ -77,11 +91,15 @@ cdef extern from *:
     #else
     #define MASKSTORE_LANES 0
     static inline void maskstore_blend4(const uint8_t* s, const uint16_t* lanes, uint8_t* o) {}
+    static inline void maskstore_blend4_rows(const uint8_t* s, const uint16_t* a, const uint16_t* b,
+                                             const uint16_t* c, const uint16_t* d, uint8_t* o) {}
     static inline int maskstore_same4(const uint8_t* m) { return 0; }
     #endif
     """
     bint LANES "MASKSTORE_LANES"
     void blend4 "maskstore_blend4"(const uint8_t* s, const uint16_t* lanes, uint8_t* o) noexcept nogil
+    void blend4_rows "maskstore_blend4_rows"(const uint8_t* s, const uint16_t* a, const uint16_t* b,
+                                             const uint16_t* c, const uint16_t* d, uint8_t* o) noexcept nogil
     bint same4 "maskstore_same4"(const uint8_t* m) noexcept nogil
     uint32_t load_le32 "maskstore_load_le32"(const uint8_t* p) noexcept nogil
     void store_le32 "maskstore_store_le32"(uint8_t* p, uint32_t v) noexcept nogil
@@ -247,9 +265,13 @@ def blend_index(const uint8_t[:, :, ::1] src, const uint8_t[:, :] index, const u
             x = 0
             while runs and x < w:
                 i = m[x]
-                # four pixels of one index, and a pixel after them to take the two extra bytes
-                if (x + 4 < w or (x + 4 == w and y < h - 1)) and load_le32(m + x) == i * 0x01010101u:
-                    blend4(s + 4 * x, lane + 16 * r[i], o + 3 * x)
+                # four pixels, and a pixel after them to take the two extra bytes
+                if x + 4 < w or (x + 4 == w and y < h - 1):
+                    if load_le32(m + x) == i * 0x01010101u:
+                        blend4(s + 4 * x, lane + 16 * r[i], o + 3 * x)
+                    else:
+                        blend4_rows(s + 4 * x, lane + 16 * r[i], lane + 16 * r[m[x + 1]], lane + 16 * r[m[x + 2]],
+                                    lane + 16 * r[m[x + 3]], o + 3 * x)
                     x += 4
                 else:
                     _blend_pixel(s + 4 * x, 4, table, plane, r[i], o + 3 * x, y == h - 1 and x == w - 1)
