@@ -315,6 +315,8 @@ def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const u
     cdef uint8_t* o
     cdef uint32_t key, last = 0xFFFFFFFF  # no 24-bit value
     cdef uint32_t row = missing
+    cdef uint32_t rows4[4]
+    cdef int j
     with nogil:
         for y in range(h):
             s, m, o = &src[y, 0, 0], &mask[y, 0, 0], &out[y, 0, 0]
@@ -323,8 +325,18 @@ def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const u
                 key = _key(m + x * mp, mc)
                 if key != last:
                     last, row = key, _row_of_key(k, r, n, key, missing)
-                if runs and (x + 4 < w or (x + 4 == w and y < h - 1)) and same4(m + 4 * x):
-                    blend4(s + 4 * x, lane + 16 * row, o + 3 * x)
+                if runs and (x + 4 < w or (x + 4 == w and y < h - 1)):
+                    if same4(m + 4 * x):
+                        blend4(s + 4 * x, lane + 16 * row, o + 3 * x)
+                    else:  # a value's edge: each pixel's own row
+                        rows4[0] = row
+                        for j in range(1, 4):
+                            key = _key(m + 4 * (x + j), 1)
+                            if key != last:
+                                last, row = key, _row_of_key(k, r, n, key, missing)
+                            rows4[j] = row
+                        blend4_rows(s + 4 * x, lane + 16 * rows4[0], lane + 16 * rows4[1], lane + 16 * rows4[2],
+                                    lane + 16 * rows4[3], o + 3 * x)
                     x += 4
                 else:
                     _blend_pixel(s + x * sp, sp, table, plane, row, o + 3 * x, y == h - 1 and x == w - 1)
