@@ -260,7 +260,7 @@ class Blend:
     lanes: np.ndarray
 
 
-def _blend(weight: np.ndarray, term: np.ndarray) -> Blend:
+def _blend_table(weight: np.ndarray, term: np.ndarray) -> Blend:
     s = np.arange(256, dtype=np.int64)
     lut = (s[None, None, :] * weight[None, :, None] + term.T[:, :, None]) // 255
     lanes = np.zeros((len(weight), 16), dtype=np.uint16)
@@ -284,7 +284,7 @@ def _apply_lut(rows: np.ndarray, src: np.ndarray, lut: np.ndarray) -> np.ndarray
 
 
 @lru_cache(maxsize=64)
-def _segmentation_blend(table: ColorTable, a: int, background: RGB | None) -> Blend:
+def _segmentation_table(table: ColorTable, a: int, background: RGB | None) -> Blend:
     # A labelled pixel is (src * (255 - a) + colour * a + 127) // 255; slot 0 keeps src
     # (weight 255, term 127) unless a background colour paints unlabelled pixels too.
     weight = np.full(len(table.colors), 255 - a, dtype=np.int64)
@@ -294,7 +294,7 @@ def _segmentation_blend(table: ColorTable, a: int, background: RGB | None) -> Bl
         term[0] = 127
     else:
         term[0] = np.array(background, dtype=np.int64) * a + 127
-    return _blend(weight, term)
+    return _blend_table(weight, term)
 
 
 def _check_pair(src: np.ndarray, shape: tuple[int, ...], alpha: np.ndarray | None = None) -> None:
@@ -319,7 +319,7 @@ def blend_segmentation(src: np.ndarray, pixels: MaskPixels, table: ColorTable, o
 
 def _segmentation(kernels: ModuleType | None, src: np.ndarray, mask: MaskValues, table: ColorTable, a: int,
                   background: RGB | None) -> np.ndarray:
-    blend = _segmentation_blend(table, a, background)
+    blend = _segmentation_table(table, a, background)
     if kernels is None:
         assert isinstance(mask, MaskPixels)
         rows, per_index = _rows(mask, table.values, table.slots, 0)
@@ -401,10 +401,10 @@ def _alpha_table(color: RGB, tint_alpha: int | None) -> Blend:
     rgb = np.array(color, dtype=np.int64)
     if tint_alpha is None:
         # over a background: (src * alpha + bg * (255 - alpha) + 127) // 255
-        return _blend(level, (255 - level)[:, None] * rgb + 127)
+        return _blend_table(level, (255 - level)[:, None] * rgb + 127)
     # tint: the transparent share (255 - alpha) is painted with the tint at opacity a
     share = ((255 - level) * tint_alpha + 127) // 255
-    return _blend(255 - share, share[:, None] * rgb + 127)
+    return _blend_table(255 - share, share[:, None] * rgb + 127)
 
 
 def alpha_over(src: np.ndarray, alpha: np.ndarray, background: ColorLike) -> np.ndarray:
