@@ -37,6 +37,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),
     "viewer": ("Does the frame viewer redraw, step and open large versions within its goals in Chromium?",
                ["--frames", "100000"]),
+    "video": ("Does rendering consecutive video frames cost little more than decoding the videos?",
+              ["--frames", "60", "--repeats", "1"]),
     "dask": ("Do reads and exports scale out on Dask workers compared with one process?",
              ["--frames", "100000", "--export-frames", "40", "--repeats", "1"]),
 }

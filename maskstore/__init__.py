@@ -6,7 +6,7 @@ MASKSTORE_ARCHIVE environment variable) names the archive that ``DatasetVersion.
 """
 
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
-                     NetworkFilesystemWarning, QueryError, ReadOnlyError, UnknownLabelWarning,
+                     NetworkFilesystemWarning, QueryError, ReadOnlyError, UnknownLabelWarning, VersionError,
                      VersionNotFoundError)
 from .archive import Archive, DatasetVersion, use
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
     "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "ReadOnlyError", "Roi",
-    "SingleFrame", "Source", "UnknownLabelWarning", "VersionNotFoundError", "render", "use",
+    "SingleFrame", "Source", "UnknownLabelWarning", "VersionError", "VersionNotFoundError", "render", "use",
 ]

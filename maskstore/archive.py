@@ -31,11 +31,11 @@ import functools
 import hashlib
 import os
 import struct
-import time
 import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -44,8 +44,8 @@ from PIL import Image
 
 from . import _speedups, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
-                     NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
-from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
+                     NetworkFilesystemWarning, ReadOnlyError, VersionError, VersionNotFoundError)
+from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
 from .model import (Frame, frame_from_dict, normalize_frame, normalize_frame_dict, refuse_constructor_words,
                     type_name)
@@ -331,22 +331,71 @@ class Archive:
     def get_version(self, dataset_name: str, version_name: str) -> DatasetVersion:
         rec = self.read(lambda t: self._find_version(t, dataset_name, version_name))
         if rec is None:
-            names = [f"{v.dataset_name}/{v.version_name}" for v in self.versions()]
-            raise VersionNotFoundError(f"no version {dataset_name}/{version_name} in {self.path}; "
-                                       f"it has: {', '.join(names) or 'no versions yet'}")
+            raise self._not_found(f"{dataset_name}/{version_name}")
         return DatasetVersion(self, rec["id"])
+
+    def _not_found(self, wanted: str, txn: lmdb.Transaction | None = None) -> VersionNotFoundError:
+        """The error for a version that is not there, listing the versions that are (as ``txn`` sees
+        them: inside a write transaction, a new read transaction must not start)."""
+        names = [self._label(rec) for rec in (self._version_records(txn) if txn else
+                                              self.read(lambda t: list(self._version_records(t))))]
+        return VersionNotFoundError(f"no version {wanted} in {self.path}; it has: "
+                                    f"{', '.join(names) or 'no versions yet'}")
+
+    def _parent_record(self, txn: lmdb.Transaction, dataset_name: str, parent: DatasetVersion | str) -> dict:
+        """The record of a parent given as a version of ``dataset_name`` (``"v1"``), as ``"D/V"`` of any
+        dataset, or as a ``DatasetVersion`` of this archive. Names may hold "/" themselves, so "D/V" is
+        tried at every "/"; a name that fits twice is refused rather than guessed."""
+        if isinstance(parent, DatasetVersion):
+            if parent.archive is not self:
+                raise VersionError(f"parent {parent.label} is in {parent.archive.path}, not in {self.path}; "
+                                   "copy its frames into this archive first")
+            return _version_record(txn, self, parent.id)
+        found = self._find_version(txn, dataset_name, parent)
+        if found is not None:
+            return found
+        cuts = [i for i, ch in enumerate(parent) if ch == "/"]
+        fits = [rec for rec in (self._find_version(txn, parent[:i], parent[i + 1:]) for i in cuts) if rec]
+        if len(fits) > 1:
+            raise VersionError(f"parent {parent!r} names several versions "
+                               f"({', '.join(self._label(r) for r in fits)}); rename one of them")
+        if not fits:
+            raise self._not_found(f"{parent} (nor {dataset_name}/{parent})" if cuts else f"{dataset_name}/{parent}",
+                                  txn)
+        return fits[0]
+
+    @staticmethod
+    def _label(rec: Mapping[str, Any]) -> str:
+        return f"{rec['dataset']}/{rec['name']}"
+
+    def pick_version(self, dataset_name: str | None, version_name: str | None,
+                     how: str = "dataset_name= and version_name=") -> DatasetVersion:
+        """The version named, or the only one that fits what was given: how the command line and the
+        Dask readers let a one-version archive go unnamed. ``how`` says, in the caller's words, how to
+        name one."""
+        if dataset_name and version_name:
+            return self.get_version(dataset_name, version_name)
+        found = [v for v in self.versions()
+                 if dataset_name in (None, v.dataset_name) and version_name in (None, v.version_name)]
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(v.label for v in self.versions()) or "none"
+        if not found:
+            raise VersionNotFoundError(f"no matching version in {self.path} (it has: {names})")
+        raise MaskstoreError(f"{self.path} holds several versions ({names}); choose one with {how}")
 
     def create_version(self, dataset_name: str, version_name: str,
                        parent: DatasetVersion | str | None = None, description: str = "",
                        meta: Mapping[str, Any] | None = None, *, exist_ok: bool = False) -> DatasetVersion:
         """A new draft version; with a parent it starts with a copy of the parent's frames and labels.
+        ``parent`` is a version of the same dataset (``"v1"``), any version as ``"D/V"``, or a
+        ``DatasetVersion``.
 
         ``exist_ok=True`` returns the version of that name when it exists already (as it is: parent
         and description are not compared), so a script that failed half-way can simply run again.
         """
         if not dataset_name or not version_name:
             raise FrameError("dataset_name and version_name must be non-empty")
-        parent_version = self.get_version(dataset_name, parent) if isinstance(parent, str) else parent
 
         def work(txn: lmdb.Transaction) -> int:
             existing = self._find_version(txn, dataset_name, version_name)
@@ -355,17 +404,17 @@ class Archive:
                     return existing["id"]
                 raise FrameError(f"version {dataset_name}/{version_name} exists already; open it with "
                                  "get_version, or pass exist_ok=True to create_version to reuse it")
+            prec = None if parent is None else self._parent_record(txn, dataset_name, parent)
             counter = txn.get(b"next_version", db=self._dbs["meta"])
             vid = U64.unpack(counter)[0] if counter else 1
             txn.put(b"next_version", u64(vid + 1), db=self._dbs["meta"])
             rec: dict[str, Any] = {
                 "id": vid, "dataset": dataset_name, "name": version_name, "parent": None,
-                "created": time.time(), "description": description, "meta": dict(meta or {}),
-                "state": "draft", "mask_labels": [], "label_colors": {}, "meta_types": {},
-                "next_seq": 0, "count": 0, "generation": 0,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "description": description,
+                "meta": dict(meta or {}), "state": "draft", "mask_labels": [], "label_colors": {},
+                "meta_types": {}, "next_seq": 0, "count": 0, "generation": 0,
             }
-            if parent_version is not None:
-                prec = _version_record(txn, self, parent_version.id)
+            if prec is not None:
                 rec.update({k: prec[k] for k in ("mask_labels", "label_colors", "meta_types", "next_seq", "count")})
                 rec["parent"] = prec["id"]
                 self._copy_version_entries(txn, u64(prec["id"]), u64(vid))
@@ -380,12 +429,21 @@ class Archive:
             items = [(dst + key[8:], value) for key, value in entries(txn, db, src)]
             txn.cursor(db=db).putmulti(items, dupdata=name in DUP_DBS)
 
-    def delete_version(self, dataset_name: str, version_name: str) -> None:
-        """Remove a version and everything it holds (its children keep their own copies)."""
-        version = self.get_version(dataset_name, version_name)
-        prefix = u64(version.id)
-
-        def work(txn: lmdb.Transaction) -> None:
+    def delete_version(self, dataset_name: str, version_name: str, force: bool = False) -> list[DatasetVersion]:
+        """Remove a version and everything it holds; returns its children, which keep their frames (each
+        child has its own copy) and take the deleted version's parent. A published version or one with
+        children needs ``force=True``. Embedded files stay until ``compact``: other versions may use them."""
+        def work(txn: lmdb.Transaction) -> list[int]:
+            rec = self._find_version(txn, dataset_name, version_name)
+            if rec is None:
+                raise self._not_found(f"{dataset_name}/{version_name}", txn)
+            children = [r for r in self._version_records(txn) if r["parent"] == rec["id"]]
+            reasons = (["it is published"] if rec["state"] == "published" else []) + \
+                ([f"it has children ({', '.join(map(self._label, children))})"] if children else [])
+            if reasons and not force:
+                raise VersionError(f"version {self._label(rec)} was not deleted: {' and '.join(reasons)}; "
+                                   "pass force=True to delete it anyway (children keep their frames)")
+            prefix = u64(rec["id"])
             for name in VERSION_DBS:
                 cursor = txn.cursor(db=self._dbs[name])
                 if cursor.set_range(prefix):
@@ -393,7 +451,34 @@ class Archive:
                         if not cursor.delete(dupdata=True):
                             break
             txn.delete(prefix, db=self._dbs["versions"])
-        self.write(work)
+            for child in children:  # a published child too: its parent link is history, not content
+                child["parent"] = rec["parent"]
+                txn.put(u64(child["id"]), records.encode_version(child), db=self._dbs["versions"])
+            return [child["id"] for child in children]
+
+        return [DatasetVersion(self, vid) for vid in self.write(work)]
+
+    def versions_info(self) -> list[dict[str, Any]]:
+        """One row per version, oldest first: ``dataset``, ``version``, ``frames``, ``state``, ``parent``
+        (``"D/V"`` or None), ``created`` (ISO 8601 UTC; None for versions from before it was stored) and
+        ``description``: what ``maskstore versions --json`` prints. One snapshot."""
+        return [row for _, row in self.read(self._version_rows)]
+
+    def info(self) -> dict[str, Any]:
+        """What ``maskstore info`` shows: the file, its format and size, and every version's row of
+        ``versions_info`` with the number of mask values it labels (``labelled_values``)."""
+        rows = [{**row, "labelled_values": len(rec["mask_labels"])} for rec, row in self.read(self._version_rows)]
+        return {"archive": str(self.path), "format": records.FORMAT_VERSION, "size": self.path.stat().st_size,
+                "versions": rows}
+
+    def _version_rows(self, txn: lmdb.Transaction) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        recs = list(self._version_records(txn))
+        labels = {rec["id"]: self._label(rec) for rec in recs}
+        return [(rec, {"dataset": rec["dataset"], "version": rec["name"], "frames": rec["count"],
+                       "state": rec["state"], "parent": labels.get(rec["parent"]),
+                       "created": DatasetVersion.created_text(rec.get("created")),
+                       "description": rec["description"] if isinstance(rec.get("description"), str) else ""})
+                for rec in recs]
 
     # ------------------------------------------------------------------ blobs
 
@@ -421,8 +506,11 @@ class Archive:
             return uri
         return str(self._folder / path)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return open_image(self.resolve(uri), self.read_blob, what=what)
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        """Decode an image or mask (a video's frame at ``timestamp`` ms) named by a frame's URI."""
+        return open_image(self.resolve(uri), self.read_blob, what=what, timestamp=timestamp,
+                          content_type=content_type)
 
 
 def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
@@ -575,6 +663,34 @@ class DatasetVersion:
         return None if pid is None else DatasetVersion(self.archive, pid)
 
     @property
+    def children(self) -> list[DatasetVersion]:
+        """Versions made from this one (``create_version(parent=...)``), oldest first."""
+        return [v for v in self.archive.versions() if v.record()["parent"] == self.id]
+
+    @property
+    def description(self) -> str:
+        text = self.record().get("description")
+        return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> str | None:
+        """When the version was created, ISO 8601 in UTC (``2026-01-31T12:00:00+00:00``)."""
+        return self.created_text(self.record().get("created"))
+
+    @staticmethod
+    def created_text(stored: Any) -> str | None:
+        """A record's ``created`` as ISO 8601 UTC: records store that text; older ones stored Unix
+        seconds, and the oldest nothing (None)."""
+        if isinstance(stored, str):
+            return stored
+        if isinstance(stored, (int, float)) and not isinstance(stored, bool):
+            try:
+                return datetime.fromtimestamp(stored, timezone.utc).isoformat(timespec="seconds")
+            except (OverflowError, OSError, ValueError):
+                return None
+        return None
+
+    @property
     def state(self) -> str:
         return self.record()["state"]
 
@@ -622,10 +738,29 @@ class DatasetVersion:
         return self.archive.write(work)
 
     def publish(self) -> None:
-        """Make the version read-only for ever."""
+        """Make the version read-only for ever; publishing a published version changes nothing."""
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> None:
             rec["state"] = "published"
-        self._update(work)
+        if not self.is_published:
+            self._update(work)
+
+    def rename(self, new_name: str) -> None:
+        """Give the version another name within its dataset. Children keep pointing at it (they store
+        its id, not its name); a name another version of the dataset has is refused. A published
+        version can be renamed: its name is how it is found, not part of its content."""
+        if not new_name:
+            raise VersionError("a version name must be non-empty")
+        arc = self.archive
+
+        def work(txn: lmdb.Transaction) -> None:
+            rec = self.record(txn)
+            taken = arc._find_version(txn, rec["dataset"], new_name)
+            if taken is not None and taken["id"] != self.id:
+                raise VersionError(f"cannot rename {rec['dataset']}/{rec['name']} to {new_name}: "
+                                   f"{rec['dataset']}/{new_name} exists already")
+            rec["name"] = new_name
+            txn.put(self.prefix, records.encode_version(rec), db=arc.db("versions"))
+        arc.write(work)
 
     def set_description(self, description: str) -> None:
         self._update(lambda txn, rec: rec.__setitem__("description", description))
@@ -647,6 +782,18 @@ class DatasetVersion:
 
     def get_label_colors(self) -> dict[str, RGB]:
         return {label: parse_color(c) for label, c in self.record()["label_colors"].items()}
+
+    def set_mask_tolerance(self, tolerance: int) -> None:
+        """Mask pixels within ``tolerance`` (largest per-channel difference) of a ``mask_labels`` value
+        carry its labels in rendering, label queries, coverage and stats: for lossy (video) masks.
+        Applied when read, so changing it rebuilds nothing; ``mask.value`` stays exact."""
+        tolerance = check_tolerance(tolerance)
+        self._update(lambda txn, rec: rec.__setitem__("mask_tolerance", tolerance))
+
+    def get_mask_tolerance(self) -> int:
+        return self.record().get("mask_tolerance", 0)
+
+    mask_tolerance = property(get_mask_tolerance)
 
     # ------------------------------------------------------------------ writing frames
 
@@ -894,9 +1041,10 @@ class DatasetVersion:
         from .loaders import iter_arrays
         return iter_arrays(self, query, **options)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""
-        return self.archive.open_image(uri, what)
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
 
 # ---------------------------------------------------------------------------------------- default archive

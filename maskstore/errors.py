@@ -22,6 +22,11 @@ class VersionNotFoundError(MaskstoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class VersionError(MaskstoreError, ValueError):
+    """A version cannot be renamed or deleted as asked: the name is taken, or deleting a published
+    version or one with children was not forced."""
+
+
 class FrameNotFoundError(MaskstoreError, KeyError):
     """No frame with that id in the version."""
 

@@ -56,7 +56,7 @@ def frame_arrays(frame: Frame, version: DatasetVersion, mode: str = "index",
     elif enumeration is not None:
         raise FrameError('an enumeration applies to mode="index" only')
     source, _ = pick_mask(frame, source_id, mask_id)
-    image = source_rgb(version.open_image(source.uri, what="image"))
+    image = source_rgb(version.open_image(source.uri, "image", source.timestamp or 0, source.content_type))
     return image, render(frame, version, **options)
 
 

@@ -34,7 +34,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import FrameError, MaskError
-from .labels import RGB, default_colors, nfc, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb
+from .labels import (RGB, default_colors, nfc, normalize_mask_labels, pack_rgb, parse_color, unpack_rgb,
+                     within_tolerance)
 from .media import GREY_TABLE, MaskPixels, eight_bit, mask_alpha, mask_pixels, palette_table
 from .model import Frame, Mask, Source
 
@@ -57,6 +58,9 @@ class RenderVersion(Protocol):
     def mask_labels(self) -> list[dict]: ...
 
     def get_label_colors(self) -> Mapping[str, Any]: ...
+
+    @property
+    def mask_tolerance(self) -> int: ...
 
     def open_image(self, uri: str, what: str = "image") -> Image.Image: ...
 
@@ -572,17 +576,11 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
     """
     check_options(mode, opacity, colors, background, layer_only, resize, enumeration, ignore, tint)
     bg, tint_rgb = _color(background), _color(tint)
-    tables: ColorTable | ClassTable | None = None
-    if mode == "segmentation":
-        tables = color_table(version.mask_labels, version.get_label_colors(), colors)
-    elif mode == "index":
-        tables = class_table(version.mask_labels, enumeration or {}, ignore)
-
     source, mask = pick_mask(frame, source_id, mask_id)
-    mask_image = version.open_image(mask.uri, what="mask")
+    mask_image = version.open_image(mask.uri, "mask", mask.timestamp or 0, mask.content_type)
     src_image = None
     if not (mode == "index" or layer_only) or source.width is None or source.height is None:
-        src_image = version.open_image(source.uri, what="image")
+        src_image = version.open_image(source.uri, "image", source.timestamp or 0, source.content_type)
     size = src_image.size if src_image is not None else (source.width, source.height)
     mask_image = _fit(mask_image, size, resize, frame, mask.uri)  # type: ignore[arg-type]
 
@@ -595,10 +593,20 @@ def render(frame: Frame, version: RenderVersion, mode: str = "segmentation", opa
         if tint_rgb is not None:
             return _alpha_blend(kernels, src, alpha, _alpha_table(tint_rgb, opacity_to_alpha(opacity)))
         return _alpha_rgba(kernels, src, alpha)
+    mask_labels = version.mask_labels
+    tolerance = getattr(version, "mask_tolerance", 0)
+    # An RGB mask read in place is not MaskPixels: index maps and lossy masks take mask_pixels.
+    values: MaskValues = (_mask_values(mask_image, mask.uri, kernels) if mode == "segmentation" and not tolerance
+                          else mask_pixels(mask_image, mask.uri))
+    if tolerance:  # lossy masks: values near a labelled one take its labels (spec section 10)
+        assert isinstance(values, MaskPixels)
+        mask_labels = within_tolerance(mask_labels, values.distinct(), tolerance)
+    tables: ColorTable | ClassTable = (class_table(mask_labels, enumeration or {}, ignore) if mode == "index"
+                                       else color_table(mask_labels, version.get_label_colors(), colors))
     if isinstance(tables, ClassTable):
-        return class_map(mask_pixels(mask_image, mask.uri), tables)
+        assert isinstance(values, MaskPixels)
+        return class_map(values, tables)
     assert isinstance(tables, ColorTable)
-    values = _mask_values(mask_image, mask.uri, kernels)
     if layer_only:
         return _layer(kernels, values, tables, opacity_to_alpha(opacity), bg)
     assert src_image is not None

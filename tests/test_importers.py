@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 import os
 import shutil
@@ -382,9 +380,3 @@ def test_dry_run_summarises_without_writing(tmp_path, voc_root):
     assert summary.frames == 3
     assert [w for w, _ in summary.problems] == ["a", "a", "#3"]
     assert "file not found" in summary.problems[0][1] and "given twice" in summary.problems[1][1]
-
-
-@pytest.mark.parametrize("name", ["maskstore.ingest", "maskstore.ingest.cityscapes", "maskstore.ingest.voc"])
-def test_docstring_examples(name):
-    module = importlib.import_module(name)
-    assert doctest.testmod(module).failed == 0

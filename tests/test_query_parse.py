@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from maskstore.errors import MaskstoreError, QueryError
-from maskstore.query import check, nodes, parse
 from maskstore.query.check import check_query, compile_glob
 from maskstore.query.nodes import (FIELDS, And, Compare, Coverage, Field, Has, In, Not, Or, Query, RoiAll,
                                    to_text, value_text)
@@ -266,11 +264,6 @@ def test_to_text_parenthesises_by_precedence() -> None:
     assert to_text(Not(Not(a))) == 'not not id == "a"'
     assert to_text(Query(None, F("meta", "a b"), True, 5)) == 'order by meta."a b" desc limit 5'
     assert value_text("line\nbreak\u2028\x00") == r'"line\nbreak\u2028\u0000"'
-
-
-@pytest.mark.parametrize("module", [nodes, parse, check])
-def test_docstring_examples_run(module: object) -> None:
-    assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
 
 
 # --- properties --------------------------------------------------------------------------------

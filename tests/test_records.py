@@ -49,7 +49,8 @@ def test_version_record_round_trip(rec):
 
 
 def test_format_record_round_trip():
-    assert records.decode_format(records.encode_format()) == {"name": "maskstore", "version": records.FORMAT_VERSION}
+    assert records.decode_format(records.encode_format()) == {"name": "maskstore", "version": records.FORMAT_VERSION,
+                                                              "required_features": [], "optional_features": []}
 
 
 def test_newer_record_format_is_refused_with_the_version_needed():
@@ -77,7 +78,6 @@ def test_huge_declared_lengths_are_refused_without_allocating():
     body = b"\xdd\xff\xff\xff\xff"
     with pytest.raises(ArchiveError, match="damaged"):
         records.decode_frame(bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body)
-    assert msgpack.packb([1]) != body
 
 
 # ------------------------------------------------------------------------------------ hostile records

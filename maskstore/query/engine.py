@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import records
 from ..archive import CHUNK_BITS, DatasetVersion, u64
+from ..labels import within_tolerance
 from ..model import Frame, frame_from_dict
 from . import columns
 from .check import check_query, warn_unknown_labels
@@ -44,7 +45,23 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     if cached is None or cached[0] != rec["generation"]:
         cached = (rec["generation"], columns.load_chunks(txn, version, rec["generation"]), {})
         cache[version.id] = cached
-    return Context(txn, version, cached[1], Labels(rec["mask_labels"]), rec["meta_types"], cached[2])
+    return Context(txn, version, cached[1], Labels(_mask_labels(txn, version, rec)), rec["meta_types"], cached[2])
+
+
+def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict) -> list[dict]:
+    """``mask_labels`` as queries see them: under a mask tolerance, each stored value near a labelled
+    one (the version's distinct values: the keys of its value index) takes that one's labels."""
+    tolerance = rec.get("mask_tolerance", 0)
+    if not tolerance:
+        return rec["mask_labels"]
+    cursor = txn.cursor(db=version.archive.db("ix_value"))
+    keys = []
+    if cursor.set_range(version.prefix):
+        for key in cursor.iternext_nodup(keys=True, values=False):
+            if not key.startswith(version.prefix):
+                break
+            keys.append(int.from_bytes(key[len(version.prefix):], "big"))
+    return within_tolerance(rec["mask_labels"], np.array(keys, dtype=np.int64), tolerance)
 
 
 def _plan(query: Query, ctx: Context) -> Step:

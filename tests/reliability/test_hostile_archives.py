@@ -595,7 +595,8 @@ def test_check_names_frames_whose_embedded_blobs_are_missing(template: Path, tmp
     result = cli("check", path)
     assert result.returncode == 1, result.stdout
     lines = [ln for ln in result.stdout.splitlines() if digest.hex() in ln]
-    assert lines and "'f3'" in lines[0] and "missing" in lines[0], result.stdout
+    assert lines and "frame f3: the image of source 0 is the embedded file" in lines[0] and "missing" in lines[0], \
+        result.stdout
 
 
 # ------------------------------------------------------------------------------------ terminal escapes
