@@ -305,7 +305,7 @@ def blend_rgb(const uint8_t[:, :, ::1] src, const uint8_t[:, :, :] mask, const u
     if h == 0 or w == 0:
         return
     cdef Py_ssize_t sp = src.strides[1], mp = mask.strides[1], mc = mask.strides[2]
-    cdef bint runs = LANES and sp == 4 and mp == 4 and mc == 1
+    cdef bint runs = LANES and sp == 4 and mp == 4 and mc == 1 and mask.shape[2] == 4  # Pillow's RGBX
     cdef const uint8_t* table = &lut[0, 0, 0]
     cdef const uint16_t* lane = &lanes[0, 0]
     cdef const uint32_t* k = &keys[0] if n else NULL
