@@ -1,27 +1,12 @@
-"""The LMDB environment: versions, frame records and their secondary indexes, written together.
+"""The façade: versions, frames, labels and blobs of one archive, over the stages below.
 
-Layout (one environment, one file, named sub-databases; keys big-endian so they sort numerically):
-
-=============  ===================================  ==========================================
-sub-db         key                                  value
-=============  ===================================  ==========================================
-meta           b"format", b"next_version"           format record / counter
-versions       version id (8)                       version record
-frames         version id (8) + seq (8)             frame record (the normalized frame dict)
-frame_ids      version id (8) + frame id (utf-8)    seq (8)
-ix_context     version id (8) + context id          seq (dupsort, dupfixed)
-ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
-ix_source      version id (8) + source id           seq (dupsort, dupfixed)
-ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
-ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
-dirty          version id (8) + chunk (8)           empty: column chunks to rebuild for scans
-columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
-blobs          sha256 (32)                          embedded image or mask bytes
-=============  ===================================  ==========================================
-
-Every write is one transaction: a frame, its statistics and its index entries commit together.
+The file's layout (sub-databases, keys, records) is ``layout.py`` and FORMAT.md; the LMDB
+environment is ``store.py``; batches are prepared in ``ingest.prepare`` before a write transaction
+opens, and this module writes them: a frame, its statistics and its index entries commit together.
 Labels never enter an index: ``label == X`` resolves X to mask values at query time, so changing
-``mask_labels`` needs no rebuild.
+``mask_labels`` needs no rebuild. Queries, export and array loading are the stages after the
+archive (``query``, ``export``, ``loaders``); the methods here call them, and they never import this
+module.
 """
 
 from __future__ import annotations
@@ -30,153 +15,32 @@ import atexit
 import functools
 import hashlib
 import os
-import struct
-import gc
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 from PIL import Image
 
-from . import _speedups, records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
-                     NetworkFilesystemWarning, ReadOnlyError, VersionError, VersionNotFoundError)
+from . import records
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
+                     ReadOnlyError, VersionError, VersionNotFoundError)
+from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
+                             partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
-from .model import (Frame, frame_from_dict, normalize_frame, normalize_frame_dict, refuse_constructor_words,
-                    type_name)
-from .stats import MaskDecoder
-from .store import DEFAULT_MAX_READERS, Store, lock_default
+from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, chunk_of, entries,
+                     index_entries, text_key, u64)
+from .media import BLOB_PREFIX, blob_digest, local_path, open_image
+from .model import Frame, frame_from_dict
+from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
 
 if TYPE_CHECKING:
     import numpy as np
 
 T = TypeVar("T")
-
-
-class Prepared(NamedTuple):
-    """A batch ready to write, in columns: per frame its id, its record and the (dotted path, type)
-    of its meta values; the index keys of the batch; and its embedded files by digest."""
-
-    ids: list[str]
-    records: list[bytes]
-    types: list[tuple[tuple[str, str], ...]]
-    postings: _speedups.Postings
-    blobs: dict[bytes, bytes]
-
-
-U64 = struct.Struct(">Q")
-INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
-VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS
-DUP_DBS = frozenset(INDEX_DBS)
-MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
-# Content types that ``content_type_of`` gave per file suffix, for the compiled encoder.
-SUFFIX_TYPES: dict[str, str | None] = {}
-CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
-
-
-def u64(n: int) -> bytes:
-    return U64.pack(n)
-
-
-def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of every entry whose key starts with ``prefix``, in key order, duplicates included
-    (MDB_NEXT visits each): how every per-version scan walks its sub-database."""
-    cursor = txn.cursor(db=db)
-    if cursor.set_range(prefix):
-        for key, value in cursor:
-            if not key.startswith(prefix):
-                return
-            yield key, value
-
-
-def text_key(text: str) -> bytes:
-    """Index key bytes of a string; 0xff never starts UTF-8, so hashed keys cannot collide with text."""
-    raw = text.encode("utf-8")
-    return raw if len(raw) <= MAX_KEY_TEXT else b"\xff" + hashlib.sha256(raw).digest()
-
-
-def value_key(rgb: Sequence[int]) -> bytes:
-    """Index key of a mask value: its r, g, b bytes (a ``[r, g, b, count]`` entry works too)."""
-    return bytes(rgb[:3])
-
-
-
-def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_speedups.Postings``), so delete, check and repair agree with it."""
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-    postings.add_record(0, rec)
-    return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
-
-
-def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted path, value) of every meta entry, nested dicts included and walked."""
-    for key, value in meta.items():
-        path = prefix + key
-        yield path, value
-        if isinstance(value, Mapping):
-            yield from meta_items(value, path + ".")
-
-
-def meta_types(meta: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(dotted path, type name) of every meta value; null has no type. Ingest gets the same list
-    from ``model.normalize_frame``, found while validating meta."""
-    return ((path, type_name(value)) for path, value in meta_items(meta) if value is not None)
-
-
-def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str) -> None:
-    old = known.get(path)
-    if old is None or old == kind:
-        known[path] = kind
-    elif {old, kind} == {"int", "float"}:
-        known[path] = "float"  # ints widen to float; both are numbers
-    else:
-        raise FrameError(f"frame {frame_id!r}: meta.{path} is a {kind} here but a {old} in other frames of "
-                         "this version; a meta key keeps one type across a version")
-
-
-NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs",
-                                 "fuse.glusterfs", "lustre", "fuse.s3fs", "fuse.rclone", "davfs", "fuse.davfs2"})
-
-
-def mounts() -> list[tuple[str, str]]:
-    """(mount point, file system type) of this machine's mounts (Linux); empty where unknown."""
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    return [(fields[1].replace("\\040", " "), fields[2]) for fields in (line.split() for line in lines)
-            if len(fields) >= 3]
-
-
-def network_filesystem(path: Path) -> str | None:
-    """The file system type when ``path`` lives on a network mount, else None."""
-    folder = str(path.resolve().parent)
-    best = ("", "")
-    for point, fstype in mounts():
-        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best[0]):
-            best = (point, fstype)
-    return best[1] if best[1] in NETWORK_FILESYSTEMS else None
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector around a batch: a batch allocates many small containers
-    that all live until it ends, so generational collections would only rescan them (a quarter of
-    ingest time when measured)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Archive:
@@ -195,7 +59,7 @@ class Archive:
         self.path = Path(path)
         self._folder = self.path.absolute().parent
         self.readonly = readonly
-        self._decoder = MaskDecoder(jobs)
+        self._preparer = Preparer(jobs)
         if self.path.is_dir():
             raise ArchiveError(f"{self.path} is a folder; an archive is a single file (e.g. data.maskstore)")
         if readonly and not self.path.exists():
@@ -241,7 +105,7 @@ class Archive:
         """Sub-database handles. A read-only open takes them in read transactions, so it never waits for
         a writer; a writable open takes the writer lock for one instant (py-lmdb opens a writable
         environment's handles in a write transaction), creating what a new archive lacks."""
-        wanted = ("meta", "versions", "blobs") + VERSION_DBS
+        wanted = SUB_DATABASES
         self._dbs.clear()
         if not self.readonly:
             self._create_dbs(wanted)
@@ -254,7 +118,7 @@ class Archive:
         for name in wanted:
             self._dbs[name] = self.env.open_db(name.encode(), create=False, dupsort=name in DUP_DBS,
                                                dupfixed=name in DUP_DBS)
-        fmt = self.read(lambda t: t.get(b"format", db=self._dbs["meta"]))
+        fmt = self.read(lambda t: t.get(FORMAT_KEY, db=self._dbs["meta"]))
         if fmt is None:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
         self._decode_format(fmt)
@@ -265,11 +129,11 @@ class Archive:
             for name in wanted:
                 self._dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True, dupsort=name in DUP_DBS,
                                                    dupfixed=name in DUP_DBS)
-            fmt = txn.get(b"format", db=self._dbs["meta"])
+            fmt = txn.get(FORMAT_KEY, db=self._dbs["meta"])
             if fmt is None:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
-                txn.put(b"format", records.encode_format(), db=self._dbs["meta"])
+                txn.put(FORMAT_KEY, records.encode_format(), db=self._dbs["meta"])
             else:
                 self._decode_format(fmt)
         self.write(work)
@@ -297,7 +161,7 @@ class Archive:
         self._store.sync()
 
     def close(self) -> None:
-        self._decoder.close()
+        self._preparer.close()
         self._store.close()
 
     def __enter__(self) -> Archive:
@@ -314,6 +178,12 @@ class Archive:
             if u64(rec["id"]) != key:  # the key is what frames and lookups use
                 raise ArchiveError(f"version record {bytes(key).hex()} is damaged: it says id {rec['id']}")
             yield rec
+
+    def _version_record(self, txn: lmdb.Transaction, vid: int) -> dict[str, Any]:
+        data = txn.get(u64(vid), db=self._dbs["versions"])
+        if data is None:
+            raise VersionNotFoundError(f"version id {vid} no longer exists in {self.path}")
+        return records.decode_version(data)
 
     def versions(self) -> list[DatasetVersion]:
         """Every version of every dataset, oldest first."""
@@ -350,7 +220,7 @@ class Archive:
             if parent.archive is not self:
                 raise VersionError(f"parent {parent.label} is in {parent.archive.path}, not in {self.path}; "
                                    "copy its frames into this archive first")
-            return _version_record(txn, self, parent.id)
+            return self._version_record(txn, parent.id)
         found = self._find_version(txn, dataset_name, parent)
         if found is not None:
             return found
@@ -405,9 +275,9 @@ class Archive:
                 raise FrameError(f"version {dataset_name}/{version_name} exists already; open it with "
                                  "get_version, or pass exist_ok=True to create_version to reuse it")
             prec = None if parent is None else self._parent_record(txn, dataset_name, parent)
-            counter = txn.get(b"next_version", db=self._dbs["meta"])
+            counter = txn.get(NEXT_VERSION_KEY, db=self._dbs["meta"])
             vid = U64.unpack(counter)[0] if counter else 1
-            txn.put(b"next_version", u64(vid + 1), db=self._dbs["meta"])
+            txn.put(NEXT_VERSION_KEY, u64(vid + 1), db=self._dbs["meta"])
             rec: dict[str, Any] = {
                 "id": vid, "dataset": dataset_name, "name": version_name, "parent": None,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "description": description,
@@ -484,10 +354,9 @@ class Archive:
 
     def read_blob(self, hexdigest: str) -> bytes:
         """Bytes of an embedded image or mask."""
-        try:
-            key = bytes.fromhex(hexdigest)
-        except ValueError:
-            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI") from None
+        key = blob_digest(hexdigest)
+        if key is None:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI (64 hex digits)")
         data = self.read(lambda t: t.get(key, db=self._dbs["blobs"]))
         if data is None:
             raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not embedded in {self.path}")
@@ -511,101 +380,6 @@ class Archive:
         """Decode an image or mask (a video's frame at ``timestamp`` ms) named by a frame's URI."""
         return open_image(self.resolve(uri), self.read_blob, what=what, timestamp=timestamp,
                           content_type=content_type)
-
-
-def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
-    data = txn.get(u64(vid), db=archive.db("versions"))
-    if data is None:
-        raise VersionNotFoundError(f"version id {vid} no longer exists in {archive.path}")
-    return records.decode_version(data)
-
-
-def _encode(frames: list[dict[str, Any]]) -> list[bytes]:
-    """The frame records, or a FrameError naming the first frame that JSON can carry but the archive
-    cannot store."""
-    try:
-        return records.encode_frames(frames)
-    except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
-        for frame in frames:
-            try:
-                records.encode_frame(frame)
-            except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as exc:
-                raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
-                                 "Unicode without lone surrogates, integers within 64 bits)") from None
-        raise
-
-
-_BLOB_MARK = BLOB_PREFIX.encode()
-
-
-def file_references(frame: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
-    """(dict, key) of every file a frame dict names: source and mask ``uri``s and a mask's
-    ``instance_uri`` (Cityscapes instanceIds), the files ``--embed`` copies in."""
-    for source in frame["sources"]:
-        yield source, "uri"
-        for mask in source["masks"]:
-            yield mask, "uri"
-            if isinstance(mask.get("instance_uri"), str):
-                yield mask, "instance_uri"
-
-
-def _check_blobs_present(txn: lmdb.Transaction, archive: Archive, batch: Prepared) -> None:
-    """Frames may name embedded files (``blob:sha256:...``) only when this archive holds them: a frame
-    moved from another archive without its files would pass ingest and fail at render. Records are
-    scanned as bytes first, so batches without blob URIs cost one substring search per record."""
-    for frame_id, record in zip(batch.ids, batch.records):
-        if _BLOB_MARK not in record:
-            continue
-        for item, field in file_references(records.decode_frame(record)):
-            uri = item[field]
-            if not uri.startswith(BLOB_PREFIX):
-                continue
-            try:
-                key = bytes.fromhex(uri[len(BLOB_PREFIX):])
-            except ValueError:
-                raise FrameError(f"frame {frame_id!r}: {uri} is not a valid blob URI") from None
-            if txn.get(key, db=archive.db("blobs")) is None:
-                raise FrameError(f"frame {frame_id!r}: {uri} is not embedded in {archive.path}; copy frames "
-                                 "between archives with their files (ingest the original files with --embed)")
-
-
-def _check_ids(ids: list[str]) -> None:
-    """Frame ids of one call are unique and short enough to be keys (4 UTF-8 bytes a character at most,
-    so the caller checks only batches with a long id, or a repeated one)."""
-    seen: set[str] = set()
-    for frame_id in ids:
-        if frame_id in seen:
-            raise FrameError(f"frame id {frame_id!r} appears twice in one call; ids must be unique")
-        if len(frame_id.encode("utf-8", errors="surrogatepass")) > MAX_KEY_TEXT:
-            raise FrameError(f"frame id {frame_id[:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
-        seen.add(frame_id)
-
-
-def _partial_frame_dict(frame: Frame | Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a caller really gave, for merging: defaults must not overwrite stored values."""
-    if isinstance(frame, Mapping):
-        return dict(frame)
-    d = frame.to_dict()
-    if frame._timestamp is None:
-        d.pop("timestamp")
-    if frame._context_id is None:
-        d.pop("context_id")
-    return d
-
-
-def _merge_by_id(old: list[dict], new: list[dict]) -> list[dict]:
-    out = {item["id"]: item for item in old}
-    out.update({item["id"]: item for item in new})
-    return list(out.values())
-
-
-def _merge_frame(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """update_frames(merge=True): meta merges key by key, sources and ROIs by id, the rest replaces."""
-    merged = {**old, **{k: v for k, v in new.items() if k not in ("meta", "sources", "rois")}}
-    merged["meta"] = {**old.get("meta", {}), **normalize_frame_dict({"id": old["id"], "meta": new.get("meta")})["meta"]}
-    merged["sources"] = _merge_by_id(old["sources"], normalize_frame_dict({"id": old["id"], "sources": new.get("sources") or []})["sources"])
-    merged["rois"] = _merge_by_id(old["rois"], normalize_frame_dict({"id": old["id"], "rois": new.get("rois") or []})["rois"])
-    return merged
 
 
 class _OnArchive:
@@ -642,8 +416,8 @@ class DatasetVersion:
     def record(self, txn: lmdb.Transaction | None = None) -> dict[str, Any]:
         """The version record as stored now."""
         if txn is None:
-            return self.archive.read(lambda t: _version_record(t, self.archive, self.id))
-        return _version_record(txn, self.archive, self.id)
+            return self.archive.read(lambda t: self.archive._version_record(t, self.id))
+        return self.archive._version_record(txn, self.id)
 
     @property
     def dataset_name(self) -> str:
@@ -799,51 +573,15 @@ class DatasetVersion:
 
     def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
                  merge: bool = False) -> Prepared:
-        """Normalize, merge, decode mask statistics, read blobs and encode the records: all before the
-        write transaction, so a bad frame fails the call before anything is written."""
+        """The batch to write (``ingest.prepare``), all before the write transaction, so a bad frame
+        fails the call before anything is written; a merge reads the stored frames first."""
         given = list(frames)
         if merge:
-            given = [_partial_frame_dict(f) for f in given]
+            given = [partial_frame_dict(f) for f in given]
             old = self._records_by_id([str(g.get("id")) for g in given])
-            given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
-        elif set(map(type, given)) - {dict}:
-            given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
-        refuse_constructor_words(given)
-        postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-        if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
-            n = len(given)
-            encoded, ids, types = [None] * n, [None] * n, [None] * n
-        else:
-            encoded, ids, types = _speedups.encode_common(given, records.FRAME_HEAD, content_type_of,
-                                                          SUFFIX_TYPES, postings)
-        declined = [pos for pos, record in enumerate(encoded) if record is None]
-        normalized = [normalize_frame(given[pos]) for pos in declined]
-        dicts = [d for d, _ in normalized]
-        for pos, (d, frame_types) in zip(declined, normalized):
-            ids[pos], types[pos] = d["id"], tuple(frame_types)
-        if len(set(ids)) != len(ids) or max(map(len, ids), default=0) * 4 > MAX_KEY_TEXT:
-            _check_ids(ids)
-        self.archive._decoder.fill(dicts, self.archive.read_blob, self.archive.resolve)
-        blobs = self._embed(dicts) if embed else {}
-        for pos, d, record in zip(declined, dicts, _encode(dicts)):
-            encoded[pos] = record
-            postings.add_record(pos, d)
-        return Prepared(ids, encoded, types, postings, blobs)
-
-    def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
-        blobs: dict[bytes, bytes] = {}
-        for d in dicts:
-            for item, key in file_references(d):
-                if item[key].startswith(BLOB_PREFIX):
-                    continue
-                try:
-                    data = read_bytes(self.archive.resolve(item[key]))
-                except MaskstoreError as exc:
-                    raise MaskError(f"frame {d['id']!r}: {exc}") from None
-                uri = blob_uri(data)
-                blobs[bytes.fromhex(uri[len(BLOB_PREFIX):])] = data
-                item["original_" + key], item[key] = item[key], uri
-        return blobs
+            given = [merge_frame(old[str(g.get("id"))], g) for g in given]
+        arc = self.archive
+        return arc._preparer.prepare(given, embed, arc.read_blob, arc.resolve)
 
     def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         def work(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
@@ -868,7 +606,8 @@ class DatasetVersion:
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
-            _check_blobs_present(txn, arc, batch)
+            blobs_db = arc.db("blobs")
+            check_blobs_present(batch, lambda key: txn.get(key, db=blobs_db) is not None, str(arc.path))
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
             id_keys = batch.postings.id_keys(prefix, batch.ids)
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
@@ -885,16 +624,16 @@ class DatasetVersion:
                     else:
                         self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
                         numbers.append(U64.unpack(seq)[0])
-                chunks = sorted({n >> CHUNK_BITS for n in numbers})
+                chunks = sorted({chunk_of(n) for n in numbers})
             else:
                 first = rec["next_seq"]
                 numbers = range(first, first + len(id_keys))
                 rec["next_seq"] += len(id_keys)
-                chunks = range(first >> CHUNK_BITS, ((rec["next_seq"] - 1) >> CHUNK_BITS) + 1)
+                chunks = range(chunk_of(first), chunk_of(rec["next_seq"] - 1) + 1)
             seqs = list(map(u64, numbers))
             new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
-            self._merge_meta_types(rec["meta_types"], batch)
+            merge_meta_types(rec["meta_types"], batch)
             entries = batch.postings.items(prefix, seqs)
             entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
@@ -904,18 +643,8 @@ class DatasetVersion:
             return len(batch.ids)
         return self._update(work)
 
-    @staticmethod
-    def _merge_meta_types(known: dict[str, str], batch: Prepared) -> None:
-        """The version's meta types, with the batch's merged in. Frames of a batch mostly share one
-        list of types, so each distinct list is merged once, in order of first use: a conflict then
-        names the first frame that has it, as a frame-by-frame merge would."""
-        for types in dict.fromkeys(batch.types):
-            for path, kind in types:
-                if known.get(path) != kind:
-                    _merge_meta_type(known, path, kind, batch.ids[batch.types.index(types)])
-
     def _chunk_key(self, seq: bytes) -> bytes:
-        return self.prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS)
+        return self.prefix + u64(chunk_of(U64.unpack(seq)[0]))
 
     def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
         arc = self.archive
@@ -1004,7 +733,8 @@ class DatasetVersion:
         return (d for _, d in self.iter_records())
 
     # ------------------------------------------------------------------ queries (maskstore.query)
-    # The query stage comes after the archive in the data flow, so it is imported at call time.
+    # The stages after the archive (query, export, loaders) load on first use, so ``import maskstore``
+    # stays light; they never import this module.
 
     def query(self, query: str = "") -> Iterator[Frame]:
         """Frames selected by a query, streamed one at a time from one snapshot."""

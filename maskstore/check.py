@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, Archive, DatasetVersion,
-                      entries, file_references, index_entries, meta_types, text_key, u64)
 from .errors import ArchiveError, MaskstoreError
-from .media import BLOB_PREFIX
+from .ingest.prepare import file_references
+from .layout import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, text_key,
+                     u64)
+from .media import BLOB_PREFIX, blob_digest
+from .model import meta_types
 from .query import columns
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 MAX_LISTED = 20  # problems of one kind listed per version (or archive); a summary line counts the rest
 
@@ -217,9 +221,6 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
     return problems
 
 
-HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
 class NamedFile(NamedTuple):
     """One file a frame names: its URI, and where in the frame (for messages)."""
 
@@ -241,7 +242,7 @@ class NamedFile(NamedTuple):
 
 
 def _named_files(rec: dict[str, Any]) -> Iterator[NamedFile]:
-    """Every file a frame record names (``archive.file_references``: what ``--embed`` copies in)."""
+    """Every file a frame record names (``ingest.prepare.file_references``: what ``--embed`` copies in)."""
     source: dict[str, Any] = {}
     for item, field in file_references(rec):
         if "masks" in item:  # sources come before their masks
@@ -262,12 +263,13 @@ def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
             if not uri.startswith(BLOB_PREFIX):
                 continue
             digest = uri[len(BLOB_PREFIX):]
-            if not HEX_DIGEST.fullmatch(digest):
+            key = blob_digest(digest)
+            if key is None:
                 problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is {uri!r}, which is not "
                                                  "a valid embedded file URI (blob:sha256: and 64 hex digits)"))
                 continue
-            named.setdefault(digest, rec["id"])
-            if not cursor.set_key(bytes.fromhex(digest)):
+            named.setdefault(key.hex(), rec["id"])
+            if not cursor.set_key(key):
                 problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is the embedded file {uri}, "
                                                  "which is missing from the archive"))
     return problems, named

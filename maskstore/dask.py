@@ -41,8 +41,9 @@ from distributed import Client, as_completed, default_client
 
 from . import export as exporting
 from . import records
-from .archive import CHUNK_BITS, U64, Archive, DatasetVersion, u64
+from .archive import Archive, DatasetVersion
 from .errors import MaskstoreError, QueryError
+from .layout import CHUNK_BITS, U64, u64
 from .query import columns, engine
 from .query.columns import Chunk, StrColumn
 from .query.evaluate import Labels

@@ -42,12 +42,11 @@ from fractions import Fraction
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .archive import Archive, DatasetVersion
 from .errors import FrameError, MaskError, MaskstoreError
 from .labels import RGB, packed_key, parse_color
 from .layouts import LABEL_TABLE, SPLIT_FOLDER, Layout, file_content, layout_files, plan_layout
@@ -59,6 +58,9 @@ from .stats import process_pool
 from .summary import font
 from .video import encode_video, is_video
 from .video import size_of as video_size_of
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
 
 FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg"}
 # Encoding dominates export time (benchmarks/results/export.md): level 1 with zlib's run-length strategy
@@ -645,10 +647,12 @@ def render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, An
 _WORKER_ARCHIVES: dict[str, Archive] = {}
 
 
-def _worker(job: Job, frames: list[dict[str, Any]]) -> Done:
+def _worker(job: Job, frames: list[dict[str, Any]], open_archive: Callable[..., Archive]) -> Done:
+    """One task in a worker process; ``open_archive`` is the caller's archive class (pickled by name),
+    so this stage opens the worker's own read-only handle without importing the façade above it."""
     archive = _WORKER_ARCHIVES.get(job.archive)
     if archive is None:
-        archive = _WORKER_ARCHIVES[job.archive] = Archive(job.archive, readonly=True)
+        archive = _WORKER_ARCHIVES[job.archive] = open_archive(job.archive, readonly=True)
     try:
         root = os.open(job.out, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
@@ -673,7 +677,8 @@ def _run_here(job: Job, archive: Archive, root: int, tasks: Iterator[list[dict[s
             return
 
 
-def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Iterator[Done]:
+def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int,
+              open_archive: Callable[..., Archive]) -> Iterator[Done]:
     """Results as tasks finish, at most ``4 * jobs`` in flight. After a failed write no task starts;
     the running ones finish and report what they wrote."""
     with process_pool(jobs) as pool:
@@ -682,7 +687,7 @@ def _run_pool(job: Job, tasks: Iterator[list[dict[str, Any]]], jobs: int) -> Ite
         try:
             while True:
                 while not failed and len(pending) < 4 * jobs and (task := next(tasks, None)) is not None:
-                    pending.add(pool.submit(_worker, job, task))
+                    pending.add(pool.submit(_worker, job, task, open_archive))
                 if not pending:
                     return
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -874,5 +879,7 @@ def export(version: DatasetVersion, out: str | os.PathLike[str], query: str = ""
         tasks = by_context(frames) if video else _chunks(frames, FRAMES_PER_TASK)
 
         def run(job: Job, root: int) -> Iterator[Done]:
-            return _run_pool(job, tasks, jobs) if jobs > 1 else _run_here(job, version.archive, root, tasks)
+            if jobs > 1:
+                return _run_pool(job, tasks, jobs, type(version.archive))
+            return _run_here(job, version.archive, root, tasks)
         return write_export(plan, rec, version.archive.path, run, overwrite, progress)

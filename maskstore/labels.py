@@ -10,9 +10,11 @@ of a version never share a default colour (``default_colors``).
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,20 @@ import numpy as np
 from .errors import FrameError
 
 RGB = tuple[int, int, int]
+
+
+@lru_cache(maxsize=None)
+def _packaged(name: str) -> str:
+    return (resources.files("maskstore") / "tables" / f"{name}.json").read_text(encoding="utf-8")
+
+
+def packaged_table(name: str) -> list[dict[str, Any]]:
+    """The ``labels`` list of a table shipped in ``maskstore/tables/<name>.json`` (a fresh copy)."""
+    try:
+        text = _packaged(name)
+    except FileNotFoundError:
+        raise FrameError(f"no packaged label table {name!r}") from None
+    return json.loads(text)["labels"]
 
 
 def pack_rgb(value: Iterable[int]) -> int:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .archive import DatasetVersion
 from .errors import FrameError
 from . import labels
 from .model import Frame
 from .render import pick_mask, render, source_rgb
+
+if TYPE_CHECKING:
+    from .archive import DatasetVersion
 
 ORDERS = ("storage", "random")
 

@@ -103,6 +103,17 @@ def _content_type_of_suffix(suffix: str) -> str | None:
     return mimetypes.guess_type("x." + suffix)[0]
 
 
+def blob_digest(hexdigest: str) -> bytes | None:
+    """The 32-byte key a ``blob:sha256:<hex>`` URI names, or None when ``hexdigest`` is not 64 hex
+    digits (an empty or short key would reach LMDB as an invalid key size)."""
+    if len(hexdigest) != 64:
+        return None
+    try:
+        return bytes.fromhex(hexdigest)
+    except ValueError:
+        return None
+
+
 def blob_uri(data: bytes) -> str:
     return BLOB_PREFIX + hashlib.sha256(data).hexdigest()
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from maskstore import (Archive, ArchiveError, FrameError, FrameNotFoundError, MaskError, ReadOnlyError,
                        SingleFrame, VersionNotFoundError)
-from maskstore.archive import index_entries
+from maskstore.layout import index_entries
 from maskstore.check import check_archive
 from maskstore.query import columns
 from maskstore.records import encode_format
@@ -333,14 +333,14 @@ def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair
 
 
 def test_writable_open_on_a_network_file_system_warns(tmp_path, monkeypatch):
-    from maskstore import NetworkFilesystemWarning, archive as archive_module
-    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4"), (str(tmp_path), "nfs4")])
+    from maskstore import NetworkFilesystemWarning, store as store_module
+    monkeypatch.setattr(store_module, "mounts", lambda: [("/", "ext4"), (str(tmp_path), "nfs4")])
     with pytest.warns(NetworkFilesystemWarning, match="nfs4 network file system"):
         Archive(tmp_path / "n.maskstore").close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Archive(tmp_path / "n.maskstore", readonly=True).close()  # reading from one machine is fine
-    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4")])
+    monkeypatch.setattr(store_module, "mounts", lambda: [("/", "ext4")])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Archive(tmp_path / "local.maskstore").close()

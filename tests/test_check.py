@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from maskstore import Archive, SingleFrame
-from maskstore.archive import text_key, u64, value_key
+from maskstore.layout import text_key, u64, value_key
 from maskstore.check import check_archive, check_media, repair_archive
 from maskstore.cli import main
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from maskstore import Archive, FrameError, MaskError
 from maskstore.cli import main
+from maskstore.labels import packaged_table
 from maskstore.ingest import apply_label_table
-from maskstore.ingest import (IngestInterrupted, IngestReport, builtin_label_table, dry_run, ingest,
-                              packaged_table, set_labels)
+from maskstore.ingest import IngestInterrupted, IngestReport, builtin_label_table, dry_run, ingest, set_labels
 from maskstore.ingest.cityscapes import cityscapes_labels, frames_from_cityscapes
 from maskstore.ingest.folders import pair_folders
 from maskstore.ingest.voc import frames_from_voc, voc_labels

@@ -17,7 +17,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageOps
 
 from maskstore import Archive, MaskError, _speedups, media, records
-from maskstore.archive import MAX_KEY_TEXT, SUFFIX_TYPES, text_key
+from maskstore.ingest.prepare import SUFFIX_TYPES
+from maskstore.layout import MAX_KEY_TEXT, text_key
 from maskstore.cli import main
 from maskstore.media import content_type_of, mask_statistics, read_bytes
 from maskstore.model import normalize_frame_dict

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maskstore import ArchiveError, records
-from maskstore.archive import index_entries
+from maskstore.layout import index_entries
 from maskstore.labels import mask_labels_dict, parse_color
 from maskstore.model import frame_from_dict, normalize_frame_dict
 from maskstore.query.columns import CHUNK, build_chunk, decode_chunk, encode_chunk

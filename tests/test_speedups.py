@@ -15,7 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from maskstore import Archive, FrameError, _speedups, records
-from maskstore.archive import MAX_KEY_TEXT, SUFFIX_TYPES, text_key
+from maskstore.ingest.prepare import SUFFIX_TYPES
+from maskstore.layout import MAX_KEY_TEXT, text_key
 from maskstore.check import check_archive
 from maskstore.media import content_type_of
 from maskstore.model import nfc_keys

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import lmdb
 import numpy as np
 
 from .. import records
-from ..archive import CHUNK_BITS, DatasetVersion, u64
 from ..labels import within_tolerance
+from ..layout import CHUNK_BITS, u64
 from ..model import Frame, frame_from_dict
 from . import columns
 from .check import check_query, warn_unknown_labels
@@ -23,6 +24,9 @@ from .evaluate import Labels
 from .nodes import Query, to_text
 from .parse import parse_query
 from .plan import Context, Everything, Step, plan_expr
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 
 @lru_cache(maxsize=512)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskstore import Archive, records
-from maskstore.archive import text_key, u64, value_key
+from maskstore.layout import text_key, u64, value_key
 
 from .helpers import DATASET, VERSION, assert_archive_consistent, cli, frame_id
 
