@@ -32,11 +32,13 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                "scale with processes?", ["--quick"]),
     "query": ("How fast are queries (and streaming their frames) compared with SQLite on the same "
               "frames?", ["--quick"]),
-    "render": ("Is rendering a 2048x1024 frame no slower than decoding it, and much faster than a naive "
-               "renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
+    "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "
+               "<= 1.3), and much less than a naive renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),
     "viewer": ("Does the frame viewer redraw, step and open large versions within its goals in Chromium?",
                ["--frames", "100000"]),
+    "purepython": ("What does the compiled _speedups buy over its pure-Python twin (MASKSTORE_PUREPYTHON=1), "
+                   "for ingest and decode_frame?", ["--quick"]),
     "video": ("Does rendering consecutive video frames cost little more than decoding the videos?",
               ["--frames", "60", "--repeats", "1"]),
     "lifecycle": ("Are diff (1,000,000 frames, 1% edited) and copy (100,000 frames) much faster than decoding "

@@ -33,7 +33,7 @@ from typing import Any
 
 import lmdb
 
-from . import _speedups
+from . import _accel
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
@@ -81,7 +81,7 @@ def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[byt
 
 def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_speedups.Postings``), so delete, check and repair agree with it."""
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+    writer's own definition (``_accel.Postings``), so delete, check and repair agree with it."""
+    postings = _accel.Postings(text_key, MAX_KEY_TEXT)
     postings.add_record(0, rec)
     return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}

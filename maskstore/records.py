@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 
-from ._speedups import MAX_FRAME_PIXELS, frame_ok  # the shape readers rely on, compiled
+from ._accel import MAX_FRAME_PIXELS, frame_ok, frame_problem  # compiled, or its pure-Python twin
 from .errors import ArchiveError
 
 FORMAT_NAME = "maskstore"
@@ -193,6 +193,6 @@ def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
 def decode_frame(data: bytes | memoryview | None, what: str = "frame") -> dict[str, Any]:
     """A frame record; ``what`` names it in errors (e.g. "frame seq 12")."""
     body = _unpack(KIND_FRAME, data, what)
-    if not frame_ok(body):
-        raise ArchiveError(f"{what} record is damaged: fields missing or of the wrong type")
+    if not frame_ok(body):  # the walk that names the field runs only now, on the refused record
+        raise ArchiveError(f"{what} record is damaged: {frame_problem(body)}")
     return body

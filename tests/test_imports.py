@@ -24,7 +24,7 @@ ON_TOP = {"maskstore", "maskstore.cli", "maskstore.demo", "maskstore.dask", "mas
 BELOW = {"maskstore.errors", "maskstore.layout", "maskstore.store", "maskstore.records", "maskstore.model",
          "maskstore.labels", "maskstore.media", "maskstore.stats", "maskstore.render", "maskstore.export",
          "maskstore.loaders", "maskstore.check", "maskstore.summary", "maskstore.layouts", "maskstore.upgrade",
-         "maskstore.video", "maskstore.lifecycle"}
+         "maskstore.video", "maskstore._accel", "maskstore._fallback", "maskstore.lifecycle"}
 BELOW_PACKAGES = ("maskstore.ingest", "maskstore.query")
 
 

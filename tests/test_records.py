@@ -160,5 +160,8 @@ def test_a_missing_record_is_an_archive_error_naming_it():
 def test_pixel_counts_must_fit_the_columns(count):
     frame = normalize_frame_dict({"id": "x", "sources": [{"uri": "a", "masks": [{"uri": "m", "values": [[1, 1, 1, 1]]}]}]})
     frame["sources"][0]["masks"][0]["values"][0][3] = count
-    with pytest.raises(ArchiveError, match="fields missing or of the wrong type"):
-        records.decode_frame(records.encode_frame(frame))
+    field = (f"sources masks count {count} pixels in all (expected at most 2**50)" if type(count) is int and count > 0
+             else f"sources[0].masks[0].values[0] is [1, 1, 1, {count!r}] (expected [r, g, b, count]")
+    with pytest.raises(ArchiveError) as refused:
+        records.decode_frame(records.encode_frame(frame), "frame seq 4")
+    assert str(refused.value).startswith(f"frame seq 4 record is damaged: frame 'x': {field}")

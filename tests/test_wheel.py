@@ -70,6 +70,8 @@ def test_wheel_ships_the_grammar_and_answers_queries(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "maskstore/grammar/query.lark" in names
     assert "maskstore/query/parse.py" in names and not any(n.startswith("tests/") for n in names)
+    for compiled in ("maskstore/_speedups", "maskstore/_blend"):  # built, not left to the numpy fallback
+        assert any(n.startswith(compiled) and n.endswith((".so", ".pyd")) for n in names), compiled
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from .. import _speedups, records
+from .. import _accel, records
 from ..errors import FrameError, MaskError, MaskstoreError
 from ..layout import MAX_KEY_TEXT, text_key
 from ..media import BLOB_PREFIX, blob_digest, blob_uri, content_type_of, read_bytes
@@ -31,7 +31,7 @@ class Prepared(NamedTuple):
     ids: list[str]
     records: list[bytes]
     types: list[tuple[tuple[str, str], ...]]
-    postings: _speedups.Postings
+    postings: _accel.Postings
     blobs: dict[bytes, bytes]
 
 
@@ -53,12 +53,12 @@ class Preparer:
         if set(map(type, given)) - {dict}:
             given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
         refuse_constructor_words(given)
-        postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+        postings = _accel.Postings(text_key, MAX_KEY_TEXT)
         if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
             n = len(given)
             encoded, ids, types = [None] * n, [None] * n, [None] * n
         else:
-            encoded, ids, types = _speedups.encode_common(given, records.FRAME_HEAD, content_type_of,
+            encoded, ids, types = _accel.encode_common(given, records.FRAME_HEAD, content_type_of,
                                                           SUFFIX_TYPES, postings)
         declined = [pos for pos, record in enumerate(encoded) if record is None]
         normalized = [normalize_frame(given[pos]) for pos in declined]
