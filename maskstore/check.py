@@ -21,6 +21,7 @@ import lmdb
 from . import records
 from .errors import ArchiveError, MaskstoreError
 from .ingest.prepare import file_references
+from .lifecycle import referenced_blobs
 from .layout import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, text_key,
                      u64)
 from .media import BLOB_PREFIX, blob_digest
@@ -115,15 +116,7 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
     return frames
 
 
-@dataclass
-class _VersionCheck:
-    """One version's problems, and the embedded files its frames name (digest -> first frame id)."""
-
-    problems: list[Problem]
-    blobs: dict[str, str]
-
-
-def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> _VersionCheck:
+def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> list[Problem]:
     prefix = u64(vrec["id"])
     label = f"{vrec['dataset']}/{vrec['name']}"
     problems: list[Problem] = []
@@ -150,8 +143,7 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
                 problems.append(Problem("error", f"{_where(label)}: {index} lists {words} for frame seq "
                                                  f"{_seq(seq)}, which holds no frame"))
     problems += _check_columns(arc, txn, prefix, label, frames)
-    blob_problems, blobs = _check_blob_refs(arc, txn, label, frames)
-    return _VersionCheck(problems + blob_problems, blobs)
+    return problems + _check_blob_refs(arc, txn, label, frames)
 
 
 def _check_ids(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
@@ -251,12 +243,10 @@ def _named_files(rec: dict[str, Any]) -> Iterator[NamedFile]:
 
 
 def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
-                     frames: dict[bytes, dict[str, Any]]) -> tuple[list[Problem], dict[str, str]]:
-    """Embedded images and masks (``blob:sha256:`` URIs) the frames name must be in the archive;
-    returns the problems and the hex digests named (with the first frame naming each)."""
+                     frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
+    """Embedded images and masks (``blob:sha256:`` URIs) the frames name must be in the archive."""
     cursor = txn.cursor(db=arc.db("blobs"))
     problems = []
-    named: dict[str, str] = {}
     for rec in frames.values():
         for which in _named_files(rec):
             uri = which.uri
@@ -268,11 +258,10 @@ def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
                 problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is {uri!r}, which is not "
                                                  "a valid embedded file URI (blob:sha256: and 64 hex digits)"))
                 continue
-            named.setdefault(key.hex(), rec["id"])
             if not cursor.set_key(key):
                 problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is the embedded file {uri}, "
                                                  "which is missing from the archive"))
-    return problems, named
+    return problems
 
 
 def check_archive(archive: Archive, repair: bool = False, media: bool = False) -> list[Problem]:
@@ -285,7 +274,6 @@ def check_archive(archive: Archive, repair: bool = False, media: bool = False) -
 
     def work(txn: lmdb.Transaction) -> None:
         version_keys = set()
-        named: set[str] = set()
         vrecs = []
         for key, data in txn.cursor(db=archive.db("versions")):
             version_keys.add(bytes(key))
@@ -298,31 +286,30 @@ def check_archive(archive: Archive, repair: bool = False, media: bool = False) -
                 problems.append(Problem("error", f"version id {_seq(key)}: its record says id {vrec['id']}"))
                 continue
             vrecs.append(vrec)
-            found = _check_version(archive, txn, vrec)
-            problems.extend(found.problems)
-            named.update(found.blobs)
+            problems.extend(_check_version(archive, txn, vrec))
         ids = {vrec["id"] for vrec in vrecs}
         for vrec in vrecs:
             if vrec["parent"] is not None and vrec["parent"] not in ids:
                 problems.append(Problem("warning", f"{_where(vrec['dataset'] + '/' + vrec['name'])}: its parent, "
                                                    f"version id {vrec['parent']}, no longer exists"))
         problems.extend(_orphans(archive, txn, version_keys))
-        problems.extend(_check_blobs(archive, txn, named))
+        problems.extend(_check_blobs(archive, txn))
     archive.read(work)
     if media:
         problems.extend(check_media(archive))
     return problems
 
 
-def _check_blobs(arc: Archive, txn: lmdb.Transaction, named: set[str]) -> list[Problem]:
-    """Every embedded file must match its hash; one that no frame of any version names is a warning
-    (``maskstore compact`` drops it)."""
+def _check_blobs(arc: Archive, txn: lmdb.Transaction) -> list[Problem]:
+    """Every embedded file must match its hash; one that no frame of any version names is a warning:
+    exactly the files ``maskstore compact`` drops (one definition of "named", ``referenced_blobs``)."""
+    referenced = referenced_blobs(txn, arc)
     problems, unused, unused_bytes = [], [], 0
     for digest, data in txn.cursor(db=arc.db("blobs")):
         uri = f"{BLOB_PREFIX}{bytes(digest).hex()}"
         if hashlib.sha256(data).digest() != digest:
             problems.append(Problem("error", f"embedded file {uri} does not match its sha256: its bytes are damaged"))
-        elif bytes(digest).hex() not in named:
+        elif bytes(digest) not in referenced:
             unused.append(uri)
             unused_bytes += len(data)
     for uri in unused[:MAX_LISTED]:
