@@ -14,7 +14,7 @@ ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
 ix_source      version id (8) + source id           seq (dupsort, dupfixed)
 ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
 ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
-dirty          version id (8) + chunk (8)           empty: column chunks to rebuild for scans
+dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
 columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
@@ -209,6 +209,8 @@ class Archive:
         self._store = Store(self.path, readonly=readonly, lock=lock_default() if lock is None else lock,
                             map_size=map_size, sync=sync, max_readers=max_readers)
         self._dbs: dict[str, Any] = {}
+        # Scan columns the query engine loaded, per version id (query.engine); dropped on close.
+        self.column_cache: dict[int, Any] = {}
         self._store.on_reopen = self._open_dbs
         try:
             self._check_not_truncated()
@@ -297,6 +299,7 @@ class Archive:
         self._store.sync()
 
     def close(self) -> None:
+        self.column_cache.clear()
         self._decoder.close()
         self._store.close()
 
@@ -715,6 +718,7 @@ class DatasetVersion:
     def _write_frames(self, batch: Prepared, must_exist: bool) -> int:
         """Records, then every index entry of the batch sorted and written with one putmulti per
         sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
+        from .query import columns  # downstream of the archive: imported at call time, like the engine
         arc = self.archive
         prefix = self.prefix
 
@@ -738,12 +742,10 @@ class DatasetVersion:
                     else:
                         self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
                         numbers.append(U64.unpack(seq)[0])
-                chunks = sorted({n >> CHUNK_BITS for n in numbers})
             else:
                 first = rec["next_seq"]
                 numbers = range(first, first + len(id_keys))
                 rec["next_seq"] += len(id_keys)
-                chunks = range(first >> CHUNK_BITS, ((rec["next_seq"] - 1) >> CHUNK_BITS) + 1)
             seqs = list(map(u64, numbers))
             new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
@@ -751,9 +753,9 @@ class DatasetVersion:
             entries = batch.postings.items(prefix, seqs)
             entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
-            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
+            columns.update(txn, self, dict(zip(numbers, batch.records)))
             return len(batch.ids)
         return self._update(work)
 
@@ -767,16 +769,12 @@ class DatasetVersion:
                 if known.get(path) != kind:
                     _merge_meta_type(known, path, kind, batch.ids[batch.types.index(types)])
 
-    def _chunk_key(self, seq: bytes) -> bytes:
-        return self.prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS)
-
     def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
         arc = self.archive
         for name, keys in index_entries(d).items():
             db = arc.db(name)
             for key in keys:
                 txn.delete(self.prefix + key, seq, db=db)
-        txn.put(self._chunk_key(seq), b"", db=arc.db("dirty"))
 
     def add_frames(self, frames: Iterable[Frame | Mapping[str, Any]], *, embed: bool = False) -> int:
         """Add frames (objects or frame dicts) in one transaction: all of them or none.
@@ -801,10 +799,12 @@ class DatasetVersion:
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
         """Delete frames by id in one transaction; an unknown id fails the whole call."""
+        from .query import columns
         ids = [f.id if isinstance(f, Frame) else f for f in frame_ids]
 
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             arc = self.archive
+            deleted: dict[int, None] = {}
             for fid in ids:
                 id_key = self.prefix + text_key(fid)
                 seq = txn.get(id_key, db=arc.db("frame_ids"))
@@ -815,6 +815,8 @@ class DatasetVersion:
                 txn.delete(self.prefix + seq, db=arc.db("frames"))
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
+                deleted[U64.unpack(seq)[0]] = None
+            columns.update(txn, self, deleted)
             return len(ids)
         return self._update(work)
 

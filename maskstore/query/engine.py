@@ -39,7 +39,7 @@ def prepare(text: str | Query, meta_types: dict[str, str]) -> Query:
 def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = None) -> Context:
     """The version as of ``txn``; pass its record when the caller has already decoded it."""
     rec = version.record(txn) if rec is None else rec
-    cache = version.archive.__dict__.setdefault("_column_cache", {})
+    cache = version.archive.column_cache
     cached = cache.get(version.id)
     if cached is None or cached[0] != rec["generation"]:
         cached = (rec["generation"], columns.load_chunks(txn, version, rec["generation"]), {})
