@@ -32,6 +32,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                "scale with processes?", ["--quick"]),
     "query": ("How fast are queries (and streaming their frames) compared with SQLite on the same "
               "frames?", ["--quick"]),
+    "scale": ("Do queries stay fast from 100k to 1M frames (first query after ingest, a fresh process, "
+              "order-by-limit, bytes per frame) compared with DuckDB and SQLite?", ["--quick"]),
     "render": ("Is rendering a 2048x1024 frame no slower than decoding it, and much faster than a naive "
                "renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),

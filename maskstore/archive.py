@@ -611,18 +611,25 @@ class DatasetVersion:
     def __hash__(self) -> int:
         return hash((id(self.archive), self.id))
 
-    def _update(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T]) -> T:
-        """Write transaction with the version record loaded, checked writable, and saved after."""
+    def _update(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T], built: dict[bytes, Any] | None = None) -> T:
+        """Write transaction with the version record loaded, checked writable, and saved after; then
+        the archive's cached scan columns follow the commit (``built``: the chunks ``fn`` stored)."""
+        from .query import columns
+        start: dict[str, int] = {}
+
         def work(txn: lmdb.Transaction) -> T:
             rec = self.record(txn)
             if rec["state"] == "published":
                 raise ReadOnlyError(f"version {rec['dataset']}/{rec['name']} is published and read-only; "
                                     "create a child version to change it")
+            start["generation"] = rec["generation"]
             result = fn(txn, rec)
             rec["generation"] += 1
             txn.put(self.prefix, records.encode_version(rec), db=self.archive.db("versions"))
             return result
-        return self.archive.write(work)
+        result = self.archive.write(work)
+        columns.remember(self, start["generation"], built or {})
+        return result
 
     def publish(self) -> None:
         """Make the version read-only for ever."""
@@ -755,9 +762,10 @@ class DatasetVersion:
             entries["frame_ids"] = sorted(new_ids)
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
-            columns.update(txn, self, dict(zip(numbers, batch.records)))
+            built.update(columns.update(txn, self, dict(zip(numbers, batch.records))))
             return len(batch.ids)
-        return self._update(work)
+        built: dict[bytes, Any] = {}
+        return self._update(work, built)
 
     @staticmethod
     def _merge_meta_types(known: dict[str, str], batch: Prepared) -> None:
@@ -816,9 +824,10 @@ class DatasetVersion:
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
                 deleted[U64.unpack(seq)[0]] = None
-            columns.update(txn, self, deleted)
+            built.update(columns.update(txn, self, deleted))
             return len(ids)
-        return self._update(work)
+        built: dict[bytes, Any] = {}
+        return self._update(work, built)
 
     # ------------------------------------------------------------------ reading frames
 

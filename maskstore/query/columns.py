@@ -409,12 +409,13 @@ def merge(old: Chunk, new: Chunk, touched: np.ndarray) -> Chunk | None:
                  np.concatenate((old.value_counts[kept], new.value_counts))[order], meta)
 
 
-def update(txn: lmdb.Transaction, version: DatasetVersion, changed: Mapping[int, bytes | None]) -> None:
+def update(txn: lmdb.Transaction, version: DatasetVersion,
+           changed: Mapping[int, bytes | None]) -> dict[bytes, Chunk | None]:
     """Bring the stored columns of the chunks holding ``changed`` seqs (each a frame record just
     written, or None: deleted) up to date, in the writer's transaction and after its records: the
     written rows are built and merged into the stored chunk, so the cost follows the batch, not the
     version. A chunk marked dirty, or one whose merge could change a column's kind, is rebuilt from
-    the transaction's records."""
+    the transaction's records. Returns the chunks stored (None: removed), for ``remember``."""
     arc = version.archive
     by_chunk: dict[int, dict[int, bytes | None]] = {}
     for seq, record in changed.items():
@@ -437,6 +438,35 @@ def update(txn: lmdb.Transaction, version: DatasetVersion, changed: Mapping[int,
             chunk = build_chunk(base, _records_in(txn, version, base))
         built[key] = chunk if chunk.present.any() else None
     _store(txn, version, built)
+    return built
+
+
+@dataclass
+class Cached:
+    """The columns of one version as of one generation, and arrays derived from them (plan.Context)."""
+
+    generation: int
+    chunks: list[Chunk]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk | None]) -> None:
+    """After a write from ``generation`` committed: the archive's cached columns of the version move to
+    the next generation with the written chunks swapped in, so the writer's next query loads nothing.
+    A cache of another generation (another process wrote meanwhile) is dropped."""
+    cache = version.archive.column_cache
+    cached = cache.pop(version.id, None)
+    if cached is None or cached.generation != generation:
+        return
+    chunks = {c.base: c for c in cached.chunks}
+    for key, chunk in built.items():
+        base = U64.unpack(key[8:])[0] << CHUNK_BITS
+        if chunk is None:
+            chunks.pop(base, None)
+        else:
+            chunks[base] = chunk
+    shared = {} if built else cached.shared  # derived arrays stay right while no chunk changes
+    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
 
 
 def concat(parts: list[np.ndarray]) -> np.ndarray:

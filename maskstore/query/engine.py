@@ -42,10 +42,10 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     rec = version.record(txn) if rec is None else rec
     cache = version.archive.column_cache
     cached = cache.get(version.id)
-    if cached is None or cached[0] != rec["generation"]:
-        cached = (rec["generation"], columns.load_chunks(txn, version, rec["generation"]), {})
-        cache[version.id] = cached
-    return Context(txn, version, cached[1], Labels(rec["mask_labels"]), rec["meta_types"], cached[2])
+    if cached is None or cached.generation != rec["generation"]:
+        cached = cache[version.id] = columns.Cached(rec["generation"],
+                                                    columns.load_chunks(txn, version, rec["generation"]))
+    return Context(txn, version, cached.chunks, Labels(rec["mask_labels"]), rec["meta_types"], cached.shared)
 
 
 def _plan(query: Query, ctx: Context) -> Step:
