@@ -145,7 +145,13 @@ def ids(version: DatasetVersion, text: str | Query) -> list[str]:
 
 
 def count(version: DatasetVersion, text: str | Query) -> int:
-    return version.archive.read(lambda txn: len(select(version, text, txn)[0]))
+    """How many frames the query selects: no sort (order by changes no count), and without a where
+    clause the version record's count, which loading the columns checked against them."""
+    def work(txn: lmdb.Transaction) -> int:
+        query, ctx = _checked_in(version, text, txn)
+        found = version.record(txn)["count"] if query.where is None else len(_plan(query, ctx).run(ctx))
+        return found if query.limit is None else min(found, int(query.limit))
+    return version.archive.read(work)
 
 
 def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:
