@@ -465,7 +465,9 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
             chunks.pop(base, None)
         else:
             chunks[base] = chunk
-    shared = {} if built else cached.shared  # derived arrays stay right while no chunk changes
+    # Derived arrays stay right while no chunk changes; the agreement with the records that loading
+    # checks (plan.check_chunks) holds for chunks this writer built from its own records.
+    shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
     cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
 
 
