@@ -278,7 +278,9 @@ def report(results: list[dict[str, Any]], machine: list[str], command: str) -> s
         f"Produced by `{command}`. Same frames as `benchmarks/query.py` (its generator, SQLite schema and "
         "queries); DuckDB gets them as a native table with a `labels` list column and city/weather/speed "
         "columns. Warm times: median of 5 runs after a warm-up, the three stores rotating run by run; "
-        "DuckDB answers in seq order (`ORDER BY seq`) like the others.", "",
+        "DuckDB answers in seq order (`ORDER BY seq`) like the others. DuckDB's bytes per frame are those "
+        "query columns only; maskstore and SQLite hold every whole frame (sources, mask values and pixel "
+        "counts, ROIs).", "",
         *machine, "",
         "The first query after ingest runs in the ingesting process, which built its parser and parsed "
         "the query's text before the ingest (once-per-process and once-per-text costs, ~50 ms, which the "
