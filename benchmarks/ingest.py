@@ -375,8 +375,8 @@ def run_masks(workdir: Path, repeats: int) -> dict[str, Any]:
                 total += elapsed
             res["all"].append(total)
             expected = total_masks + len(warm)
-            if len(v) != expected or ar._decoder.decoded != expected:
-                raise AssertionError(f"jobs={jobs}: {len(v)} frames, {ar._decoder.decoded} masks decoded, "
+            if len(v) != expected or ar._preparer.decoded != expected:
+                raise AssertionError(f"jobs={jobs}: {len(v)} frames, {ar._preparer.decoded} masks decoded, "
                                      f"expected {expected}")
             values_by_jobs[jobs] = {d["id"]: d["sources"][0]["masks"][0]["values"] for d in v.frame_dicts()}
             ar.close()

@@ -34,11 +34,15 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
               "frames?", ["--quick"]),
     "scale": ("Do queries stay fast from 100k to 1M frames (first query after ingest, a fresh process, "
               "order-by-limit, bytes per frame) compared with DuckDB and SQLite?", ["--quick"]),
-    "render": ("Is rendering a 2048x1024 frame no slower than decoding it, and much faster than a naive "
-               "renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
+    "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "
+               "<= 1.3), and much less than a naive renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),
     "viewer": ("Does the frame viewer redraw, step and open large versions within its goals in Chromium?",
                ["--frames", "100000"]),
+    "purepython": ("What does the compiled _speedups buy over its pure-Python twin (MASKSTORE_PUREPYTHON=1), "
+                   "for ingest and decode_frame?", ["--quick"]),
+    "video": ("Does rendering consecutive video frames cost little more than decoding the videos?",
+              ["--frames", "60", "--repeats", "1"]),
     "dask": ("Do reads and exports scale out on Dask workers compared with one process?",
              ["--frames", "100000", "--export-frames", "40", "--repeats", "1"]),
 }

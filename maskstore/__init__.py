@@ -6,16 +6,17 @@ MASKSTORE_ARCHIVE environment variable) names the archive that ``DatasetVersion.
 """
 
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError, MediaError,
-                     NetworkFilesystemWarning, QueryError, ReadOnlyError, UnknownLabelWarning,
-                     VersionNotFoundError)
+                     NetworkFilesystemWarning, QueryError, QuerySyntaxError, QueryTypeError, ReadOnlyError,
+                     UnknownLabelWarning, VersionError, VersionNotFoundError)
 from .archive import Archive, DatasetVersion, use
 from .model import FrameGroup, Mask, Roi, SingleFrame, Source
-from .render import render  # the function; the module stays importable as maskstore.render
+from . import render  # the module, callable: maskstore.render(frame, version, ...) renders (spec section 6)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Archive", "ArchiveError", "DatasetVersion", "FrameError", "FrameGroup", "FrameNotFoundError", "Mask",
-    "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "ReadOnlyError", "Roi",
-    "SingleFrame", "Source", "UnknownLabelWarning", "VersionNotFoundError", "render", "use",
+    "MaskError", "MaskstoreError", "MediaError", "NetworkFilesystemWarning", "QueryError", "QuerySyntaxError",
+    "QueryTypeError", "ReadOnlyError", "Roi", "SingleFrame", "Source", "UnknownLabelWarning", "VersionError",
+    "VersionNotFoundError", "render", "use",
 ]

@@ -22,9 +22,9 @@ from libc.string cimport memcpy
 
 from unicodedata import is_normalized as _is_normalized
 
-MAX_DEPTH = 90  # deeper frames go the Python way, and meet its limits there (records.MAX_DEPTH is 100)
-MAX_SIDE = 2**31  # source width and height stay below it (records._size_ok)
-MAX_FRAME_PIXELS = 2**50  # mask pixels one frame may count: per-frame sums fit int64 columns
+from ._fallback import MAX_DEPTH, MAX_FRAME_PIXELS, MAX_SIDE  # the limits, defined once for both twins
+
+SOURCE_SHA256 = PYX_SHA256  # of this file, compiled in by setup.py: maskstore._accel refuses a stale build
 MASK_IDS = tuple(f"{i:02d}" for i in range(100))
 FRAME_FIELDS = ("id", "timestamp", "sources", "context_id", "meta", "rois")
 SOURCE_FIELDS = ("id", "uri", "content_type", "timestamp", "width", "height", "masks")
@@ -670,7 +670,7 @@ cdef bint _media_ok(object item):
 
 
 cdef bint _side_ok(object value):
-    return value is None or (type(value) is int and 0 <= value < 2**31)
+    return value is None or (type(value) is int and 0 <= value < MAX_SIDE)
 
 
 cdef bint _source_ok(object s):

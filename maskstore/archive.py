@@ -1,8 +1,5 @@
-"""The LMDB environment: versions, frame records and their secondary indexes, written together.
+"""The façade: versions, frames, labels and blobs of one archive, over the stages below.
 
-Layout (one environment, one file, named sub-databases; keys big-endian so they sort numerically):
-
-=============  ===================================  ==========================================
 sub-db         key                                  value
 =============  ===================================  ==========================================
 meta           b"format", b"next_version"           format record / counter
@@ -20,8 +17,14 @@ blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
 
 Every write is one transaction: a frame, its statistics and its index entries commit together.
+=======
+The file's layout (sub-databases, keys, records) is ``layout.py`` and FORMAT.md; the LMDB
+environment is ``store.py``; batches are prepared in ``ingest.prepare`` before a write transaction
+opens, and this module writes them: a frame, its statistics and its index entries commit together.
 Labels never enter an index: ``label == X`` resolves X to mask values at query time, so changing
-``mask_labels`` needs no rebuild.
+``mask_labels`` needs no rebuild. Queries, export and array loading are the stages after the
+archive (``query``, ``export``, ``loaders``); the methods here call them, and they never import this
+module.
 """
 
 from __future__ import annotations
@@ -30,153 +33,32 @@ import atexit
 import functools
 import hashlib
 import os
-import struct
-import time
-import gc
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 from PIL import Image
 
-from . import _speedups, records
-from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskError, MaskstoreError,
-                     NetworkFilesystemWarning, ReadOnlyError, VersionNotFoundError)
-from .labels import RGB, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .media import BLOB_PREFIX, blob_uri, content_type_of, local_path, open_image, read_bytes
-from .model import (Frame, frame_from_dict, normalize_frame, normalize_frame_dict, refuse_constructor_words,
-                    type_name)
-from .stats import MaskDecoder
-from .store import DEFAULT_MAX_READERS, Store, lock_default
+from . import records
+from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
+                     ReadOnlyError, VersionError, VersionNotFoundError)
+from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
+                             partial_frame_dict)
+from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
+from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, entries,
+                     index_entries, text_key, u64)
+from .media import BLOB_PREFIX, blob_digest, local_path, open_image
+from .model import Frame, frame_from_dict
+from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
 
 if TYPE_CHECKING:
     import numpy as np
 
 T = TypeVar("T")
-
-
-class Prepared(NamedTuple):
-    """A batch ready to write, in columns: per frame its id, its record and the (dotted path, type)
-    of its meta values; the index keys of the batch; and its embedded files by digest."""
-
-    ids: list[str]
-    records: list[bytes]
-    types: list[tuple[tuple[str, str], ...]]
-    postings: _speedups.Postings
-    blobs: dict[bytes, bytes]
-
-
-U64 = struct.Struct(">Q")
-INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
-VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS
-DUP_DBS = frozenset(INDEX_DBS)
-MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
-# Content types that ``content_type_of`` gave per file suffix, for the compiled encoder.
-SUFFIX_TYPES: dict[str, str | None] = {}
-CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
-
-
-def u64(n: int) -> bytes:
-    return U64.pack(n)
-
-
-def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of every entry whose key starts with ``prefix``, in key order, duplicates included
-    (MDB_NEXT visits each): how every per-version scan walks its sub-database."""
-    cursor = txn.cursor(db=db)
-    if cursor.set_range(prefix):
-        for key, value in cursor:
-            if not key.startswith(prefix):
-                return
-            yield key, value
-
-
-def text_key(text: str) -> bytes:
-    """Index key bytes of a string; 0xff never starts UTF-8, so hashed keys cannot collide with text."""
-    raw = text.encode("utf-8")
-    return raw if len(raw) <= MAX_KEY_TEXT else b"\xff" + hashlib.sha256(raw).digest()
-
-
-def value_key(rgb: Sequence[int]) -> bytes:
-    """Index key of a mask value: its r, g, b bytes (a ``[r, g, b, count]`` entry works too)."""
-    return bytes(rgb[:3])
-
-
-
-def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_speedups.Postings``), so delete, check and repair agree with it."""
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-    postings.add_record(0, rec)
-    return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
-
-
-def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted path, value) of every meta entry, nested dicts included and walked."""
-    for key, value in meta.items():
-        path = prefix + key
-        yield path, value
-        if isinstance(value, Mapping):
-            yield from meta_items(value, path + ".")
-
-
-def meta_types(meta: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(dotted path, type name) of every meta value; null has no type. Ingest gets the same list
-    from ``model.normalize_frame``, found while validating meta."""
-    return ((path, type_name(value)) for path, value in meta_items(meta) if value is not None)
-
-
-def _merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str) -> None:
-    old = known.get(path)
-    if old is None or old == kind:
-        known[path] = kind
-    elif {old, kind} == {"int", "float"}:
-        known[path] = "float"  # ints widen to float; both are numbers
-    else:
-        raise FrameError(f"frame {frame_id!r}: meta.{path} is a {kind} here but a {old} in other frames of "
-                         "this version; a meta key keeps one type across a version")
-
-
-NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs",
-                                 "fuse.glusterfs", "lustre", "fuse.s3fs", "fuse.rclone", "davfs", "fuse.davfs2"})
-
-
-def mounts() -> list[tuple[str, str]]:
-    """(mount point, file system type) of this machine's mounts (Linux); empty where unknown."""
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    return [(fields[1].replace("\\040", " "), fields[2]) for fields in (line.split() for line in lines)
-            if len(fields) >= 3]
-
-
-def network_filesystem(path: Path) -> str | None:
-    """The file system type when ``path`` lives on a network mount, else None."""
-    folder = str(path.resolve().parent)
-    best = ("", "")
-    for point, fstype in mounts():
-        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best[0]):
-            best = (point, fstype)
-    return best[1] if best[1] in NETWORK_FILESYSTEMS else None
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector around a batch: a batch allocates many small containers
-    that all live until it ends, so generational collections would only rescan them (a quarter of
-    ingest time when measured)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Archive:
@@ -195,7 +77,7 @@ class Archive:
         self.path = Path(path)
         self._folder = self.path.absolute().parent
         self.readonly = readonly
-        self._decoder = MaskDecoder(jobs)
+        self._preparer = Preparer(jobs)
         if self.path.is_dir():
             raise ArchiveError(f"{self.path} is a folder; an archive is a single file (e.g. data.maskstore)")
         if readonly and not self.path.exists():
@@ -243,7 +125,7 @@ class Archive:
         """Sub-database handles. A read-only open takes them in read transactions, so it never waits for
         a writer; a writable open takes the writer lock for one instant (py-lmdb opens a writable
         environment's handles in a write transaction), creating what a new archive lacks."""
-        wanted = ("meta", "versions", "blobs") + VERSION_DBS
+        wanted = SUB_DATABASES
         self._dbs.clear()
         if not self.readonly:
             self._create_dbs(wanted)
@@ -256,7 +138,7 @@ class Archive:
         for name in wanted:
             self._dbs[name] = self.env.open_db(name.encode(), create=False, dupsort=name in DUP_DBS,
                                                dupfixed=name in DUP_DBS)
-        fmt = self.read(lambda t: t.get(b"format", db=self._dbs["meta"]))
+        fmt = self.read(lambda t: t.get(FORMAT_KEY, db=self._dbs["meta"]))
         if fmt is None:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
         self._decode_format(fmt)
@@ -267,11 +149,11 @@ class Archive:
             for name in wanted:
                 self._dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True, dupsort=name in DUP_DBS,
                                                    dupfixed=name in DUP_DBS)
-            fmt = txn.get(b"format", db=self._dbs["meta"])
+            fmt = txn.get(FORMAT_KEY, db=self._dbs["meta"])
             if fmt is None:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
-                txn.put(b"format", records.encode_format(), db=self._dbs["meta"])
+                txn.put(FORMAT_KEY, records.encode_format(), db=self._dbs["meta"])
             else:
                 self._decode_format(fmt)
         self.write(work)
@@ -300,7 +182,7 @@ class Archive:
 
     def close(self) -> None:
         self.column_cache.clear()
-        self._decoder.close()
+        self._preparer.close()
         self._store.close()
 
     def __enter__(self) -> Archive:
@@ -318,6 +200,12 @@ class Archive:
                 raise ArchiveError(f"version record {bytes(key).hex()} is damaged: it says id {rec['id']}")
             yield rec
 
+    def _version_record(self, txn: lmdb.Transaction, vid: int) -> dict[str, Any]:
+        data = txn.get(u64(vid), db=self._dbs["versions"])
+        if data is None:
+            raise VersionNotFoundError(f"version id {vid} no longer exists in {self.path}")
+        return records.decode_version(data)
+
     def versions(self) -> list[DatasetVersion]:
         """Every version of every dataset, oldest first."""
         return [DatasetVersion(self, rec["id"]) for rec in self.read(lambda t: list(self._version_records(t)))]
@@ -334,22 +222,71 @@ class Archive:
     def get_version(self, dataset_name: str, version_name: str) -> DatasetVersion:
         rec = self.read(lambda t: self._find_version(t, dataset_name, version_name))
         if rec is None:
-            names = [f"{v.dataset_name}/{v.version_name}" for v in self.versions()]
-            raise VersionNotFoundError(f"no version {dataset_name}/{version_name} in {self.path}; "
-                                       f"it has: {', '.join(names) or 'no versions yet'}")
+            raise self._not_found(f"{dataset_name}/{version_name}")
         return DatasetVersion(self, rec["id"])
+
+    def _not_found(self, wanted: str, txn: lmdb.Transaction | None = None) -> VersionNotFoundError:
+        """The error for a version that is not there, listing the versions that are (as ``txn`` sees
+        them: inside a write transaction, a new read transaction must not start)."""
+        names = [self._label(rec) for rec in (self._version_records(txn) if txn else
+                                              self.read(lambda t: list(self._version_records(t))))]
+        return VersionNotFoundError(f"no version {wanted} in {self.path}; it has: "
+                                    f"{', '.join(names) or 'no versions yet'}")
+
+    def _parent_record(self, txn: lmdb.Transaction, dataset_name: str, parent: DatasetVersion | str) -> dict:
+        """The record of a parent given as a version of ``dataset_name`` (``"v1"``), as ``"D/V"`` of any
+        dataset, or as a ``DatasetVersion`` of this archive. Names may hold "/" themselves, so "D/V" is
+        tried at every "/"; a name that fits twice is refused rather than guessed."""
+        if isinstance(parent, DatasetVersion):
+            if parent.archive is not self:
+                raise VersionError(f"parent {parent.label} is in {parent.archive.path}, not in {self.path}; "
+                                   "copy its frames into this archive first")
+            return self._version_record(txn, parent.id)
+        found = self._find_version(txn, dataset_name, parent)
+        if found is not None:
+            return found
+        cuts = [i for i, ch in enumerate(parent) if ch == "/"]
+        fits = [rec for rec in (self._find_version(txn, parent[:i], parent[i + 1:]) for i in cuts) if rec]
+        if len(fits) > 1:
+            raise VersionError(f"parent {parent!r} names several versions "
+                               f"({', '.join(self._label(r) for r in fits)}); rename one of them")
+        if not fits:
+            raise self._not_found(f"{parent} (nor {dataset_name}/{parent})" if cuts else f"{dataset_name}/{parent}",
+                                  txn)
+        return fits[0]
+
+    @staticmethod
+    def _label(rec: Mapping[str, Any]) -> str:
+        return f"{rec['dataset']}/{rec['name']}"
+
+    def pick_version(self, dataset_name: str | None, version_name: str | None,
+                     how: str = "dataset_name= and version_name=") -> DatasetVersion:
+        """The version named, or the only one that fits what was given: how the command line and the
+        Dask readers let a one-version archive go unnamed. ``how`` says, in the caller's words, how to
+        name one."""
+        if dataset_name and version_name:
+            return self.get_version(dataset_name, version_name)
+        found = [v for v in self.versions()
+                 if dataset_name in (None, v.dataset_name) and version_name in (None, v.version_name)]
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(v.label for v in self.versions()) or "none"
+        if not found:
+            raise VersionNotFoundError(f"no matching version in {self.path} (it has: {names})")
+        raise MaskstoreError(f"{self.path} holds several versions ({names}); choose one with {how}")
 
     def create_version(self, dataset_name: str, version_name: str,
                        parent: DatasetVersion | str | None = None, description: str = "",
                        meta: Mapping[str, Any] | None = None, *, exist_ok: bool = False) -> DatasetVersion:
         """A new draft version; with a parent it starts with a copy of the parent's frames and labels.
+        ``parent`` is a version of the same dataset (``"v1"``), any version as ``"D/V"``, or a
+        ``DatasetVersion``.
 
         ``exist_ok=True`` returns the version of that name when it exists already (as it is: parent
         and description are not compared), so a script that failed half-way can simply run again.
         """
         if not dataset_name or not version_name:
             raise FrameError("dataset_name and version_name must be non-empty")
-        parent_version = self.get_version(dataset_name, parent) if isinstance(parent, str) else parent
 
         def work(txn: lmdb.Transaction) -> int:
             existing = self._find_version(txn, dataset_name, version_name)
@@ -358,17 +295,17 @@ class Archive:
                     return existing["id"]
                 raise FrameError(f"version {dataset_name}/{version_name} exists already; open it with "
                                  "get_version, or pass exist_ok=True to create_version to reuse it")
-            counter = txn.get(b"next_version", db=self._dbs["meta"])
+            prec = None if parent is None else self._parent_record(txn, dataset_name, parent)
+            counter = txn.get(NEXT_VERSION_KEY, db=self._dbs["meta"])
             vid = U64.unpack(counter)[0] if counter else 1
-            txn.put(b"next_version", u64(vid + 1), db=self._dbs["meta"])
+            txn.put(NEXT_VERSION_KEY, u64(vid + 1), db=self._dbs["meta"])
             rec: dict[str, Any] = {
                 "id": vid, "dataset": dataset_name, "name": version_name, "parent": None,
-                "created": time.time(), "description": description, "meta": dict(meta or {}),
-                "state": "draft", "mask_labels": [], "label_colors": {}, "meta_types": {},
-                "next_seq": 0, "count": 0, "generation": 0,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "description": description,
+                "meta": dict(meta or {}), "state": "draft", "mask_labels": [], "label_colors": {},
+                "meta_types": {}, "next_seq": 0, "count": 0, "generation": 0,
             }
-            if parent_version is not None:
-                prec = _version_record(txn, self, parent_version.id)
+            if prec is not None:
                 rec.update({k: prec[k] for k in ("mask_labels", "label_colors", "meta_types", "next_seq", "count")})
                 rec["parent"] = prec["id"]
                 self._copy_version_entries(txn, u64(prec["id"]), u64(vid))
@@ -383,12 +320,21 @@ class Archive:
             items = [(dst + key[8:], value) for key, value in entries(txn, db, src)]
             txn.cursor(db=db).putmulti(items, dupdata=name in DUP_DBS)
 
-    def delete_version(self, dataset_name: str, version_name: str) -> None:
-        """Remove a version and everything it holds (its children keep their own copies)."""
-        version = self.get_version(dataset_name, version_name)
-        prefix = u64(version.id)
-
-        def work(txn: lmdb.Transaction) -> None:
+    def delete_version(self, dataset_name: str, version_name: str, force: bool = False) -> list[DatasetVersion]:
+        """Remove a version and everything it holds; returns its children, which keep their frames (each
+        child has its own copy) and take the deleted version's parent. A published version or one with
+        children needs ``force=True``. Embedded files stay until ``compact``: other versions may use them."""
+        def work(txn: lmdb.Transaction) -> list[int]:
+            rec = self._find_version(txn, dataset_name, version_name)
+            if rec is None:
+                raise self._not_found(f"{dataset_name}/{version_name}", txn)
+            children = [r for r in self._version_records(txn) if r["parent"] == rec["id"]]
+            reasons = (["it is published"] if rec["state"] == "published" else []) + \
+                ([f"it has children ({', '.join(map(self._label, children))})"] if children else [])
+            if reasons and not force:
+                raise VersionError(f"version {self._label(rec)} was not deleted: {' and '.join(reasons)}; "
+                                   "pass force=True to delete it anyway (children keep their frames)")
+            prefix = u64(rec["id"])
             for name in VERSION_DBS:
                 cursor = txn.cursor(db=self._dbs[name])
                 if cursor.set_range(prefix):
@@ -396,16 +342,42 @@ class Archive:
                         if not cursor.delete(dupdata=True):
                             break
             txn.delete(prefix, db=self._dbs["versions"])
-        self.write(work)
+            for child in children:  # a published child too: its parent link is history, not content
+                child["parent"] = rec["parent"]
+                txn.put(u64(child["id"]), records.encode_version(child), db=self._dbs["versions"])
+            return [child["id"] for child in children]
+
+        return [DatasetVersion(self, vid) for vid in self.write(work)]
+
+    def versions_info(self) -> list[dict[str, Any]]:
+        """One row per version, oldest first: ``dataset``, ``version``, ``frames``, ``state``, ``parent``
+        (``"D/V"`` or None), ``created`` (ISO 8601 UTC; None for versions from before it was stored) and
+        ``description``: what ``maskstore versions --json`` prints. One snapshot."""
+        return [row for _, row in self.read(self._version_rows)]
+
+    def info(self) -> dict[str, Any]:
+        """What ``maskstore info`` shows: the file, its format and size, and every version's row of
+        ``versions_info`` with the number of mask values it labels (``labelled_values``)."""
+        rows = [{**row, "labelled_values": len(rec["mask_labels"])} for rec, row in self.read(self._version_rows)]
+        return {"archive": str(self.path), "format": records.FORMAT_VERSION, "size": self.path.stat().st_size,
+                "versions": rows}
+
+    def _version_rows(self, txn: lmdb.Transaction) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        recs = list(self._version_records(txn))
+        labels = {rec["id"]: self._label(rec) for rec in recs}
+        return [(rec, {"dataset": rec["dataset"], "version": rec["name"], "frames": rec["count"],
+                       "state": rec["state"], "parent": labels.get(rec["parent"]),
+                       "created": DatasetVersion.created_text(rec.get("created")),
+                       "description": rec["description"] if isinstance(rec.get("description"), str) else ""})
+                for rec in recs]
 
     # ------------------------------------------------------------------ blobs
 
     def read_blob(self, hexdigest: str) -> bytes:
         """Bytes of an embedded image or mask."""
-        try:
-            key = bytes.fromhex(hexdigest)
-        except ValueError:
-            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI") from None
+        key = blob_digest(hexdigest)
+        if key is None:
+            raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not a valid blob URI (64 hex digits)")
         data = self.read(lambda t: t.get(key, db=self._dbs["blobs"]))
         if data is None:
             raise ArchiveError(f"{BLOB_PREFIX}{hexdigest} is not embedded in {self.path}")
@@ -424,103 +396,11 @@ class Archive:
             return uri
         return str(self._folder / path)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
-        return open_image(self.resolve(uri), self.read_blob, what=what)
-
-
-def _version_record(txn: lmdb.Transaction, archive: Archive, vid: int) -> dict[str, Any]:
-    data = txn.get(u64(vid), db=archive.db("versions"))
-    if data is None:
-        raise VersionNotFoundError(f"version id {vid} no longer exists in {archive.path}")
-    return records.decode_version(data)
-
-
-def _encode(frames: list[dict[str, Any]]) -> list[bytes]:
-    """The frame records, or a FrameError naming the first frame that JSON can carry but the archive
-    cannot store."""
-    try:
-        return records.encode_frames(frames)
-    except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
-        for frame in frames:
-            try:
-                records.encode_frame(frame)
-            except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as exc:
-                raise FrameError(f"frame {frame['id']!r} cannot be stored: {exc} (strings must be valid "
-                                 "Unicode without lone surrogates, integers within 64 bits)") from None
-        raise
-
-
-_BLOB_MARK = BLOB_PREFIX.encode()
-
-
-def file_references(frame: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
-    """(dict, key) of every file a frame dict names: source and mask ``uri``s and a mask's
-    ``instance_uri`` (Cityscapes instanceIds), the files ``--embed`` copies in."""
-    for source in frame["sources"]:
-        yield source, "uri"
-        for mask in source["masks"]:
-            yield mask, "uri"
-            if isinstance(mask.get("instance_uri"), str):
-                yield mask, "instance_uri"
-
-
-def _check_blobs_present(txn: lmdb.Transaction, archive: Archive, batch: Prepared) -> None:
-    """Frames may name embedded files (``blob:sha256:...``) only when this archive holds them: a frame
-    moved from another archive without its files would pass ingest and fail at render. Records are
-    scanned as bytes first, so batches without blob URIs cost one substring search per record."""
-    for frame_id, record in zip(batch.ids, batch.records):
-        if _BLOB_MARK not in record:
-            continue
-        for item, field in file_references(records.decode_frame(record)):
-            uri = item[field]
-            if not uri.startswith(BLOB_PREFIX):
-                continue
-            try:
-                key = bytes.fromhex(uri[len(BLOB_PREFIX):])
-            except ValueError:
-                raise FrameError(f"frame {frame_id!r}: {uri} is not a valid blob URI") from None
-            if txn.get(key, db=archive.db("blobs")) is None:
-                raise FrameError(f"frame {frame_id!r}: {uri} is not embedded in {archive.path}; copy frames "
-                                 "between archives with their files (ingest the original files with --embed)")
-
-
-def _check_ids(ids: list[str]) -> None:
-    """Frame ids of one call are unique and short enough to be keys (4 UTF-8 bytes a character at most,
-    so the caller checks only batches with a long id, or a repeated one)."""
-    seen: set[str] = set()
-    for frame_id in ids:
-        if frame_id in seen:
-            raise FrameError(f"frame id {frame_id!r} appears twice in one call; ids must be unique")
-        if len(frame_id.encode("utf-8", errors="surrogatepass")) > MAX_KEY_TEXT:
-            raise FrameError(f"frame id {frame_id[:40]!r}... is longer than {MAX_KEY_TEXT} bytes")
-        seen.add(frame_id)
-
-
-def _partial_frame_dict(frame: Frame | Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a caller really gave, for merging: defaults must not overwrite stored values."""
-    if isinstance(frame, Mapping):
-        return dict(frame)
-    d = frame.to_dict()
-    if frame._timestamp is None:
-        d.pop("timestamp")
-    if frame._context_id is None:
-        d.pop("context_id")
-    return d
-
-
-def _merge_by_id(old: list[dict], new: list[dict]) -> list[dict]:
-    out = {item["id"]: item for item in old}
-    out.update({item["id"]: item for item in new})
-    return list(out.values())
-
-
-def _merge_frame(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """update_frames(merge=True): meta merges key by key, sources and ROIs by id, the rest replaces."""
-    merged = {**old, **{k: v for k, v in new.items() if k not in ("meta", "sources", "rois")}}
-    merged["meta"] = {**old.get("meta", {}), **normalize_frame_dict({"id": old["id"], "meta": new.get("meta")})["meta"]}
-    merged["sources"] = _merge_by_id(old["sources"], normalize_frame_dict({"id": old["id"], "sources": new.get("sources") or []})["sources"])
-    merged["rois"] = _merge_by_id(old["rois"], normalize_frame_dict({"id": old["id"], "rois": new.get("rois") or []})["rois"])
-    return merged
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
+        """Decode an image or mask (a video's frame at ``timestamp`` ms) named by a frame's URI."""
+        return open_image(self.resolve(uri), self.read_blob, what=what, timestamp=timestamp,
+                          content_type=content_type)
 
 
 class _OnArchive:
@@ -557,8 +437,8 @@ class DatasetVersion:
     def record(self, txn: lmdb.Transaction | None = None) -> dict[str, Any]:
         """The version record as stored now."""
         if txn is None:
-            return self.archive.read(lambda t: _version_record(t, self.archive, self.id))
-        return _version_record(txn, self.archive, self.id)
+            return self.archive.read(lambda t: self.archive._version_record(t, self.id))
+        return self.archive._version_record(txn, self.id)
 
     @property
     def dataset_name(self) -> str:
@@ -576,6 +456,34 @@ class DatasetVersion:
     def parent(self) -> DatasetVersion | None:
         pid = self.record()["parent"]
         return None if pid is None else DatasetVersion(self.archive, pid)
+
+    @property
+    def children(self) -> list[DatasetVersion]:
+        """Versions made from this one (``create_version(parent=...)``), oldest first."""
+        return [v for v in self.archive.versions() if v.record()["parent"] == self.id]
+
+    @property
+    def description(self) -> str:
+        text = self.record().get("description")
+        return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> str | None:
+        """When the version was created, ISO 8601 in UTC (``2026-01-31T12:00:00+00:00``)."""
+        return self.created_text(self.record().get("created"))
+
+    @staticmethod
+    def created_text(stored: Any) -> str | None:
+        """A record's ``created`` as ISO 8601 UTC: records store that text; older ones stored Unix
+        seconds, and the oldest nothing (None)."""
+        if isinstance(stored, str):
+            return stored
+        if isinstance(stored, (int, float)) and not isinstance(stored, bool):
+            try:
+                return datetime.fromtimestamp(stored, timezone.utc).isoformat(timespec="seconds")
+            except (OverflowError, OSError, ValueError):
+                return None
+        return None
 
     @property
     def state(self) -> str:
@@ -632,10 +540,29 @@ class DatasetVersion:
         return result
 
     def publish(self) -> None:
-        """Make the version read-only for ever."""
+        """Make the version read-only for ever; publishing a published version changes nothing."""
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> None:
             rec["state"] = "published"
-        self._update(work)
+        if not self.is_published:
+            self._update(work)
+
+    def rename(self, new_name: str) -> None:
+        """Give the version another name within its dataset. Children keep pointing at it (they store
+        its id, not its name); a name another version of the dataset has is refused. A published
+        version can be renamed: its name is how it is found, not part of its content."""
+        if not new_name:
+            raise VersionError("a version name must be non-empty")
+        arc = self.archive
+
+        def work(txn: lmdb.Transaction) -> None:
+            rec = self.record(txn)
+            taken = arc._find_version(txn, rec["dataset"], new_name)
+            if taken is not None and taken["id"] != self.id:
+                raise VersionError(f"cannot rename {rec['dataset']}/{rec['name']} to {new_name}: "
+                                   f"{rec['dataset']}/{new_name} exists already")
+            rec["name"] = new_name
+            txn.put(self.prefix, records.encode_version(rec), db=arc.db("versions"))
+        arc.write(work)
 
     def set_description(self, description: str) -> None:
         self._update(lambda txn, rec: rec.__setitem__("description", description))
@@ -658,55 +585,31 @@ class DatasetVersion:
     def get_label_colors(self) -> dict[str, RGB]:
         return {label: parse_color(c) for label, c in self.record()["label_colors"].items()}
 
+    def set_mask_tolerance(self, tolerance: int) -> None:
+        """Mask pixels within ``tolerance`` (largest per-channel difference) of a ``mask_labels`` value
+        carry its labels in rendering, label queries, coverage and stats: for lossy (video) masks.
+        Applied when read, so changing it rebuilds nothing; ``mask.value`` stays exact."""
+        tolerance = check_tolerance(tolerance)
+        self._update(lambda txn, rec: rec.__setitem__("mask_tolerance", tolerance))
+
+    def get_mask_tolerance(self) -> int:
+        return self.record().get("mask_tolerance", 0)
+
+    mask_tolerance = property(get_mask_tolerance)
+
     # ------------------------------------------------------------------ writing frames
 
     def _prepare(self, frames: Iterable[Frame | Mapping[str, Any]], embed: bool,
                  merge: bool = False) -> Prepared:
-        """Normalize, merge, decode mask statistics, read blobs and encode the records: all before the
-        write transaction, so a bad frame fails the call before anything is written."""
+        """The batch to write (``ingest.prepare``), all before the write transaction, so a bad frame
+        fails the call before anything is written; a merge reads the stored frames first."""
         given = list(frames)
         if merge:
-            given = [_partial_frame_dict(f) for f in given]
+            given = [partial_frame_dict(f) for f in given]
             old = self._records_by_id([str(g.get("id")) for g in given])
-            given = [_merge_frame(old[str(g.get("id"))], g) for g in given]
-        elif set(map(type, given)) - {dict}:
-            given = [f.to_dict() if isinstance(f, Frame) else f for f in given]
-        refuse_constructor_words(given)
-        postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-        if embed:  # every frame the Python way: embedding rewrites URIs in the normalized dicts
-            n = len(given)
-            encoded, ids, types = [None] * n, [None] * n, [None] * n
-        else:
-            encoded, ids, types = _speedups.encode_common(given, records.FRAME_HEAD, content_type_of,
-                                                          SUFFIX_TYPES, postings)
-        declined = [pos for pos, record in enumerate(encoded) if record is None]
-        normalized = [normalize_frame(given[pos]) for pos in declined]
-        dicts = [d for d, _ in normalized]
-        for pos, (d, frame_types) in zip(declined, normalized):
-            ids[pos], types[pos] = d["id"], tuple(frame_types)
-        if len(set(ids)) != len(ids) or max(map(len, ids), default=0) * 4 > MAX_KEY_TEXT:
-            _check_ids(ids)
-        self.archive._decoder.fill(dicts, self.archive.read_blob, self.archive.resolve)
-        blobs = self._embed(dicts) if embed else {}
-        for pos, d, record in zip(declined, dicts, _encode(dicts)):
-            encoded[pos] = record
-            postings.add_record(pos, d)
-        return Prepared(ids, encoded, types, postings, blobs)
-
-    def _embed(self, dicts: list[dict[str, Any]]) -> dict[bytes, bytes]:
-        blobs: dict[bytes, bytes] = {}
-        for d in dicts:
-            for item, key in file_references(d):
-                if item[key].startswith(BLOB_PREFIX):
-                    continue
-                try:
-                    data = read_bytes(self.archive.resolve(item[key]))
-                except MaskstoreError as exc:
-                    raise MaskError(f"frame {d['id']!r}: {exc}") from None
-                uri = blob_uri(data)
-                blobs[bytes.fromhex(uri[len(BLOB_PREFIX):])] = data
-                item["original_" + key], item[key] = item[key], uri
-        return blobs
+            given = [merge_frame(old[str(g.get("id"))], g) for g in given]
+        arc = self.archive
+        return arc._preparer.prepare(given, embed, arc.read_blob, arc.resolve)
 
     def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         def work(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
@@ -732,7 +635,8 @@ class DatasetVersion:
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             for digest, data in batch.blobs.items():
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
-            _check_blobs_present(txn, arc, batch)
+            blobs_db = arc.db("blobs")
+            check_blobs_present(batch, lambda key: txn.get(key, db=blobs_db) is not None, str(arc.path))
             ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
             id_keys = batch.postings.id_keys(prefix, batch.ids)
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
@@ -756,7 +660,7 @@ class DatasetVersion:
             seqs = list(map(u64, numbers))
             new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
-            self._merge_meta_types(rec["meta_types"], batch)
+            merge_meta_types(rec["meta_types"], batch)
             entries = batch.postings.items(prefix, seqs)
             entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
@@ -767,15 +671,6 @@ class DatasetVersion:
         built: dict[bytes, Any] = {}
         return self._update(work, built)
 
-    @staticmethod
-    def _merge_meta_types(known: dict[str, str], batch: Prepared) -> None:
-        """The version's meta types, with the batch's merged in. Frames of a batch mostly share one
-        list of types, so each distinct list is merged once, in order of first use: a conflict then
-        names the first frame that has it, as a frame-by-frame merge would."""
-        for types in dict.fromkeys(batch.types):
-            for path, kind in types:
-                if known.get(path) != kind:
-                    _merge_meta_type(known, path, kind, batch.ids[batch.types.index(types)])
 
     def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
         arc = self.archive
@@ -868,7 +763,8 @@ class DatasetVersion:
         return (d for _, d in self.iter_records())
 
     # ------------------------------------------------------------------ queries (maskstore.query)
-    # The query stage comes after the archive in the data flow, so it is imported at call time.
+    # The stages after the archive (query, export, loaders) load on first use, so ``import maskstore``
+    # stays light; they never import this module.
 
     def query(self, query: str = "") -> Iterator[Frame]:
         """Frames selected by a query, streamed one at a time from one snapshot."""
@@ -905,9 +801,10 @@ class DatasetVersion:
         from .loaders import iter_arrays
         return iter_arrays(self, query, **options)
 
-    def open_image(self, uri: str, what: str = "image") -> Image.Image:
+    def open_image(self, uri: str, what: str = "image", timestamp: int = 0,
+                   content_type: str | None = None) -> Image.Image:
         """Decode an image or mask of this version (embedded blobs included)."""
-        return self.archive.open_image(uri, what)
+        return self.archive.open_image(uri, what, timestamp, content_type)
 
 
 # ---------------------------------------------------------------------------------------- default archive

@@ -1,26 +1,44 @@
 """Verify an archive: records decode, indexes and scan columns agree with records both ways, blobs match
-their hashes and every embedded blob a frame names is there.
+their hashes, every embedded file a frame names is there and every one is used; with ``media``, every
+external file a frame names opens and decodes.
 
 Expected index entries come from the same ``index_entries`` the writer uses, so "what should be
-indexed" has one definition. ``repair`` rebuilds the secondary indexes from the records.
+indexed" has one definition. ``repair_archive`` rebuilds the secondary indexes from the records and
+says what it changed. Problems are sentences about versions, frames and values, never stored bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
 from . import records
-from .archive import (CHUNK_BITS, DUP_DBS, INDEX_DBS, U64, VERSION_DBS, Archive, DatasetVersion, entries,
-                      index_entries, meta_types, text_key, u64)
-from .errors import ArchiveError
-from .media import BLOB_PREFIX
+from .errors import ArchiveError, MaskstoreError
+from .ingest.prepare import file_references
+from .layout import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, text_key,
+                     u64)
+from .media import BLOB_PREFIX, blob_digest
+from .model import meta_types
 from .query import columns
+
+if TYPE_CHECKING:
+    from .archive import Archive, DatasetVersion
+
+MAX_LISTED = 20  # problems of one kind listed per version (or archive); a summary line counts the rest
+
+# What each sub-database is, in the words problems use: (the index, what one of its keys is).
+INDEX_WORDS = {"ix_context": ("the context index", "context id"), "ix_value": ("the value index", "mask value"),
+               "ix_source": ("the source index", "source id"), "ix_mask": ("the mask index", "mask id"),
+               "ix_roi": ("the ROI label index", "ROI label")}
+VERSION_DB_WORDS = {"frames": "frame records", "frame_ids": "id table entries", "dirty": "scan column rebuild marks",
+                    "columns": "scan columns",
+                    **{name: f"{index[len('the '):]} entries" for name, (index, _) in INDEX_WORDS.items()}}
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,27 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.message}"
+
+
+def _where(label: str, frame_id: str | None = None) -> str:
+    """How a problem names its place: ``version streets/v1, frame f3``."""
+    return f"version {label}" if frame_id is None else f"version {label}, frame {frame_id}"
+
+
+def key_words(name: str, key: bytes) -> str:
+    """An index key (without the version prefix) as words: ``mask value (1, 1, 1)``, ``context id 'c1'``."""
+    what = INDEX_WORDS[name][1]
+    key = bytes(key)
+    if name == "ix_value":
+        return f"{what} {tuple(key)}" if len(key) == 3 else f"a {what} of {len(key)} bytes (3 expected)"
+    if key[:1] == b"\xff" and len(key) == 33:
+        return f"a {what} longer than {MAX_KEY_TEXT} bytes (indexed by its hash {key[1:5].hex()}...)"
+    return f"{what} {key.decode('utf-8', errors='replace')!r}"
+
+
+def _seq(raw: bytes) -> str:
+    """A stored seq for a message, whatever its length (a damaged entry may not be 8 bytes)."""
+    return str(U64.unpack(raw)[0]) if len(raw) == 8 else f"? (a damaged number of {len(raw)} bytes)"
 
 
 def _expected(frames: dict[bytes, dict[str, Any]], prefix: bytes) -> dict[str, set[tuple[bytes, bytes]]]:
@@ -49,15 +88,10 @@ def _size_warnings(label: str, rec: dict[str, Any]) -> list[Problem]:
             src_size = (source.get("width"), source.get("height"))
             mask_size = (mask.get("width"), mask.get("height"))
             if None not in src_size and None not in mask_size and src_size != mask_size:
-                out.append(Problem("warning", f"{label} frame {rec['id']!r} source {source['id']!r}: mask "
-                                              f"{mask['id']!r} ({mask['uri']}) is {mask_size[0]}x{mask_size[1]} "
+                out.append(Problem("warning", f"{_where(label, rec['id'])}, source {source['id']}: mask "
+                                              f"{mask['id']} ({mask['uri']}) is {mask_size[0]}x{mask_size[1]} "
                                               f"but the source is {src_size[0]}x{src_size[1]}"))
     return out
-
-
-def _seq(raw: bytes) -> str:
-    """A stored seq for a message, whatever its length (a damaged entry may not be 8 bytes)."""
-    return str(U64.unpack(raw)[0]) if len(raw) == 8 else f"{bytes(raw)!r} (not 8 bytes)"
 
 
 def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], label: str,
@@ -67,50 +101,74 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
     frames: dict[bytes, dict[str, Any]] = {}
     for key, data in entries(txn, arc.db("frames"), u64(vrec["id"])):
         if len(key) != 16:
-            problems.append(Problem("error", f"{label}: frame record key {bytes(key)!r} is not a version id and a seq"))
+            problems.append(Problem("error", f"{_where(label)}: a frame record has a damaged key ({len(key)} bytes; "
+                                             "a version id and a seq take 16)"))
             continue
         seq = U64.unpack(key[8:])[0]
         if seq >= vrec["next_seq"]:
-            problems.append(Problem("error", f"{label} frame seq {seq}: beyond the version's next_seq "
+            problems.append(Problem("error", f"{_where(label)}: frame seq {seq} is beyond the version's next_seq "
                                              f"{vrec['next_seq']} (no write hands out such a seq)"))
         try:
             frames[key[8:]] = records.decode_frame(data, f"frame seq {seq}")
         except ArchiveError as exc:
-            problems.append(Problem("error", f"{label} {exc}"))
+            problems.append(Problem("error", f"{_where(label)}: {exc}"))
     return frames
 
 
-def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> tuple[list[Problem], dict]:
+@dataclass
+class _VersionCheck:
+    """One version's problems, and the embedded files its frames name (digest -> first frame id)."""
+
+    problems: list[Problem]
+    blobs: dict[str, str]
+
+
+def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> _VersionCheck:
     prefix = u64(vrec["id"])
     label = f"{vrec['dataset']}/{vrec['name']}"
     problems: list[Problem] = []
     frames = _read_frames(arc, txn, vrec, label, problems)
     for rec in frames.values():
         problems += _size_warnings(label, rec)
-    problems += _check_meta_types(label, vrec["meta_types"], frames)[:20]
-    ids = dict(entries(txn, arc.db("frame_ids"), prefix))
-    want_ids = {prefix + text_key(rec["id"]): seq for seq, rec in frames.items()}
-    for key in want_ids.keys() - ids.keys():
-        problems.append(Problem("error", f"{label}: frame {key[8:].decode(errors='replace')!r} has no id entry"))
-    for key, seq in ids.items():
-        if want_ids.get(key) != seq:
-            problems.append(Problem("error", f"{label}: id entry {key[8:].decode(errors='replace')!r} points at "
-                                             f"seq {_seq(seq)}, which has no frame with that id"))
+    problems += _check_meta_types(label, vrec["meta_types"], frames)[:MAX_LISTED]
+    problems += _check_ids(arc, txn, prefix, label, frames)
     if vrec["count"] != len(frames):
-        problems.append(Problem("error", f"{label}: version record counts {vrec['count']} frames, "
+        problems.append(Problem("error", f"{_where(label)}: the version record counts {vrec['count']} frames, "
                                          f"the archive holds {len(frames)}"))
-    expected = _expected(frames, prefix)
-    for name, want in expected.items():
+    for name, want in _expected(frames, prefix).items():
+        index, _ = INDEX_WORDS[name]
         have = set(entries(txn, arc.db(name), prefix))
-        for key, seq in sorted(have - want)[:20]:
-            problems.append(Problem("error", f"{label}: {name} entry {key[8:]!r} -> seq "
-                                             f"{_seq(seq)} matches no record"))
-        for key, seq in sorted(want - have)[:20]:
-            problems.append(Problem("error", f"{label}: {name} is missing {key[8:]!r} for frame "
-                                             f"{frames[seq]['id']!r}"))
+        for key, seq in sorted(want - have)[:MAX_LISTED]:
+            problems.append(Problem("error", f"{_where(label, frames[seq]['id'])}: {key_words(name, key[8:])} "
+                                             f"is not in {index}"))
+        for key, seq in sorted(have - want)[:MAX_LISTED]:
+            words = key_words(name, key[8:])
+            if seq in frames:
+                problems.append(Problem("error", f"{_where(label, frames[seq]['id'])}: {index} lists the frame "
+                                                 f"under {words}, which the frame does not have"))
+            else:
+                problems.append(Problem("error", f"{_where(label)}: {index} lists {words} for frame seq "
+                                                 f"{_seq(seq)}, which holds no frame"))
     problems += _check_columns(arc, txn, prefix, label, frames)
-    problems += _check_blob_refs(arc, txn, label, frames)
-    return problems, expected
+    blob_problems, blobs = _check_blob_refs(arc, txn, label, frames)
+    return _VersionCheck(problems + blob_problems, blobs)
+
+
+def _check_ids(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
+               frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
+    """The id table (frame id -> seq) must hold exactly the records' ids."""
+    problems = []
+    ids = dict(entries(txn, arc.db("frame_ids"), prefix))
+    want_ids = {prefix + text_key(rec["id"]): (seq, rec["id"]) for seq, rec in frames.items()}
+    for key in sorted(want_ids.keys() - ids.keys())[:MAX_LISTED]:
+        problems.append(Problem("error", f"{_where(label, want_ids[key][1])}: it has no entry in the id table, "
+                                         "so it cannot be found by id"))
+    wrong = [(key, seq) for key, seq in ids.items() if want_ids.get(key, (None,))[0] != seq]
+    for key, seq in sorted(wrong)[:MAX_LISTED]:
+        text = bytes(key[8:]).decode("utf-8", errors="replace")
+        problems.append(Problem("error", f"{_where(label)}: the id table sends frame id {text!r} to frame seq "
+                                         f"{_seq(seq)}, which holds no frame with that id"))
+    return problems
 
 
 def _check_meta_types(label: str, known: dict[str, str], frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
@@ -120,7 +178,7 @@ def _check_meta_types(label: str, known: dict[str, str], frames: dict[bytes, dic
         for path, kind in meta_types(rec["meta"]):
             stored = known.get(path)
             if stored != kind and not (stored == "float" and kind == "int"):
-                problems.append(Problem("error", f"{label} frame {rec['id']!r}: meta.{path} is {kind}, but the "
+                problems.append(Problem("error", f"{_where(label, rec['id'])}: meta.{path} is {kind}, but the "
                                                  f"version's meta types say {stored or 'nothing'}"))
     return problems
 
@@ -130,7 +188,8 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
     """Every stored column chunk that is not marked for rebuild must decode (the checks queries make
     when they load it) and equal what its records give; frames must have columns or a rebuild mark."""
     dirty = {key for key, _ in entries(txn, arc.db("dirty"), prefix)}
-    problems = [Problem("error", f"{label}: rebuild mark {bytes(key)!r} is not a version id and a chunk")
+    problems = [Problem("error", f"{_where(label)}: a scan column rebuild mark has a damaged key ({len(key)} "
+                                 "bytes; a version id and a chunk number take 16)")
                 for key in dirty if len(key) != 16]
     by_chunk: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for seq, rec in frames.items():  # frames are in seq order, so each chunk's rows are too
@@ -139,68 +198,97 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
     stored = set()
     for key, data in entries(txn, arc.db("columns"), prefix):
         if len(key) != 16:
-            problems.append(Problem("error", f"{label}: column chunk key {bytes(key)!r} is not a version id and a chunk"))
+            problems.append(Problem("error", f"{_where(label)}: a scan column chunk has a damaged key ({len(key)} "
+                                             "bytes; a version id and a chunk number take 16)"))
             continue
         chunk = U64.unpack(key[8:])[0]
         stored.add(chunk)
         if key in dirty:
             continue
         base = chunk << CHUNK_BITS
-        where = f"{label}: the scan columns of frames {base}..{base + columns.CHUNK - 1}"
         try:
             stored_chunk = columns.decode_chunk(base, data)
         except ArchiveError as exc:
-            problems.append(Problem("error", f"{label}: {exc}"))
+            problems.append(Problem("error", f"{_where(label)}: {exc}"))
             continue
         # Re-encoded: archives written before meta columns were sorted by path hold them in first-use order.
         built = columns.encode_chunk(columns.build_chunk(base, iter(by_chunk.get(chunk, []))))
         if built != columns.encode_chunk(stored_chunk):
-            problems.append(Problem("error", f"{where} do not match their records"))
+            problems.append(Problem("error", f"{_where(label)}: the scan columns of frame seqs "
+                                             f"{base}..{base + columns.CHUNK - 1} do not match their records"))
     for chunk in sorted(by_chunk.keys() - stored - {U64.unpack(k[8:])[0] for k in dirty if len(k) == 16}):
         base = chunk << CHUNK_BITS
-        problems.append(Problem("error", f"{label}: frames {base}..{base + columns.CHUNK - 1} have no scan columns "
-                                         "and no rebuild mark, so queries miss them"))
+        problems.append(Problem("error", f"{_where(label)}: frame seqs {base}..{base + columns.CHUNK - 1} have no "
+                                         "scan columns and no rebuild mark, so queries miss them"))
     return problems
+
+
+class NamedFile(NamedTuple):
+    """One file a frame names: its URI, and where in the frame (for messages)."""
+
+    uri: str
+    item: dict[str, Any]
+    field: str
+    source: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return "image" if self.item is self.source else "mask"
+
+    def __str__(self) -> str:
+        """Which file of the frame it is: ``the image of source 0``, ``mask 00 of source 0``."""
+        if self.item is self.source:
+            return f"the image of source {self.source['id']}"
+        kind = "instance file of mask" if self.field == "instance_uri" else "mask"
+        return f"{kind} {self.item['id']} of source {self.source['id']}"
+
+
+def _named_files(rec: dict[str, Any]) -> Iterator[NamedFile]:
+    """Every file a frame record names (``ingest.prepare.file_references``: what ``--embed`` copies in)."""
+    source: dict[str, Any] = {}
+    for item, field in file_references(rec):
+        if "masks" in item:  # sources come before their masks
+            source = item
+        yield NamedFile(item[field], item, field, source)
 
 
 def _check_blob_refs(arc: Archive, txn: lmdb.Transaction, label: str,
-                     frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
-    """Embedded images and masks (``blob:sha256:`` URIs) the frames name must be in the archive."""
+                     frames: dict[bytes, dict[str, Any]]) -> tuple[list[Problem], dict[str, str]]:
+    """Embedded images and masks (``blob:sha256:`` URIs) the frames name must be in the archive;
+    returns the problems and the hex digests named (with the first frame naming each)."""
     cursor = txn.cursor(db=arc.db("blobs"))
     problems = []
+    named: dict[str, str] = {}
     for rec in frames.values():
-        for uri in _uris(rec):
+        for which in _named_files(rec):
+            uri = which.uri
             if not uri.startswith(BLOB_PREFIX):
                 continue
             digest = uri[len(BLOB_PREFIX):]
-            if not HEX_DIGEST.fullmatch(digest):
-                problems.append(Problem("error", f"{label} frame {rec['id']!r}: {uri!r} is not a valid blob URI"))
-            elif not cursor.set_key(bytes.fromhex(digest)):
-                problems.append(Problem("error", f"{label} frame {rec['id']!r}: embedded blob {uri} is missing "
-                                                 "from the archive"))
-    return problems
+            key = blob_digest(digest)
+            if key is None:
+                problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is {uri!r}, which is not "
+                                                 "a valid embedded file URI (blob:sha256: and 64 hex digits)"))
+                continue
+            named.setdefault(key.hex(), rec["id"])
+            if not cursor.set_key(key):
+                problems.append(Problem("error", f"{_where(label, rec['id'])}: {which} is the embedded file {uri}, "
+                                                 "which is missing from the archive"))
+    return problems, named
 
 
-HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def _uris(rec: dict[str, Any]) -> Iterator[str]:
-    for source in rec["sources"]:
-        yield source["uri"]
-        for mask in source["masks"]:
-            yield mask["uri"]
-
-
-def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
-    """Every problem found; with ``repair`` the indexes are rebuilt first and then checked again.
+def check_archive(archive: Archive, repair: bool = False, media: bool = False) -> list[Problem]:
+    """Every problem found; with ``repair`` the indexes are rebuilt first (``repair_archive``) and then
+    checked again; with ``media`` every external image and mask is opened and decoded too.
     Never raises for what it finds: a damaged record is a problem in the list."""
     if repair:
-        for version in archive.versions():
-            rebuild_indexes(version)
+        repair_archive(archive)
     problems: list[Problem] = []
 
     def work(txn: lmdb.Transaction) -> None:
         version_keys = set()
+        named: set[str] = set()
+        vrecs = []
         for key, data in txn.cursor(db=archive.db("versions")):
             version_keys.add(bytes(key))
             try:
@@ -211,12 +299,71 @@ def check_archive(archive: Archive, repair: bool = False) -> list[Problem]:
             if bytes(key) != u64(vrec["id"]):
                 problems.append(Problem("error", f"version id {_seq(key)}: its record says id {vrec['id']}"))
                 continue
-            problems.extend(_check_version(archive, txn, vrec)[0])
+            vrecs.append(vrec)
+            found = _check_version(archive, txn, vrec)
+            problems.extend(found.problems)
+            named.update(found.blobs)
+        ids = {vrec["id"] for vrec in vrecs}
+        for vrec in vrecs:
+            if vrec["parent"] is not None and vrec["parent"] not in ids:
+                problems.append(Problem("warning", f"{_where(vrec['dataset'] + '/' + vrec['name'])}: its parent, "
+                                                   f"version id {vrec['parent']}, no longer exists"))
         problems.extend(_orphans(archive, txn, version_keys))
-        for digest, data in txn.cursor(db=archive.db("blobs")):
-            if hashlib.sha256(data).digest() != digest:
-                problems.append(Problem("error", f"embedded blob sha256:{bytes(digest).hex()} does not match its bytes"))
+        problems.extend(_check_blobs(archive, txn, named))
     archive.read(work)
+    if media:
+        problems.extend(check_media(archive))
+    return problems
+
+
+def _check_blobs(arc: Archive, txn: lmdb.Transaction, named: set[str]) -> list[Problem]:
+    """Every embedded file must match its hash; one that no frame of any version names is a warning
+    (``maskstore compact`` drops it)."""
+    problems, unused, unused_bytes = [], [], 0
+    for digest, data in txn.cursor(db=arc.db("blobs")):
+        uri = f"{BLOB_PREFIX}{bytes(digest).hex()}"
+        if hashlib.sha256(data).digest() != digest:
+            problems.append(Problem("error", f"embedded file {uri} does not match its sha256: its bytes are damaged"))
+        elif bytes(digest).hex() not in named:
+            unused.append(uri)
+            unused_bytes += len(data)
+    for uri in unused[:MAX_LISTED]:
+        problems.append(Problem("warning", f"embedded file {uri} is used by no frame of any version; "
+                                           "maskstore compact drops it"))
+    if len(unused) > MAX_LISTED:
+        problems.append(Problem("warning", f"{len(unused) - MAX_LISTED} more embedded files are used by no frame "
+                                           f"({len(unused)} in all, {unused_bytes / 1e6:.1f} MB); maskstore "
+                                           "compact drops them"))
+    return problems
+
+
+def check_media(archive: Archive, jobs: int | None = None) -> list[Problem]:
+    """Every external image and mask the frames name (local paths, http(s)) must exist and decode; each
+    file is opened once, however many frames name it. Embedded files are checked by hash instead."""
+    users: dict[tuple[str, str], list[tuple[str, str, NamedFile]]] = {}  # (uri, kind) -> (version, frame, file)
+    for version in archive.versions():
+        label = version.label
+        for _, rec in version.iter_records():
+            for named in _named_files(rec):
+                if not named.uri.startswith(BLOB_PREFIX):
+                    users.setdefault((named.uri, named.kind), []).append((label, rec["id"], named))
+
+    def failure(item: tuple[str, str]) -> str | None:
+        try:
+            archive.open_image(*item).close()
+        except MaskstoreError as exc:
+            return str(exc)
+        return None
+
+    problems = []
+    with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:  # Pillow decodes without the GIL
+        for item, message in zip(users, pool.map(failure, users)):
+            if message is None:
+                continue
+            (label, frame_id, which), *others = users[item]
+            more = "" if not others else \
+                f" (and {len(others)} more {'frame names' if len(others) == 1 else 'frames name'} it)"
+            problems.append(Problem("error", f"{_where(label, frame_id)}: {which}: {message}{more}"))
     return problems
 
 
@@ -229,20 +376,47 @@ def _orphans(arc: Archive, txn: lmdb.Transaction, version_keys: set[bytes]) -> l
         while found:
             prefix = bytes(cursor.key()[:8])
             if prefix not in version_keys:
-                problems.append(Problem("error", f"{name} holds entries of version id {_seq(prefix)}, which has "
-                                                 "no version record"))
+                problems.append(Problem("error", f"the archive holds {VERSION_DB_WORDS[name]} of version id "
+                                                 f"{_seq(prefix)}, which has no version record"))
             if len(prefix) < 8 or prefix == b"\xff" * 8:
                 break
             found = cursor.set_range(u64(U64.unpack(prefix)[0] + 1))
     return problems
 
 
-def rebuild_indexes(version: DatasetVersion) -> None:
+@dataclass(frozen=True)
+class Rebuilt:
+    """What ``rebuild_indexes`` changed in one version: index and id-table entries it added (missing
+    before) and removed (stale), and the version's frame count before and after."""
+
+    label: str
+    frames: int
+    added: int
+    removed: int
+    count_before: int
+
+    def __str__(self) -> str:
+        what = f"rebuilt the indexes and id table of {self.label} from its {self.frames} frame records"
+        if not (self.added or self.removed or self.count_before != self.frames):
+            return f"{what}: they were right already"
+        changes = [f"{n} {kind} entries {verb}" for n, kind, verb in
+                   ((self.added, "missing", "added"), (self.removed, "stale", "removed")) if n]
+        if self.count_before != self.frames:
+            changes.append(f"frame count {self.count_before} corrected to {self.frames}")
+        return f"{what}: {', '.join(changes)}; scan columns marked for rebuild"
+
+
+def repair_archive(archive: Archive) -> list[Rebuilt]:
+    """Rebuild every version's indexes from its records; what each rebuild changed."""
+    return [rebuild_indexes(version) for version in archive.versions()]
+
+
+def rebuild_indexes(version: DatasetVersion) -> Rebuilt:
     """Rewrite every secondary index entry and the id table of a version from its records."""
     arc = version.archive
     prefix = version.prefix
 
-    def work(txn: lmdb.Transaction) -> None:
+    def work(txn: lmdb.Transaction) -> Rebuilt:
         vrec = version.record(txn)
         frames = {}
         for key, data in entries(txn, arc.db("frames"), prefix):
@@ -250,17 +424,22 @@ def rebuild_indexes(version: DatasetVersion) -> None:
                 frames[key[8:]] = records.decode_frame(data)
             except ArchiveError:
                 continue  # an undecodable record cannot be indexed; check reports it
-        for name in INDEX_DBS + ("frame_ids",):
+        want = {name: sorted(items) for name, items in _expected(frames, prefix).items()}
+        want["frame_ids"] = sorted((prefix + text_key(rec["id"]), seq) for seq, rec in frames.items())
+        added = removed = 0
+        for name, items in want.items():
+            have = {(bytes(k), bytes(v)) for k, v in entries(txn, arc.db(name), prefix)}
+            added += len(set(items) - have)
+            removed += len(have - set(items))
             cursor = txn.cursor(db=arc.db(name))
             while cursor.set_range(prefix) and cursor.key().startswith(prefix):
                 cursor.delete(dupdata=True)
-        for name, items in _expected(frames, prefix).items():
-            txn.cursor(db=arc.db(name)).putmulti(sorted(items), dupdata=name in DUP_DBS)
-        txn.cursor(db=arc.db("frame_ids")).putmulti(
-            sorted((prefix + text_key(rec["id"]), seq) for seq, rec in frames.items()))
+            txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
         dirty = {(prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS), b"") for seq in frames}
         txn.cursor(db=arc.db("dirty")).putmulti(sorted(dirty))
+        rebuilt = Rebuilt(f"{vrec['dataset']}/{vrec['name']}", len(frames), added, removed, vrec["count"])
         vrec["count"] = len(frames)
         vrec["generation"] += 1
         txn.put(prefix, records.encode_version(vrec), db=arc.db("versions"))
-    arc.write(work)
+        return rebuilt
+    return arc.write(work)

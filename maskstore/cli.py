@@ -23,22 +23,25 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from .archive import Archive, DatasetVersion
-from .check import check_archive
+from .check import check_archive, repair_archive
 from .errors import MaskstoreError
 from .ingest import (BUILTIN_TABLES, IngestReport, apply_label_table, dry_run, ingest, load_label_table,
                      read_json as load_json, set_labels)
 from .ingest.cityscapes import KINDS, cityscapes_labels, frames_from_cityscapes
 from .ingest.folders import pair_folders
 from .ingest.jsonl import read_frames_jsonl
+from .ingest.video import frames_from_video, mask_video_ids
 from .ingest.voc import frames_from_voc, voc_labels
 from .labels import pack_rgb, packed_key
 from .labels import parse_color as parse_label_color
 from . import summary
 from .demo import run_demo
 from .export import check_format, image_format, write_image
+from .layouts import LABEL_TABLE, LAYOUTS
 from .render import render as maskstore_render
 from .records import FORMAT_VERSION
 from .store import NO_LOCK_ENV
+from .upgrade import upgrade as upgrade_archive
 from .query import columns
 from .query.engine import snapshot
 
@@ -86,16 +89,17 @@ def fail(group: click.Group, ctx: click.Context, message: str) -> None:
 def cli_words(command: click.Command | None, message: str) -> str:
     """Library messages advise in Python (``pass resize="nearest"``, ``layer_only``); at the command
     line the same advice names the option (``--resize nearest``, ``--layer-only``). Only the running
-    command's own options are rewritten: as ``name="value"``, or bare when the name has an underscore
-    (plain words such as "mode" stay prose), never inside a path or a quoted name."""
+    command's own options are rewritten: as ``name="value"``, as ``name=True`` (a flag: ``force=True`` is
+    ``--force``), or bare when the name has an underscore (plain words such as "mode" stay prose), never
+    inside a path or a quoted name."""
     options = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option)} if command else {}
 
     def option(match: re.Match[str]) -> str:
-        name, value = match.group(1), match.group(2)
-        if name not in options or (value is None and "_" not in name):
+        name, value, flag = match.group(1), match.group(2), match.group(3)
+        if name not in options or (value is None and not flag and "_" not in name):
             return match.group(0)
         return options[name] if value is None else f"{options[name]} {shlex.quote(value)}"
-    return re.sub(r'(?<![\w/.\'"-])([a-z][a-z0-9_]*)(?:="([^"]*)")?(?![\w/.\'"-])', option, message)
+    return re.sub(r'(?<![\w/.\'"-])([a-z][a-z0-9_]*)(?:="([^"]*)"|(=True))?(?![\w/.\'"-])', option, message)
 
 
 @click.group(cls=MaskstoreGroup)
@@ -115,17 +119,7 @@ def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_version(archive: Archive, dataset: str | None, version: str | None) -> DatasetVersion:
-    """The version named, or the only one that fits what was given."""
-    if dataset and version:
-        return archive.get_version(dataset, version)
-    candidates = [v for v in archive.versions() if (dataset is None or v.dataset_name == dataset)
-                  and (version is None or v.version_name == version)]
-    if len(candidates) == 1:
-        return candidates[0]
-    names = ", ".join(f"{v.dataset_name}/{v.version_name}" for v in archive.versions()) or "none"
-    if not candidates:
-        raise MaskstoreError(f"no matching version in {archive.path} (it has: {names})")
-    raise MaskstoreError(f"{archive.path} holds several versions ({names}); choose one with -d DATASET -V VERSION")
+    return archive.pick_version(dataset, version, how="-d DATASET -V VERSION")
 
 
 def scheduler_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,31 +155,137 @@ def init(archive: str) -> None:
 
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
-def info(archive: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+def info(archive: str, as_json: bool) -> None:
     """Show the archive's format, size and versions."""
     with Archive(archive, readonly=True) as ar:
-        size = Path(archive).stat().st_size
-        echo(f"archive: {archive}\nformat:  maskstore {FORMAT_VERSION}\nsize:    {size / 1e6:.1f} MB")
-        for v in ar.versions():
-            rec = v.record()
-            parent = f", parent {v.parent.version_name}" if rec["parent"] is not None else ""
-            echo(f"- {rec['dataset']}/{rec['name']}: {rec['count']} frames, {len(rec['mask_labels'])} mask "
-                       f"values labelled, {rec['state']}{parent}")
+        about = ar.info()
+    if as_json:
+        echo(json.dumps(about, ensure_ascii=False))
+        return
+    echo(f"archive: {archive}\nformat:  maskstore {about['format']}\nsize:    {about['size'] / 1e6:.1f} MB")
+    for row in about["versions"]:
+        parent = row["parent"]
+        if parent is not None:  # a parent of the same dataset is named by its version alone
+            same = parent.startswith(row["dataset"] + "/")
+            parent = f", parent {parent[len(row['dataset']) + 1:] if same else parent}"
+        echo(f"- {row['dataset']}/{row['version']}: {row['frames']} frames, {row['labelled_values']} mask values "
+             f"labelled, {row['state']}{parent or ''}")
 
 
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.option("--repair", is_flag=True, help="Rebuild the secondary indexes from the frame records first.")
-def check(archive: str, repair: bool) -> None:
-    """Verify records, indexes and embedded blobs; exit 1 when anything is inconsistent."""
+@click.option("--media", is_flag=True, help="Also open and decode every external image and mask the frames name.")
+def check(archive: str, repair: bool, media: bool) -> None:
+    """Verify records, indexes, embedded files (all there, all used) and, with --media, external files.
+    Exit 1 when anything is inconsistent; warnings alone exit 0."""
     with Archive(archive, readonly=not repair) as ar:
-        problems = check_archive(ar, repair=repair)
+        if repair:
+            for rebuilt in repair_archive(ar):
+                echo(rebuilt, err=True)
+        problems = check_archive(ar, media=media)
     for problem in problems:
         echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)
     echo(f"{errors} errors, {len(problems) - errors} warnings", err=True)
     if errors:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+def upgrade(archive: str) -> None:
+    """Rewrite an archive of an earlier format in this release's format (atomically; see FORMAT.md)."""
+    echo(upgrade_archive(archive))
+
+
+# ---------------------------------------------------------------------------------------- versions
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON array of {dataset, version, frames, state, parent, created, description}.")
+def versions(archive: str, as_json: bool) -> None:
+    """List every version: frames, state (draft or published), parent, when created, description."""
+    with Archive(archive, readonly=True) as ar:
+        rows = ar.versions_info()
+    if as_json:
+        echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        echo(f"no versions in {archive}; make one with: maskstore create-version {archive} -d DATASET -V VERSION",
+             err=True)
+        return
+    table = [["version", "frames", "state", "parent", "created", "description"]] + \
+        [[f"{r['dataset']}/{r['version']}", str(r["frames"]), r["state"], r["parent"] or "-", r["created"] or "-",
+          r["description"]] for r in rows]
+    widths = [max(len(printable(line[i])) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        echo("  ".join([cell.rjust(w) if i == 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+                       + [line[-1]]).rstrip())
+
+
+@main.command(name="create-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("-d", "--dataset", help="Dataset name (optional when the archive has one dataset).")
+@click.option("-V", "--version", "version_name", required=True, help="Name of the new version.")
+@click.option("--parent", metavar="P", help="Start from this version's frames and labels: a version of the same "
+                                            "dataset (V) or any version (D/V).")
+@click.option("--description", default="", help="What the version is.")
+def create_version(archive: str, dataset: str | None, version_name: str, parent: str | None,
+                   description: str) -> None:
+    """Make a new draft version, empty or as a child of another."""
+    with Archive(archive) as ar:
+        if dataset is None:
+            datasets = ar.datasets()
+            if len(datasets) != 1:
+                held = f"several datasets ({', '.join(datasets)})" if datasets else "no datasets yet"
+                raise MaskstoreError(f"{archive} holds {held}; name one with -d DATASET")
+            dataset = datasets[0]
+        version = ar.create_version(dataset, version_name, parent=parent, description=description)
+        made_from = f" from {version.parent.label}" if parent is not None else ""
+        echo(f"created {version.label}{made_from}: draft, {len(version)} frames", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+def publish(archive: str, dataset: str | None, version_name: str | None) -> None:
+    """Make a version read-only for ever (change it through a child: create-version --parent)."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        version.publish()
+        echo(f"published {version.label}", err=True)
+
+
+@main.command(name="delete-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--force", is_flag=True, help="Also delete a published version or one with children (they keep "
+                                            "their frames and take its parent).")
+def delete_version(archive: str, dataset: str | None, version_name: str | None, force: bool) -> None:
+    """Delete a version and its frames; its embedded files stay until maskstore compact."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        label, parent = version.label, version.parent
+        children = ar.delete_version(version.dataset_name, version.version_name, force=force)
+        echo(f"deleted {label}", err=True)
+        for child in children:
+            echo(f"{child.label} now has {'parent ' + parent.label if parent else 'no parent'}", err=True)
+
+
+@main.command(name="rename-version")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@version_options
+@click.option("--to", "new_name", required=True, help="The new version name (within the same dataset).")
+def rename_version(archive: str, dataset: str | None, version_name: str | None, new_name: str) -> None:
+    """Rename a version; its children keep pointing at it."""
+    with Archive(archive) as ar:
+        version = open_version(ar, dataset, version_name)
+        old = version.label
+        version.rename(new_name)
+        echo(f"renamed {old} to {version.label}", err=True)
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -219,6 +319,12 @@ Examples, one per layout:
               help="Cityscapes root (leftImg8bit/, gtFine/); sets the official labels and colours.")
 @click.option("--voc", "voc_root", type=click.Path(exists=True, file_okay=False),
               help="Pascal VOC root (JPEGImages/, SegmentationClass/); sets the VOC labels and colours.")
+@click.option("--video", "video_file", type=click.Path(exists=True, dir_okay=False),
+              help="A video: one frame per video frame (context_id = its file stem, timestamp = ms).")
+@click.option("--mask-video", "mask_videos", multiple=True, metavar="[ID=]FILE",
+              help='With --video: a mask video (repeatable); without ID= the ids are "00", "01", ...')
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
+              help="With --video: take every Nth frame.")
 @click.option("--split", help="Cityscapes split (default val); VOC: ImageSets/Segmentation/<split>.txt "
                               "(default: every mask).")
 @click.option("--kind", type=click.Choice(KINDS), default="labelIds", show_default=True,
@@ -246,7 +352,7 @@ Examples, one per layout:
 @click.option("--dry-run", "dry", is_flag=True, help="Show what would be added; write nothing.")
 def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, frames_file: str | None,
                images: str | None, masks: str | None, cityscapes_root: str | None, voc_root: str | None,
-               split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
+               video_file: str | None, mask_videos: tuple[str, ...], every: int, split: str | None, kind: str, voc_objects: bool, image_suffix: str, mask_suffix: str,
                labels_table: str | None, replace_labels: bool, embed: bool, batch_size: int, jobs: int | None,
                fast: bool, dry: bool) -> None:
     """Add frames to a version, creating the archive and the version when missing.
@@ -255,8 +361,11 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     """
     if bool(images) != bool(masks):
         raise click.UsageError("--images and --masks go together")
-    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root))) != 1:
-        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT")
+    if sum(map(bool, (frames_file, images, cityscapes_root, voc_root, video_file))) != 1:
+        raise click.UsageError("give one of --frames FILE, --images DIR --masks DIR, --cityscapes ROOT, --voc ROOT, "
+                               "--video FILE")
+    if (mask_videos or every != 1) and not video_file:
+        raise click.UsageError("--mask-video and --every go with --video")
     report = IngestReport()
     layout_labels = None
     if cityscapes_root:
@@ -265,6 +374,8 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
     elif voc_root:
         frames = frames_from_voc(voc_root, split, report.skipped, object_masks=voc_objects)
         layout_labels = voc_labels()
+    elif video_file:
+        frames = frames_from_video(video_file, mask_video_ids(mask_videos), every)
     elif images:
         frames = pair_folders(images, masks, report.skipped, image_suffix=image_suffix, mask_suffix=mask_suffix)
     else:
@@ -290,7 +401,7 @@ def ingest_cmd(archive: str, dataset: str | None, version_name: str | None, fram
                 ar.sync()
         updated = f" and updated {report.updated}" if report.updated else ""
         echo(f"added {report.added} frames{updated} in {report.batches} batches to "
-             f"{version_label(version)}; {report.masks_decoded} masks decoded", err=True)
+             f"{version.label}; {report.masks_decoded} masks decoded", err=True)
     report_skipped(report)
 
 
@@ -338,10 +449,6 @@ def version_for_ingest(ar: Archive, dataset: str | None, version: str | None,
         raise
 
 
-def version_label(version: DatasetVersion) -> str:
-    return f"{version.dataset_name}/{version.version_name}"
-
-
 # ---------------------------------------------------------------------------------------- labels
 
 @main.command()
@@ -352,10 +459,13 @@ def version_label(version: DatasetVersion) -> str:
                    '"color" for its first label (the --labels file of ingest)')
 @click.option("--colors", "colors_file", type=click.Path(exists=True, dir_okay=False),
               help='colors.json: {"label": [r, g, b] or "#rrggbb"}')
+@click.option("--tolerance", type=click.IntRange(0, 255),
+              help="Mask tolerance: pixels within T (largest per-channel difference) of a labelled value carry "
+                   "its labels, for lossy (video) masks; 0 is exact.")
 def labels(archive: str, dataset: str | None, version_name: str | None, set_file: str | None,
-           colors_file: str | None) -> None:
-    """Show or set the version's mask labels and label colours."""
-    with Archive(archive, readonly=not (set_file or colors_file)) as ar:
+           colors_file: str | None, tolerance: int | None) -> None:
+    """Show or set the version's mask labels, label colours and mask tolerance."""
+    with Archive(archive, readonly=not (set_file or colors_file or tolerance is not None)) as ar:
         version = open_version(ar, dataset, version_name)
         if set_file:
             apply_label_table(version, load_json(set_file))
@@ -364,6 +474,10 @@ def labels(archive: str, dataset: str | None, version_name: str | None, set_file
             if not isinstance(colors, dict):
                 raise MaskstoreError(f'{colors_file} must map a label to a colour: {{"car": [0, 0, 142]}}')
             version.set_label_colors(colors)
+        if tolerance is not None:
+            version.set_mask_tolerance(tolerance)
+        if version.get_mask_tolerance():
+            echo(f"mask tolerance {version.get_mask_tolerance()}", err=True)
         colors = version.get_label_colors()
         for value, names in version.get_masks_labels().items():
             swatch = ", ".join(f"{n} {'#%02x%02x%02x' % colors[n] if n in colors else ''}".strip() for n in names)
@@ -433,9 +547,9 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
         version = open_version(ar, dataset, version_name)
         n_frames, label_stats = summary.label_stats(version) if scheduler is None else \
             on_scheduler(scheduler, "stats", ar, dataset=version.dataset_name, version=version.version_name)
-        echo(f"{n_frames} frames in {version_label(version)}")
+        echo(f"{n_frames} frames in {version.label}")
         if len(label_stats) == 1:  # the unlabelled row alone
-            echo(f"no labels: {version_label(version)} has no mask_labels and no ROI labels, so every one of "
+            echo(f"no labels: {version.label} has no mask_labels and no ROI labels, so every one of "
                  f"its {label_stats[0].pixels} mask pixels is unlabelled. Set labels with: maskstore labels "
                  f"{archive} --set mask_labels.json")
             return
@@ -450,23 +564,32 @@ def stats(archive: str, dataset: str | None, version_name: str | None, chart: st
             echo("shares add up to more than 100%: some mask values carry several labels", err=True)
         if chart:
             summary.bar_chart(shown, chart, summary.stats_colors(version, label_stats),
-                              title=f"{version_label(version)}: share of mask pixels per label")
+                              title=f"{version.label}: share of mask pixels per label")
             echo(f"chart written to {chart}", err=True)
 
 
 # ---------------------------------------------------------------------------------------- render, export
 
-def render_options(opacity: float, background: str | None, layer_only: bool,
-                   resize: str | None) -> dict[str, Any]:
+def render_options(opacity: float, background: str | None, layer_only: bool, resize: str | None,
+                   enumeration: str | None = None, ignore: int = 255) -> dict[str, Any]:
     options: dict[str, Any] = {"opacity": opacity, "resize": resize}
     if background is not None:
         options["background"] = parse_color(background)
     if layer_only:
         options["layer_only"] = True
+    if enumeration is not None:
+        options["enumeration"] = load_json(enumeration)
+    if ignore != 255:
+        options["ignore"] = ignore
     return options
 
 
 def render_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--ignore", default=255, show_default=True, type=click.IntRange(0),
+                      help="Index: the class id of pixels whose labels the enumeration does not name.")(fn)
+    fn = click.option("--enumeration", type=click.Path(exists=True, dir_okay=False), metavar="ENUM.JSON",
+                      help='Index: label -> class id, e.g. {"road": 0, "car": 1} (ids above 255 give '
+                           "16-bit PNGs).")(fn)
     fn = click.option("--resize", type=click.Choice(["nearest"]),
                       help="Scale a mask whose size differs from its source (default: refuse).")(fn)
     fn = click.option("--layer-only", is_flag=True, help="Segmentation: the colour layer alone, as RGBA.")(fn)
@@ -475,8 +598,8 @@ def render_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "for pixels without a label.")(fn)
     fn = click.option("--opacity", default=0.5, show_default=True, type=click.FloatRange(0, 1),
                       help="Segmentation overlay opacity.")(fn)
-    return click.option("--mode", type=click.Choice(["segmentation", "alpha"]), default="segmentation",
-                        show_default=True)(fn)
+    return click.option("--mode", type=click.Choice(["segmentation", "alpha", "index"]), default="segmentation",
+                        show_default=True, help="index: class-id PNGs for training (needs --enumeration).")(fn)
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -496,10 +619,11 @@ def parse_color(text: str) -> tuple[int, int, int]:
 @render_flags
 def render(archive: str, frame_id: str, dataset: str | None, version_name: str | None, output: str,
            fmt: str | None, source_id: str | None, mask_id: str | None, mode: str, opacity: float,
-           background: str | None, layer_only: bool, resize: str | None) -> None:
+           background: str | None, layer_only: bool, resize: str | None, enumeration: str | None,
+           ignore: int) -> None:
     """Render one frame's mask over its image into a PNG or JPEG."""
     ext = image_format(output, fmt)
-    options = render_options(opacity, background, layer_only, resize)
+    options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
     check_format(ext, mode, options)
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
@@ -519,25 +643,55 @@ def render(archive: str, frame_id: str, dataset: str | None, version_name: str |
 @click.option("--mask", "mask_id", help="Mask id to render (default: each source's first mask).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an export made in OUTDIR with other settings (default: refuse).")
+@click.option("--layout", type=click.Choice(LAYOUTS),
+              help="Write the images and masks themselves in this dataset layout, with its labels.json, "
+                   "for the matching ingest (--voc, --cityscapes, --images/--masks).")
+@click.option("--split", help="With --layout: Cityscapes split folder (default val); VOC "
+                              "ImageSets/Segmentation/<split>.txt (default: none).")
+@click.option("--video", is_flag=True,
+              help="One overlay video per context instead: OUTDIR/<context>.mp4, frames in timestamp order at "
+                   "the source's frame rate (needs maskstore[video]).")
 @render_flags
 @scheduler_option
 def export_cmd(archive: str, outdir: str, dataset: str | None, version_name: str | None, query_text: str,
-               jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, mode: str, opacity: float,
-               background: str | None, layer_only: bool, resize: str | None, scheduler: str | None) -> None:
+               jobs: int | None, fmt: str, mask_id: str | None, overwrite: bool, layout: str | None,
+               split: str | None, video: bool, mode: str, opacity: float, background: str | None, layer_only: bool,
+               resize: str | None, enumeration: str | None, ignore: int, scheduler: str | None) -> None:
     """Export masked images of the selected frames to OUTDIR/<frame_id>/<source_id>.png, with a
-    manifest.jsonl and a legend.png. A re-run with the same settings resumes (complete files are
-    skipped); other settings need --overwrite."""
+    manifest.jsonl and a legend.png; or class-index PNGs (--mode index); or the images and masks in a
+    dataset layout (--layout). A re-run with the same settings resumes (complete files are skipped);
+    other settings need --overwrite."""
+    ctx = click.get_current_context()
+    if layout is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("mode", "opacity", "background", "layer_only", "resize",
+                                                      "enumeration", "ignore", "fmt")
+                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--layout writes the images and masks themselves; "
+                                   f"{', '.join(g.replace('--fmt', '--format') for g in given)} do not apply")
+        if scheduler is not None:
+            raise click.UsageError("--layout runs here, not on a --scheduler")
+        options: dict[str, Any] = {"layout": layout, "split": split}
+    else:
+        if split is not None:
+            raise click.UsageError("--split goes with --layout")
+        options = render_options(opacity, background, layer_only, resize, enumeration, ignore)
+    if video:
+        if layout is not None or scheduler is not None:
+            raise click.UsageError("--video runs here, and not with --layout or --scheduler")
+        options["video"] = True
     with Archive(archive, readonly=True) as ar:
         version = open_version(ar, dataset, version_name)
         with progress_bar(version.count(query_text), "frames") as bar:
             report = version.export(outdir, query_text, mode=mode, jobs=jobs, format=fmt, mask_id=mask_id,
-                                    progress=bar.update, overwrite=overwrite,
-                                    **render_options(opacity, background, layer_only, resize)) \
+                                    progress=bar.update, overwrite=overwrite, **options) \
                 if scheduler is None else \
                 on_scheduler(scheduler, "export", ar, outdir, query_text, mode=mode, dataset=version.dataset_name,
                              version=version.version_name, format=fmt, mask_id=mask_id, progress=bar.update,
-                             overwrite=overwrite, **render_options(opacity, background, layer_only, resize))
-    echo(f"wrote {report.written} images, skipped {report.skipped} already there; manifest "
+                             overwrite=overwrite, **options)
+    if layout is not None:
+        echo(f"wrote the {layout} layout with its label table {Path(outdir) / LABEL_TABLE}", err=True)
+    echo(f"wrote {report.written} {'videos' if video else 'images'}, skipped {report.skipped} already there; manifest "
                f"{report.manifest}", err=True)
     for frame_id, message in report.errors:  # render's own messages mostly name the frame already
         text = message if message.startswith(f"frame {frame_id!r}") else f"frame {frame_id!r}: {message}"

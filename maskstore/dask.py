@@ -41,13 +41,12 @@ from distributed import Client, as_completed, default_client
 
 from . import export as exporting
 from . import records
-from .archive import CHUNK_BITS, U64, Archive, DatasetVersion, u64
+from .archive import Archive, DatasetVersion
 from .errors import MaskstoreError, QueryError
-from .labels import parse_color
+from .layout import CHUNK_BITS, U64, u64
 from .query import columns, engine
 from .query.columns import Chunk, StrColumn
 from .query.evaluate import Labels
-from .render import check_options, legend_entries
 from .summary import UNLABELLED, LabelStat, label_stats
 
 FIXED = ("archive", "id", "context_id", "timestamp", "labels")
@@ -101,23 +100,11 @@ def archive_paths(archives: Shards) -> list[str | Archive]:
     return paths
 
 
-def pick_version(archive: Archive, dataset: str | None, version: str | None) -> DatasetVersion:
-    """The version named, or the only one that fits what was given (as the CLI chooses)."""
-    if dataset and version:
-        return archive.get_version(dataset, version)
-    found = [v for v in archive.versions() if dataset in (None, v.dataset_name) and version in (None, v.version_name)]
-    if len(found) == 1:
-        return found[0]
-    names = ", ".join(f"{v.dataset_name}/{v.version_name}" for v in archive.versions()) or "none"
-    problem = "no matching version" if not found else "several versions; name one with dataset= and version="
-    raise MaskstoreError(f"{archive.path}: {problem} (it has: {names})")
-
-
 def _plan_shard(shard: str | Archive, query: str, dataset: str | None, version: str | None, compact: bool) -> Shard:
     """The query run on the shard's own indexes and columns, grouped into chunk partitions; with
     ``compact``, a partition of every frame of its chunk names no seqs (a smaller task graph)."""
     ar = _reading(shard)
-    v = pick_version(ar, dataset, version)
+    v = ar.pick_version(dataset, version, how="dataset= and version=")
     path = shard if isinstance(shard, str) else str(ar.path)
 
     def work(txn: lmdb.Transaction) -> Shard:
@@ -438,7 +425,7 @@ def _export_task(task: tuple[Part, exporting.Job]) -> exporting.Done:
     frames_ = _frame_dicts(part)
     root = os.open(job.out, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return exporting._render_task(job, _open(part), root, frames_)
+        return exporting.render_task(job, _open(part), root, frames_)
     finally:
         os.close(root)
 
@@ -451,18 +438,16 @@ def _pieces(part: Part, size: int) -> Iterator[Part]:
         yield replace(part, seqs=part.seqs[i:i + size])
 
 
-def _settings(shards: list[Shard], mode: str, ext: str, mask_id: str | None, options: dict[str, Any]
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The export settings, which every shard must share (one folder holds one export), and colours."""
-    found = []
-    for shard in shards:
-        colors = {label: parse_color(c) for label, c in shard.record["label_colors"].items()}
-        found.append((exporting._settings(shard.record, colors, mode, ext, mask_id, options), colors))
-    for shard, (settings, _) in zip(shards[1:], found[1:]):
-        if settings != found[0][0]:
+def _shared_record(shards: list[Shard], plan: exporting.Plan) -> dict[str, Any]:
+    """The version record the export's settings come from: every shard must give the same settings
+    (one folder holds one export)."""
+    first = plan.settings(shards[0].record)[0]
+    for shard in shards[1:]:
+        settings = plan.settings(shard.record)[0]
+        if settings != first:
             raise MaskstoreError(f"{shard.archive} cannot join the export of {shards[0].archive}: "
-                                 f"{exporting._differences(found[0][0], settings)}")
-    return found[0]
+                                 f"{exporting.differences(first, settings)}")
+    return shards[0].record
 
 
 def export(archives: Shards, out: str | os.PathLike[str], query: str = "", mode: str = "segmentation",
@@ -471,35 +456,15 @@ def export(archives: Shards, out: str | os.PathLike[str], query: str = "", mode:
            **render_options: Any) -> exporting.ExportReport:
     """``v.export`` over every shard, rendered and written by the Dask workers (which must see ``out``,
     a shared folder on a cluster); one merged ``manifest.jsonl`` and legend. Re-run to resume."""
-    ext = exporting.image_format(out, format)
-    exporting.check_format(ext, mode, render_options)
-    check_options(mode, **render_options)
+    chosen = exporting.plan_export(out, mode, format, mask_id, **render_options)
     shards = plan(archives, query, dataset, version, compact=False)
-    settings, colors = _settings(shards, mode, ext, mask_id, render_options)
-    out_dir = Path(out)
-    root = exporting._open_folder(out_dir)
-    report = exporting.ExportReport(manifest=out_dir / exporting.MANIFEST)
-    try:
-        resume = exporting._claim(root, out_dir, settings, overwrite)
-        rec = shards[0].record
-        tasks = [(piece, exporting.Job(piece.path, str(out_dir.resolve()), mode, ext, mask_id,
-                                       tuple(sorted(render_options.items())), s.record["mask_labels"], colors, resume))
-                 for s in shards for part in s.parts for piece in _pieces(part, EXPORT_FRAMES_PER_TASK)]
-        with exporting._atomic(root, exporting.MANIFEST) as manifest:
-            present, failure = exporting._collect(_results(_export_task, tasks), manifest, report, progress)
-            if failure is not None:
-                raise exporting._stopped(out_dir, report, *failure)
-        if mode == "segmentation":
-            entries = legend_entries(rec["mask_labels"], colors, render_options.get("colors"), present)
-            with exporting._atomic(root, exporting.LEGEND) as f:
-                exporting.draw_legend(entries, f)
-            report.legend = out_dir / exporting.LEGEND
-    except OSError as exc:
-        raise exporting._stopped(out_dir, report, str(exc.filename or out_dir), exc.errno or 0,
-                                 exc.strerror or str(exc)) from None
-    finally:
-        os.close(root)
-    return report
+    rec = _shared_record(shards, chosen)
+
+    def run(job: exporting.Job, root: int) -> Iterator[exporting.Done]:
+        tasks = [(piece, replace(job, archive=piece.path)) for s in shards for part in s.parts
+                 for piece in _pieces(part, EXPORT_FRAMES_PER_TASK)]
+        return _results(_export_task, tasks)
+    return exporting.write_export(chosen, rec, shards[0].archive, run, overwrite, progress)
 
 
 # ------------------------------------------------------------------------------------------ stats
@@ -552,7 +517,7 @@ def stats(archives: Shards, dataset: str | None = None, version: str | None = No
     items = []
     for shard in archive_paths(archives):
         ar = _reading(shard)
-        v = pick_version(ar, dataset, version)
+        v = ar.pick_version(dataset, version, how="dataset= and version=")
         rec = v.record()
         items.append(Part(str(ar.path), str(ar.path.resolve()), v.id, rec["generation"],
                           rec["state"] != "published", 0, None))

@@ -10,9 +10,11 @@ of a version never share a default colour (``default_colors``).
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,20 @@ import numpy as np
 from .errors import FrameError
 
 RGB = tuple[int, int, int]
+
+
+@lru_cache(maxsize=None)
+def _packaged(name: str) -> str:
+    return (resources.files("maskstore") / "tables" / f"{name}.json").read_text(encoding="utf-8")
+
+
+def packaged_table(name: str) -> list[dict[str, Any]]:
+    """The ``labels`` list of a table shipped in ``maskstore/tables/<name>.json`` (a fresh copy)."""
+    try:
+        text = _packaged(name)
+    except FileNotFoundError:
+        raise FrameError(f"no packaged label table {name!r}") from None
+    return json.loads(text)["labels"]
 
 
 def pack_rgb(value: Iterable[int]) -> int:
@@ -89,6 +105,39 @@ def nfc(text: str) -> str:
 
 def mask_labels_dict(labels: list[dict]) -> dict[RGB, list[str]]:
     return {tuple(entry["value"]): list(entry["labels"]) for entry in labels}  # type: ignore[misc]
+
+
+MAX_TOLERANCE = 255
+
+
+def check_tolerance(tolerance: Any) -> int:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 0 <= tolerance <= MAX_TOLERANCE:
+        raise FrameError(f"mask tolerance must be an integer 0..{MAX_TOLERANCE} (largest per-channel difference), "
+                         f"not {tolerance!r}")
+    return tolerance
+
+
+def within_tolerance(labels: list[dict], keys: np.ndarray, tolerance: int) -> list[dict]:
+    """``labels`` plus an entry for each packed value of ``keys`` that has no labels of its own but
+    lies within ``tolerance`` (largest per-channel difference) of a labelled value: it takes the
+    labels of the nearest one, ties to the lexicographically lower ``(r, g, b)`` (spec section 10).
+    Lossy masks resolved this way at query and render time need no rebuild when the tolerance changes."""
+    if tolerance == 0 or not labels:
+        return labels
+    labelled = np.array(sorted(pack_rgb(e["value"]) for e in labels), dtype=np.int64)  # sorted: ties go low
+    keys = np.setdiff1d(np.asarray(keys, dtype=np.int64), labelled)
+    by_key = {pack_rgb(e["value"]): e["labels"] for e in labels}
+    channels = lambda k: np.stack([(k >> 16) & 255, (k >> 8) & 255, k & 255], axis=-1)  # noqa: E731
+    known = channels(labelled)
+    extra = []
+    for start in range(0, len(keys), 65536):  # bounded memory: keys x labelled distances per block
+        block = keys[start:start + 65536]
+        distance = np.abs(channels(block)[:, None, :] - known[None, :, :]).max(axis=-1)
+        nearest = distance.argmin(axis=1)
+        close = distance[np.arange(len(block)), nearest] <= tolerance
+        extra += [{"value": list(unpack_rgb(k)), "labels": by_key[int(labelled[i])]}
+                  for k, i in zip(block[close].tolist(), nearest[close].tolist())]
+    return labels + extra
 
 
 def values_with_label(labels: list[dict], label: str) -> np.ndarray:

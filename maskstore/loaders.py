@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .archive import DatasetVersion
 from .errors import FrameError
 from . import labels
 from .model import Frame
 from .render import pick_mask, render, source_rgb
+
+if TYPE_CHECKING:
+    from .archive import DatasetVersion
 
 ORDERS = ("storage", "random")
 
@@ -56,7 +58,7 @@ def frame_arrays(frame: Frame, version: DatasetVersion, mode: str = "index",
     elif enumeration is not None:
         raise FrameError('an enumeration applies to mode="index" only')
     source, _ = pick_mask(frame, source_id, mask_id)
-    image = source_rgb(version.open_image(source.uri, what="image"))
+    image = source_rgb(version.open_image(source.uri, "image", source.timestamp or 0, source.content_type))
     return image, render(frame, version, **options)
 
 

@@ -25,12 +25,14 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from . import video
 from .errors import MaskError, MediaError
 
 BLOB_PREFIX = "blob:sha256:"
@@ -44,6 +46,7 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS
 # A mask with more distinct values than this holds no categories (a photo cut-out, a lossy
 # re-save): ingest stores it as an alpha mask. Label tables have tens to a few hundred values.
 MAX_CATEGORICAL_VALUES = 1024
+LOSSY_VALUE_SHARE = 10_000  # a lossy video mask keeps the values covering 0.01% of its pixels or more
 ALPHA = "alpha"  # the "kind" of a mask that is an opacity matte, not categories
 # Formats whose compression changes pixel values, so no count of a value in them is right.
 LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
@@ -98,6 +101,17 @@ def content_type_of(uri: str) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _content_type_of_suffix(suffix: str) -> str | None:
     return mimetypes.guess_type("x." + suffix)[0]
+
+
+def blob_digest(hexdigest: str) -> bytes | None:
+    """The 32-byte key a ``blob:sha256:<hex>`` URI names, or None when ``hexdigest`` is not 64 hex
+    digits (an empty or short key would reach LMDB as an invalid key size)."""
+    if len(hexdigest) != 64:
+        return None
+    try:
+        return bytes.fromhex(hexdigest)
+    except ValueError:
+        return None
 
 
 def blob_uri(data: bytes) -> str:
@@ -261,14 +275,32 @@ def _decode(image: Image.Image, uri: str, what: str) -> Image.Image:
     return image.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else image
 
 
-def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image") -> Image.Image:
+def _video(uri: str, blobs: BlobReader | None) -> video.VideoReader:
+    local = None if uri.startswith(BLOB_PREFIX) or is_remote(uri) else local_path(uri)
+    return video.reader(uri, lambda u: read_bytes(u, blobs), local)
+
+
+def open_image(uri: str, blobs: BlobReader | None = None, *, what: str = "image", timestamp: int = 0,
+               content_type: str | None = None) -> Image.Image:
     """Open and fully decode an image, upright (EXIF orientation applied); ``what="mask"`` refuses
-    animations."""
+    animations. A video (spec section 10) gives its frame nearest ``timestamp`` milliseconds."""
+    if video.is_video(uri, content_type):
+        return Image.fromarray(_video(uri, blobs).frame_at(timestamp), "RGB")
     return _decode(_open(uri, blobs, what), uri, what)
 
 
-def image_size(uri: str, blobs: BlobReader | None = None) -> tuple[int, int]:
+def video_frame_rate(uri: str, blobs: BlobReader | None = None) -> Fraction:
+    """A video's average frame rate (what an overlay video of its frames is written at)."""
+    stream = _video(uri, blobs).stream
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate else Fraction(25)
+
+
+def image_size(uri: str, blobs: BlobReader | None = None, content_type: str | None = None) -> tuple[int, int]:
     """(width, height) of what ``open_image`` gives, from the header only."""
+    if video.is_video(uri, content_type):
+        stream = _video(uri, blobs).stream
+        return stream.codec_context.width, stream.codec_context.height
     image = _open(uri, blobs, "image")
     with _decoding(uri, "image"):
         turned = _orientation(image) >= 5  # 5-8 swap width and height
@@ -311,6 +343,13 @@ class MaskPixels:
         arr = self.index if self.index is not None else self.keys
         assert arr is not None
         return arr.shape  # type: ignore[return-value]
+
+    def distinct(self) -> np.ndarray:
+        """The packed RGB keys present, sorted."""
+        if self.keys is not None:
+            return np.unique(self.keys)
+        assert self.index is not None and self.table is not None
+        return np.unique(self.table[np.unique(self.index)])
 
     def packed(self) -> np.ndarray:
         """Packed RGB key of every pixel (uint32, H x W)."""
@@ -439,9 +478,15 @@ class MaskStats:
         return {"kind": ALPHA, "coverage": self.coverage, "width": self.width, "height": self.height}
 
 
-def mask_statistics(uri: str, blobs: BlobReader | None = None, kind: str | None = None) -> MaskStats:
+def mask_statistics(uri: str, blobs: BlobReader | None = None, kind: str | None = None, timestamp: int = 0,
+                    content_type: str | None = None) -> MaskStats:
     """Decode a mask once and describe it; ``kind="alpha"`` (the owner says it is a matte) skips the
-    value count. A lossy file is refused unless declared a matte: its values are compression noise."""
+    value count. A lossy image file is refused unless declared a matte: its values are compression
+    noise. A video mask is the frame at ``timestamp``: lossy or not, the version's mask tolerance
+    decides what its values mean (spec section 10)."""
+    if video.is_video(uri, content_type):
+        image = open_image(uri, blobs, what="mask", timestamp=timestamp, content_type=content_type)
+        return video_mask_statistics(image, uri, kind)
     header = _open(uri, blobs, "mask")
     if kind is None and header.format in LOSSY_FORMATS:
         raise MaskError(f"mask {uri} is a {header.format} file, whose lossy compression changes pixel values, "
@@ -457,3 +502,20 @@ def mask_statistics(uri: str, blobs: BlobReader | None = None, kind: str | None 
     cutout = image.mode in ALPHA_BAND_MODES and alpha.min() != alpha.max()
     doubtful = kind is None and image.mode != "F" and not cutout
     return MaskStats(None, image.width, image.height, int(np.count_nonzero(alpha)), doubtful)
+
+
+def video_mask_statistics(image: Image.Image, uri: str, kind: str | None = None) -> MaskStats:
+    """A video mask frame is categorical unless declared a matte. A lossless one lists every value; a
+    lossy one (more than MAX_CATEGORICAL_VALUES values: codec noise) lists only the values that cover at
+    least 1/LOSSY_VALUE_SHARE of its pixels, at most MAX_CATEGORICAL_VALUES of them, so its record and
+    index entries stay small; the mask tolerance maps them to labels at query time (FORMAT.md)."""
+    if kind is not None:
+        alpha = mask_alpha(image, uri)
+        return MaskStats(None, image.width, image.height, int(np.count_nonzero(alpha)))
+    values = value_counts(mask_pixels(image, uri))
+    assert values is not None
+    if len(values) > MAX_CATEGORICAL_VALUES:
+        floor = image.width * image.height / LOSSY_VALUE_SHARE
+        common = sorted((v for v in values if v[3] >= floor), key=lambda v: -v[3])[:MAX_CATEGORICAL_VALUES]
+        values = sorted(common)
+    return MaskStats(values, image.width, image.height)

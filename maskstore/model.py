@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,33 @@ def type_name(value: Any) -> str:
     return "dict" if isinstance(value, Mapping) else "list"
 
 
+def meta_items(meta: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every meta entry, nested dicts included and walked."""
+    for key, value in meta.items():
+        path = prefix + key
+        yield path, value
+        if isinstance(value, Mapping):
+            yield from meta_items(value, path + ".")
+
+
+def meta_types(meta: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(dotted path, type name) of every meta value; null has no type. Ingest gets the same list
+    from ``normalize_frame``, found while validating meta."""
+    return ((path, type_name(value)) for path, value in meta_items(meta) if value is not None)
+
+
+def merge_meta_type(known: dict[str, str], path: str, kind: str, frame_id: str) -> None:
+    """Record that ``path`` holds a ``kind`` in ``frame_id``: a meta key keeps one type across a version."""
+    old = known.get(path)
+    if old is None or old == kind:
+        known[path] = kind
+    elif {old, kind} == {"int", "float"}:
+        known[path] = "float"  # ints widen to float; both are numbers
+    else:
+        raise FrameError(f"frame {frame_id!r}: meta.{path} is a {kind} here but a {old} in other frames of "
+                         "this version; a meta key keeps one type across a version")
+
+
 def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
     """Meta holds JSON-like data only; anything else would not survive msgpack or JSON export."""
     _check_meta(value, path, frame_id, None)
@@ -101,7 +128,7 @@ MAX_SIDE = 2**31  # source width and height stay below it, as readers require
 def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None,
                 depth: int = 0) -> None:
     """check_meta_value; with ``types``, it also appends (dotted path, type name) of every non-null
-    value of a dict, nested dicts walked (lists are not), in the order of ``archive.meta_types``:
+    value of a dict, nested dicts walked (lists are not), in the order of ``meta_types``:
     the archive needs both, and one walk costs half of two."""
     if value is None or isinstance(value, (str, bool, int)):
         return

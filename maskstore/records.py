@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 
-from ._speedups import MAX_FRAME_PIXELS, frame_ok  # the shape readers rely on, compiled
+from ._accel import MAX_FRAME_PIXELS, frame_ok, frame_problem  # compiled, or its pure-Python twin
 from .errors import ArchiveError
 
 FORMAT_NAME = "maskstore"
@@ -91,17 +91,40 @@ def _plain(value: Any) -> bool:
 _NESTED = (dict, list, bytes)
 
 
-def encode_format() -> bytes:
-    return _pack(KIND_FORMAT, {"name": FORMAT_NAME, "version": FORMAT_VERSION})
+KNOWN_FEATURES: frozenset[str] = frozenset()
+"""Format features this release implements (FORMAT.md, "Compatibility"): an archive whose format
+record lists a required feature outside this set is refused; unknown optional features are ignored."""
+FEATURE_LISTS = ("required_features", "optional_features")
+
+
+def encode_format(version: int = FORMAT_VERSION, required: tuple[str, ...] = (),
+                  optional: tuple[str, ...] = ()) -> bytes:
+    """The format record; empty feature lists are left out, so it stays byte for byte what 0.1.0 wrote."""
+    body: dict[str, Any] = {"name": FORMAT_NAME, "version": version}
+    for name, features in zip(FEATURE_LISTS, (required, optional)):
+        if features:
+            body[name] = sorted(set(features))
+    return _pack(KIND_FORMAT, body)
 
 
 def decode_format(data: bytes) -> dict[str, Any]:
-    """The archive's format marker; refuses other kinds of file and newer formats."""
+    """The archive's format record, with both feature lists filled in (absent means none); refuses
+    other kinds of file, newer formats and required features this release does not implement."""
     body = _unpack(KIND_FORMAT, data, "format")
     if not isinstance(body, dict) or body.get("name") != FORMAT_NAME:
         raise ArchiveError("not a maskstore archive (format marker missing)")
-    if int(body.get("version", 0)) > FORMAT_VERSION:
-        raise ArchiveError(f"archive is {newer_format_message(int(body['version']))}")
+    version = body.get("version")
+    if type(version) is not int or version < 1:
+        raise ArchiveError(f"format record is damaged: version {str(version)[:40]} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise ArchiveError(f"archive is {newer_format_message(version)}")
+    for name in FEATURE_LISTS:
+        features = body.setdefault(name, [])
+        if type(features) is not list or not all(type(f) is str for f in features):
+            raise ArchiveError(f"format record is damaged: {name} is {str(features)[:60]}, not a list of names")
+    if unknown := sorted(set(body["required_features"]) - KNOWN_FEATURES):
+        raise ArchiveError(f"archive needs format features this maskstore does not implement: {', '.join(unknown)}; "
+                           "upgrade maskstore (pip install -U maskstore) to open it")
     return body
 
 
@@ -129,6 +152,9 @@ def _version_problem(body: Any) -> str | None:
     for name in ("id", "next_seq", "count", "generation"):
         if not 0 <= body[name] <= _U64_MAX:
             return f"field {name!r} is {body[name]}, outside 0..2**64-1"
+    tolerance = body.get("mask_tolerance", 0)
+    if type(tolerance) is not int or not 0 <= tolerance <= 255:
+        return f"mask_tolerance {str(tolerance)[:20]} is not an integer 0..255"
     parent = body.get("parent")
     if parent is not None and (type(parent) is not int or not 0 <= parent <= _U64_MAX):
         return f"parent {parent!r} is not a version id"
@@ -167,6 +193,6 @@ def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
 def decode_frame(data: bytes | memoryview | None, what: str = "frame") -> dict[str, Any]:
     """A frame record; ``what`` names it in errors (e.g. "frame seq 12")."""
     body = _unpack(KIND_FRAME, data, what)
-    if not frame_ok(body):
-        raise ArchiveError(f"{what} record is damaged: fields missing or of the wrong type")
+    if not frame_ok(body):  # the walk that names the field runs only now, on the refused record
+        raise ArchiveError(f"{what} record is damaged: {frame_problem(body)}")
     return body

@@ -34,13 +34,15 @@ class _Job:
     uri: str
     frame_id: str
     kind: str | None = None  # "alpha": the mask dict says it is a matte, so no value count
+    timestamp: int = 0  # which frame, when the file is a video
+    content_type: str | None = None
 
 
 def _run(job: _Job, blobs: BlobReader | None = None) -> tuple[_Job, Any]:
     try:
         if job.mask < 0:
-            return job, image_size(job.uri, blobs)
-        return job, mask_statistics(job.uri, blobs, job.kind)
+            return job, image_size(job.uri, blobs, job.content_type)
+        return job, mask_statistics(job.uri, blobs, job.kind, job.timestamp, job.content_type)
     except MaskError as exc:
         return job, type(exc)(f"frame {job.frame_id!r}: {exc}")
 
@@ -56,9 +58,11 @@ def _jobs(frames: list[dict[str, Any]], resolve: Callable[[str], str]) -> list[_
             for mi, mask in enumerate(source["masks"]):
                 if mask.get("values") is None and mask.get("coverage") is None:
                     if size_wanted:
-                        jobs.append(_Job(fi, si, -1, resolve(source["uri"]), frame["id"]))
+                        jobs.append(_Job(fi, si, -1, resolve(source["uri"]), frame["id"],
+                                         content_type=source.get("content_type")))
                         size_wanted = False
-                    jobs.append(_Job(fi, si, mi, resolve(mask["uri"]), frame["id"], mask.get("kind")))
+                    jobs.append(_Job(fi, si, mi, resolve(mask["uri"]), frame["id"], mask.get("kind"),
+                                     mask.get("timestamp") or 0, mask.get("content_type")))
     return jobs
 
 

@@ -49,6 +49,32 @@ def lock_default() -> bool:
     return os.environ.get(NO_LOCK_ENV, "") not in ("1", "true", "yes")
 
 
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs",
+                                 "fuse.glusterfs", "lustre", "fuse.s3fs", "fuse.rclone", "davfs", "fuse.davfs2"})
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of this machine's mounts (Linux); empty where unknown."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [(fields[1].replace("\\040", " "), fields[2]) for fields in (line.split() for line in lines)
+            if len(fields) >= 3]
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The file system type when ``path`` lives on a network mount (where LMDB cannot lock or map a
+    file safely for writing), else None."""
+    folder = str(path.resolve().parent)
+    best = ("", "")
+    for point, fstype in mounts():
+        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best[0]):
+            best = (point, fstype)
+    return best[1] if best[1] in NETWORK_FILESYSTEMS else None
+
+
 def _unlocked_hint(path: Path) -> str:
     return (f"if no process writes {path} (read-only media, a published snapshot), read it without "
             "locking: Archive(path, readonly=True, lock=False), or maskstore --no-lock")

@@ -11,17 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .archive import DatasetVersion, text_key, u64
+from .layout import text_key, u64
 from .labels import RGB, label_colors
 from . import records
 from .query import columns, engine
 from .query.evaluate import Labels
 from .query.plan import EMPTY, Context, Lookup, sorted_unique
+
+if TYPE_CHECKING:
+    from .archive import DatasetVersion
 
 UNLABELLED = "(unlabelled)"
 UNLABELLED_COLOR: RGB = (160, 160, 160)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from maskstore import (Archive, ArchiveError, FrameError, FrameNotFoundError, MaskError, ReadOnlyError,
                        SingleFrame, VersionNotFoundError)
-from maskstore.archive import index_entries
+from maskstore.layout import index_entries
 from maskstore.check import check_archive
 from maskstore.query import columns
 from maskstore.records import encode_format
@@ -190,8 +190,9 @@ def test_check_catches_a_broken_index_entry_and_repair_fixes_it(version, pair):
     arc.write(lambda t: t.delete(version.prefix + b"c1", db=arc.db("ix_context")))
     arc.write(lambda t: t.put(version.prefix + bytes([9, 9, 9]), (0).to_bytes(8, "big"), db=arc.db("ix_value")))
     messages = [str(p) for p in check_archive(arc)]
-    assert any("ix_context is missing" in m for m in messages)
-    assert any("ix_value entry" in m and "matches no record" in m for m in messages)
+    assert messages == ["error: version Example/v1, frame f1: context id 'c1' is not in the context index",
+                        "error: version Example/v1, frame f1: the value index lists the frame under mask value "
+                        "(9, 9, 9), which the frame does not have"]
     assert check_archive(arc, repair=True) == []
 
 
@@ -332,14 +333,14 @@ def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair
 
 
 def test_writable_open_on_a_network_file_system_warns(tmp_path, monkeypatch):
-    from maskstore import NetworkFilesystemWarning, archive as archive_module
-    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4"), (str(tmp_path), "nfs4")])
+    from maskstore import NetworkFilesystemWarning, store as store_module
+    monkeypatch.setattr(store_module, "mounts", lambda: [("/", "ext4"), (str(tmp_path), "nfs4")])
     with pytest.warns(NetworkFilesystemWarning, match="nfs4 network file system"):
         Archive(tmp_path / "n.maskstore").close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Archive(tmp_path / "n.maskstore", readonly=True).close()  # reading from one machine is fine
-    monkeypatch.setattr(archive_module, "mounts", lambda: [("/", "ext4")])
+    monkeypatch.setattr(store_module, "mounts", lambda: [("/", "ext4")])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Archive(tmp_path / "local.maskstore").close()

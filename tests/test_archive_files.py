@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskstore import Archive, FrameError, MaskError, render
+from maskstore import Archive, ArchiveError, FrameError, MaskError, render
 from maskstore.cli import main
 from click.testing import CliRunner
 
@@ -129,3 +129,15 @@ def test_ingest_refuses_what_readers_would_refuse(tmp_path: Path, frame: dict) -
             v.add_frames([frame])
         v.add_frames([{"id": "ok", "meta": {"x": nested(85)}}])
         assert v.get_frame_dict("ok")["meta"]["x"] == nested(85)
+
+
+@pytest.mark.parametrize("digest", ["", "ab", "zz" * 32, "00" * 33])
+def test_a_blob_uri_without_a_64_digit_digest_is_a_frame_error(tmp_path, digest):
+    """Found by the format reader's hypothesis round trip: an empty digest reached LMDB as a key of
+    invalid size (MDB_BAD_VALSIZE) instead of a FrameError naming the frame."""
+    with Archive(tmp_path / "a.maskstore") as ar:
+        v = ar.create_version(dataset_name="D", version_name="v1")
+        with pytest.raises(FrameError, match="'f0'.*not a valid blob URI"):
+            v.add_frames([{"id": "f0", "sources": [{"uri": f"blob:sha256:{digest}"}]}])
+        with pytest.raises(ArchiveError, match="not a valid blob URI"):
+            ar.read_blob(digest)

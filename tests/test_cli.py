@@ -108,7 +108,7 @@ def test_info_check_and_init(runner, tmp_path, folders):
         v = ar.get_version("D", "v1")
         ar.write(lambda t: t.delete(v.prefix + b"0", db=ar.db("ix_source")))
     result = runner.invoke(main, ["check", str(path)])
-    assert result.exit_code == 1 and "ix_source is missing" in result.stdout
+    assert result.exit_code == 1 and "version D/v1, frame a: source id '0' is not in the source index" in result.stdout
     assert runner.invoke(main, ["check", str(path), "--repair"]).exit_code == 0
 
 

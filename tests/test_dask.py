@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 import maskstore.dask as mdask  # noqa: E402
 from maskstore import Archive, MaskstoreError, QueryError, SingleFrame  # noqa: E402
 from maskstore.cli import main  # noqa: E402
-from maskstore.archive import MAX_KEY_TEXT  # noqa: E402
+from maskstore.layout import MAX_KEY_TEXT  # noqa: E402
 from maskstore.query import columns  # noqa: E402
 from maskstore.summary import label_stats  # noqa: E402
 

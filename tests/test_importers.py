@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 import os
 import shutil
@@ -16,9 +14,9 @@ from PIL import Image
 
 from maskstore import Archive, FrameError, MaskError
 from maskstore.cli import main
+from maskstore.labels import packaged_table
 from maskstore.ingest import apply_label_table
-from maskstore.ingest import (IngestInterrupted, IngestReport, builtin_label_table, dry_run, ingest,
-                              packaged_table, set_labels)
+from maskstore.ingest import IngestInterrupted, IngestReport, builtin_label_table, dry_run, ingest, set_labels
 from maskstore.ingest.cityscapes import cityscapes_labels, frames_from_cityscapes
 from maskstore.ingest.folders import pair_folders
 from maskstore.ingest.voc import frames_from_voc, voc_labels
@@ -382,9 +380,3 @@ def test_dry_run_summarises_without_writing(tmp_path, voc_root):
     assert summary.frames == 3
     assert [w for w, _ in summary.problems] == ["a", "a", "#3"]
     assert "file not found" in summary.problems[0][1] and "given twice" in summary.problems[1][1]
-
-
-@pytest.mark.parametrize("name", ["maskstore.ingest", "maskstore.ingest.cityscapes", "maskstore.ingest.voc"])
-def test_docstring_examples(name):
-    module = importlib.import_module(name)
-    assert doctest.testmod(module).failed == 0

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageOps
 
-from maskstore import Archive, MaskError, _speedups, media, records
-from maskstore.archive import MAX_KEY_TEXT, SUFFIX_TYPES, text_key
+from maskstore import Archive, MaskError, _accel, media, records
+from maskstore.ingest.prepare import SUFFIX_TYPES
+from maskstore.layout import MAX_KEY_TEXT, text_key
 from maskstore.cli import main
 from maskstore.media import content_type_of, mask_statistics, read_bytes
 from maskstore.model import normalize_frame_dict
@@ -231,8 +232,11 @@ def test_declared_kind_is_checked(tmp_path, bad):
 
 def compiled_record(frame: dict) -> bytes | None:
     """The compiled ingest path's record of a frame, None where it leaves the frame to Python."""
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-    (record,), _, _ = _speedups.encode_common([frame], records.FRAME_HEAD, content_type_of, SUFFIX_TYPES, postings)
+    if _accel.purepython_requested():
+        pytest.skip("MASKSTORE_PUREPYTHON=1 runs without the compiled module")
+    speedups = _accel.compiled()
+    postings = speedups.Postings(text_key, MAX_KEY_TEXT)
+    (record,), _, _ = speedups.encode_common([frame], records.FRAME_HEAD, content_type_of, SUFFIX_TYPES, postings)
     return record
 
 

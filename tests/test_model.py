@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from strategies import frame_dicts
 
 from maskstore import FrameError, FrameGroup, SingleFrame
-from maskstore.archive import meta_types
+from maskstore.model import meta_types
 from maskstore.model import derived_frame_id, frame_from_dict, normalize_frame, normalize_frame_dict
 from maskstore.records import decode_frame, encode_frame
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from maskstore import Archive
 from maskstore.check import check_archive
 from maskstore.cli import main
-from maskstore.errors import QueryError
+from maskstore.errors import QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.model import Frame
 from maskstore.query.check import check_query
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
@@ -123,6 +123,14 @@ def _golden_params() -> Iterator[Any]:
             yield pytest.param(name, case, id=f"{Path(name).stem}-{i}:{case['query'][:60]}", marks=marks)
 
 
+def _parses(text: str) -> bool:
+    try:
+        parse_query(text)
+    except QuerySyntaxError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name, case", list(_golden_params()))
 def test_golden(golden_version, name: str, case: dict[str, Any]) -> None:
     version, text = golden_version(name), case["query"]
@@ -134,6 +142,11 @@ def test_golden(golden_version, name: str, case: dict[str, Any]) -> None:
         assert want["contains"] in error.message, str(error)
         assert (error.line, error.column) == (want.get("line", 1), want["column"]), str(error)
         assert "^" in str(error)
+        # Text that parses is refused by the checker, naming the field; the rest (and bad glob
+        # patterns) are syntax errors.
+        checker = "bad pattern" not in error.message and _parses(text)
+        assert isinstance(error, QueryTypeError if checker else QuerySyntaxError), type(error)
+        assert not checker or error.field in text or error.field == "coverage()", error.field
         for run in (version.count, version.explain, lambda q: list(version.query_dicts(q))):
             with pytest.raises(QueryError):
                 run(text)

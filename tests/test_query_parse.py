@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from maskstore.errors import MaskstoreError, QueryError
-from maskstore.query import check, nodes, parse
+from maskstore.errors import MaskstoreError, QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.query.check import check_query, compile_glob
 from maskstore.query.nodes import (FIELDS, And, Compare, Coverage, Field, Has, In, Not, Or, Query, RoiAll,
                                    to_text, value_text)
@@ -224,6 +222,75 @@ def test_golden_errors(case: dict) -> None:
     assert error.line == case["error"].get("line", 1), str(error)
     assert case["error"]["contains"] in str(error)
     assert_located(error, case["query"])
+    assert_error_data(error, case["query"])
+
+
+def assert_error_data(error: QueryError, text: str) -> None:
+    """A query that does not parse fails with a QuerySyntaxError whose token sits at its position; one
+    that parses fails the check with a QueryTypeError naming a field of the query (bad glob patterns
+    are syntax errors of their string)."""
+    try:
+        parse_query(text)
+    except QuerySyntaxError:
+        parsed = False
+    else:
+        parsed = True
+    if not parsed or "bad pattern" in error.message:
+        assert isinstance(error, QuerySyntaxError) and not isinstance(error, QueryTypeError)
+        assert error.expected_tokens == sorted(set(error.expected_tokens))
+        if error.token is not None and not parsed:
+            line = text.splitlines()[error.line - 1]
+            assert line[error.column - 1:].startswith(error.token), (error.token, line, error.column)
+    else:
+        assert isinstance(error, QueryTypeError) and not isinstance(error, QuerySyntaxError)
+        assert error.field and (error.field in text or error.field == "coverage()"), error.field
+
+
+@pytest.mark.parametrize("text, line, column, token, expected_tokens", [
+    ("label ==", 1, 9, None, ["<number>", "<string>", "[", "false", "null", "true"]),
+    ('label == "car")', 1, 15, ")", ["<end>", "and", "limit", "or", "order"]),
+    ('(label == "car"', 1, 16, None, [")", "and", "or"]),
+    ('label = "car"', 1, 7, "=", ["!=", ".", "<", "<=", "==", ">", ">=", "in", "not", "~"]),
+    ('label == "car" and\n  timestamp >', 2, 14, None, ["<number>", "<string>", "[", "false", "null", "true"]),
+    ('label == "car', 1, 10, '"car', ['"']),
+    ("label in \"car\"", 1, 10, '"car"', ["["]),
+])
+def test_syntax_errors_carry_position_token_and_expected_tokens(text: str, line: int, column: int,
+                                                                token: str | None, expected_tokens: list) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(text)
+    error = info.value
+    assert (error.line, error.column, error.token, error.expected_tokens) == (line, column, token, expected_tokens)
+    assert isinstance(error, QueryError) and isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("text, meta_types, field, expected_type, found_type", [
+    ('timestamp == "x"', None, "timestamp", "int", "str"),
+    ("timestamp > 1.5", None, "timestamp", "int", "float"),
+    ("mask.value == 300", None, "mask.value", "rgb", "int"),
+    ('coverage("road") > "x"', None, "coverage()", "number", "str"),
+    ("meta.city > 3", {"city": "str"}, "meta.city", "str", "int"),
+    ("meta.tags == 'a'", {"tags": "list"}, "meta.tags", "scalar", "list"),
+    ("meta.n == [1, 2]", None, "meta.n", "scalar", "list"),
+    ("meta.n > null", None, "meta.n", None, "null"),
+    ("limit 1.5", None, "limit", "int", "float"),
+    ("lable == 'car'", None, "lable", None, None),
+    ("timestamp ~ '1*'", None, "timestamp", "int", None),
+])
+def test_type_errors_name_the_field_and_both_types(text: str, meta_types: dict | None, field: str,
+                                                   expected_type: str | None, found_type: str | None) -> None:
+    with pytest.raises(QueryTypeError) as info:
+        check_query(text, meta_types)
+    error = info.value
+    assert (error.field, error.expected_type, error.found_type) == (field, expected_type, found_type)
+
+
+def test_query_error_subclasses_are_exported() -> None:
+    import maskstore
+    assert maskstore.QuerySyntaxError is QuerySyntaxError and maskstore.QueryTypeError is QueryTypeError
+    assert {"QuerySyntaxError", "QueryTypeError"} <= set(maskstore.__all__)
+    with pytest.raises(QuerySyntaxError, match="bad pattern"):
+        check_query('label ~ "[z-a]"')
 
 
 def test_golden_cases_cover_every_kind_of_error() -> None:
@@ -266,11 +333,6 @@ def test_to_text_parenthesises_by_precedence() -> None:
     assert to_text(Not(Not(a))) == 'not not id == "a"'
     assert to_text(Query(None, F("meta", "a b"), True, 5)) == 'order by meta."a b" desc limit 5'
     assert value_text("line\nbreak\u2028\x00") == r'"line\nbreak\u2028\u0000"'
-
-
-@pytest.mark.parametrize("module", [nodes, parse, check])
-def test_docstring_examples_run(module: object) -> None:
-    assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
 
 
 # --- properties --------------------------------------------------------------------------------

@@ -428,6 +428,27 @@ def test_16_bit_mask_up_to_255_renders_as_values(store: Archive, tmp_path: Path)
     assert render(frame, v, opacity=1.0)[0, 1].tolist() == [200, 100, 0]
 
 
+def test_import_gives_the_module_and_calling_it_renders(store: Archive, tmp_path: Path) -> None:
+    """``import maskstore.render`` is the module; ``maskstore.render(frame, v, ...)`` (spec section 6)
+    is the same call as ``maskstore.render.render``, options and errors included."""
+    import types
+
+    import maskstore
+    import maskstore.render
+    assert isinstance(maskstore.render, types.ModuleType) and maskstore.render is render_module
+    assert maskstore.render.render is render and maskstore.render.blend_segmentation is not None
+    Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "L").save(tmp_path / "m.png")
+    Image.new("RGB", (2, 2), (10, 20, 30)).save(tmp_path / "s.png")
+    v = new_version(store, {(1, 1, 1): ["car"]}, {"car": (250, 0, 0)})
+    frame = add_pair(v, tmp_path / "s.png", tmp_path / "m.png")
+    called = maskstore.render(frame, v, mode="segmentation", opacity=1.0)
+    assert called.tolist() == render(frame, v, opacity=1.0).tolist()
+    assert called[0, 1].tolist() == [250, 0, 0] and called[0, 0].tolist() == [10, 20, 30]
+    assert maskstore.render(frame, v, "index", enumeration={"car": 4}).tolist() == [[255, 4], [4, 255]]
+    with pytest.raises(MaskstoreError, match="opacity"):
+        maskstore.render(frame, v, opacity=2)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"mode": "heatmap"}, "unknown render mode"),
     ({"opacity": 1.5}, "opacity"),

@@ -1,27 +1,43 @@
-"""The compiled ingest path (``maskstore._speedups``) against the Python rules it copies.
+"""The compiled path (``maskstore._speedups``) against its pure-Python twin (``maskstore._fallback``)
+and the Python rules it copies, plus what ``maskstore._accel`` does when the build is missing or stale.
 
-For any frame dict, valid or not: where ``encode_common`` accepts it, its record is byte for byte
-``records.encode_frame(normalize_frame_dict(frame))``, and its id, meta types and index keys are the
-ones the Python path gives; where the Python path raises, ``encode_common`` declines.
+For any frame dict, valid or not: where ``encode_common`` accepts it, its record decodes to the same
+values (types and key order included) as ``records.encode_frame(normalize_frame_dict(frame))`` — what
+the pure-Python path writes — and its id, meta types and index keys are the ones the Python path
+gives; where the Python path raises, ``encode_common`` declines. Both ``Postings`` give the same index
+keys, and both ``frame_ok`` accept and refuse the same records, hostile ones included.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import msgpack
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from maskstore import Archive, FrameError, _speedups, records
-from maskstore.archive import MAX_KEY_TEXT, SUFFIX_TYPES, text_key
+import maskstore
+from maskstore import Archive, FrameError, _accel, _fallback, records
+from maskstore.ingest.prepare import SUFFIX_TYPES
+from maskstore.layout import MAX_KEY_TEXT, text_key
 from maskstore.check import check_archive
 from maskstore.media import content_type_of
 from maskstore.model import nfc_keys
-from maskstore.model import normalize_frame
+from maskstore.model import normalize_frame, normalize_frame_dict
 
 from strategies import frame_dicts
+
+pytestmark = pytest.mark.skipif(_accel.purepython_requested(), reason="MASKSTORE_PUREPYTHON=1 runs without the "
+                                "compiled module; the default run compares it with the Python twin")
+# Not built or stale: every test here fails with the ImportError that says how to rebuild.
+speedups = None if _accel.purepython_requested() else _accel.compiled()
 
 # Hostile and boundary pieces: every type the Python rules treat specially, ints at each msgpack
 # width, strings and containers at each header size, lone surrogates.
@@ -103,25 +119,43 @@ def python_way(frame):
         record = records.encode_frame(d)
     except (FrameError, UnicodeEncodeError, OverflowError, ValueError, TypeError, RecursionError):
         return None
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
+    postings = _fallback.Postings(text_key, MAX_KEY_TEXT)
     postings.add_record(0, d)
     return record, d["id"], tuple(types), postings.items(b"p", [b"seq"])
 
 
 def compiled_way(frame):
-    postings = _speedups.Postings(text_key, MAX_KEY_TEXT)
-    (record,), (frame_id,), (types,) = _speedups.encode_common([frame], records.FRAME_HEAD, content_type_of,
-                                                               SUFFIX_TYPES, postings)
+    postings = speedups.Postings(text_key, MAX_KEY_TEXT)
+    (record,), (frame_id,), (types,) = speedups.encode_common([frame], records.FRAME_HEAD, content_type_of,
+                                                              SUFFIX_TYPES, postings)
     if record is None:
         assert frame_id is None and types is None
         return None
     return record, frame_id, types, postings.items(b"p", [b"seq"])
 
 
+def typed(value):
+    """``value`` with every type spelled out (1, 1.0 and True differ; -0.0 and 0.0 too) and dict keys
+    kept in order: what equal decoded records must share, whatever bytes encode them."""
+    if type(value) is dict:
+        return "dict", [(typed(k), typed(v)) for k, v in value.items()]
+    if type(value) is list:
+        return "list", [typed(v) for v in value]
+    return type(value).__name__, value.hex() if type(value) is float else value
+
+
+def decoded(record: bytes):
+    assert record[:2] == records.FRAME_HEAD
+    return typed(msgpack.unpackb(record[2:], raw=False, strict_map_key=False))
+
+
 def check_same(frame):
     fast = compiled_way(frame)
     if fast is not None:
-        assert fast == python_way(frame)
+        slow = python_way(frame)
+        assert slow is not None, "the compiled path accepted a frame the Python rules refuse"
+        assert decoded(fast[0]) == decoded(slow[0])
+        assert fast[1:] == slow[1:]
     return fast
 
 
@@ -139,7 +173,7 @@ COMMON = {"id": "drive_0001_000042", "timestamp": 1_600_000_000_000, "context_id
 @example({"id": "f", "sources": [{"uri": "http://example.com/x.JPG?a=b", "masks": [{"uri": "m.png", "values": []}]}]})
 @example({"id": "f", "sources": [{"uri": "a.png", "masks": [{"uri": "b.png", "values": [[1, 2, 3, 4]]}] * 2}]})
 @example({"id": "f", "meta": {"cafe\u0301": 1, "n": [{"\u212b": None}]}})  # NFD and a singleton: declined
-def test_compiled_records_equal_the_python_path(frame):
+def test_compiled_records_decode_like_the_python_path(frame):
     check_same(frame)
 
 
@@ -193,3 +227,205 @@ def test_mixed_batch_keeps_positions(tmp_path):
         assert v.ids("label == 'x'") == [] and v.count("mask.value == [9, 9, 9]") == 1
         assert v.count("mask.value == [24, 24, 24]") == 5 and v.count("roi.label == 'car'") == 1
         assert check_archive(ar) == []
+
+
+# ------------------------------------------------------------------------------------ index keys
+
+long_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12) | \
+    st.sampled_from(["x" * 8, "x" * 9, "é" * 4, "é" * 5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(frame_dicts, max_size=4), st.lists(long_names, max_size=4), st.integers(0, 12))
+def test_both_postings_give_the_same_index_keys(frames, ids, max_key_text):
+    """A batch of normalized frames (ROIs included); small ``max_key_text`` so many keys are hashed."""
+    normalized = [normalize_frame_dict(f) for f in frames]
+    seqs = [f"seq{i}".encode() for i in range(len(normalized))]
+    twins = [speedups.Postings(text_key, max_key_text), _fallback.Postings(text_key, max_key_text)]
+    for postings in twins:
+        for pos in reversed(range(len(normalized))):  # out of order, as the archive adds declined frames
+            postings.add_record(pos, normalized[pos])
+    assert twins[0].items(b"v", seqs) == twins[1].items(b"v", seqs)
+    assert twins[0].id_keys(b"v", ids) == twins[1].id_keys(b"v", ids)
+
+
+@pytest.mark.parametrize("values", [[[256, 0, 0, 1]], [[0, -1, 0, 1]]])
+def test_both_postings_refuse_a_channel_outside_a_byte(values):
+    rec = normalize_frame_dict({"id": "f", "sources": [{"uri": "a", "masks": [{"uri": "m", "values": []}]}]})
+    rec["sources"][0]["masks"][0]["values"] = values  # past the Python rules, as a damaged record would be
+    for twin in (speedups, _fallback):
+        with pytest.raises(ValueError, match="outside 0..255"):
+            twin.Postings(text_key, MAX_KEY_TEXT).add_record(0, rec)
+
+
+# ------------------------------------------------------------------------------------ reading records
+# Stored records with one value anywhere replaced, deleted or duplicated, as readers see them after
+# unpacking: both frame_ok agree, and the Python twin's diagnosis names the damaged field (or the
+# frame-wide rule it broke: unique source ids, the pixel total, both reported at ``sources``).
+
+decodable = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.sampled_from([0, 255, 256, -1, 2**31, 2**50])
+    | st.floats() | st.text(max_size=4) | st.sampled_from(["", "a.b", "alpha", "\x1b[31m"]),
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=3), kids, max_size=3), max_leaves=10)
+
+
+def paths_in(value, path=()):
+    yield path
+    if type(value) is dict:
+        for key, item in value.items():
+            yield from paths_in(item, path + (key,))
+    elif type(value) is list:
+        for i, item in enumerate(value):
+            yield from paths_in(item, path + (i,))
+
+
+def shown_path(path) -> str:
+    """A path as the diagnosis writes it: ``sources[0].masks[1].values[2]``, odd keys quoted."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if type(step) is int else (f".{step}" if step.isidentifier() else f"[{step!r}]")
+    return out.removeprefix(".")
+
+
+ADDED_FIELDS = ["kind", "coverage", "sources", "meta", "label", "poly", "confidence", "width", "height", "values",
+                "timestamp", "masks", "id", "uri", "rois", "context_id"]
+
+
+@st.composite
+def damaged_records(draw):
+    """(record as unpacked, the damaged path): a value replaced, a key deleted, a list item doubled, or
+    a field added where the record had none (mask kind and coverage, ROI sources and meta, ...)."""
+    body = msgpack.unpackb(msgpack.packb(normalize_frame_dict(draw(frame_dicts))), raw=False)
+    paths = list(paths_in(body))
+    how = draw(st.sampled_from(["replace", "delete", "double", "add", "alpha"]))
+    masks = [p for p in paths if len(p) > 1 and p[-2] == "masks"]
+    path = draw(st.sampled_from(masks if how == "alpha" and masks else paths))
+    target = body
+    for step in path:
+        target = target[step]
+    if how in ("add", "alpha") and type(target) is dict:
+        if how == "alpha":  # an alpha mask's coverage: the rule of two fields
+            target.update(kind="alpha", coverage=draw(st.sampled_from([-1, 0, 7, 2**63 - 1, 2**63, 1.5]) | decodable))
+        else:
+            path += (draw(st.sampled_from(ADDED_FIELDS)),)
+            target[path[-1]] = draw(st.sampled_from(["alpha", 0, 7, -1, 2**63]) | decodable)
+        return msgpack.unpackb(msgpack.packb(body), raw=False, strict_map_key=True), path
+    if not path:
+        return draw(decodable), path
+    parent = body
+    for step in path[:-1]:
+        parent = parent[step]
+    if how == "delete" and type(parent) is dict:
+        del parent[path[-1]]
+    elif how == "double" and type(parent) is list:
+        parent.insert(path[-1], parent[path[-1]])
+    else:
+        parent[path[-1]] = draw(decodable)
+    return msgpack.unpackb(msgpack.packb(body), raw=False, strict_map_key=True), path
+
+
+def verdicts(body):
+    """frame_ok of both twins (or the exception each raised), and the Python twin's diagnosis."""
+    out = []
+    for twin in (speedups, _fallback):
+        try:
+            out.append(twin.frame_ok(body))
+        except Exception as exc:  # noqa: BLE001 - the twins must fail alike too
+            out.append(type(exc))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(damaged_records())
+def test_both_frame_ok_agree_on_damaged_records_and_the_diagnosis_names_the_field(case):
+    body, path = case
+    compiled_ok, python_ok = verdicts(body)
+    assert compiled_ok is python_ok
+    problem = _fallback.frame_problem(body)
+    assert (problem is None) == compiled_ok
+    if problem is None:
+        return
+    fid = body.get("id") if type(body) is dict else None
+    if type(fid) is str and fid:
+        shown = repr(fid) if len(repr(fid)) <= 60 else repr(fid)[:57] + "..."  # long ids are cut
+        assert problem.startswith(f"frame {shown}: ")
+        problem = problem.removeprefix(f"frame {shown}: ")
+    damaged = shown_path(path)
+    holders = [shown_path(path[:n]) for n in range(1, len(path) + 1)]  # the damaged field and what holds it
+    assert not path or any(problem.startswith(h + " ") for h in holders) \
+        or problem.startswith((damaged + ".", damaged + "[")), (problem, damaged)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hostile_frames() | frame_dicts)
+def test_both_frame_ok_agree_on_hostile_frame_dicts(frame):
+    """Frame dicts as given (tuples, bytes, huge ints and all), not normalized: the same verdicts."""
+    compiled_ok, python_ok = verdicts(frame)
+    assert compiled_ok is python_ok
+    if compiled_ok in (True, False):
+        assert (_fallback.frame_problem(frame) is None) == compiled_ok
+
+
+# ------------------------------------------------------------------------------------ the build
+
+def test_only_the_selector_imports_the_compiled_module():
+    """Every import site goes through ``_accel``, so MASKSTORE_PUREPYTHON=1 reaches all of them."""
+    package = Path(maskstore.__file__).parent
+    importers = []
+    for source in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = [node.module or ""] + [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.value] if isinstance(node, ast.Constant) and type(node.value) is str else []  # import_module
+            if any(name.split(".")[-1] == "_speedups" for name in names):
+                importers.append(source.name)
+    assert importers == ["_accel.py"]
+
+
+def package_copy(tmp_path: Path, with_build: bool) -> Path:
+    """maskstore copied under ``tmp_path`` (without its demo images), with or without its build."""
+    package = Path(maskstore.__file__).parent
+    skip = ["demo", "__pycache__"] + ([] if with_build else ["*.so", "*.pyd"])
+    shutil.copytree(package, tmp_path / "maskstore", ignore=shutil.ignore_patterns(*skip))
+    return tmp_path / "maskstore"
+
+
+# The copy only: an editable install's import hook would find the source tree's build for it.
+ONLY_THE_COPY = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in repr(f)]; "
+
+
+def run_in(root: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", ONLY_THE_COPY + script], cwd=root, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(root), "MASKSTORE_PUREPYTHON": "", **env})
+
+
+def import_in(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Imports maskstore from the copy; prints the implementation chosen and whether _speedups was loaded."""
+    return run_in(root, "import maskstore.records, maskstore._accel as a; "
+                        "print(a.IMPLEMENTATION, 'maskstore._speedups' in sys.modules)", **env)
+
+
+def test_a_missing_build_falls_back_to_python_with_a_warning_saying_how_to_rebuild(tmp_path):
+    package_copy(tmp_path, with_build=False)
+    result = import_in(tmp_path)
+    assert result.stdout.split() == ["python", "False"], result.stderr
+    assert "SpeedupsWarning: maskstore's compiled module _speedups is not built" in result.stderr
+    assert "pip install -e ." in result.stderr and "MASKSTORE_PUREPYTHON=1" in result.stderr
+
+
+def test_a_build_from_an_older_source_falls_back_to_python_with_a_warning(tmp_path):
+    package = package_copy(tmp_path, with_build=True)
+    assert import_in(tmp_path).stdout.split() == ["compiled", "True"]  # the copy's build is current
+    with open(package / "_speedups.pyx", "a") as pyx:
+        pyx.write("\n# edited after the build\n")
+    result = import_in(tmp_path)
+    assert result.stdout.split() == ["python", "True"], result.stderr
+    assert "was built from an older _speedups.pyx" in result.stderr and "pip install -e ." in result.stderr
+    asked = run_in(tmp_path, "import maskstore._accel as a; a.compiled()")
+    assert "ImportError: maskstore's compiled module" in asked.stderr and "older _speedups.pyx" in asked.stderr
+
+
+def test_purepython_set_leaves_the_compiled_module_unimported(tmp_path):
+    package_copy(tmp_path, with_build=True)
+    result = import_in(tmp_path, MASKSTORE_PUREPYTHON="1")
+    assert result.stdout.split() == ["python", "False"] and "Warning" not in result.stderr, result.stderr

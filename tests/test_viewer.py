@@ -290,6 +290,32 @@ def test_previous_next_ten_keys_and_list_clicks(page: Any, nav: ViewerProcess) -
     assert page.locator('[data-testid="frame-item"][aria-current="true"]').get_attribute("data-frame-id") == ids[7]
 
 
+def test_steps_through_a_video_context_frame_by_frame(page: Any, tmp_path: Path) -> None:
+    """Spec section 10: frames ingested from a video step in timestamp order, each canvas the bytes
+    ``render`` gives for that video frame (decoded forward by the server's readers)."""
+    pytest.importorskip("av", reason="the video viewer test needs PyAV (pip install -e '.[test]' brings it)")
+    from video_helpers import make_videos
+    videos = make_videos(tmp_path)
+    path = tmp_path / "video.maskstore"
+    subprocess.run([MAIN, "ingest", str(path), "--video", str(videos["clip"]), "--mask-video", str(videos["seg"])],
+                   check=True, capture_output=True)
+    with Archive(path) as archive:
+        archive.versions()[0].set_masks_labels({(1, 1, 1): ["road"], (2, 2, 2): ["car"]})
+    viewer = ViewerProcess(path)
+    try:
+        archive, version = open_version(path)
+        with archive:
+            ids = version.ids("order by timestamp")
+            open_frame(page, viewer, ids[0], q="order by timestamp")
+            for n in range(12):
+                if n:
+                    page.get_by_test_id("next-frame").click()
+                    wait_shown(page, ids[n])
+                np.testing.assert_array_equal(canvas_rgb(page), rendered(version.get_frame(ids[n]), version))
+    finally:
+        viewer.close()
+
+
 def test_deep_link_reopens_the_same_view(page: Any, nav: ViewerProcess) -> None:
     query = "meta.n >= 10"
     archive, version = open_version(nav.archive)  # type: ignore[attr-defined]

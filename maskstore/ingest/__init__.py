@@ -12,17 +12,17 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..archive import DatasetVersion
 from ..errors import FrameError, MaskstoreError, MediaError
 from ..labels import label_table_change, normalize_mask_labels, split_label_table
 from ..media import local_path
 from ..model import normalize_frame_dict
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 
 @dataclass
@@ -64,7 +64,7 @@ def ingest(version: DatasetVersion, frames: Iterable[Mapping[str, Any]], *, batc
            progress: Callable[[int], None] | None = None) -> IngestReport:
     """Add frames in batches of ``batch_size``, each batch one all-or-nothing transaction."""
     report = report or IngestReport()
-    decoder = version.archive._decoder
+    decoder = version.archive._preparer
     try:
         for batch in batched(frames, batch_size):
             before, count = decoder.decoded, len(version)
@@ -83,20 +83,6 @@ def ingest(version: DatasetVersion, frames: Iterable[Mapping[str, Any]], *, batc
 
 
 # ---------------------------------------------------------------------------------------- label tables
-
-@lru_cache(maxsize=None)
-def _packaged(name: str) -> str:
-    return (resources.files("maskstore") / "tables" / f"{name}.json").read_text(encoding="utf-8")
-
-
-def packaged_table(name: str) -> list[dict[str, Any]]:
-    """The ``labels`` list of a table shipped in ``maskstore/tables/<name>.json`` (a fresh copy)."""
-    try:
-        text = _packaged(name)
-    except FileNotFoundError:
-        raise FrameError(f"no packaged label table {name!r}") from None
-    return json.loads(text)["labels"]
-
 
 def with_colors(mask_labels: list[dict[str, Any]], colors: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The label-table file form ``[{"value", "labels", "color"}]``: each entry takes the colour of

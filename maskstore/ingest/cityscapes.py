@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FrameError
-from . import packaged_table
+from ..labels import packaged_table
 
 KINDS = ("labelIds", "labelTrainIds", "instanceIds")
 IMAGE_SUFFIX = "_leftImg8bit"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FrameError
-from . import packaged_table
+from ..labels import packaged_table
 
 VOID_VALUE = 255
 

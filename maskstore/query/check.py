@@ -1,12 +1,12 @@
 """Type-check a parsed query before any record is read: fields exist, operators and values fit them.
 
-A typo or a type mismatch is a :class:`~maskstore.errors.QueryError` pointing at the offending text,
-never an empty result (spec section 2).
+A typo or a type mismatch is a :class:`~maskstore.errors.QueryTypeError` pointing at the offending
+text and naming the field and both types, never an empty result (spec section 2).
 
 >>> check_query('timestamp == "x"')
 Traceback (most recent call last):
 ...
-maskstore.errors.QueryError: type mismatch: timestamp compares to an integer, not to the string "x" (line 1, column 14)
+maskstore.errors.QueryTypeError: type mismatch: timestamp compares to an integer, not to the string "x" (line 1, column 14)
   timestamp == "x"
                ^
 """
@@ -20,7 +20,7 @@ import re
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 
-from ..errors import QueryError, UnknownLabelWarning
+from ..errors import QueryError, QuerySyntaxError, QueryTypeError, UnknownLabelWarning
 from ..labels import nfc
 from .nodes import (FIELDS, HAS_FIELDS, And, Compare, Coverage, Expr, Field, FieldSpec, Has, In, Not, Or,
                     Query, RoiAll, Value, value_text)
@@ -124,7 +124,7 @@ def warn_unknown_labels(query: Query, version: str, mask_labels: Collection[str]
 
 @functools.lru_cache(maxsize=256)
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """The regex (use ``.fullmatch``) for a ``~`` pattern; raise QueryError (no position) if malformed.
+    """The regex (use ``.fullmatch``) for a ``~`` pattern; raise QuerySyntaxError (no position) if malformed.
 
     ``*`` any run of characters, ``?`` one character, ``[abc]`` ``[a-z]`` one of, ``[!a-z]`` (or ``[^a-z]``)
     none of, ``\\`` makes the next character literal. A ``]`` right after ``[`` or ``[!`` is literal.
@@ -144,7 +144,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append(".")
         elif ch == "\\":
             if i + 1 == n:
-                raise QueryError("the pattern ends with a lone '\\'", expected="a character after '\\'")
+                raise QuerySyntaxError("the pattern ends with a lone '\\'", expected="a character after '\\'")
             i += 1
             out.append(re.escape(pattern[i]))
         elif ch == "[":
@@ -182,14 +182,14 @@ def _glob_class(pattern: str, start: int) -> tuple[int, str]:
         j += 1
     close = pattern.find("]", j)
     if close < 0:
-        raise QueryError(f"unclosed '[' at character {start + 1} of the pattern",
+        raise QuerySyntaxError(f"unclosed '[' at character {start + 1} of the pattern",
                          expected="a ']' to close the set, or '\\[' for a literal '['")
     body, parts, k = pattern[body_start:close], [], 0
     while k < len(body):
         if k + 2 < len(body) and body[k + 1] == "-":
             low, high = body[k], body[k + 2]
             if low > high:
-                raise QueryError(f"empty range '{low}-{high}' in the pattern", expected=f"'{high}-{low}'")
+                raise QuerySyntaxError(f"empty range '{low}-{high}' in the pattern", expected=f"'{high}-{low}'")
             parts.append(f"{re.escape(low)}-{re.escape(high)}")
             k += 3
         else:
@@ -212,6 +212,16 @@ def _describe(value: Value) -> str:
     return f"the {'integer' if isinstance(value, int) else 'number'} {text}"
 
 
+def _type_of(value: Value) -> str:
+    """The query type of a literal, for QueryTypeError.found_type."""
+    if isinstance(value, tuple):
+        return "list"
+    if value is None:
+        return "null"
+    return "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else \
+        "float" if isinstance(value, float) else "str"
+
+
 def _is_number(value: Value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -231,8 +241,15 @@ class _Checker:
         self.text = text
         self.meta_types = dict(meta_types) if meta_types is not None else None
 
-    def fail(self, at: int, message: str, expected: str = "") -> QueryError:
-        return query_error(self.text, at, message, expected)
+    def fail(self, at: int, message: str, expected: str, field: Field | str, expected_type: str | None = None,
+             found: Value = None, found_type: str | None = None) -> QueryError:
+        """A QueryTypeError at ``at``: ``field`` (a node or its text), the type the field wants and the
+        type found (given, or that of the literal ``found``)."""
+        if found_type is None and found is not None:
+            found_type = _type_of(found)
+        return query_error(self.text, at, message, expected, QueryTypeError,
+                           field=field if isinstance(field, str) else field.text, expected_type=expected_type,
+                           found_type=found_type)
 
     # -- expressions ------------------------------------------------------------------------
     def expr(self, node: Expr) -> Expr:
@@ -258,9 +275,9 @@ class _Checker:
         field, spec = node.field, self.spec(node.field)
         if node.op not in self.ops(spec):
             raise self.fail(node.at, f"operator '{node.op}' does not apply to {field.text}",
-                            f"one of {', '.join(self.ops(spec))}")
+                            f"one of {', '.join(self.ops(spec))}", field, spec.kind)
         if node.op == "~":
-            self.glob(node.value, node.value_at)
+            self.glob(field, node.value, node.value_at)
             return dc.replace(node, value=nfc(node.value)) if field.name in LABEL_FIELDS else node
         value = self.value(field, spec, node.value, node.value_at)
         if node.op == "!=" and spec.multi:
@@ -285,23 +302,25 @@ class _Checker:
             return node
         if field.name not in HAS_FIELDS or field.path:
             raise self.fail(field.at, f"has() takes mask, roi or meta.<key>, not '{field.text}'"
-                            + _suggest(field.text, list(HAS_FIELDS)), "mask, roi or meta.<key>")
+                            + _suggest(field.text, list(HAS_FIELDS)), "mask, roi or meta.<key>", field)
         return node
 
     def coverage(self, node: Coverage) -> Coverage:
         if not isinstance(node.label, str) or not node.label:
-            raise self.fail(node.at, "coverage() needs a label", 'a label, e.g. coverage("road")')
+            raise self.fail(node.at, "coverage() needs a label", 'a label, e.g. coverage("road")', "coverage()",
+                            "str", node.label, "null" if node.label is None else None)
         if node.op not in _NUMERIC_OPS:
             raise self.fail(node.at, f"operator '{node.op}' does not apply to coverage()",
-                            f"one of {', '.join(_NUMERIC_OPS)}")
+                            f"one of {', '.join(_NUMERIC_OPS)}", "coverage()", "number")
         value = node.value
         if not _is_number(value):
             raise self.fail(node.value_at, f"type mismatch: coverage() compares to a number, not to "
-                            f"{_describe(value)}", 'a fraction between 0 and 1, e.g. coverage("road") > 0.25')
+                            f"{_describe(value)}", 'a fraction between 0 and 1, e.g. coverage("road") > 0.25',
+                            "coverage()", "number", value, "null" if value is None else None)
         if not 0 <= value <= 1:
             hint = f"; did you mean {value / 100!r}?" if 1 < value <= 100 else ""
             raise self.fail(node.value_at, f"coverage is a fraction between 0 and 1, not {value_text(value)}"
-                            + hint, "a number between 0 and 1")
+                            + hint, "a number between 0 and 1", "coverage()", "number", value)
         return dc.replace(node, label=nfc(node.label))
 
     # -- fields -----------------------------------------------------------------------------
@@ -311,7 +330,7 @@ class _Checker:
         if spec is not None:
             return spec
         if field.name == "meta":
-            raise self.fail(field.at, "meta needs a key, e.g. meta.city", "meta.<key>")
+            raise self.fail(field.at, "meta needs a key, e.g. meta.city", "meta.<key>", field)
         suggestion = _suggest(field.text, list(FIELDS))
         head, _, rest = field.text.partition(".")
         if not suggestion and rest and difflib.get_close_matches(head, ["meta"], cutoff=0.6):
@@ -319,7 +338,7 @@ class _Checker:
         if not suggestion:
             suggestion = "; fields are " + ", ".join(FIELDS) + " and meta.<key>"
         raise self.fail(field.at, f"unknown field '{field.text}'{suggestion}",
-                        "a field name such as label, context_id or meta.<key>")
+                        "a field name such as label, context_id or meta.<key>", field)
 
     @staticmethod
     def ops(spec: FieldSpec) -> tuple[str, ...]:
@@ -331,7 +350,7 @@ class _Checker:
     def meta_path(self, field: Field, at: int) -> str | None:
         """Validate a meta path; return its recorded type (None when types are not given)."""
         if any(part == "" for part in field.path):
-            raise self.fail(at, f"empty key in '{field.text}'", "a key, e.g. meta.city")
+            raise self.fail(at, f"empty key in '{field.text}'", "a key, e.g. meta.city", field)
         if self.meta_types is None:
             return None
         return self.meta_types.get(".".join(field.path))
@@ -342,10 +361,10 @@ class _Checker:
         if self.meta_types is not None and mtype is None:
             raise self.fail(at, f"unknown field '{field.text}'" + (_suggest(".".join(field.path),
                                                                           list(self.meta_types), "meta.")
-                            or ": no frame of this version has that key"), "a meta key of this version")
+                            or ": no frame of this version has that key"), "a meta key of this version", field)
         if mtype in ("list", "dict"):
             raise self.fail(at, f"{field.text} holds a {mtype}; only has({field.text}) applies to it",
-                            f"has({field.text})")
+                            f"has({field.text})", field, "scalar", found_type=mtype)
         return _META_KINDS.get(mtype) if mtype is not None else None
 
     def order_by(self, field: Field) -> None:
@@ -355,7 +374,8 @@ class _Checker:
         spec = self.spec(field)
         if spec.multi:
             raise self.fail(field.at, f"cannot order by {field.text}: a frame can hold several values; "
-                            "order by id, context_id, timestamp or meta.<key>", "id, context_id, timestamp or meta.<key>")
+                            "order by id, context_id, timestamp or meta.<key>", "id, context_id, timestamp or meta.<key>",
+                            field)
 
     # -- values -----------------------------------------------------------------------------
     def value(self, field: Field, spec: FieldSpec, value: Value, at: int) -> Value:
@@ -371,13 +391,14 @@ class _Checker:
         elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
             if not _INT64[0] <= value <= _INT64[1]:
                 raise self.fail(at, f"{value} is out of range for {field.text} (64-bit integers)",
-                                "an integer of 64 bits")
+                                "an integer of 64 bits", field, kind, value)
             return value
         elif kind == "number" and _is_number(value):
             return value
         hint = "; to match any of several values, use 'in'" if isinstance(value, tuple) and kind != "rgb" else ""
         raise self.fail(at, f"type mismatch: {field.text} compares to {_KIND_WORDS[kind]}, not to "
-                        f"{_describe(value)}{hint}", f"{_KIND_WORDS[kind]}, e.g. {_EXAMPLES[kind]}")
+                        f"{_describe(value)}{hint}", f"{_KIND_WORDS[kind]}, e.g. {_EXAMPLES[kind]}", field, kind,
+                        value, "null" if value is None else None)
 
     def meta_compare(self, node: Compare) -> Expr:
         field, op, value = node.field, node.op, node.value
@@ -385,48 +406,50 @@ class _Checker:
         if value is None:
             if op not in ("==", "!="):
                 raise self.fail(node.value_at, f"null compares only with == or != (operator '{op}')",
-                                f"{field.text} == null, i.e. not has({field.text})")
+                                f"{field.text} == null, i.e. not has({field.text})", field, kind, found_type="null")
             has = Has(field, node.at)
             return Not(has) if op == "==" else has
         self.meta_value(field, kind, op, value, node.value_at)
         if op == "~":
-            self.glob(value, node.value_at)
+            self.glob(field, value, node.value_at)
         return node
 
     def meta_value(self, field: Field, kind: str | None, op: str, value: Value, at: int) -> None:
         if isinstance(value, tuple):
             raise self.fail(at, f"type mismatch: {field.text} compares to a single value, not to a list; "
-                            "to match any of several values, use 'in'", 'a string, number or boolean')
+                            "to match any of several values, use 'in'", 'a string, number or boolean', field,
+                            kind or "scalar", value)
         if value is None:
             raise self.fail(at, "null cannot be in a list; use has() to test for a key",
-                            f"not has({field.text})")
+                            f"not has({field.text})", field, kind or "scalar", found_type="null")
         if isinstance(value, int) and not isinstance(value, bool) and not _META_INT[0] <= value <= _META_INT[1]:
             raise self.fail(at, f"{value} is out of range for meta values (64-bit integers)",
-                            "an integer of 64 bits")
+                            "an integer of 64 bits", field, kind or "number", value)
         if op == "~" and not isinstance(value, str):
             raise self.fail(at, f"'~' matches a glob pattern string, not {_describe(value)}",
-                            'a pattern, e.g. "drive_*"')
+                            'a pattern, e.g. "drive_*"', field, "str", value)
         if op in _ORDERING and isinstance(value, bool):
             raise self.fail(at, f"operator '{op}' needs a number or a string, not {_describe(value)}",
-                            "a number or a string")
+                            "a number or a string", field, kind or "scalar", value)
         actual = "str" if isinstance(value, str) else "bool" if isinstance(value, bool) else "number"
         if kind is not None and actual != kind:
             words, example = _META_WORDS[kind]
             raise self.fail(at, f"type mismatch: {field.text} holds {words} in this version, not "
-                            f"{_describe(value)}", example)
+                            f"{_describe(value)}", example, field, kind, value)
 
-    def glob(self, pattern: Value, at: int) -> None:
+    def glob(self, field: Field, pattern: Value, at: int) -> None:
+        """A malformed pattern is a syntax error of its string (the token), not a type error."""
         if not isinstance(pattern, str):
             raise self.fail(at, f"'~' matches a glob pattern string, not {_describe(pattern)}",
-                            'a pattern, e.g. "drive_*"')
+                            'a pattern, e.g. "drive_*"', field, "str", pattern, "null" if pattern is None else None)
         try:
             compile_glob(pattern)
         except QueryError as e:
-            raise self.fail(at, f"bad pattern: {e.message}", e.expected) from None
+            raise query_error(self.text, at, f"bad pattern: {e.message}", e.expected, token=pattern) from None
 
     def limit(self, limit: int | float | None, at: int) -> None:
         if limit is None:
             return
         if not (isinstance(limit, int) and not isinstance(limit, bool)) or limit < 0:
             raise self.fail(at, f"limit must be a whole number >= 0, not {value_text(limit)}",
-                            "a whole number >= 0, e.g. limit 100")
+                            "a whole number >= 0, e.g. limit 100", "limit", "int", limit)

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import msgpack
 import numpy as np
 
 from .. import records
-from ..archive import CHUNK_BITS, U64, DatasetVersion, entries, meta_items, type_name, u64
+from ..layout import CHUNK_BITS, U64, entries, u64
+from ..model import meta_items, type_name
 from ..errors import ArchiveError
 from ..labels import packed_key
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 CHUNK = 1 << CHUNK_BITS
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_, "object": object}

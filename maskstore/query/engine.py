@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import numpy as np
 
 from .. import records
-from ..archive import DatasetVersion, u64
+from ..labels import within_tolerance
+from ..layout import u64
 from ..model import Frame, frame_from_dict
 from . import columns
 from .check import check_query, warn_unknown_labels
@@ -23,6 +24,9 @@ from .evaluate import Labels
 from .nodes import Field, Query, to_text
 from .parse import parse_query
 from .plan import Context, Everything, Step, plan_expr
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 
 @lru_cache(maxsize=512)
@@ -45,7 +49,24 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     if cached is None or cached.generation != rec["generation"]:
         cached = cache[version.id] = columns.Cached(rec["generation"],
                                                     columns.load_chunks(txn, version, rec["generation"]))
-    return Context(txn, version, cached.chunks, Labels(rec["mask_labels"]), rec["meta_types"], cached.shared)
+    return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec)), rec["meta_types"],
+                   cached.shared)
+
+
+def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict) -> list[dict]:
+    """``mask_labels`` as queries see them: under a mask tolerance, each stored value near a labelled
+    one (the version's distinct values: the keys of its value index) takes that one's labels."""
+    tolerance = rec.get("mask_tolerance", 0)
+    if not tolerance:
+        return rec["mask_labels"]
+    cursor = txn.cursor(db=version.archive.db("ix_value"))
+    keys = []
+    if cursor.set_range(version.prefix):
+        for key in cursor.iternext_nodup(keys=True, values=False):
+            if not key.startswith(version.prefix):
+                break
+            keys.append(int.from_bytes(key[len(version.prefix):], "big"))
+    return within_tolerance(rec["mask_labels"], np.array(keys, dtype=np.int64), tolerance)
 
 
 def _plan(query: Query, ctx: Context) -> Step:

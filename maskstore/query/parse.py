@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
+from typing import Any
 
 import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
 
-from ..errors import QueryError
+from ..errors import QueryError, QuerySyntaxError
 from .nodes import And, Compare, Coverage, Field, Has, In, Not, Or, Query, RoiAll
 
 __all__ = ["parse_query", "query_error"]
@@ -42,7 +43,7 @@ def parse_query(text: str) -> Query:
     try:
         return _parse(text)
     except lark.exceptions.LarkError as e:  # last resort: no Lark type may reach a caller
-        raise QueryError(f"could not parse query: {e}", query=text) from None
+        raise QuerySyntaxError(f"could not parse query: {e}", query=text) from None
 
 
 def _parse(text: str) -> Query:
@@ -54,7 +55,7 @@ def _parse(text: str) -> Query:
             fed.append(token)  # iter_parse yields a token just before feeding it
             if nesting.add(token) > MAX_DEPTH:
                 raise query_error(text, token.start_pos, f"query nested more than {MAX_DEPTH} levels deep",
-                                  "fewer nested parentheses and nots")
+                                  "fewer nested parentheses and nots", token=token.value)
         tree = interactive.feed_eof(fed[-1] if fed else None)
     except UnexpectedToken as e:
         if fed and e.token is fed[-1]:
@@ -86,12 +87,14 @@ def _locate(text: str, at: int) -> tuple[int, int]:
     raise AssertionError("unreachable: the last line always returns")
 
 
-def query_error(text: str, at: int, message: str, expected: str = "") -> QueryError:
-    """A QueryError pointing at offset ``at`` of ``text`` (no position when ``at`` < 0)."""
+def query_error(text: str, at: int, message: str, expected: str = "", error: type[QueryError] = QuerySyntaxError,
+                **data: Any) -> QueryError:
+    """An ``error`` (a QuerySyntaxError unless the checker asks for its QueryTypeError) pointing at
+    offset ``at`` of ``text`` (no position when ``at`` < 0); ``data`` are the subclass's attributes."""
     if at < 0:
-        return QueryError(message, query=text, expected=expected)
+        return error(message, query=text, expected=expected, **data)
     line, column = _locate(text, at)
-    return QueryError(message, query=text, line=line, column=column, expected=expected)
+    return error(message, query=text, line=line, column=column, expected=expected, **data)
 
 
 MAX_DEPTH = 100
@@ -315,6 +318,13 @@ _PHRASES = {
     "_LIMIT": (16, "limit"),
     "$END": (17, "the end of the query"),
 }
+# Terminal -> how it is written, for QuerySyntaxError.expected_tokens.
+_SPELLINGS = {"NAME": ("<name>",), "STRING": ("<string>",), "NUMBER": ("<number>",), "$END": ("<end>",),
+              "OP": ("==", "!=", "<", "<=", ">", ">=", "~"), "LPAR": ("(",), "RPAR": (")",), "LSQB": ("[",),
+              "RSQB": ("]",), "COMMA": (",",), "DOT": (".",), "_OR": ("or",), "_AND": ("and",), "_NOT": ("not",),
+              "_IN": ("in",), "_HAS": ("has",), "_COVERAGE": ("coverage",), "_ORDER": ("order",), "_BY": ("by",),
+              "_LIMIT": ("limit",), "ASC": ("asc",), "DESC": ("desc",), "TRUE": ("true",), "FALSE": ("false",),
+              "NULL": ("null",)}
 _TOKEN_NAMES = {"$END": "end of query", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
                 "COMMA": "','", "DOT": "'.'"}
 
@@ -328,9 +338,14 @@ def _accepted(text: str, fed: list[Token]) -> set[str]:
     return interactive.accepts()
 
 
-def _expected(text: str, fed: list[Token]) -> str:
-    """Words for what the parser would have accepted after the tokens ``fed``."""
-    names = {n for n in _accepted(text, fed) if n in _PHRASES}
+def _spellings(accepted: set[str]) -> list[str]:
+    """The ``expected_tokens`` of a QuerySyntaxError: what the terminals ``accepted`` look like."""
+    return sorted({spelling for name in accepted for spelling in _SPELLINGS.get(name, ())})
+
+
+def _expected(accepted: set[str], fed: list[Token]) -> str:
+    """Words for what the parser would have accepted (``accepted``) after the tokens ``fed``."""
+    names = {n for n in accepted if n in _PHRASES}
     prev = fed[-1] if fed else None
     if names == {"LSQB"}:
         return 'a list after \'in\', e.g. ["car", "bus"]'
@@ -364,9 +379,11 @@ def _describe(token: Token) -> str:
 
 def _token_error(text: str, e: UnexpectedToken, fed: list[Token]) -> QueryError:
     token = e.token
-    expected = _expected(text, fed)
+    accepted = _accepted(text, fed)
+    expected = _expected(accepted, fed)
     at = len(text) if token.type == "$END" else token.start_pos
-    return query_error(text, at, f"unexpected {_describe(token)}; expected {expected}", expected)
+    return query_error(text, at, f"unexpected {_describe(token)}; expected {expected}", expected,
+                       token=None if token.type == "$END" else token.value, expected_tokens=_spellings(accepted))
 
 
 _CHAR_HINTS = {
@@ -381,8 +398,10 @@ def _character_error(text: str, e: UnexpectedCharacters, fed: list[Token]) -> Qu
     at = e.pos_in_stream
     char = text[at]
     if char in "\"'":
-        return query_error(text, at, "unterminated string", f"a closing {char} on the same line")
-    expected = _expected(text, fed)
+        return query_error(text, at, "unterminated string", f"a closing {char} on the same line",
+                           token=text[at:].splitlines()[0], expected_tokens=[char])
+    accepted = _accepted(text, fed)
+    expected = _expected(accepted, fed)
     following = text[at + 1:at + 2]
     if char == "=" and following != "=":
         message = f"unexpected '='; {_CHAR_HINTS['=']}"
@@ -390,4 +409,4 @@ def _character_error(text: str, e: UnexpectedCharacters, fed: list[Token]) -> Qu
         message = f"unexpected {char!r}; {_CHAR_HINTS[char]}"
     else:
         message = f"unexpected character {char!r}; expected {expected}"
-    return query_error(text, at, message, expected)
+    return query_error(text, at, message, expected, token=char, expected_tokens=_spellings(accepted))

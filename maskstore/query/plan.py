@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import numpy as np
 
 from .. import records
-from ..archive import U64, DatasetVersion, text_key, u64, value_key
+from ..layout import U64, text_key, u64, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
 from .columns import CHUNK, Chunk, StrColumn, ValueColumn, chunk_seqs, concat
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
 from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, to_text
+
+if TYPE_CHECKING:
+    from ..archive import DatasetVersion
 
 EMPTY = np.zeros(0, np.uint64)
 SCALAR_META = ("str", "int", "float", "bool")

@@ -236,7 +236,8 @@ def _endpoints(viewer: Viewer) -> list[Route]:
         frame_ = viewer.frame(_param(request, "frame"))
         source = _source(frame_, _param(request, "source"))
         if kind == "source":
-            return _pixels(source_rgb(viewer.version.open_image(source.uri, what="image")))
+            return _pixels(source_rgb(viewer.version.open_image(source.uri, "image", source.timestamp or 0,
+                                                                source.content_type)))
         mask = _mask(frame_, source, _param(request, "mask"))
         if kind == "alpha":  # render's own alpha: the mask's channel, luma or value, size-checked
             return _pixels(render(frame_, viewer.version, mode="alpha", source_id=source.id,

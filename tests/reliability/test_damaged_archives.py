@@ -18,7 +18,7 @@ import msgpack
 import pytest
 
 from maskstore import Archive, ArchiveError
-from maskstore.archive import u64
+from maskstore.layout import u64
 from maskstore.check import check_archive
 
 from .helpers import DATASET, VERSION, cli, frame_id

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from maskstore import Archive
-from maskstore.archive import entries
+from maskstore.layout import entries
 
 from .helpers import assert_archive_consistent, cli, write_jsonl
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import traceback
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from maskstore import Archive
-from maskstore.archive import CHUNK_BITS, U64, u64
+from maskstore.layout import CHUNK_BITS, U64, u64
 
 from .helpers import child_env
 from .helpers import cli as plain_cli
@@ -428,6 +429,36 @@ def test_reported_hostile_frame_records_are_archive_errors_in_every_command(temp
         assert result.returncode == 1 and result.stderr.startswith("Error: frame"), (command, result.stderr[-3000:])
 
 
+NAMED = {  # a damaged field, what it becomes, and how the error names it (after "frame 'f1': ")
+    "negative-pixel-count": (("sources", 0, "masks", 0, "values", 0, 3), -5,
+                             r"sources\[0\]\.masks\[0\]\.values\[0\] is \[\d+, \d+, \d+, -5\] "
+                             r"\(expected \[r, g, b, count\]"),
+    "mask-value-short": (("sources", 0, "masks", 0, "values", 0), [1, 2],
+                         r"sources\[0\]\.masks\[0\]\.values\[0\] is \[1, 2\] \(expected \[r, g, b, count\]"),
+    "source-uri-int": (("sources", 0, "uri"), 3, r"sources\[0\]\.uri is 3 \(expected text\)"),
+    "roi-label-not-text": (("rois", 0, "label", 0), 7, r"rois\[0\]\.label\[0\] is 7 \(expected text\)"),
+    "source-width-negative": (("sources", 0, "width"), -1, r"sources\[0\]\.width is -1 \(expected none or an integer"),
+    "meta-nan": (("meta", "d", "k"), float("nan"), r"meta\.d\.k is NaN \(expected a number\)"),
+    "timestamp-text": (("timestamp",), "\x1b[2J", r"timestamp is '\\x1b\[2J' \(expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", NAMED, ids=list(NAMED))
+def test_a_damaged_frame_record_is_refused_naming_the_field_and_value(template: Path, tmp_path: Path,
+                                                                      case: str) -> None:
+    """The CLI's one error line and ``check`` say which field of which frame holds what."""
+    path = copy_of(template, tmp_path)
+    at, value, field = NAMED[case]
+    frame = msgpack.unpackb(frame_record(path, 1)[2:])["id"]
+    replace_in_frame(path, 1, at, msgpack.packb(value))
+    named = re.escape(f"record is damaged: frame {frame!r}: ") + field
+    result = cli("query", path, "--format", "jsonl")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr[-3000:]
+    assert re.match(r"Error: frame " + named, result.stderr), result.stderr
+    checked = cli("check", path)
+    assert checked.returncode == 1 and re.search(r"frame seq 1 " + named, checked.stdout), checked.stdout
+
+
 VERSION_CASES = {
     "mask-label-value-not-rgb": (("mask_labels", 0, "value"), msgpack.packb([1, 2])),
     "mask-label-value-huge": (("mask_labels", 0, "value", 0), msgpack.packb(2**64 - 1)),
@@ -595,7 +626,8 @@ def test_check_names_frames_whose_embedded_blobs_are_missing(template: Path, tmp
     result = cli("check", path)
     assert result.returncode == 1, result.stdout
     lines = [ln for ln in result.stdout.splitlines() if digest.hex() in ln]
-    assert lines and "'f3'" in lines[0] and "missing" in lines[0], result.stdout
+    assert lines and "frame f3: the image of source 0 is the embedded file" in lines[0] and "missing" in lines[0], \
+        result.stdout
 
 
 # ------------------------------------------------------------------------------------ terminal escapes

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskstore import Archive, records
-from maskstore.archive import text_key, u64, value_key
+from maskstore.layout import text_key, u64, value_key
 
 from .helpers import DATASET, VERSION, assert_archive_consistent, cli, frame_id
 
@@ -24,6 +24,7 @@ def break_indexes(path: Path) -> list[str]:
         v = ar.get_version(DATASET, VERSION)
         p = v.prefix
         seq_of = {fid: u64(n) for n, fid in enumerate(frame_id(b, i) for b in range(20) for i in range(50))}
+        deleted_value: list[int] = []
 
         def work(txn) -> None:
             # Entries deleted: a context entry, a mask-value entry, a source entry, a ROI entry.
@@ -31,6 +32,7 @@ def break_indexes(path: Path) -> list[str]:
             rec = records.decode_frame(txn.get(p + seq_of[frame_id(0, 2)], db=ar.db("frames")))
             v2 = rec["sources"][0]["masks"][0]["values"][1][:3]
             assert txn.delete(p + value_key(v2), seq_of[frame_id(0, 2)], db=ar.db("ix_value"))
+            deleted_value.extend(v2)
             assert txn.delete(p + text_key("0"), seq_of[frame_id(0, 3)], db=ar.db("ix_source"))
             assert txn.delete(p + text_key("roi1"), seq_of[frame_id(0, 4)], db=ar.db("ix_roi"))
             # Stale entries added: to a seq with no frame, and to the wrong frame.
@@ -49,10 +51,20 @@ def break_indexes(path: Path) -> list[str]:
             vrec["count"] += 3
             txn.put(p, records.encode_version(vrec), db=ar.db("versions"))
         ar.write(work)
-    return ["ix_context is missing", "ix_value is missing", "ix_source is missing", "ix_roi is missing",
-            "ix_context entry", "ix_value entry", "ix_source entry", "ix_mask entry",
-            f"frame '{frame_id(10, 0)}' has no id entry", f"id entry '{frame_id(11, 0)}' points at",
-            "id entry 'ghost' points at", "counts 1003 frames"]
+    v2 = deleted_value
+    return [f"frame {frame_id(0, 1)}: context id 'ctx-1' is not in the context index",
+            f"frame {frame_id(0, 2)}: mask value ({v2[0]}, {v2[1]}, {v2[2]}) is not in the value index",
+            f"frame {frame_id(0, 3)}: source id '0' is not in the source index",
+            f"frame {frame_id(0, 4)}: ROI label 'roi1' is not in the ROI label index",
+            "the context index lists context id 'ctx-1' for frame seq 999999, which holds no frame",
+            f"frame {frame_id(5, 5)}: the context index lists the frame under context id 'ctx-9'",
+            f"frame {frame_id(6, 6)}: the value index lists the frame under mask value (9, 9, 9)",
+            f"frame {frame_id(7, 7)}: the source index lists the frame under source id 'src-x'",
+            "the mask index lists mask id '00' for frame seq 888888, which holds no frame",
+            f"frame {frame_id(10, 0)}: it has no entry in the id table",
+            f"the id table sends frame id '{frame_id(11, 0)}' to frame seq",
+            "the id table sends frame id 'ghost' to frame seq 777777",
+            "the version record counts 1003 frames"]
 
 
 def test_check_finds_every_broken_index_and_repair_rebuilds_them(fresh_copy) -> None:

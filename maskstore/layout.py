@@ -1,0 +1,87 @@
+"""The key vocabulary of an archive: sub-databases, their flags, how keys are packed (FORMAT.md).
+
+One LMDB environment, one file, named sub-databases; keys big-endian so they sort numerically:
+
+=============  ===================================  ==========================================
+sub-db         key                                  value
+=============  ===================================  ==========================================
+meta           b"format", b"next_version"           format record / counter
+versions       version id (8)                       version record
+frames         version id (8) + seq (8)             frame record (the normalized frame dict)
+frame_ids      version id (8) + frame id (utf-8)    seq (8)
+ix_context     version id (8) + context id          seq (dupsort, dupfixed)
+ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
+ix_source      version id (8) + source id           seq (dupsort, dupfixed)
+ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
+ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
+dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
+columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
+blobs          sha256 (32)                          embedded image or mask bytes
+=============  ===================================  ==========================================
+
+Every module that reads or writes keys (the archive façade, the query planner and its columns,
+check and repair, summaries, Dask) takes them from here, so this module and FORMAT.md are the one
+place the layout is spelt out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import lmdb
+
+from . import _accel
+
+U64 = struct.Struct(">Q")
+INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
+VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS  # keys start with the version id
+SUB_DATABASES = ("meta", "versions", "blobs") + VERSION_DBS
+DUP_DBS = frozenset(INDEX_DBS)  # opened dupsort + dupfixed: one 8-byte seq per duplicate
+FORMAT_KEY = b"format"  # in meta: the format record
+NEXT_VERSION_KEY = b"next_version"  # in meta: the next version id, u64
+MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
+HASHED_KEY_MARK = b"\xff"  # starts a hashed text key; 0xff never starts UTF-8
+CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
+
+
+def u64(n: int) -> bytes:
+    """A version id, seq or chunk number as a key part: 8 bytes big-endian."""
+    return U64.pack(n)
+
+
+def chunk_of(seq: int) -> int:
+    """The scan-column chunk (``dirty`` and ``columns`` key) that holds frame ``seq``."""
+    return seq >> CHUNK_BITS
+
+
+def text_key(text: str) -> bytes:
+    """Index key bytes of a string; 0xff never starts UTF-8, so hashed keys cannot collide with text."""
+    raw = text.encode("utf-8")
+    return raw if len(raw) <= MAX_KEY_TEXT else HASHED_KEY_MARK + hashlib.sha256(raw).digest()
+
+
+def value_key(rgb: Sequence[int]) -> bytes:
+    """Index key of a mask value: its r, g, b bytes (a ``[r, g, b, count]`` entry works too)."""
+    return bytes(rgb[:3])
+
+
+def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every entry whose key starts with ``prefix``, in key order, duplicates included
+    (MDB_NEXT visits each): how every per-version scan walks its sub-database."""
+    cursor = txn.cursor(db=db)
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+
+def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
+    """Index keys (without the version prefix) of one frame record, per index sub-database: the
+    writer's own definition (``_accel.Postings``), so delete, check and repair agree with it."""
+    postings = _accel.Postings(text_key, MAX_KEY_TEXT)
+    postings.add_record(0, rec)
+    return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}

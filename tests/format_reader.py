@@ -1,0 +1,307 @@
+"""An independent reader (and a minimal writer) of maskstore archives, written from FORMAT.md alone.
+
+It imports only ``lmdb``, ``msgpack`` and the standard library, never maskstore: ``tests/test_format.py``
+compares what it reads with what the library reads, so FORMAT.md is shown complete enough to read
+every version, frame, label table, colour, mask statistic, embedded file, index entry and scan column.
+Section names in comments are FORMAT.md's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+READS_VERSION = 1                          # "Compatibility": the highest format number this reader knows
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset()
+KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
+INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
+MAX_KEY_TEXT = 400
+CHUNK = 4096
+BLOB_PREFIX = "blob:sha256:"
+
+
+class FormatError(Exception):
+    """The file is not an archive this reader may read."""
+
+
+def u64(data: bytes) -> int:
+    return struct.unpack(">Q", data)[0]
+
+
+def open_archive(path: str | Path) -> lmdb.Environment:
+    """"The file": one LMDB file (no sub-directory); read here without the lock file."""
+    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=64)
+
+
+def record(data: bytes, kind: str) -> Any:
+    """"Records": a format byte, a kind byte, then one msgpack value."""
+    data = bytes(data)
+    if data[0] > READS_VERSION:
+        raise FormatError(f"record written by format {data[0]}")
+    if data[1:2] != KINDS[kind]:
+        raise FormatError(f"a {kind} record has kind {data[1:2]!r}")
+    return msgpack.unpackb(data[2:], raw=False)
+
+
+def _db(env: lmdb.Environment, txn: lmdb.Transaction, name: str) -> Any:
+    return env.open_db(name.encode(), txn=txn, create=False)
+
+
+def _entries(txn: lmdb.Transaction, db: Any, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=db)
+    out = []
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            out.append((bytes(key), bytes(value)))
+    return out
+
+
+def read_format(txn: lmdb.Transaction, env: lmdb.Environment) -> dict[str, Any]:
+    """"The format record", with the refusals "Compatibility" asks of a reader."""
+    fmt = record(txn.get(b"format", db=_db(env, txn, "meta")), "format")
+    if fmt.get("name") != "maskstore":
+        raise FormatError("not a maskstore archive")
+    if fmt["version"] > READS_VERSION:
+        raise FormatError(f"format {fmt['version']} is newer than {READS_VERSION}")
+    unknown = set(fmt.get("required_features", [])) - KNOWN_REQUIRED_FEATURES
+    if unknown:
+        raise FormatError(f"unknown required features {sorted(unknown)}")
+    return fmt
+
+
+def read_archive(path: str | Path) -> dict[str, Any]:
+    """Every version (record, label table, colours, frames in seq order) and every embedded file
+    a frame names (digest -> size, each checked against its sha256)."""
+    env = open_archive(path)
+    try:
+        with env.begin() as txn:
+            fmt = read_format(txn, env)
+            versions, blobs = [], {}
+            frames_db, blobs_db = _db(env, txn, "frames"), _db(env, txn, "blobs")
+            for key, data in _entries(txn, _db(env, txn, "versions")):
+                rec = record(data, "version")
+                assert rec["id"] == u64(key)
+                frames = [record(value, "frame") for _, value in _entries(txn, frames_db, key)]
+                versions.append({
+                    "record": rec,
+                    "masks_labels": [[entry["value"], entry["labels"]] for entry in rec["mask_labels"]],
+                    "label_colors": rec["label_colors"],
+                    "frames": frames,
+                })
+                for uri in _file_uris(frames):
+                    if uri.startswith(BLOB_PREFIX):
+                        digest = bytes.fromhex(uri[len(BLOB_PREFIX):])
+                        data = txn.get(digest, db=blobs_db)
+                        if data is None or hashlib.sha256(data).digest() != digest:
+                            raise FormatError(f"{uri} is missing or damaged")
+                        blobs[digest.hex()] = len(data)
+    finally:
+        env.close()
+    return {"format": fmt, "versions": versions, "blobs": dict(sorted(blobs.items()))}
+
+
+def _file_uris(frames: list[dict[str, Any]]) -> list[str]:
+    """"Embedded files": source and mask ``uri`` and a mask's ``instance_uri``."""
+    uris = []
+    for frame in frames:
+        for source in frame["sources"]:
+            uris.append(source["uri"])
+            for mask in source["masks"]:
+                uris.append(mask["uri"])
+                if isinstance(mask.get("instance_uri"), str):
+                    uris.append(mask["instance_uri"])
+    return uris
+
+
+def blob(path: str | Path, hexdigest: str) -> bytes:
+    env = open_archive(path)
+    try:
+        with env.begin() as txn:
+            return bytes(txn.get(bytes.fromhex(hexdigest), db=_db(env, txn, "blobs")))
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------------------ "Index keys"
+
+def text_key(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return raw if len(raw) <= MAX_KEY_TEXT else b"\xff" + hashlib.sha256(raw).digest()
+
+
+def expected_index_entries(version_id: int, seq: int, frame: dict[str, Any]) -> set[tuple[str, bytes, bytes]]:
+    """(sub-database, key, value) of every index entry a frame record has, by FORMAT.md's rules."""
+    prefix, value = struct.pack(">Q", version_id), struct.pack(">Q", seq)
+    out = {("ix_context", prefix + text_key(frame["context_id"]), value)}
+    for source in frame["sources"]:
+        out.add(("ix_source", prefix + text_key(source["id"]), value))
+        for mask in source["masks"]:
+            out.add(("ix_mask", prefix + text_key(mask["id"]), value))
+            for r, g, b, _count in mask.get("values") or ():
+                out.add(("ix_value", prefix + bytes((r, g, b)), value))
+    for roi in frame["rois"]:
+        for label in roi["label"]:
+            out.add(("ix_roi", prefix + text_key(label), value))
+    return out
+
+
+def index_check(path: str | Path) -> tuple[set, set, set, set]:
+    """(stored index entries, entries derived from the frame records, stored frame_ids entries,
+    derived frame_ids entries): equal pairs show the key layout as FORMAT.md describes it."""
+    env = open_archive(path)
+    stored, derived, ids_stored, ids_derived = set(), set(), set(), set()
+    try:
+        with env.begin() as txn:
+            for name in INDEX_DBS:
+                stored |= {(name, key, value) for key, value in _entries(txn, _db(env, txn, name))}
+            for key, data in _entries(txn, _db(env, txn, "frames")):
+                frame = record(data, "frame")
+                derived |= expected_index_entries(u64(key[:8]), u64(key[8:]), frame)
+                ids_derived.add((key[:8] + text_key(frame["id"]), key[8:]))
+            ids_stored = set(_entries(txn, _db(env, txn, "frame_ids")))
+    finally:
+        env.close()
+    return stored, derived, ids_stored, ids_derived
+
+
+# ------------------------------------------------------------------------------ "Scan columns"
+
+def _array(data: bytes, code: str) -> list:
+    """Little-endian numbers of struct format ``code`` (q int64, i int32, I uint32, d float64)."""
+    size = struct.calcsize("<" + code)
+    return list(struct.unpack(f"<{len(data) // size}{code}", data))
+
+
+def _strings(item: list) -> list[str | None]:
+    texts, codes = item
+    return [None if c < 0 else texts[c] for c in _array(codes, "i")]
+
+
+def _meta_column(item: list) -> list[Any]:
+    """One value per row (None where the frame lacks the path); dicts and lists read as True."""
+    kind = item[0]
+    if kind == "s":
+        return _strings(item[1:])
+    values, present = item[1], [bool(b) for b in item[2]]
+    if kind == "int":
+        values = _array(values, "q")
+    elif kind == "float":
+        values = _array(values, "d")
+    elif kind in ("bool", "present"):
+        values = [bool(b) for b in values]
+    return [v if has else None for v, has in zip(values, present)]
+
+
+def decode_chunk(data: bytes) -> dict[str, Any]:
+    """A stored chunk as per-row lists: present, timestamp, id, context_id, n_masks, n_rois,
+    values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
+    body = msgpack.unpackb(data, raw=False)
+    offsets = _array(body["vo"], "q")
+    keys, counts = _array(body["vk"], "I"), _array(body["vc"], "q")
+    return {
+        "present": [bool(b) for b in body["present"]],
+        "timestamp": _array(body["ts"], "q"),
+        "id": _strings(body["ids"]),
+        "context_id": _strings(body["ctx"]),
+        "n_masks": _array(body["nm"], "i"),
+        "n_rois": _array(body["nr"], "i"),
+        "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]]))
+                   for i in range(CHUNK)],
+        "meta": {path: _meta_column(item) for path, item in body["meta"].items()},
+    }
+
+
+def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
+    """Per version id: its stored chunks (chunk number -> decoded chunk), its dirty chunk numbers, and
+    its frames by seq, to compare the two."""
+    env = open_archive(path)
+    out: dict[int, dict[str, Any]] = {}
+    try:
+        with env.begin() as txn:
+            for key, _ in _entries(txn, _db(env, txn, "versions")):
+                out[u64(key)] = {
+                    "chunks": {u64(k[8:]): decode_chunk(v) for k, v in _entries(txn, _db(env, txn, "columns"), key)},
+                    "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
+                    "frames": {u64(k[8:]): record(v, "frame") for k, v in _entries(txn, _db(env, txn, "frames"), key)},
+                }
+    finally:
+        env.close()
+    return out
+
+
+def meta_paths(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of every meta entry, nested dicts walked."""
+    out = []
+    for key, value in meta.items():
+        out.append((prefix + key, value))
+        if isinstance(value, dict):
+            out += meta_paths(value, prefix + key + ".")
+    return out
+
+
+def chunk_row_from_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    """What a chunk's row holds for a frame, by FORMAT.md's rules."""
+    masks = [m for s in frame["sources"] for m in s["masks"]]
+    values: dict[int, int] = {}
+    for m in masks:
+        for r, g, b, count in m.get("values") or ():
+            key = (r << 16) | (g << 8) | b
+            values[key] = values.get(key, 0) + count
+    meta = {}
+    for path, value in meta_paths(frame["meta"]):
+        if value is not None:
+            meta[path] = True if isinstance(value, (dict, list)) else value
+    return {"timestamp": frame["timestamp"], "id": frame["id"], "context_id": frame["context_id"],
+            "n_masks": len(masks), "n_rois": len(frame["rois"]), "values": values, "meta": meta}
+
+
+def chunk_row(chunk: dict[str, Any], row: int) -> dict[str, Any]:
+    return {"timestamp": chunk["timestamp"][row], "id": chunk["id"][row], "context_id": chunk["context_id"][row],
+            "n_masks": chunk["n_masks"][row], "n_rois": chunk["n_rois"][row], "values": chunk["values"][row],
+            "meta": {path: column[row] for path, column in chunk["meta"].items() if column[row] is not None}}
+
+
+# ------------------------------------------------------------------------------ writing, from FORMAT.md
+
+def _pack(kind: str, body: Any) -> bytes:
+    return bytes((READS_VERSION,)) + KINDS[kind] + msgpack.packb(body, use_bin_type=True)
+
+
+def write_archive(path: str | Path, versions: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                  required_features: list[str] | None = None) -> None:
+    """A new archive holding ``versions``: (version record, complete frame records) each, with
+    frame_ids, index entries and a dirty mark per chunk (no stored scan columns)."""
+    env = lmdb.open(str(path), subdir=False, max_dbs=64)
+    dbs = {name: env.open_db(name.encode(), dupsort=name in INDEX_DBS, dupfixed=name in INDEX_DBS)
+           for name in ("meta", "versions", "frames", "frame_ids", "dirty", "columns", "blobs", *INDEX_DBS)}
+    fmt: dict[str, Any] = {"name": "maskstore", "version": READS_VERSION}
+    if required_features:
+        fmt["required_features"] = required_features
+    with env.begin(write=True) as txn:
+        txn.put(b"format", _pack("format", fmt), db=dbs["meta"])
+        txn.put(b"next_version", struct.pack(">Q", len(versions) + 1), db=dbs["meta"])
+        for vid, (rec, frames) in enumerate(versions, start=1):
+            prefix = struct.pack(">Q", vid)
+            txn.put(prefix, _pack("version", {**rec, "id": vid, "next_seq": len(frames), "count": len(frames)}),
+                    db=dbs["versions"])
+            for seq, frame in enumerate(frames):
+                txn.put(prefix + struct.pack(">Q", seq), _pack("frame", frame), db=dbs["frames"])
+                txn.put(prefix + text_key(frame["id"]), struct.pack(">Q", seq), db=dbs["frame_ids"])
+                txn.put(prefix + struct.pack(">Q", seq >> 12), b"", db=dbs["dirty"])
+                for name, key, value in expected_index_entries(vid, seq, frame):
+                    txn.put(key, value, db=dbs[name])
+    env.close()
+
+
+if __name__ == "__main__":  # python tests/format_reader.py ARCHIVE: what it holds, as JSON
+    import json
+    import sys
+
+    print(json.dumps(read_archive(sys.argv[1]), indent=1, ensure_ascii=False))
