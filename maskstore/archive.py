@@ -1,5 +1,23 @@
 """The façade: versions, frames, labels and blobs of one archive, over the stages below.
 
+sub-db         key                                  value
+=============  ===================================  ==========================================
+meta           b"format", b"next_version"           format record / counter
+versions       version id (8)                       version record
+frames         version id (8) + seq (8)             frame record (the normalized frame dict)
+frame_ids      version id (8) + frame id (utf-8)    seq (8)
+ix_context     version id (8) + context id          seq (dupsort, dupfixed)
+ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
+ix_source      version id (8) + source id           seq (dupsort, dupfixed)
+ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
+ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
+dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
+columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
+blobs          sha256 (32)                          embedded image or mask bytes
+=============  ===================================  ==========================================
+
+Every write is one transaction: a frame, its statistics and its index entries commit together.
+=======
 The file's layout (sub-databases, keys, records) is ``layout.py`` and FORMAT.md; the LMDB
 environment is ``store.py``; batches are prepared in ``ingest.prepare`` before a write transaction
 opens, and this module writes them: a frame, its statistics and its index entries commit together.
@@ -31,7 +49,7 @@ from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreErro
 from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, chunk_of, entries,
+from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, entries,
                      index_entries, text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
@@ -73,6 +91,8 @@ class Archive:
         self._store = Store(self.path, readonly=readonly, lock=lock_default() if lock is None else lock,
                             map_size=map_size, sync=sync, max_readers=max_readers)
         self._dbs: dict[str, Any] = {}
+        # Scan columns the query engine loaded, per version id (query.engine); dropped on close.
+        self.column_cache: dict[int, Any] = {}
         self._store.on_reopen = self._open_dbs
         try:
             self._check_not_truncated()
@@ -161,6 +181,7 @@ class Archive:
         self._store.sync()
 
     def close(self) -> None:
+        self.column_cache.clear()
         self._preparer.close()
         self._store.close()
 
@@ -498,18 +519,25 @@ class DatasetVersion:
     def __hash__(self) -> int:
         return hash((id(self.archive), self.id))
 
-    def _update(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T]) -> T:
-        """Write transaction with the version record loaded, checked writable, and saved after."""
+    def _update(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T], built: dict[bytes, Any] | None = None) -> T:
+        """Write transaction with the version record loaded, checked writable, and saved after; then
+        the archive's cached scan columns follow the commit (``built``: the chunks ``fn`` stored)."""
+        from .query import columns
+        start: dict[str, int] = {}
+
         def work(txn: lmdb.Transaction) -> T:
             rec = self.record(txn)
             if rec["state"] == "published":
                 raise ReadOnlyError(f"version {rec['dataset']}/{rec['name']} is published and read-only; "
                                     "create a child version to change it")
+            start["generation"] = rec["generation"]
             result = fn(txn, rec)
             rec["generation"] += 1
             txn.put(self.prefix, records.encode_version(rec), db=self.archive.db("versions"))
             return result
-        return self.archive.write(work)
+        result = self.archive.write(work)
+        columns.remember(self, start["generation"], built or {})
+        return result
 
     def publish(self) -> None:
         """Make the version read-only for ever; publishing a published version changes nothing."""
@@ -600,6 +628,7 @@ class DatasetVersion:
     def _write_frames(self, batch: Prepared, must_exist: bool) -> int:
         """Records, then every index entry of the batch sorted and written with one putmulti per
         sub-database: sorted bulk writes are what makes large ingests fast in LMDB."""
+        from .query import columns  # downstream of the archive: imported at call time, like the engine
         arc = self.archive
         prefix = self.prefix
 
@@ -624,12 +653,10 @@ class DatasetVersion:
                     else:
                         self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
                         numbers.append(U64.unpack(seq)[0])
-                chunks = sorted({chunk_of(n) for n in numbers})
             else:
                 first = rec["next_seq"]
                 numbers = range(first, first + len(id_keys))
                 rec["next_seq"] += len(id_keys)
-                chunks = range(chunk_of(first), chunk_of(rec["next_seq"] - 1) + 1)
             seqs = list(map(u64, numbers))
             new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
@@ -637,14 +664,13 @@ class DatasetVersion:
             entries = batch.postings.items(prefix, seqs)
             entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
             entries["frame_ids"] = sorted(new_ids)
-            entries["dirty"] = [(prefix + u64(chunk), b"") for chunk in chunks]
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
+            built.update(columns.update(txn, self, dict(zip(numbers, batch.records))))
             return len(batch.ids)
-        return self._update(work)
+        built: dict[bytes, Any] = {}
+        return self._update(work, built)
 
-    def _chunk_key(self, seq: bytes) -> bytes:
-        return self.prefix + u64(chunk_of(U64.unpack(seq)[0]))
 
     def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
         arc = self.archive
@@ -652,7 +678,6 @@ class DatasetVersion:
             db = arc.db(name)
             for key in keys:
                 txn.delete(self.prefix + key, seq, db=db)
-        txn.put(self._chunk_key(seq), b"", db=arc.db("dirty"))
 
     def add_frames(self, frames: Iterable[Frame | Mapping[str, Any]], *, embed: bool = False) -> int:
         """Add frames (objects or frame dicts) in one transaction: all of them or none.
@@ -681,10 +706,12 @@ class DatasetVersion:
 
     def delete_frames(self, frame_ids: Iterable[str | Frame]) -> int:
         """Delete frames by id in one transaction; an unknown id fails the whole call."""
+        from .query import columns
         ids = [f.id if isinstance(f, Frame) else f for f in frame_ids]
 
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             arc = self.archive
+            deleted: dict[int, None] = {}
             for fid in ids:
                 id_key = self.prefix + text_key(fid)
                 seq = txn.get(id_key, db=arc.db("frame_ids"))
@@ -695,8 +722,11 @@ class DatasetVersion:
                 txn.delete(self.prefix + seq, db=arc.db("frames"))
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
+                deleted[U64.unpack(seq)[0]] = None
+            built.update(columns.update(txn, self, deleted))
             return len(ids)
-        return self._update(work)
+        built: dict[bytes, Any] = {}
+        return self._update(work, built)
 
     # ------------------------------------------------------------------ lifecycle (maskstore.lifecycle)
 

@@ -2,10 +2,11 @@
 
 Decoding msgpack record by record tops out near half a million frames a second in Python; a
 predicate over a million frames has to be an array operation instead. Each version keeps its
-columns in chunks of ``CHUNK`` frame seqs in the ``columns`` sub-database. Writers only mark the
-chunks they touch as dirty (same transaction as the records); the first query after a write rebuilds
-just those chunks from its snapshot's records in memory and stores them when no writer holds the
-archive (never waiting for one), so ingest stays cheap and queries see every committed write.
+columns in chunks of ``CHUNK`` frame seqs in the ``columns`` sub-database. Writers keep them current
+in their own transaction (``update``): the written frames' rows are built and merged into the stored
+chunk with numpy, so no query after an ingest rebuilds anything. Chunks an older writer only marked
+``dirty`` are still rebuilt by the first query that needs them (from its snapshot's records, stored
+when no writer holds the archive), so archives written before keep working.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
     meta = {path: ["s", *_encode_str(col)] if isinstance(col, StrColumn)
             else [col.kind, col.values.tolist() if col.kind == "object" else col.values.tobytes(),
                   col.present.tobytes()] for path, col in chunk.meta.items()}
+    meta = dict(sorted(meta.items()))  # one byte string per set of rows, however they were built
     body = {"present": chunk.present.tobytes(), "ts": chunk.timestamp.tobytes(), "ids": _encode_str(chunk.ids),
             "ctx": _encode_str(chunk.context), "nm": chunk.n_masks.tobytes(), "nr": chunk.n_rois.tobytes(),
             "vo": chunk.value_offsets.tobytes(), "vk": chunk.value_keys.tobytes(),
@@ -339,6 +341,138 @@ def _store_if_current(txn: lmdb.Transaction, version: DatasetVersion, generation
                       built: dict[bytes, Chunk | None]) -> None:
     if version.record(txn)["generation"] == generation:
         _store(txn, version, built)
+
+
+# ------------------------------------------------------------------------------ kept current on write
+
+def _first_use(uniques: list[str], codes: np.ndarray) -> StrColumn:
+    """The texts in order of first use by row, unused ones dropped: what ``build_chunk`` gives."""
+    used = codes[codes >= 0]
+    if not len(used):
+        return StrColumn([], codes)
+    values, first = np.unique(used, return_index=True)
+    order = values[np.argsort(first)]
+    new_code = np.full(len(uniques) + 1, -1, np.int32)  # the extra slot maps code -1 to -1
+    new_code[order] = np.arange(len(order), dtype=np.int32)
+    return StrColumn([uniques[i] for i in order.tolist()], new_code[codes])
+
+
+def _merge_str(old: StrColumn | None, new: StrColumn | None, touched: np.ndarray) -> StrColumn:
+    old = old or StrColumn([], np.full(CHUNK, -1, np.int32))
+    new = new or StrColumn([], np.full(CHUNK, -1, np.int32))
+    index = {text: i for i, text in enumerate(old.uniques)}
+    uniques = old.uniques + [t for t in new.uniques if t not in index]
+    index.update((t, i) for i, t in enumerate(uniques))
+    remap = np.array([index[t] for t in new.uniques] + [-1], np.int32)
+    return _first_use(uniques, np.where(touched, remap[new.codes], old.codes))
+
+
+def _merge_meta(old: StrColumn | ValueColumn | None, new: StrColumn | ValueColumn | None,
+                touched: np.ndarray) -> StrColumn | ValueColumn | None:
+    """One meta column of the merged rows, or None when only a rebuild from the records gives the
+    column ``build_chunk`` would (the value kinds differ, or float/object rows leave: the rest may be
+    all ints, which float64 cannot tell apart)."""
+    if isinstance(old, StrColumn) or isinstance(new, StrColumn):
+        if not (old is None or isinstance(old, StrColumn)) or not (new is None or isinstance(new, StrColumn)):
+            return None
+        return _merge_str(old, new, touched)
+    if old is not None and new is not None and old.kind != new.kind:
+        return None
+    if old is not None and old.kind in ("float", "object") and (old.present & touched).any():
+        return None
+    kind = (old or new).kind  # type: ignore[union-attr]
+    zero = np.zeros(CHUNK, object if kind == "object" else _DTYPES[kind])
+    present = np.where(touched, new.present if new else False, old.present if old else False)
+    values = np.where(touched, new.values if new else zero, old.values if old else zero)
+    return ValueColumn(kind, values.astype(zero.dtype), present)
+
+
+def merge(old: Chunk, new: Chunk, touched: np.ndarray) -> Chunk | None:
+    """``old`` with the ``touched`` rows taken from ``new`` (absent there: deleted), byte for byte the
+    chunk ``build_chunk`` makes of the resulting rows; None when only that rebuild can tell."""
+    meta: dict[str, StrColumn | ValueColumn] = {}
+    for path in old.meta.keys() | new.meta.keys():
+        col = _merge_meta(old.meta.get(path), new.meta.get(path), touched)
+        if col is None:
+            return None
+        if (col.codes >= 0).any() if isinstance(col, StrColumn) else col.present.any():
+            meta[path] = col
+    old_sizes, new_sizes = np.diff(old.value_offsets), np.diff(new.value_offsets)
+    rows = np.arange(CHUNK)
+    old_owner, new_owner = np.repeat(rows, old_sizes), np.repeat(rows, new_sizes)
+    kept = ~touched[old_owner]
+    owner = np.concatenate((old_owner[kept], new_owner))
+    order = np.argsort(owner, kind="stable")  # each row's values stay in their order
+    offsets = np.zeros(CHUNK + 1, np.int64)
+    np.cumsum(np.where(touched, new_sizes, old_sizes), out=offsets[1:])
+    pick = lambda a, b: np.where(touched, b, a)  # noqa: E731
+    return Chunk(old.base, pick(old.present, new.present), pick(old.timestamp, new.timestamp),
+                 _merge_str(old.ids, new.ids, touched), _merge_str(old.context, new.context, touched),
+                 pick(old.n_masks, new.n_masks), pick(old.n_rois, new.n_rois), offsets,
+                 np.concatenate((old.value_keys[kept], new.value_keys))[order],
+                 np.concatenate((old.value_counts[kept], new.value_counts))[order], meta)
+
+
+def update(txn: lmdb.Transaction, version: DatasetVersion,
+           changed: Mapping[int, bytes | None]) -> dict[bytes, Chunk | None]:
+    """Bring the stored columns of the chunks holding ``changed`` seqs (each a frame record just
+    written, or None: deleted) up to date, in the writer's transaction and after its records: the
+    written rows are built and merged into the stored chunk, so the cost follows the batch, not the
+    version. A chunk marked dirty, or one whose merge could change a column's kind, is rebuilt from
+    the transaction's records. Returns the chunks stored (None: removed), for ``remember``."""
+    arc = version.archive
+    by_chunk: dict[int, dict[int, bytes | None]] = {}
+    for seq, record in changed.items():
+        by_chunk.setdefault(seq >> CHUNK_BITS, {})[seq] = record
+    built: dict[bytes, Chunk | None] = {}
+    for number, rows in by_chunk.items():
+        key, base = version.prefix + u64(number), number << CHUNK_BITS
+        chunk = None
+        if txn.get(key, db=arc.db("dirty")) is None:
+            new = build_chunk(base, ((seq, records.decode_frame(rows[seq], f"frame seq {seq}"))
+                                     for seq in sorted(rows) if rows[seq] is not None))
+            stored = txn.get(key, db=arc.db("columns"))
+            if stored is None:
+                chunk = new
+            else:
+                touched = np.zeros(CHUNK, bool)
+                touched[np.array(list(rows), np.int64) - base] = True
+                chunk = merge(decode_chunk(base, stored), new, touched)
+        if chunk is None:
+            chunk = build_chunk(base, _records_in(txn, version, base))
+        built[key] = chunk if chunk.present.any() else None
+    _store(txn, version, built)
+    return built
+
+
+@dataclass
+class Cached:
+    """The columns of one version as of one generation, and arrays derived from them (plan.Context)."""
+
+    generation: int
+    chunks: list[Chunk]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk | None]) -> None:
+    """After a write from ``generation`` committed: the archive's cached columns of the version move to
+    the next generation with the written chunks swapped in, so the writer's next query loads nothing.
+    A cache of another generation (another process wrote meanwhile) is dropped."""
+    cache = version.archive.column_cache
+    cached = cache.pop(version.id, None)
+    if cached is None or cached.generation != generation:
+        return
+    chunks = {c.base: c for c in cached.chunks}
+    for key, chunk in built.items():
+        base = U64.unpack(key[8:])[0] << CHUNK_BITS
+        if chunk is None:
+            chunks.pop(base, None)
+        else:
+            chunks[base] = chunk
+    # Derived arrays stay right while no chunk changes; the agreement with the records that loading
+    # checks (plan.check_chunks) holds for chunks this writer built from its own records.
+    shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
+    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
 
 
 def concat(parts: list[np.ndarray]) -> np.ndarray:

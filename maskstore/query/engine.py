@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import numpy as np
 
 from .. import records
 from ..labels import within_tolerance
-from ..layout import CHUNK_BITS, u64
+from ..layout import u64
 from ..model import Frame, frame_from_dict
 from . import columns
 from .check import check_query, warn_unknown_labels
 from .evaluate import Labels
-from .nodes import Query, to_text
+from .nodes import Field, Query, to_text
 from .parse import parse_query
 from .plan import Context, Everything, Step, plan_expr
 
@@ -44,12 +44,13 @@ def prepare(text: str | Query, meta_types: dict[str, str]) -> Query:
 def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = None) -> Context:
     """The version as of ``txn``; pass its record when the caller has already decoded it."""
     rec = version.record(txn) if rec is None else rec
-    cache = version.archive.__dict__.setdefault("_column_cache", {})
+    cache = version.archive.column_cache
     cached = cache.get(version.id)
-    if cached is None or cached[0] != rec["generation"]:
-        cached = (rec["generation"], columns.load_chunks(txn, version, rec["generation"]), {})
-        cache[version.id] = cached
-    return Context(txn, version, cached[1], Labels(_mask_labels(txn, version, rec)), rec["meta_types"], cached[2])
+    if cached is None or cached.generation != rec["generation"]:
+        cached = cache[version.id] = columns.Cached(rec["generation"],
+                                                    columns.load_chunks(txn, version, rec["generation"]))
+    return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec)), rec["meta_types"],
+                   cached.shared)
 
 
 def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict) -> list[dict]:
@@ -72,43 +73,73 @@ def _plan(query: Query, ctx: Context) -> Step:
     return Everything() if query.where is None else plan_expr(query.where, ctx)
 
 
-def _python(value: object) -> object:
-    """A numpy scalar as the Python value (object columns already hold Python numbers)."""
-    return value.item() if isinstance(value, np.generic) else value
+def _order_column(field: Field, chunk: columns.Chunk) -> columns.StrColumn | columns.ValueColumn | None:
+    if field.path:
+        col = chunk.meta.get(".".join(field.path))
+        return None if isinstance(col, columns.ValueColumn) and col.kind == "present" else col
+    if field.name == "timestamp":
+        return columns.ValueColumn("int", chunk.timestamp, chunk.present)
+    return chunk.ids if field.name == "id" else chunk.context
+
+
+def _sort_keys(field: Field, ctx: Context, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(key, missing) per seq: int64 or float64 keys ordered as the values compare (strings by
+    rank), gathered chunk by chunk with numpy; Python numbers only when a column holds ints that
+    float64 would round, or ints beside floats."""
+    positions = ctx.positions(seqs)
+    rows = positions % columns.CHUNK
+    bounds = np.searchsorted(positions // columns.CHUNK, np.arange(len(ctx.chunks) + 1))
+    missing = np.ones(len(seqs), bool)
+    parts: list[tuple[slice, Any]] = []
+    for i in np.flatnonzero(np.diff(bounds)).tolist():
+        part = slice(int(bounds[i]), int(bounds[i + 1]))
+        col = _order_column(field, ctx.chunks[i])
+        if col is not None:
+            here = rows[part]
+            has = col.codes[here] >= 0 if isinstance(col, columns.StrColumn) else col.present[here]
+            missing[part] = ~has
+            parts.append((part, col))
+    if not parts:
+        return np.zeros(len(seqs), np.int64), missing
+    if isinstance(parts[0][1], columns.StrColumn):
+        used = [(part, col, np.unique(col.codes[rows[part]])) for part, col in parts]  # ids: one per frame
+        texts = sorted({col.uniques[c] for _, col, codes in used for c in codes.tolist() if c >= 0})
+        rank = {t: i for i, t in enumerate(texts)}
+        keys = np.zeros(len(seqs), np.int64)
+        for part, col, codes in used:
+            ranks = np.zeros(len(col.uniques) + 1, np.int64)
+            ranks[codes] = [rank.get(col.uniques[c], 0) if c >= 0 else 0 for c in codes.tolist()]
+            keys[part] = ranks[col.codes[rows[part]]]
+        return keys, missing
+    kinds = {col.kind for _, col in parts}
+    dtype = {frozenset({"int"}): np.int64, frozenset({"bool"}): np.int64, frozenset({"float"}): np.float64}
+    exact = dtype.get(frozenset(kinds), object)
+    keys = np.zeros(len(seqs), exact)
+    for part, col in parts:
+        keys[part] = col.values[rows[part]]
+    if exact is object:  # Python's exact comparisons, as the residual filters compare
+        _, keys[~missing] = np.unique(keys[~missing], return_inverse=True)
+        keys = keys.astype(np.int64)
+    return keys, missing
 
 
 def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
-    """Sort by the order-by field (missing values last, ties in insertion order), then limit."""
-    if query.order_by is not None and len(seqs):
-        by_base = {c.base: c for c in ctx.chunks}
-        keys, missing = [], np.zeros(len(seqs), bool)
-        field = query.order_by
-        for i, seq in enumerate(seqs.tolist()):
-            chunk = by_base[(seq >> CHUNK_BITS) << CHUNK_BITS]
-            row = seq - chunk.base
-            if field.path:
-                col = chunk.meta.get(".".join(field.path))
-                value = None if col is None else (
-                    col.uniques[col.codes[row]] if col.codes[row] >= 0 else None) if isinstance(col, columns.StrColumn) \
-                    else (_python(col.values[row]) if col.present[row] and col.kind != "present" else None)
-            elif field.name == "timestamp":
-                value = int(chunk.timestamp[row])
-            else:
-                col = chunk.ids if field.name == "id" else chunk.context
-                value = col.uniques[col.codes[row]]
-            missing[i] = value is None
-            keys.append(value)
-        present = [k for k in keys if k is not None]
-        ranks = np.zeros(len(seqs), np.int64)
-        if present:
-            # Timestamps are int64 already; anything else (strings, meta numbers that may mix big ints
-            # with floats) is ranked with Python's exact comparisons, as the residual filters compare.
-            exact = None if field.name == "timestamp" and not field.path else object
-            _, inverse = np.unique(np.array(present, dtype=exact), return_inverse=True)
-            ranks[~missing] = inverse
-        order = np.lexsort((seqs, -ranks if query.descending else ranks, missing))
-        seqs = seqs[order]
-    return seqs if query.limit is None else seqs[: int(query.limit)]
+    """Sort by the order-by field (missing values last, ties in insertion order), then limit: with a
+    limit, only the rows that can make the first ``limit`` are sorted (a partition finds them)."""
+    limit = None if query.limit is None else int(query.limit)
+    if query.order_by is None or not len(seqs):
+        return seqs if limit is None else seqs[:limit]
+    keys, missing = _sort_keys(query.order_by, ctx, seqs)
+    if query.descending:  # order-reversing without overflow: ~x for ints, -x for floats
+        keys = ~keys if keys.dtype == np.int64 else -keys
+    have = np.flatnonzero(~missing)  # insertion order, as seqs are
+    if limit is not None and limit < len(have):
+        cut = np.partition(keys[have], limit - 1)[limit - 1] if limit else None
+        have = have[keys[have] <= cut] if limit else have[:0]
+    order = have[np.lexsort((have, keys[have]))]
+    if limit is None or len(order) < limit:
+        order = np.concatenate((order, np.flatnonzero(missing)))
+    return seqs[order] if limit is None else seqs[order[:limit]]
 
 
 def _checked_in(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[Query, Context]:
@@ -135,7 +166,13 @@ def ids(version: DatasetVersion, text: str | Query) -> list[str]:
 
 
 def count(version: DatasetVersion, text: str | Query) -> int:
-    return version.archive.read(lambda txn: len(select(version, text, txn)[0]))
+    """How many frames the query selects: no sort (order by changes no count), and without a where
+    clause the version record's count, which loading the columns checked against them."""
+    def work(txn: lmdb.Transaction) -> int:
+        query, ctx = _checked_in(version, text, txn)
+        found = version.record(txn)["count"] if query.where is None else len(_plan(query, ctx).run(ctx))
+        return found if query.limit is None else min(found, int(query.limit))
+    return version.archive.read(work)
 
 
 def frame_dicts(version: DatasetVersion, text: str | Query) -> Iterator[dict]:

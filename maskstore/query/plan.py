@@ -126,6 +126,13 @@ class Context:
                                        "run maskstore check --repair to rebuild the indexes") from None
         return out
 
+    def timestamp_ranges(self) -> list[tuple[int, int]]:
+        """(lowest, highest) timestamp of each chunk's frames: the zone map of timestamp scans."""
+        if "timestamp ranges" not in self.shared:
+            self.shared["timestamp ranges"] = [(int(ts.min()), int(ts.max())) for ts in
+                                               (c.timestamp[c.present] for c in self.chunks)]
+        return self.shared["timestamp ranges"]
+
     def universe(self) -> np.ndarray:
         return concat([chunk_seqs(c, c.present) for c in self.chunks])
 
@@ -176,7 +183,10 @@ def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
     if not parts:
         return EMPTY
     seqs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    seqs = np.sort(seqs)
+    if len(seqs) > 1 and (seqs[1:] > seqs[:-1]).all():
+        return seqs  # one posting list, or disjoint ones in order: sorted and unique already
+    # Posting lists arrive as sorted runs (one per key): timsort merges runs instead of re-sorting.
+    seqs = np.sort(seqs, kind="stable")
     if len(seqs) > 1:
         seqs = seqs[np.concatenate(([True], seqs[1:] != seqs[:-1]))]
     return seqs
@@ -244,10 +254,13 @@ class Scan(Step):
     node: Expr
 
     def mask(self, ctx: Context) -> np.ndarray:
-        """Dense boolean over every position of the version: True where a frame matches."""
+        """Dense boolean over every position of the version: True where a frame matches. Chunks whose
+        timestamp range decides the predicate (a zone map) are filled without looking at rows."""
         out = np.zeros(ctx.size(), bool)
-        for i, c in enumerate(ctx.chunks):
-            out[i * CHUNK:(i + 1) * CHUNK] = column_mask(self.node, c, ctx) & c.present
+        for i, (c, (low, high)) in enumerate(zip(ctx.chunks, ctx.timestamp_ranges())):
+            decided = _zone(self.node, low, high)
+            if decided is not False:
+                out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, c, ctx) & c.present
         return out
 
     def run(self, ctx: Context) -> np.ndarray:
@@ -457,6 +470,35 @@ def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
     hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
     labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
     return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
+
+
+def _zone(node: Expr, low: int, high: int) -> bool | None:
+    """Whether ``node`` holds for every frame (True) or none (False) of a chunk whose timestamps lie in
+    ``low..high``; None when that takes looking at the rows."""
+    if isinstance(node, (And, Or)):
+        parts = [_zone(item, low, high) for item in node.items]
+        if isinstance(node, And):
+            return False if False in parts else True if all(p is True for p in parts) else None
+        return True if True in parts else False if all(p is False for p in parts) else None
+    if isinstance(node, Not):
+        inner = _zone(node.item, low, high)
+        return None if inner is None else not inner
+    if not isinstance(node, (Compare, In)) or node.field.name != "timestamp" or node.field.path:
+        return None
+    values = node.values if isinstance(node, In) else (node.value,)
+    if not all(comparable(0, v) and v is not None for v in values):
+        return None
+    if isinstance(node, In) or node.op in ("==", "!="):
+        hits = [True if low == high == v else False if v < low or v > high else None for v in values]
+        found = True if True in hits else False if all(h is False for h in hits) else None
+        return None if found is None else found if isinstance(node, In) or node.op == "==" else not found
+    v = node.value
+    bounds = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
+              ">=": (low >= v, high < v)}.get(node.op)
+    if bounds is None:
+        return None
+    always, never = bounds
+    return True if always else False if never else None
 
 
 def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:

@@ -49,6 +49,15 @@ def dirty_chunks(path: Path) -> int:
         return ar.read(lambda t: t.stat(ar.db("dirty"))["entries"])
 
 
+def mark_dirty(ar: Archive) -> None:
+    """Every column chunk marked for rebuild, as writers did before they kept the columns current:
+    queries then rebuild them (archives written by those writers must keep working)."""
+    def work(txn: lmdb.Transaction) -> None:
+        keys = [bytes(key) for key, _ in txn.cursor(db=ar.db("columns"))]
+        txn.cursor(db=ar.db("dirty")).putmulti([(key, b"") for key in keys])
+    ar.write(work)
+
+
 # --------------------------------------------------------------------------- 1. no silent unlocked reads
 
 def test_a_full_reader_table_is_an_error_not_an_unlocked_read(tmp_path: Path) -> None:
@@ -119,6 +128,8 @@ HOLD_WRITER = textwrap.dedent("""
 def test_a_query_answers_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "a.maskstore"
     build_archive(path, 3, 40)
+    with Archive(path, jobs=1) as ar:
+        mark_dirty(ar)
     assert dirty_chunks(path) > 0  # the query must build columns
     writer = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -149,10 +160,12 @@ def test_writable_query_stores_columns_only_when_no_writer_holds_the_archive(tmp
     build_archive(path, 3, 40)
     with Archive(path, jobs=1) as ar:
         v = ar.get_version(DATASET, VERSION)
+        mark_dirty(ar)
         assert ar.read(lambda t: t.stat(ar.db("dirty"))["entries"]) > 0
         assert v.count("meta.i < 10") == 30
         assert ar.read(lambda t: t.stat(ar.db("dirty"))["entries"]) == 0, "the first answer did not store columns"
         v.add_frames(make_batch(7, 40))
+        mark_dirty(ar)
         # While the writer lock is held (by this thread's own open write), the query still answers and
         # leaves its chunks dirty instead of waiting.
         held = threading.Event()
