@@ -1,23 +1,5 @@
 """The façade: versions, frames, labels and blobs of one archive, over the stages below.
 
-sub-db         key                                  value
-=============  ===================================  ==========================================
-meta           b"format", b"next_version"           format record / counter
-versions       version id (8)                       version record
-frames         version id (8) + seq (8)             frame record (the normalized frame dict)
-frame_ids      version id (8) + frame id (utf-8)    seq (8)
-ix_context     version id (8) + context id          seq (dupsort, dupfixed)
-ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
-ix_source      version id (8) + source id           seq (dupsort, dupfixed)
-ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
-ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
-dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
-columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
-blobs          sha256 (32)                          embedded image or mask bytes
-=============  ===================================  ==========================================
-
-Every write is one transaction: a frame, its statistics and its index entries commit together.
-=======
 The file's layout (sub-databases, keys, records) is ``layout.py`` and FORMAT.md; the LMDB
 environment is ``store.py``; batches are prepared in ``ingest.prepare`` before a write transaction
 opens, and this module writes them: a frame, its statistics and its index entries commit together.
