@@ -41,7 +41,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                ["--frames", "100000"]),
     "purepython": ("What does the compiled _speedups buy over its pure-Python twin (MASKSTORE_PUREPYTHON=1), "
                    "for ingest and decode_frame?", ["--quick"]),
-    "video": ("Does rendering consecutive video frames cost little more than decoding the videos?",
+    "video": ("Does rendering consecutive video frames cost little more than decoding the videos, and export "
+              "--video little more than decoding and re-encoding them?",
               ["--frames", "60", "--repeats", "1"]),
     "lifecycle": ("Are diff (1,000,000 frames, 1% edited) and copy (100,000 frames) much faster than decoding "
                   "every frame and a JSON-lines round trip?", ["--quick"]),
