@@ -4,11 +4,11 @@ Each checkout builds its own archive from the same generated frames (benchmarks/
 stores its columns with one query, then every measured query runs in a new Python process that opens
 the archive read-only and asks exactly one query. Wall time is the whole process (interpreter start
 to exit) seen by the parent; max RSS comes from ``wait4``; the child splits its time into imports,
-the Lark parser, opening, loading columns and the rest of the query. Old and new runs alternate, so
+the Lark parser, opening, loading columns and the rest of the query. The checkouts' runs alternate, so
 both see the same machine load.
 
-    python benchmarks/firstquery.py --frames 200000 --old-python /work/wt-old/.venv/bin/python
-    python benchmarks/firstquery.py --quick          # this checkout only, 100,000 frames
+    python benchmarks/firstquery.py --frames 200000 --compare old=/work/wt-old/.venv/bin/python
+    python benchmarks/firstquery.py --quick      # this checkout only, 100,000 frames, 3 rounds
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--quick", action="store_true", help="100,000 frames, 3 rounds")
-    ap.add_argument("--old-python", help="interpreter whose maskstore is the baseline checkout")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
+                    help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--fresh-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--build-child", nargs=2, help=argparse.SUPPRESS)
@@ -99,7 +100,7 @@ def main() -> None:
         print(json.dumps(build_child(args.build_child[0], int(args.build_child[1]))))
         return
     n, rounds = (100_000, 3) if args.quick else (args.frames, args.rounds)
-    pythons = {"new": sys.executable, **({"old": args.old_python} if args.old_python else {})}
+    pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
     with tempfile.TemporaryDirectory(prefix="firstquery-") as tmp:
         paths = {name: Path(tmp) / f"{name}.maskstore" for name in pythons}
         for name, python in pythons.items():
@@ -113,7 +114,7 @@ def main() -> None:
                     runs.setdefault((name, text), []).append(run_fresh(python, paths[name], text))
         answers = {text: {json.dumps([r["n"], r["head"]]) for name in pythons for r in runs[name, text]}
                    for text in QUERIES}
-        assert all(len(a) == 1 for a in answers.values()), f"old and new answers differ: {answers}"
+        assert all(len(a) == 1 for a in answers.values()), f"the checkouts answer differently: {answers}"
     keys = ["wall_s", "imports_s", "parser_s", "open_s", "columns_s", "query_s", "maxrss_mib"]
     print(f"{n:,} frames, median of {rounds} fresh processes each")
     print("| query | code | " + " | ".join(k.removesuffix("_s").removesuffix("_mib") + (" MiB" if k.endswith("mib") else " ms")
