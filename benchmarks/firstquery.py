@@ -25,12 +25,25 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import machine_lines, table, write_result  # noqa: E402
 QUERIES = ['label == "car"', 'context_id == "drive_0421"', 'label == "person" order by timestamp desc limit 100']
+
+NOTES = """Columns: copying the version's column chunks out of LMDB and walking each once (no objects built);
+the fields a query touches are decoded in its own time. The parser is loaded from the user's cache
+directory (compiled once per grammar, Lark and Python version).
+
+What remains is a format change: every chunk is still one msgpack value, so a first query copies all of
+it (about 135 bytes a frame) to read one field. A zero-copy layout would store each field of a chunk as
+its own LMDB value (key: version, chunk, field), raw little-endian arrays padded to 8 bytes, ids and other
+strings as an offsets array plus UTF-8 bytes instead of a list of str; readers would keep one read
+transaction per cached generation (``buffers=True``) and ``numpy.frombuffer`` the map, so an untouched
+field costs no copy, no page fault and no heap, and RSS for index lookups no longer grows with N
+(the pinned snapshot must be renewed when the generation moves, or writers cannot reuse pages)."""
 
 
 def build_child(path: str, n: int) -> dict[str, Any]:
     """Build the archive with the interpreter's maskstore; one query so its columns are stored."""
-    sys.path.insert(0, str(HERE))
     from query import MASK_LABELS, batches
     from maskstore import Archive
     start = time.perf_counter()
@@ -90,6 +103,7 @@ def main() -> None:
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
                     help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-write", action="store_true", help="print only, leave results/firstquery.md alone")
     ap.add_argument("--fresh-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--build-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -99,6 +113,7 @@ def main() -> None:
     if args.build_child:
         print(json.dumps(build_child(args.build_child[0], int(args.build_child[1]))))
         return
+    machine = machine_lines()
     n, rounds = (100_000, 3) if args.quick else (args.frames, args.rounds)
     pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
     with tempfile.TemporaryDirectory(prefix="firstquery-") as tmp:
@@ -116,16 +131,20 @@ def main() -> None:
                    for text in QUERIES}
         assert all(len(a) == 1 for a in answers.values()), f"the checkouts answer differently: {answers}"
     keys = ["wall_s", "imports_s", "parser_s", "open_s", "columns_s", "query_s", "maxrss_mib"]
-    print(f"{n:,} frames, median of {rounds} fresh processes each")
-    print("| query | code | " + " | ".join(k.removesuffix("_s").removesuffix("_mib") + (" MiB" if k.endswith("mib") else " ms")
-                                          for k in keys) + " |")
-    print("|---|---|" + "---:|" * len(keys))
-    for text in QUERIES:
-        for name in pythons:
-            cells = [statistics.median(r[k] for r in runs[name, text]) for k in keys]
-            print(f"| `{text}` | {name} | " + " | ".join(f"{c * 1e3:,.0f}" if k.endswith("_s") else f"{c:,.0f}"
-                                                        for k, c in zip(keys, cells)) + " |")
-
+    rows = [[f"`{text}`", name, *[round(statistics.median(r[k] for r in runs[name, text]) * (1e3 if k.endswith("_s") else 1))
+                                  for k in keys]] for text in QUERIES for name in pythons]
+    header = ["query", "checkout", *[k.removesuffix("_s").removesuffix("_mib") + (", MiB" if k.endswith("mib") else ", ms")
+                                     for k in keys]]
+    text = "\n".join([
+        "# First query of a fresh process", "",
+        f"Produced by `python benchmarks/firstquery.py {' '.join(sys.argv[1:])}`: {n:,} frames of "
+        "`benchmarks/query.py`'s generator, each checkout building its own archive; median of "
+        f"{rounds} new processes per query and checkout, each opening the archive read-only and asking one "
+        "query (wall: interpreter start to exit; max RSS from wait4). The checkouts' runs alternate.", "",
+        *machine, "", table(header, rows), "", NOTES])
+    print(text)
+    if not args.no_write:
+        write_result("firstquery", text)
 
 if __name__ == "__main__":
     main()
