@@ -167,7 +167,7 @@ class _Damaged(Exception):
 def _array(item: Any, dtype: Any, length: int | None, field: str) -> np.ndarray:
     """A stored array of ``dtype``: exactly ``length`` items, or any whole number of them when None."""
     size = np.dtype(dtype).itemsize
-    if type(item) is not bytes or len(item) % size or (length is not None and len(item) != length * size):
+    if type(item) not in (bytes, memoryview) or len(item) % size or (length is not None and len(item) != length * size):
         raise _Damaged(f"{field} is not {length or 'whole'} {np.dtype(dtype).name} values")
     return np.frombuffer(item, dtype)
 
@@ -275,6 +275,9 @@ def _unpacker_limits(n: int) -> dict[str, Any]:
                 max_map_len=n // 2, max_ext_len=0)
 
 
+_BIN_HEADERS = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # msgpack bin 8/16/32: type byte and length bytes
+
+
 class StoredChunk(Chunk):
     """A chunk as stored, each field decoded and checked on first use: a fresh process's first query
     on a million frames would otherwise unpack every column (a Python str per frame id) to read one.
@@ -303,15 +306,19 @@ class StoredChunk(Chunk):
         self.present = self._decoded(lambda present: _flags(present, "present"), ("present",))
 
     def _decoded(self, decode: Any, fields: tuple[str, ...], *before: Any) -> Any:
-        view = memoryview(self._data)
         try:
-            items = [msgpack.unpackb(view[slice(*self._where[name])], **_unpacker_limits(len(self._data)))
-                     for name in fields]
-            return decode(*before, *items)
+            return decode(*before, *(self._item(*self._where[name]) for name in fields))
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise _archive_error(self.base, str(exc) or type(exc).__name__) from None
         except _Damaged as exc:
             raise _archive_error(self.base, str(exc)) from None
+
+    def _item(self, start: int, stop: int) -> Any:
+        """One stored field: a bin is a view of the chunk's bytes (its arrays copy nothing)."""
+        header = _BIN_HEADERS.get(self._data[start])
+        if header is not None and stop - start - header == int.from_bytes(self._data[start + 1:start + header], "big"):
+            return memoryview(self._data)[start + header:stop]
+        return msgpack.unpackb(memoryview(self._data)[start:stop], **_unpacker_limits(len(self._data)))
 
     def __getattr__(self, name: str) -> Any:
         """Called only for a field not decoded yet: decode it (and its group), keep it."""
