@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
               "frames?", ["--quick"]),
     "scale": ("Do queries stay fast from 100k to 1M frames (first query after ingest, a fresh process, "
               "order-by-limit, bytes per frame) compared with DuckDB and SQLite?", ["--quick"]),
+    "firstquery": ("How fast does a new process answer its first query (imports, parser, columns), and how "
+                   "much memory does it take?", ["--quick"]),
     "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "
                "<= 1.3), and much less than a naive renderer?", ["--repeats", "5"]),  # render.py has no --quick: it is small already
     "export": ("How close does export get to the codec floor, and does it scale with jobs?", ["--quick"]),

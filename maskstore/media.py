@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
 import io
 import mimetypes
 import contextlib
@@ -19,9 +18,7 @@ import re
 import stat
 import struct
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,6 +132,9 @@ def _fetch_http(uri: str, timeout: float | None = None, max_bytes: int | None = 
     cached = cache_dir() / hashlib.sha256(uri.encode()).hexdigest()
     if cached.exists():
         return cached.read_bytes()
+    import http.client  # here, not at the top: ~25 ms of every fresh process that never downloads
+    import urllib.error
+    import urllib.request
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
     received = 0

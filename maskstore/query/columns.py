@@ -167,7 +167,7 @@ class _Damaged(Exception):
 def _array(item: Any, dtype: Any, length: int | None, field: str) -> np.ndarray:
     """A stored array of ``dtype``: exactly ``length`` items, or any whole number of them when None."""
     size = np.dtype(dtype).itemsize
-    if type(item) is not bytes or len(item) % size or (length is not None and len(item) != length * size):
+    if type(item) not in (bytes, memoryview) or len(item) % size or (length is not None and len(item) != length * size):
         raise _Damaged(f"{field} is not {length or 'whole'} {np.dtype(dtype).name} values")
     return np.frombuffer(item, dtype)
 
@@ -230,42 +230,119 @@ _CHUNK_FIELDS = ("present", "ts", "ids", "ctx", "nm", "nr", "vo", "vk", "vc", "m
 MAX_VALUES_PER_FRAME = 1 << 24  # distinct RGB values
 
 
-def _decode_body(base: int, b: Any) -> Chunk:
-    """A chunk from its unpacked body, every array's length, type and range checked: O(CHUNK) numpy
-    work, so queries can index with these arrays without bounds surprises."""
-    if type(b) is not dict or any(name not in b for name in _CHUNK_FIELDS) or type(b["meta"]) is not dict:
-        raise _Damaged("fields are missing")
-    present = _flags(b["present"], "present")
-    ids, context = _decode_str(b["ids"], "ids"), _decode_str(b["ctx"], "ctx")
-    if ((ids.codes >= 0) != present).any() or ((context.codes >= 0) != present).any():
-        raise _Damaged("ids or context ids disagree with the present frames")
-    offsets = _array(b["vo"], np.int64, CHUNK + 1, "vo")
+def _values(present: np.ndarray, vo: Any, vk: Any, vc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    offsets = _array(vo, np.int64, CHUNK + 1, "vo")
     sizes = np.diff(offsets)
     if offsets[0] != 0 or sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
         raise _Damaged("value offsets are not increasing from 0, or give values to absent frames")
-    keys = _counts(b["vk"], np.uint32, None, "vk", 0xFFFFFF)
-    counts = _counts(b["vc"], np.int64, None, "vc", records.MAX_FRAME_PIXELS)
+    keys = _counts(vk, np.uint32, None, "vk", 0xFFFFFF)
+    counts = _counts(vc, np.int64, None, "vc", records.MAX_FRAME_PIXELS)
     if not len(keys) == len(counts) == offsets[-1]:
         raise _Damaged(f"{len(keys)} value keys and {len(counts)} counts, but the offsets end at {offsets[-1]}")
-    meta = {path: _decode_meta(path, item, present) for path, item in b["meta"].items()}
-    return Chunk(base, present, _array(b["ts"], np.int64, CHUNK, "ts"), ids, context,
-                 _counts(b["nm"], np.int32, CHUNK, "nm", 2**31 - 1), _counts(b["nr"], np.int32, CHUNK, "nr", 2**31 - 1),
-                 offsets, keys, counts, meta)
+    return offsets, keys, counts
+
+
+def _str_of_frames(present: np.ndarray, item: Any, field: str) -> StrColumn:
+    col = _decode_str(item, field)
+    if ((col.codes >= 0) != present).any():
+        raise _Damaged("ids or context ids disagree with the present frames")
+    return col
+
+
+def _meta(present: np.ndarray, item: Any) -> dict[str, StrColumn | ValueColumn]:
+    if type(item) is not dict:
+        raise _Damaged("fields are missing")
+    return {path: _decode_meta(path, value, present) for path, value in item.items()}
+
+
+# Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:
+# O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
+_DECODERS: dict[tuple[str, ...], tuple[tuple[str, ...], Any]] = {
+    ("timestamp",): (("ts",), lambda present, ts: (_array(ts, np.int64, CHUNK, "ts"),)),
+    ("ids",): (("ids",), lambda present, item: (_str_of_frames(present, item, "ids"),)),
+    ("context",): (("ctx",), lambda present, item: (_str_of_frames(present, item, "ctx"),)),
+    ("n_masks",): (("nm",), lambda present, nm: (_counts(nm, np.int32, CHUNK, "nm", 2**31 - 1),)),
+    ("n_rois",): (("nr",), lambda present, nr: (_counts(nr, np.int32, CHUNK, "nr", 2**31 - 1),)),
+    ("value_offsets", "value_keys", "value_counts"): (("vo", "vk", "vc"), _values),
+    ("meta",): (("meta",), lambda present, item: (_meta(present, item),)),
+}
+_DECODER_OF = {name: names for names in _DECODERS for name in names}
+
+
+def _unpacker_limits(n: int) -> dict[str, Any]:
+    """msgpack limits for a value of ``n`` bytes: no length field may claim more than the bytes hold."""
+    return dict(raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n, max_array_len=n,
+                max_map_len=n // 2, max_ext_len=0)
+
+
+_BIN_HEADERS = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # msgpack bin 8/16/32: type byte and length bytes
+
+
+class StoredChunk(Chunk):
+    """A chunk as stored, each field decoded and checked on first use: a fresh process's first query
+    on a million frames would otherwise unpack every column (a Python str per frame id) to read one.
+    Loading walks the body once without building objects, to find where each field lies."""
+
+    def __init__(self, base: int, data: bytes) -> None:  # noqa: D107 - the dataclass fields come lazily
+        self.base = base
+        self._data = data
+        try:
+            unpacker = msgpack.Unpacker(**_unpacker_limits(len(data)), max_buffer_size=max(len(data), 1))
+            unpacker.feed(data)
+            where: dict[str, tuple[int, int]] = {}
+            for _ in range(unpacker.read_map_header()):
+                name = unpacker.unpack()
+                start = unpacker.tell()
+                unpacker.skip()
+                if type(name) is str:
+                    where[name] = (start, unpacker.tell())
+            if unpacker.tell() != len(data):
+                raise ValueError("extra data after the chunk")
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise _archive_error(base, str(exc) or type(exc).__name__) from None
+        if any(name not in where for name in _CHUNK_FIELDS):
+            raise _archive_error(base, "fields are missing")
+        self._where = where
+        self.present = self._decoded(lambda present: _flags(present, "present"), ("present",))
+
+    def _decoded(self, decode: Any, fields: tuple[str, ...], *before: Any) -> Any:
+        try:
+            return decode(*before, *(self._item(*self._where[name]) for name in fields))
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise _archive_error(self.base, str(exc) or type(exc).__name__) from None
+        except _Damaged as exc:
+            raise _archive_error(self.base, str(exc)) from None
+
+    def _item(self, start: int, stop: int) -> Any:
+        """One stored field: a bin is a view of the chunk's bytes (its arrays copy nothing)."""
+        header = _BIN_HEADERS.get(self._data[start])
+        if header is not None and stop - start - header == int.from_bytes(self._data[start + 1:start + header], "big"):
+            return memoryview(self._data)[start + header:stop]
+        return msgpack.unpackb(memoryview(self._data)[start:stop], **_unpacker_limits(len(self._data)))
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for a field not decoded yet: decode it (and its group), keep it."""
+        names = _DECODER_OF.get(name)
+        if names is None:
+            raise AttributeError(name)
+        fields, decode = _DECODERS[names]
+        for attr, value in zip(names, self._decoded(decode, fields, self.present)):
+            setattr(self, attr, value)
+        return getattr(self, name)
+
+
+def _archive_error(base: int, why: str) -> ArchiveError:
+    return ArchiveError(f"the scan columns of frames {base}..{base + CHUNK - 1} are damaged: {why}; "
+                        "run maskstore check --repair to rebuild them")
 
 
 def decode_chunk(base: int, data: bytes) -> Chunk:
-    """A stored chunk, or ArchiveError naming its frames when it is not one this module wrote."""
-    where = f"the scan columns of frames {base}..{base + CHUNK - 1}"
-    n = len(data)
-    try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
-                               max_array_len=n, max_map_len=n // 2, max_ext_len=0)
-        return _decode_body(base, body)
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise ArchiveError(f"{where} are damaged: {exc or type(exc).__name__}; "
-                           "run maskstore check --repair to rebuild them") from None
-    except _Damaged as exc:
-        raise ArchiveError(f"{where} are damaged: {exc}; run maskstore check --repair to rebuild them") from None
+    """A stored chunk, every field decoded now, or ArchiveError naming its frames when it is not one
+    this module wrote (``maskstore check``, merges)."""
+    chunk = StoredChunk(base, data)
+    for names in _DECODERS:
+        getattr(chunk, names[0])
+    return chunk
 
 
 def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, dict]]:
@@ -327,7 +404,7 @@ def load_chunks(txn: lmdb.Transaction, version: DatasetVersion, generation: int)
     dirty = _dirty_keys(txn, version)
     dirty_set = set(dirty)
     chunks: dict[bytes, Chunk | None] = {
-        key: decode_chunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
+        key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
         for key, data in _chunk_keys(entries(txn, arc.db("columns"), version.prefix), "columns")
         if key not in dirty_set}
     if dirty:

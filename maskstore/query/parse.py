@@ -9,9 +9,15 @@ Query(where=Not(item=Compare(field=Field(name='label', path=()), op='==', value=
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import importlib.resources
 import math
+import os
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import lark
@@ -26,9 +32,41 @@ __all__ = ["parse_query", "query_error"]
 
 @functools.cache
 def _parser() -> Lark:
-    """The compiled grammar; built once per process because compiling it costs ~50 ms."""
+    """The compiled grammar, once per process. Compiling it costs ~40 ms, most of a fresh process's
+    first query on a small archive, so the compiled tables are kept in the user's cache directory,
+    keyed by the grammar, Lark and Python versions; a missing, stale or unreadable file is rebuilt."""
     grammar = (importlib.resources.files("maskstore.grammar") / "query.lark").read_text("utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    key = hashlib.sha256(f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}".encode()).hexdigest()[:24]
+    path = _cache_dir() / f"query-parser-{key}.pickle"
+    try:
+        with open(path, "rb") as fh:
+            return Lark.load(fh)
+    except Exception:  # noqa: BLE001 - any unusable cache file means: compile the grammar
+        pass
+    parser = Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    _save(parser, path)
+    return parser
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "maskstore"
+
+
+def _save(parser: Lark, path: Path) -> None:
+    """Write the compiled parser where other processes find it: to a private temporary file renamed
+    into place, so a reader sees a whole file or none. A cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".query-parser-")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            parser.save(fh)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 @functools.lru_cache(maxsize=512)

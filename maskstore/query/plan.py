@@ -73,7 +73,19 @@ class Context:
         return self._dense("ids", (np.array(c.ids.uniques + [None], dtype=object)[c.ids.codes] for c in self.chunks))
 
     def ids_of(self, seqs: np.ndarray) -> list[str]:
-        return self.dense_ids()[self.positions(seqs)].tolist()
+        """Ids in the order of ``seqs``. A few ids (a fresh process's first lookup) come from the chunks
+        that hold them, so no Python string is made for every frame of the version."""
+        positions = self.positions(seqs)
+        if "ids" in self.shared or len(positions) * 16 >= self.size():
+            return self.dense_ids()[positions].tolist()
+        chunk_of, rows = np.divmod(positions, CHUNK)
+        order = np.argsort(chunk_of, kind="stable")
+        found = np.empty(len(positions), object)
+        numbers, starts = np.unique(chunk_of[order], return_index=True)
+        for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
+            ids = self.chunks[number].ids
+            found[part] = np.array(ids.uniques + [None], dtype=object)[ids.codes[rows[part]]]
+        return found.tolist()
 
     def contiguous(self) -> bool:
         """Whether chunk ``i`` starts at seq ``i * CHUNK`` (no chunk missing): then positions are seqs."""
