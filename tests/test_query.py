@@ -704,3 +704,17 @@ def test_meta_typos_suggest_the_closest_key_ignoring_case(archive: Archive) -> N
         v.ids('LABEL == "x"')
     with pytest.raises(QueryError, match="no frame of this version has that key"):
         v.ids('meta.nope == 1')
+
+
+def test_int_meta_against_a_float_literal_is_exact_above_two_to_the_53(tmp_path):
+    """Found by test_planner_matches_brute_force: the int64 column was compared as float64, so
+    9007199254740993 == 9007199254740992.0 held in scans while Python (and the record path) says no."""
+    with Archive(tmp_path / "a.maskstore") as ar:
+        v = ar.create_version(dataset_name="D", version_name="v1")
+        v.add_frames([{"id": "big", "meta": {"n": 2**53 + 1}}, {"id": "one", "meta": {"n": 1}},
+                      {"id": "neg", "meta": {"n": -5}}])
+        cases = {"meta.n == 9007199254740992.0": [], "meta.n > 9007199254740992.0": ["big"],
+                 "meta.n < 1.5": ["one", "neg"], "meta.n <= 0.5": ["neg"], "meta.n >= -5.5": ["big", "one", "neg"],
+                 "meta.n != 1.0": ["big", "neg"], "meta.n == 1.0": ["one"], "meta.n > 1e300": []}
+        for query, expected in cases.items():
+            assert sorted(v.ids(query)) == sorted(expected), query

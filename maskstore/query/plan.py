@@ -7,6 +7,8 @@ set operations. ``explain`` prints the plan tree the run executes.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -456,6 +458,14 @@ def _value_mask(col: StrColumn | ValueColumn | None, op: str, value: Any) -> np.
     sample = True if col.kind == "bool" else 0
     if col.kind == "present" or not comparable(sample, value) or value is None:
         return col.present.copy() if op == "!=" else np.zeros(len(col.present), bool)
+    if col.kind == "int" and isinstance(value, float) and math.isfinite(value) and not isinstance(value, bool):
+        # int64 against a float literal: numpy would round the ints to float64 (inexact above 2**53);
+        # the same rows come from an int bound, compared exactly below
+        if not value.is_integer():
+            if op in ("==", "!="):
+                return col.present.copy() if op == "!=" else np.zeros(len(col.present), bool)
+            value = math.ceil(value) if op in ("<", ">=") else math.floor(value)
+        value = int(value)
     ops = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
            ">=": np.greater_equal}
     if col.kind == "object" or (isinstance(value, int) and abs(value) > 2**53):
