@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._accel import MAX_DEPTH, MAX_FRAME_PIXELS, MAX_SIDE
 from .errors import FrameError
 from .labels import nfc
-from .records import MAX_FRAME_PIXELS
 from .media import ALPHA, content_type_of
 
 FRAME_KEYS = ("id", "timestamp", "context_id", "meta", "sources", "rois")
@@ -119,10 +119,10 @@ def check_meta_value(value: Any, path: str, frame_id: Any) -> None:
     _check_meta(value, path, frame_id, None)
 
 
-MAX_META_DEPTH = 90
-"""Levels of nested dicts and lists meta may hold: a record stays within what readers accept
-(``records.MAX_DEPTH``), ROI meta included."""
-MAX_SIDE = 2**31  # source width and height stay below it, as readers require
+# Levels of nested dicts and lists meta may hold (a record stays within what readers accept,
+# ``records.MAX_DEPTH``, ROI meta included), and the bound of source width and height: the limits
+# the record reader (``_accel``) checks, defined once there.
+MAX_META_DEPTH = MAX_DEPTH
 
 
 def _check_meta(value: Any, path: str, frame_id: Any, types: list[tuple[str, str]] | None,

@@ -17,14 +17,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import MaskError, MediaError
-
-if TYPE_CHECKING:
-    import av
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 INSTALL_HINT = "pip install 'maskstore[video]'"
@@ -161,17 +158,6 @@ def reader(uri: str, read_bytes: Any, local: Path | None) -> VideoReader:
             if pid == os.getpid():
                 old.close()
     return opened
-
-
-def frames(uri: str, read_bytes: Any, local: Path | None) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(frame number, timestamp in ms, RGB array) of every frame, in one sequential decode."""
-    video = VideoReader(_open_source(uri, read_bytes, local), uri)
-    try:
-        video._frames = video._decode()
-        for number, frame in enumerate(video._frames):
-            yield number, milliseconds(frame.pts, video.time_base), frame.to_ndarray(format="rgb24")
-    finally:
-        video.close()
 
 
 def encode_video(file: Any, pictures: Iterator[np.ndarray], rate: Fraction) -> tuple[int, int]:
