@@ -1,6 +1,6 @@
 """Which twin runs the per-frame loops: the compiled ``_speedups`` or the pure-Python ``_fallback``.
 
-Every import site takes ``encode_common``, ``Postings``, ``frame_ok`` and the limits from here, as
+Every import site takes ``encode_common``, ``Postings``, ``frame_ok``, ``chunk_rows`` and the limits from here, as
 msgpack does with ``MSGPACK_PUREPYTHON``. ``MASKSTORE_PUREPYTHON=1`` picks the Python twin. A
 missing build, or one made from an older ``_speedups.pyx`` than the one beside it, also gives the
 Python twin, with a ``SpeedupsWarning`` that says how to rebuild: the Python twin is the reference
@@ -64,3 +64,4 @@ IMPLEMENTATION = "compiled" if implementation is not _fallback else "python"
 encode_common = implementation.encode_common
 Postings = implementation.Postings
 frame_ok = implementation.frame_ok
+chunk_rows = implementation.chunk_rows

@@ -6,6 +6,7 @@ or stale. It is also the reference the compiled module is tested against (``test
 ``frame_problem`` — the slow walk readers run only once a record is refused — names the field.
 ``encode_common`` declines every frame: the archive then writes each through
 ``model.normalize_frame`` and ``records.encode_frames``, the rules the compiled encoder copies.
+``chunk_rows`` decodes each record and walks the dict, where the compiled twin reads the bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import msgpack
+import numpy as np
 
 MAX_DEPTH = 90  # deeper frames go the Python way, and meet its limits there (records.MAX_DEPTH is 100)
 MAX_SIDE = 2**31  # source width and height stay below it (records._size_ok)
@@ -303,3 +307,75 @@ def _path(linked: Any) -> str:
         else:
             steps.append(f"[{_shown(step)}]")
     return "".join(reversed(steps)).removeprefix(".")
+
+
+# ------------------------------------------------------------------------------ scan column rows
+
+_KIND_NAMES = {str: "str", bool: "bool", int: "int", float: "float", dict: "dict", list: "list"}
+Texts = tuple[list[str], np.ndarray]  # distinct texts in order of first use by row, int32 codes (-1: none)
+ChunkRows = tuple[np.ndarray, np.ndarray, Texts, Texts, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                  np.ndarray, dict[str, tuple[frozenset[str], list[int], list[Any]]]]
+
+
+def chunk_rows(base: int, size: int, rows: list[tuple[int, bytes]]) -> ChunkRows:
+    """The per-row fields of scan columns (``query.columns.build_chunk``) for the frame records
+    ``rows`` (``(seq, record)``, seqs ascending in ``[base, base + size)``, records as
+    ``records.encode_frames`` writes them and ``records.decode_frame`` accepts them): present,
+    timestamp, ids, context ids, mask and ROI counts, the CSR of mask values summed per frame
+    (offsets, packed RGB keys, pixel counts; each frame's values in order of first appearance), and
+    per meta path (nested dicts walked, nulls left out) its value kinds, rows and values."""
+    present = np.zeros(size, bool)
+    timestamp = np.zeros(size, np.int64)
+    ids: list[str | None] = [None] * size
+    contexts: list[str | None] = [None] * size
+    n_masks = np.zeros(size, np.int32)
+    n_rois = np.zeros(size, np.int32)
+    sizes = np.zeros(size, np.int64)
+    keys: list[int] = []
+    counts: list[int] = []
+    meta: dict[str, tuple[set[str], list[int], list[Any]]] = {}
+    for seq, record in rows:
+        rec = msgpack.unpackb(record[2:], raw=False)
+        i = seq - base
+        present[i] = True
+        timestamp[i] = rec["timestamp"]
+        ids[i] = rec["id"]
+        contexts[i] = rec["context_id"]
+        masks = [m for s in rec["sources"] for m in s["masks"]]
+        n_masks[i] = len(masks)
+        n_rois[i] = len(rec["rois"])
+        totals: dict[int, int] = {}
+        for m in masks:
+            for v in m.get("values") or ():
+                key = (v[0] << 16) | (v[1] << 8) | v[2]
+                totals[key] = totals.get(key, 0) + v[3]
+        sizes[i] = len(totals)
+        keys += totals.keys()
+        counts += totals.values()
+        for path, value in _meta_items(rec["meta"], ""):
+            kinds, at, values = meta.setdefault(path, (set(), [], []))
+            kinds.add(_KIND_NAMES[type(value)])
+            at.append(i)
+            values.append(value)
+    offsets = np.zeros(size + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return (present, timestamp, text_codes(ids), text_codes(contexts), n_masks, n_rois, offsets,
+            np.array(keys, np.uint32), np.array(counts, np.int64),
+            {path: (frozenset(kinds), at, values) for path, (kinds, at, values) in meta.items()})
+
+
+def _meta_items(meta: dict[str, Any], prefix: str) -> Any:
+    """(dotted path, value) of every non-null meta value, nested dicts included and walked."""
+    for key, value in meta.items():
+        path = prefix + key
+        if value is not None:
+            yield path, value
+        if type(value) is dict:
+            yield from _meta_items(value, path + ".")
+
+
+def text_codes(texts: list[str | None]) -> Texts:
+    """Texts dictionary-coded: the distinct ones in order of first use, and a code per item."""
+    index: dict[str, int] = {}
+    codes = np.array([-1 if t is None else index.setdefault(t, len(index)) for t in texts], dtype=np.int32)
+    return list(index), codes

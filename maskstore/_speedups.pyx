@@ -13,12 +13,12 @@ both give the same bytes, index keys and meta types.
 repair alike.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy, strlen
 
 from unicodedata import is_normalized as _is_normalized
 
@@ -747,3 +747,478 @@ cdef bint _meta_ok(object meta):
                 if type(value) is dict or type(value) is list:
                     stack.append(value)
     return True
+
+
+# ------------------------------------------------------------------------------ scan column rows
+# ``chunk_rows`` reads frame records as bytes, the way ``records.encode_frames`` wrote them: a write
+# builds the scan columns of the frames it just encoded without decoding them again. It is
+# ``_fallback.chunk_rows`` read off the msgpack: what a dict would keep of a map with a key twice,
+# or anything else a writer does not produce, it leaves to that twin for the whole chunk.
+
+from ._fallback import chunk_rows as _python_chunk_rows
+
+import numpy as np
+
+cdef enum:
+    M_NIL, M_BOOL, M_INT, M_UINT, M_FLOAT32, M_FLOAT64, M_STR, M_BIN, M_ARRAY, M_MAP, M_EXT
+
+cdef enum:  # value kinds of a meta path, as bits
+    K_STR = 1
+    K_BOOL = 2
+    K_INT = 4
+    K_FLOAT = 8
+    K_DICT = 16
+    K_LIST = 32
+
+_KIND_BITS = ((K_STR, "str"), (K_BOOL, "bool"), (K_INT, "int"), (K_FLOAT, "float"), (K_DICT, "dict"),
+              (K_LIST, "list"))
+_KIND_SETS = {}  # bits -> frozenset of kind names
+
+
+class _Declined(Exception):
+    """A record the compiled reader leaves to the Python twin."""
+
+
+cdef struct _Reader:
+    const unsigned char* p
+    const unsigned char* end
+
+
+cdef struct _Item:  # one msgpack header: its kind, and its length (str, bin, array, map, ext) or value
+    int kind
+    unsigned long long n
+
+
+cdef inline unsigned long long _be(const unsigned char* p, int nbytes):
+    cdef unsigned long long v = 0
+    cdef int i
+    for i in range(nbytes):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef int _take(_Reader* r, Py_ssize_t n) except -1:
+    if r.end - r.p < n:
+        raise ValueError("a frame record ends inside a value")
+    return 0
+
+
+cdef int _header(_Reader* r, _Item* item) except -1:
+    """Reads one msgpack header; a str, bin or ext's bytes follow at ``r.p``."""
+    _take(r, 1)
+    cdef unsigned char b = r.p[0]
+    cdef int extra = 0
+    r.p += 1
+    if b <= 0x7f:
+        item.kind, item.n = M_UINT, b
+    elif b >= 0xe0:
+        item.kind, item.n = M_INT, <unsigned long long><long long>(<signed char>b)
+    elif b <= 0x8f:
+        item.kind, item.n = M_MAP, b & 0x0f
+    elif b <= 0x9f:
+        item.kind, item.n = M_ARRAY, b & 0x0f
+    elif b <= 0xbf:
+        item.kind, item.n = M_STR, b & 0x1f
+    elif b == 0xc0:
+        item.kind, item.n = M_NIL, 0
+    elif b == 0xc2 or b == 0xc3:
+        item.kind, item.n = M_BOOL, b - 0xc2
+    elif 0xcc <= b <= 0xcf:
+        extra = 1 << (b - 0xcc)
+        _take(r, extra)
+        item.kind, item.n = M_UINT, _be(r.p, extra)
+    elif 0xd0 <= b <= 0xd3:
+        extra = 1 << (b - 0xd0)
+        _take(r, extra)
+        item.kind, item.n = M_INT, _be(r.p, extra)
+        if extra < 8 and item.n >> (8 * extra - 1):  # negative: sign-extend
+            item.n |= ~((1ULL << (8 * extra)) - 1)
+    elif b == 0xca or b == 0xcb:
+        extra = 4 if b == 0xca else 8
+        _take(r, extra)
+        item.kind, item.n = (M_FLOAT32 if b == 0xca else M_FLOAT64), _be(r.p, extra)
+    elif 0xd9 <= b <= 0xdb:
+        extra = 1 << (b - 0xd9)
+        _take(r, extra)
+        item.kind, item.n = M_STR, _be(r.p, extra)
+    elif 0xc4 <= b <= 0xc6:
+        extra = 1 << (b - 0xc4)
+        _take(r, extra)
+        item.kind, item.n = M_BIN, _be(r.p, extra)
+    elif b == 0xdc or b == 0xdd:
+        extra = 2 if b == 0xdc else 4
+        _take(r, extra)
+        item.kind, item.n = M_ARRAY, _be(r.p, extra)
+    elif b == 0xde or b == 0xdf:
+        extra = 2 if b == 0xde else 4
+        _take(r, extra)
+        item.kind, item.n = M_MAP, _be(r.p, extra)
+    elif 0xd4 <= b <= 0xd8:
+        _take(r, 1)
+        item.kind, item.n = M_EXT, 1 << (b - 0xd4)
+        extra = 1  # the ext type byte
+    elif 0xc7 <= b <= 0xc9:
+        extra = 1 << (b - 0xc7)
+        _take(r, extra + 1)
+        item.kind, item.n = M_EXT, _be(r.p, extra)
+        extra += 1
+    else:  # 0xc1: never used
+        raise ValueError("a frame record holds the unused msgpack byte 0xc1")
+    r.p += extra
+    if item.kind == M_STR or item.kind == M_BIN or item.kind == M_EXT:
+        _take(r, <Py_ssize_t>item.n)
+    return 0
+
+
+cdef int _skip(_Reader* r) except -1:
+    """Steps over one value, however nested (no recursion)."""
+    cdef _Item item
+    cdef unsigned long long pending = 1
+    while pending:
+        pending -= 1
+        _header(r, &item)
+        if item.kind == M_STR or item.kind == M_BIN or item.kind == M_EXT:
+            r.p += item.n
+        elif item.kind == M_ARRAY:
+            pending += item.n
+        elif item.kind == M_MAP:
+            pending += 2 * item.n
+    return 0
+
+
+cdef inline bint _is(const unsigned char* p, unsigned long long n, const char* name):
+    return n == strlen(name) and memcmp(p, name, n) == 0
+
+
+cdef str _text(_Reader* r):
+    cdef _Item item
+    _header(r, &item)
+    if item.kind != M_STR:
+        raise _Declined()
+    text = PyUnicode_DecodeUTF8(<const char*>r.p, item.n, NULL)
+    r.p += item.n
+    return text
+
+
+cdef long long _int(_Reader* r) except? -1:
+    """An integer that fits int64; anything else declines."""
+    cdef _Item item
+    _header(r, &item)
+    if item.kind == M_INT or (item.kind == M_UINT and item.n < (1ULL << 63)):
+        return <long long>item.n
+    raise _Declined()
+
+
+cdef object _scalar(_Reader* r, _Item* item):
+    """The Python value of a scalar whose header was read."""
+    cdef float f
+    cdef double d
+    cdef unsigned int bits32
+    if item.kind == M_STR:
+        text = PyUnicode_DecodeUTF8(<const char*>r.p, item.n, NULL)
+        r.p += item.n
+        return text
+    if item.kind == M_INT:
+        return <long long>item.n
+    if item.kind == M_UINT:
+        return item.n
+    if item.kind == M_BOOL:
+        return item.n == 1
+    if item.kind == M_FLOAT64:
+        memcpy(&d, &item.n, 8)
+        return d
+    if item.kind == M_FLOAT32:
+        bits32 = <unsigned int>item.n
+        memcpy(&f, &bits32, 4)
+        return <double>f
+    raise _Declined()  # bin, ext: not in a frame record
+
+
+cdef class _RowWriter:
+    """The columns of one chunk as rows are read: numpy arrays by row, value keys and counts as raw
+    bytes, texts dictionary-coded, meta per path as [kind bits, rows, values]."""
+    cdef Py_ssize_t base, size
+    cdef object present_arr, timestamp_arr, n_masks_arr, n_rois_arr, offsets_arr, id_codes_arr, ctx_codes_arr
+    cdef unsigned char[:] present
+    cdef long long[:] timestamp, offsets
+    cdef int[:] n_masks, n_rois, id_codes, ctx_codes
+    cdef dict id_index, ctx_index, meta
+    cdef _Buffer keys, counts
+    # the current frame's distinct values, in order of first appearance
+    cdef unsigned int* frame_keys
+    cdef long long* frame_counts
+    cdef Py_ssize_t n_frame, frame_capacity
+    cdef dict frame_slots  # key -> slot, once a frame has many values
+
+    def __cinit__(self, Py_ssize_t base, Py_ssize_t size):
+        self.base, self.size = base, size
+        self.present_arr = np.zeros(size, np.uint8)
+        self.timestamp_arr = np.zeros(size, np.int64)
+        self.n_masks_arr = np.zeros(size, np.int32)
+        self.n_rois_arr = np.zeros(size, np.int32)
+        self.offsets_arr = np.zeros(size + 1, np.int64)
+        self.id_codes_arr = np.full(size, -1, np.int32)
+        self.ctx_codes_arr = np.full(size, -1, np.int32)
+        self.present, self.timestamp, self.offsets = self.present_arr, self.timestamp_arr, self.offsets_arr
+        self.n_masks, self.n_rois = self.n_masks_arr, self.n_rois_arr
+        self.id_codes, self.ctx_codes = self.id_codes_arr, self.ctx_codes_arr
+        self.id_index, self.ctx_index, self.meta = {}, {}, {}
+        self.keys, self.counts = _Buffer(), _Buffer()
+        self.frame_capacity = 64
+        self.frame_keys = <unsigned int*>malloc(self.frame_capacity * sizeof(unsigned int))
+        self.frame_counts = <long long*>malloc(self.frame_capacity * sizeof(long long))
+        if self.frame_keys == NULL or self.frame_counts == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.frame_keys)
+        free(self.frame_counts)
+
+    cdef int row(self, Py_ssize_t i, const unsigned char* data, Py_ssize_t n) except -1:
+        """One frame record's fields into row ``i``; a key given twice declines."""
+        cdef _Reader r
+        cdef _Item item
+        cdef unsigned long long k, k2
+        cdef int seen = 0, bit
+        cdef const unsigned char* name
+        cdef unsigned long long length
+        r.p, r.end = data, data + n
+        _header(&r, &item)
+        if item.kind != M_MAP:
+            raise _Declined()
+        self.n_frame = 0
+        self.frame_slots = None
+        for k in range(item.n):
+            _header(&r, &item)
+            if item.kind != M_STR:
+                raise _Declined()
+            name, length = r.p, item.n
+            r.p += length
+            if _is(name, length, b"id"):
+                bit = 1
+                _code(self.id_index, self.id_codes, i, _text(&r))
+            elif _is(name, length, b"context_id"):
+                bit = 2
+                _code(self.ctx_index, self.ctx_codes, i, _text(&r))
+            elif _is(name, length, b"timestamp"):
+                bit = 4
+                self.timestamp[i] = _int(&r)
+            elif _is(name, length, b"rois"):
+                bit = 8
+                _header(&r, &item)
+                if item.kind != M_ARRAY:
+                    raise _Declined()
+                self.n_rois[i] = <int>item.n
+                for k2 in range(item.n):
+                    _skip(&r)
+            elif _is(name, length, b"sources"):
+                bit = 16
+                self.sources(&r, i)
+            elif _is(name, length, b"meta"):
+                bit = 32
+                _header(&r, &item)
+                if item.kind != M_MAP:
+                    raise _Declined()
+                self.meta_map(&r, item.n, "", i, 0)
+            else:
+                bit = 0
+                _skip(&r)
+            if seen & bit:
+                raise _Declined()
+            seen |= bit
+        if r.p != r.end or seen != 63:
+            raise _Declined()
+        self.present[i] = 1
+        self.keys.raw(<const char*>self.frame_keys, self.n_frame * sizeof(unsigned int))
+        self.counts.raw(<const char*>self.frame_counts, self.n_frame * sizeof(long long))
+        self.offsets[i + 1] = self.n_frame  # sizes for now; summed in ``result``
+        return 0
+
+    cdef int sources(self, _Reader* r, Py_ssize_t i) except -1:
+        cdef _Item item, mask_item
+        cdef unsigned long long s, k, m
+        cdef int masks_seen
+        cdef const unsigned char* name
+        cdef unsigned long long length
+        _header(r, &item)
+        if item.kind != M_ARRAY:
+            raise _Declined()
+        for s in range(item.n):
+            _header(r, &item)
+            if item.kind != M_MAP:
+                raise _Declined()
+            masks_seen = 0
+            for k in range(item.n):
+                _header(r, &mask_item)
+                if mask_item.kind != M_STR:
+                    raise _Declined()
+                name, length = r.p, mask_item.n
+                r.p += length
+                if not _is(name, length, b"masks"):
+                    _skip(r)
+                    continue
+                if masks_seen:
+                    raise _Declined()
+                masks_seen = 1
+                _header(r, &mask_item)
+                if mask_item.kind != M_ARRAY:
+                    raise _Declined()
+                self.n_masks[i] += <int>mask_item.n
+                for m in range(mask_item.n):
+                    self.mask(r)
+            if not masks_seen:
+                raise _Declined()
+        return 0
+
+    cdef int mask(self, _Reader* r) except -1:
+        cdef _Item item
+        cdef unsigned long long k, v, count
+        cdef long long c[4]
+        cdef int values_seen = 0, j
+        cdef const unsigned char* name
+        cdef unsigned long long length
+        _header(r, &item)
+        if item.kind != M_MAP:
+            raise _Declined()
+        for k in range(item.n):
+            _header(r, &item)
+            if item.kind != M_STR:
+                raise _Declined()
+            name, length = r.p, item.n
+            r.p += length
+            if not _is(name, length, b"values"):
+                _skip(r)
+                continue
+            if values_seen:
+                raise _Declined()
+            values_seen = 1
+            _header(r, &item)
+            if item.kind == M_NIL:
+                continue
+            if item.kind != M_ARRAY:
+                raise _Declined()
+            count = item.n
+            for v in range(count):
+                _header(r, &item)
+                if item.kind != M_ARRAY or item.n != 4:
+                    raise _Declined()
+                for j in range(4):
+                    c[j] = _int(r)
+                self.add_value(<unsigned int>((c[0] << 16) | (c[1] << 8) | c[2]), c[3])
+        return 0
+
+    cdef int add_value(self, unsigned int key, long long count) except -1:
+        """Sums a mask value into the frame's totals (a dict's order: first appearance)."""
+        cdef Py_ssize_t j
+        if self.frame_slots is None:
+            for j in range(self.n_frame):
+                if self.frame_keys[j] == key:
+                    self.frame_counts[j] += count
+                    return 0
+            if self.n_frame == 64:  # many values: find them by dict from here on
+                self.frame_slots = {self.frame_keys[j]: j for j in range(self.n_frame)}
+        else:
+            found = self.frame_slots.get(key)
+            if found is not None:
+                self.frame_counts[<Py_ssize_t>found] += count
+                return 0
+            self.frame_slots[key] = self.n_frame
+        if self.n_frame == self.frame_capacity:
+            self.grow()
+        self.frame_keys[self.n_frame] = key
+        self.frame_counts[self.n_frame] = count
+        self.n_frame += 1
+        return 0
+
+    cdef int grow(self) except -1:
+        cdef Py_ssize_t capacity = 2 * self.frame_capacity
+        cdef unsigned int* grown_keys = <unsigned int*>realloc(self.frame_keys, capacity * sizeof(unsigned int))
+        if grown_keys == NULL:
+            raise MemoryError()
+        self.frame_keys = grown_keys
+        cdef long long* grown_counts = <long long*>realloc(self.frame_counts, capacity * sizeof(long long))
+        if grown_counts == NULL:
+            raise MemoryError()
+        self.frame_counts = grown_counts
+        self.frame_capacity = capacity
+        return 0
+
+    cdef int meta_map(self, _Reader* r, unsigned long long n, str prefix, Py_ssize_t i, int depth) except -1:
+        """A meta map of ``n`` entries: each non-null value under its dotted path, nested maps walked."""
+        cdef _Item item
+        cdef unsigned long long k, k2
+        cdef int bit
+        cdef set names = set() if n > 1 else None
+        if depth > MAX_DEPTH:
+            raise _Declined()
+        for k in range(n):
+            key = _text(r)
+            if names is not None:
+                if key in names:
+                    raise _Declined()  # a dict keeps the last value, at the first one's place
+                names.add(key)
+            path = prefix + "." + key if prefix else key
+            _header(r, &item)
+            if item.kind == M_NIL:
+                continue
+            if item.kind == M_MAP:
+                self.meta_value(path, i, K_DICT, None)
+                self.meta_map(r, item.n, path, i, depth + 1)
+            elif item.kind == M_ARRAY:
+                self.meta_value(path, i, K_LIST, None)
+                for k2 in range(item.n):
+                    _skip(r)
+            else:
+                bit = K_STR if item.kind == M_STR else K_BOOL if item.kind == M_BOOL \
+                    else K_FLOAT if item.kind == M_FLOAT32 or item.kind == M_FLOAT64 else K_INT
+                self.meta_value(path, i, bit, _scalar(r, &item))
+        return 0
+
+    cdef int meta_value(self, str path, Py_ssize_t i, int bit, object value) except -1:
+        found = self.meta.get(path)
+        if found is None:
+            self.meta[path] = [bit, [i], [value]]
+        else:
+            (<list>found)[0] = (<list>found)[0] | bit
+            (<list>(<list>found)[1]).append(i)
+            (<list>(<list>found)[2]).append(value)
+        return 0
+
+    def result(self):
+        offsets = self.offsets_arr
+        np.cumsum(offsets, out=offsets)
+        meta = {}
+        for path, (bits, rows, values) in self.meta.items():
+            kinds = _KIND_SETS.get(bits)
+            if kinds is None:
+                kinds = _KIND_SETS[bits] = frozenset(name for bit, name in _KIND_BITS if bits & bit)
+            meta[path] = (kinds, rows, values)
+        return (self.present_arr.view(np.bool_), self.timestamp_arr, (list(self.id_index), self.id_codes_arr),
+                (list(self.ctx_index), self.ctx_codes_arr), self.n_masks_arr, self.n_rois_arr, offsets,
+                np.frombuffer(self.keys.take(), np.uint32), np.frombuffer(self.counts.take(), np.int64), meta)
+
+
+cdef inline int _code(dict index, int[:] codes, Py_ssize_t i, str text) except -1:
+    found = index.get(text)
+    if found is None:
+        found = index[text] = len(index)
+    codes[i] = <int>found
+    return 0
+
+
+def chunk_rows(Py_ssize_t base, Py_ssize_t size, list rows):
+    """``_fallback.chunk_rows``, read straight off the record bytes."""
+    cdef _RowWriter out = _RowWriter(base, size)
+    cdef Py_ssize_t i, last = -1
+    try:
+        for seq, record in rows:
+            if type(record) is not bytes:
+                record = bytes(record)
+            i = <Py_ssize_t>seq - base
+            if len(<bytes>record) < 2 or not last < i < size:
+                raise ValueError(f"frame seq {seq} is not the next record of the chunk at {base}")
+            last = i
+            out.row(i, <const unsigned char*>PyBytes_AS_STRING(record) + 2, len(<bytes>record) - 2)
+    except _Declined:
+        return _python_chunk_rows(base, size, rows)
+    return out.result()

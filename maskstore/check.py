@@ -204,7 +204,8 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
             continue
         # Re-encoded: archives written before meta columns were sorted by path hold them in first-use order.
-        built = columns.encode_chunk(columns.build_chunk(base, iter(by_chunk.get(chunk, []))))
+        built = columns.encode_chunk(columns.build_chunk(
+            base, [(n, records.encode_frame(rec)) for n, rec in by_chunk.get(chunk, [])]))
         if built != columns.encode_chunk(stored_chunk):
             problems.append(Problem("error", f"{_where(label)}: the scan columns of frame seqs "
                                              f"{base}..{base + columns.CHUNK - 1} do not match their records"))

@@ -19,6 +19,7 @@ from maskstore import (Archive, ArchiveError, FrameError, FrameNotFoundError, Ma
 from maskstore.layout import index_entries
 from maskstore.check import check_archive
 from maskstore.query import columns
+from maskstore import records
 from maskstore.records import encode_format
 
 CITY = "mmsegmentation_cityscapes/frankfurt_000000_000294"
@@ -325,7 +326,7 @@ def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair
     assert check_archive(arc) == []
     # Store columns built from a record that says something else than the real one.
     key = version.prefix + (0).to_bytes(8, "big")
-    stale = columns.build_chunk(0, iter([(0, {**version.get_frame_dict("f0"), "meta": {"n": 99}})]))
+    stale = columns.build_chunk(0, [(0, records.encode_frame({**version.get_frame_dict("f0"), "meta": {"n": 99}}))])
     arc.write(lambda t: t.put(key, columns.encode_chunk(stale), db=arc.db("columns")))
     assert any("scan columns" in p.message for p in check_archive(arc))
     assert check_archive(arc, repair=True) == []

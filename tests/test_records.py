@@ -103,13 +103,14 @@ def replaced(record: Any, data: st.DataObject) -> bytes:
 @given(frame_dicts, st.data())
 def test_a_frame_record_with_any_value_replaced_is_usable_or_an_archive_error(d, data):
     body = replaced(normalize_frame_dict(d), data)
+    record = bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body
     try:
-        frame = records.decode_frame(bytes([records.FORMAT_VERSION]) + records.KIND_FRAME + body)
+        frame = records.decode_frame(record)
     except ArchiveError as exc:
         assert "frame record" in str(exc)
         return
     json.dumps(frame)                              # JSON-lines export
-    build_chunk(0, iter([(0, frame)]))             # scan columns
+    build_chunk(0, [(0, record)])                  # scan columns
     index_entries(frame)                           # index keys, check and repair
     compile_expr(prepare('label == "a" or meta.x.y > 1 or roi.confidence > 0.5', {"x.y": "float"}).where, Labels([]))(frame)
     frame_from_dict(frame)                         # Frame objects (query, export)
@@ -133,8 +134,8 @@ def test_a_version_record_with_any_value_replaced_is_usable_or_an_archive_error(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(frame_dicts, min_size=1, max_size=4), st.data())
 def test_a_column_chunk_with_any_value_replaced_is_usable_or_an_archive_error(ds, data):
-    frames = [(i * 7, normalize_frame_dict(dict(d, id=f"f{i}"))) for i, d in enumerate(ds)]
-    chunk = build_chunk(0, iter(frames))
+    frames = [(i * 7, records.encode_frame(normalize_frame_dict(dict(d, id=f"f{i}")))) for i, d in enumerate(ds)]
+    chunk = build_chunk(0, frames)
     body = msgpack.unpackb(encode_chunk(chunk), raw=False)
     stored = replaced(body, data)
     try:

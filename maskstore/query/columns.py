@@ -11,7 +11,7 @@ when no writer holds the archive), so archives written before keep working.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,9 @@ import msgpack
 import numpy as np
 
 from .. import records
+from .._accel import chunk_rows  # compiled, or its pure-Python twin
 from ..layout import CHUNK_BITS, U64, entries, u64
-from ..model import meta_items, type_name
 from ..errors import ArchiveError
-from ..labels import packed_key
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
@@ -71,49 +70,14 @@ class Chunk:
     meta: dict[str, StrColumn | ValueColumn] = field(default_factory=dict)
 
 
-def _str_column(texts: list[str | None]) -> StrColumn:
-    index: dict[str, int] = {}
-    codes = np.array([-1 if t is None else index.setdefault(t, len(index)) for t in texts], dtype=np.int32)
-    return StrColumn(list(index), codes)
-
-
-def build_chunk(base: int, frames: Iterator[tuple[int, dict[str, Any]]]) -> Chunk:
-    """Columns of the frames whose seqs fall in ``[base, base + CHUNK)``."""
-    present = np.zeros(CHUNK, bool)
-    timestamp = np.zeros(CHUNK, np.int64)
-    ids: list[str | None] = [None] * CHUNK
-    contexts: list[str | None] = [None] * CHUNK
-    n_masks = np.zeros(CHUNK, np.int32)
-    n_rois = np.zeros(CHUNK, np.int32)
-    sizes = np.zeros(CHUNK, np.int64)
-    keys: list[int] = []
-    counts: list[int] = []
-    meta: dict[str, dict[int, Any]] = {}
-    for seq, rec in frames:
-        i = seq - base
-        present[i] = True
-        timestamp[i] = rec["timestamp"]
-        ids[i] = rec["id"]
-        contexts[i] = rec["context_id"]
-        masks = [m for s in rec["sources"] for m in s["masks"]]
-        n_masks[i] = len(masks)
-        n_rois[i] = len(rec["rois"])
-        totals: dict[int, int] = {}
-        for m in masks:
-            for v in m.get("values") or ():
-                key = packed_key(v)
-                totals[key] = totals.get(key, 0) + v[3]
-        sizes[i] = len(totals)
-        keys += totals.keys()
-        counts += totals.values()
-        for path, value in meta_items(rec["meta"]):
-            if value is not None:
-                meta.setdefault(path, {})[i] = value
-    offsets = np.zeros(CHUNK + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return Chunk(base, present, timestamp, _str_column(ids), _str_column(contexts), n_masks, n_rois, offsets,
-                 np.array(keys, np.uint32), np.array(counts, np.int64),
-                 {path: _meta_column(values) for path, values in meta.items()})
+def build_chunk(base: int, rows: Iterable[tuple[int, bytes]]) -> Chunk:
+    """Columns of the frame records ``(seq, record)`` whose seqs fall in ``[base, base + CHUNK)``,
+    records as written (``records.encode_frames``) and read back whole (``records.decode_frame``
+    accepts them): the per-row work is compiled (``_accel.chunk_rows``) and reads the bytes."""
+    present, timestamp, ids, contexts, n_masks, n_rois, offsets, keys, counts, meta = \
+        chunk_rows(base, CHUNK, sorted(rows))
+    return Chunk(base, present, timestamp, StrColumn(*ids), StrColumn(*contexts), n_masks, n_rois, offsets, keys,
+                 counts, {path: _meta_column(*column) for path, column in meta.items()})
 
 
 def _exact(value: Any, kind: str) -> bool:
@@ -123,21 +87,22 @@ def _exact(value: Any, kind: str) -> bool:
     return -(2**63) <= value < 2**63 if kind == "int" else abs(value) <= 2**53
 
 
-def _meta_column(values: Mapping[int, Any]) -> StrColumn | ValueColumn:
-    kinds = {type_name(v) for v in values.values()}
-    present = np.zeros(CHUNK, bool)
-    present[list(values)] = True
+def _meta_column(kinds: frozenset[str], rows: list[int], values: list[Any]) -> StrColumn | ValueColumn:
+    """One meta path's column from its value kinds, rows (ascending) and values."""
     if kinds == {"str"}:
-        texts: list[str | None] = [None] * CHUNK
-        for i, v in values.items():
-            texts[i] = v
-        return _str_column(texts)
+        uniques = list(dict.fromkeys(values))
+        codes = np.full(CHUNK, -1, np.int32)
+        codes[rows] = np.fromiter(map({text: i for i, text in enumerate(uniques)}.__getitem__, values),
+                                  np.int32, len(values))
+        return StrColumn(uniques, codes)
+    present = np.zeros(CHUNK, bool)
+    present[rows] = True
     if kinds <= {"int", "float"} or kinds == {"bool"}:
         kind = "bool" if kinds == {"bool"} else "float" if "float" in kinds else "int"
-        if "int" in kinds and not all(_exact(v, kind) for v in values.values()):
+        if "int" in kinds and not all(_exact(v, kind) for v in values):
             kind = "object"  # ints that int64 or float64 would round: Python numbers, compared exactly
         arr = np.zeros(CHUNK, _DTYPES[kind])
-        arr[list(values)] = list(values.values())
+        arr[rows] = values
         return ValueColumn(kind, arr, present)
     return ValueColumn("present", present, present)
 
@@ -345,14 +310,17 @@ def decode_chunk(base: int, data: bytes) -> Chunk:
     return chunk
 
 
-def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, dict]]:
+def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, bytes]]:
+    """The frame records of one chunk as stored, each checked by decoding it (ArchiveError when damaged)."""
     cursor = txn.cursor(db=version.archive.db("frames"))
     start, stop = version.prefix + u64(base), version.prefix + u64(base + CHUNK)
     if cursor.set_range(start):
         for key, data in cursor:
             if key >= stop:
                 return
-            yield U64.unpack(key[8:])[0], records.decode_frame(data)
+            seq = U64.unpack(key[8:])[0]
+            records.decode_frame(data, f"frame seq {seq}")
+            yield seq, data
 
 
 def _chunk_keys(items: Iterator[tuple[bytes, bytes]], db: str) -> Iterator[tuple[bytes, bytes]]:
@@ -506,8 +474,7 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
         key, base = version.prefix + u64(number), number << CHUNK_BITS
         chunk = None
         if txn.get(key, db=arc.db("dirty")) is None:
-            new = build_chunk(base, ((seq, records.decode_frame(rows[seq], f"frame seq {seq}"))
-                                     for seq in sorted(rows) if rows[seq] is not None))
+            new = build_chunk(base, ((seq, record) for seq, record in rows.items() if record is not None))
             stored = txn.get(key, db=arc.db("columns"))
             if stored is None:
                 chunk = new
