@@ -429,3 +429,92 @@ def test_purepython_set_leaves_the_compiled_module_unimported(tmp_path):
     package_copy(tmp_path, with_build=True)
     result = import_in(tmp_path, MASKSTORE_PUREPYTHON="1")
     assert result.stdout.split() == ["python", "False"] and "Warning" not in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------------------ scan column rows
+# ``chunk_rows`` both ways: for the records of a chunk, the compiled reader of record bytes and the
+# Python twin (decode, walk the dicts) give the same stored chunk, byte for byte.
+
+_META_KEYS = st.sampled_from(["a", "b", "c", "é", "x" * 40])  # few keys: paths meet across frames
+_meta_leaves = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.sampled_from([v for v in INT_EDGES if -2**63 <= v < 2**64]),
+                         st.integers(2**53 - 2, 2**53 + 2), st.floats(allow_nan=False, width=64),
+                         st.floats(allow_nan=False, width=32), st.sampled_from(["", "s", "t", "é" * 40, "x" * 300]))
+_metas = st.recursive(_meta_leaves, lambda kids: st.one_of(st.lists(kids, max_size=3),
+                                                           st.dictionaries(_META_KEYS, kids, max_size=4)), max_leaves=10)
+_many_values = st.lists(st.tuples(st.sampled_from([0, 1, 7, 255]), st.integers(0, 255), st.sampled_from([0, 3, 255]),
+                                  st.integers(0, 2**40)).map(list), max_size=150)
+_row_masks = st.lists(st.builds(lambda vals: {"uri": "m.png", "values": vals} if vals is not None else {"uri": "m.png"},
+                                st.none() | _many_values), max_size=3)
+_row_frames = st.fixed_dictionaries(
+    {"id": st.text(max_size=4), "timestamp": st.integers(-2**63, 2**63 - 1),
+     "context_id": st.sampled_from(["d1", "d2", "é", ""])},
+    optional={"meta": st.dictionaries(_META_KEYS, _metas, max_size=4),
+              "sources": st.lists(st.builds(lambda ms: {"uri": "a.png", "masks": ms}, _row_masks), max_size=2),
+              "rois": st.lists(st.builds(lambda label: {"label": label}, st.lists(st.text(max_size=3), max_size=2)),
+                               max_size=2)})
+
+
+def _chunk_both_ways(base, rows):
+    """The stored bytes of ``build_chunk(base, rows)`` with the compiled and the Python ``chunk_rows``."""
+    from unittest import mock
+    from maskstore.query import columns
+    encoded = []
+    for twin in (speedups.chunk_rows, _fallback.chunk_rows):
+        with mock.patch.object(columns, "chunk_rows", twin):
+            encoded.append(columns.encode_chunk(columns.build_chunk(base, rows)))
+    return encoded
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_row_frames, max_size=12), st.sets(st.integers(0, 4095), min_size=12, max_size=12),
+       st.sampled_from([0, 4096 * 3]), st.booleans())
+def test_both_chunk_rows_give_the_same_chunk(frames, seqs, base, compiled_encoder):
+    """Meta of every type (ints beyond 2**53 and int64, float32, nested dicts, lists, nulls), missing
+    fields, masks without values and with many (repeated) values; records from either encoder."""
+    normalized = []
+    for i, frame in enumerate(frames):
+        try:
+            normalized.append(normalize_frame_dict(dict(frame, id=f"{frame['id']}{i}")))
+        except FrameError:
+            continue
+    rows = list(zip([base + s for s in sorted(seqs)], records.encode_frames(normalized)))
+    if compiled_encoder:  # the bytes the compiled encoder gives wherever it takes the frame
+        postings = speedups.Postings(text_key, MAX_KEY_TEXT)
+        fast, _, _ = speedups.encode_common(normalized, records.FRAME_HEAD, content_type_of, {}, postings)
+        rows = [(seq, record if made is None else made) for (seq, record), made in zip(rows, fast)]
+    compiled, python = _chunk_both_ways(base, rows)
+    assert compiled == python
+    assert not _handed_over(base, rows)  # what writers write, the compiled reader reads itself
+    assert [records.decode_frame(record) for _, record in rows] == normalized  # records as the readers see them
+
+
+def _handed_over(base, rows):
+    """Whether the compiled ``chunk_rows`` passes these rows to the Python twin."""
+    from unittest import mock
+    with mock.patch.object(speedups, "_python_chunk_rows", wraps=_fallback.chunk_rows) as twin:
+        speedups.chunk_rows(base, 4096, rows)
+    return twin.called
+
+
+def test_chunk_rows_leaves_a_key_given_twice_to_the_python_twin():
+    """msgpack maps may name a key twice (no maskstore writer does): a dict keeps the last value at
+    the first one's place, which only decoding gives, so the compiled reader hands such chunks over."""
+    def record(*pairs):
+        body = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in pairs)
+        return records.FRAME_HEAD + bytes([0x80 | len(pairs)]) + body
+    base = [("id", "f"), ("timestamp", 5), ("context_id", "c"), ("sources", []), ("rois", [])]
+    for pairs in ([*base, ("meta", {"a": {"x": 1}}), ("meta", {"a": 2})],
+                  [*base, ("meta", {})], [*base[1:], ("id", "g"), ("meta", {}), ("id", "h")]):
+        rows = [(0, record(*pairs)), (3, records.encode_frame(normalize_frame_dict({"id": "g", "meta": {"a": 1.5}})))]
+        compiled, python = _chunk_both_ways(0, rows)
+        assert compiled == python and _handed_over(0, rows) == (pairs[-1][0] != "meta" or pairs[-2][0] == "meta")
+    twice_in_meta = record(*base, ("meta", {}))[:-1] + b"\x82\xa1a\x01\xa1a\xc0"  # {"a": 1, "a": None}
+    assert _chunk_both_ways(0, [(0, twice_in_meta)])[0] == _chunk_both_ways(0, [(0, twice_in_meta)])[1]
+    assert msgpack.unpackb(twice_in_meta[2:])["meta"] == {"a": None} and _handed_over(0, [(0, twice_in_meta)])
+
+
+def test_chunk_rows_wants_the_rows_of_its_chunk_in_seq_order():
+    rec = records.encode_frame(normalize_frame_dict({"id": "f"}))
+    for rows in ([(5, rec), (2, rec)], [(4096, rec)], [(3, rec), (3, rec)]):
+        with pytest.raises(ValueError):
+            speedups.chunk_rows(0, 4096, rows)
