@@ -8,10 +8,13 @@ Two parts, each against its baseline in the same run:
    for the same queries. The two stores take the same batches in turn (the order alternates per
    batch) so the machine's noise falls on both.
 2. Real PNG masks without ``values``: masks/s of decoding their statistics with 1 and 2 processes.
+3. With ``--compare``: part 1's maskstore side alone in this checkout and in others (each a fresh
+   process of its interpreter), the checkouts taking turns round by round.
 
     python benchmarks/ingest.py --quick             # 50,000 frames
     python benchmarks/ingest.py                     # 1,000,000 frames, writes results/ingest.md
     python benchmarks/ingest.py --profile 100000    # also profile the maskstore side
+    python benchmarks/ingest.py --compare old=/work/wt-old/.venv/bin/python   # also other checkouts' ingest
 
 Stdout gets the markdown report (also written to ``benchmarks/results/ingest.md``); progress goes
 to stderr.
@@ -29,6 +32,7 @@ import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -296,6 +300,32 @@ def profile_maskstore(n: int, workdir: Path, top: int = 18) -> str:
             "A large gap means collections run inside `add_frames`.\n")
 
 
+def run_checkouts(pythons: dict[str, str], n: int, rounds: int, workdir: Path) -> dict[str, list[float]]:
+    """``maskstore_seconds`` of ``n`` frames in a fresh process of each interpreter (a checkout's
+    maskstore), ``rounds`` times, the checkouts taking turns so the machine's noise falls on all."""
+    seconds: dict[str, list[float]] = {name: [] for name in pythons}
+    for r in range(rounds):
+        for name, python in pythons.items():
+            out = subprocess.run([python, __file__, "--alone-child", str(n)], cwd=workdir, capture_output=True,
+                                 text=True)
+            if out.returncode:
+                raise SystemExit(f"{name} ({python}) failed:\n{out.stderr[-3000:]}")
+            seconds[name].append(json.loads(out.stdout)["seconds"])
+            log(f"  round {r + 1}/{rounds}: {name} {seconds[name][-1]:.2f} s")
+    return seconds
+
+
+def checkouts_section(seconds: dict[str, list[float]], n: int) -> str:
+    this = statistics.median(seconds["this"])
+    rows = [(f"`{name}`", ", ".join(f"{s:.2f}" for s in runs), statistics.median(runs),
+             f"{rate(n, statistics.median(runs)):,.0f}", f"{statistics.median(runs) / this:.2f}")
+            for name, runs in seconds.items()]
+    return ("Part 1's maskstore side alone (`add_frames` per batch of 10,000 + `archive.sync()`, batches made "
+            f"outside the timing), {n:,} frames, each run a fresh process of the checkout's interpreter; the "
+            "checkouts take turns round by round.\n\n"
+            + table(["checkout", "runs, s", "median s", "frames/s", "checkout / this"], rows) + "\n")
+
+
 # ----------------------------------------------------------------------------- part 2: real masks
 
 def make_mask_files(folder: Path, per_kind: int = 100) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
@@ -442,7 +472,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also profile the maskstore side on N frames (e.g. 100000)")
     parser.add_argument("--mask-repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave results/ingest.md alone")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
+                        help="also time the maskstore side in this interpreter (another checkout's); repeatable")
+    parser.add_argument("--compare-frames", type=int, default=None, help="frames per compared run (default --frames)")
+    parser.add_argument("--rounds", type=int, default=3, help="compared runs per checkout")
+    parser.add_argument("--alone-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.alone_child:
+        with tempfile.TemporaryDirectory(prefix="maskstore-bench-") as tmp:
+            print(json.dumps({"seconds": maskstore_seconds(args.alone_child, Path(tmp))}))
+        return 0
     n = 50_000 if args.quick else args.frames
     durable_n = args.durable_frames if args.durable_frames is not None else max(BATCH, n // 10)
     repeats = 1 if args.quick else args.mask_repeats
@@ -463,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
                 p.unlink()
         log(f"part 2: real masks, jobs=1 and jobs=2, {repeats} run(s) each")
         masks = run_masks(work, repeats)
+        compared = None
+        if args.compare:
+            compare_n = args.compare_frames or n
+            log(f"part 3: {compare_n:,} frames, this checkout and {', '.join(args.compare)}")
+            pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
+            compared = run_checkouts(pythons, compare_n, 1 if args.quick else args.rounds, work)
         prof = None
         if args.profile:
             log(f"profile: maskstore side, {args.profile:,} frames")
@@ -507,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
               "counts). Copies of the real masks in `shared/data`, one `add_frames` call per kind; "
               "`Archive(path, jobs=1)` vs `Archive(path, jobs=2)` (a forkserver process pool).", "",
               masks_section(masks)]
+    if compared:
+        parts += ["## 3. This checkout against others", "", checkouts_section(compared, args.compare_frames or n)]
     if prof:
         parts += ["## Where maskstore's time goes", "", prof, ""]
     report = "\n".join(parts)
