@@ -43,8 +43,8 @@ cdef class _Buffer:
     cdef unsigned char* data
     cdef Py_ssize_t size, capacity
 
-    def __cinit__(self):
-        self.capacity = 1 << 16
+    def __cinit__(self, Py_ssize_t capacity=1 << 16):
+        self.capacity = capacity
         self.data = <unsigned char*>malloc(self.capacity)
         if self.data == NULL:
             raise MemoryError()
@@ -934,6 +934,10 @@ cdef object _scalar(_Reader* r, _Item* item):
     raise _Declined()  # bin, ext: not in a frame record
 
 
+cdef enum:
+    _TOP_KEYS = 16  # top-level meta keys remembered from the previous row; maps up to this size checked pairwise
+
+
 cdef class _RowWriter:
     """The columns of one chunk as rows are read: numpy arrays by row, value keys and counts as raw
     bytes, texts dictionary-coded, meta per path as [kind bits, rows, values]."""
@@ -949,8 +953,17 @@ cdef class _RowWriter:
     cdef long long* frame_counts
     cdef Py_ssize_t n_frame, frame_capacity
     cdef dict frame_slots  # key -> slot, once a frame has many values
+    # What the previous row had (pointers into its record, which the caller keeps alive): consecutive
+    # frames mostly share a context id and the same top-level meta keys, so those cost no new str.
+    cdef const unsigned char* last_context
+    cdef unsigned long long last_context_len
+    cdef int last_context_code
+    cdef const unsigned char* top_key[_TOP_KEYS]
+    cdef unsigned long long top_key_len[_TOP_KEYS]
+    cdef list top_column  # the _MetaColumn of each remembered key
 
     def __cinit__(self, Py_ssize_t base, Py_ssize_t size):
+        cdef int k
         self.base, self.size = base, size
         self.present_arr = np.zeros(size, np.uint8)
         self.timestamp_arr = np.zeros(size, np.int64)
@@ -969,6 +982,10 @@ cdef class _RowWriter:
         self.frame_counts = <long long*>malloc(self.frame_capacity * sizeof(long long))
         if self.frame_keys == NULL or self.frame_counts == NULL:
             raise MemoryError()
+        self.last_context = NULL
+        self.top_column = [None] * _TOP_KEYS
+        for k in range(_TOP_KEYS):
+            self.top_key[k] = NULL
 
     def __dealloc__(self):
         free(self.frame_keys)
@@ -999,7 +1016,7 @@ cdef class _RowWriter:
                 _code(self.id_index, self.id_codes, i, _text(&r))
             elif _is(name, length, b"context_id"):
                 bit = 2
-                _code(self.ctx_index, self.ctx_codes, i, _text(&r))
+                self.context(&r, i)
             elif _is(name, length, b"timestamp"):
                 bit = 4
                 self.timestamp[i] = _int(&r)
@@ -1032,6 +1049,20 @@ cdef class _RowWriter:
         self.keys.raw(<const char*>self.frame_keys, self.n_frame * sizeof(unsigned int))
         self.counts.raw(<const char*>self.frame_counts, self.n_frame * sizeof(long long))
         self.offsets[i + 1] = self.n_frame  # sizes for now; summed in ``result``
+        return 0
+
+    cdef int context(self, _Reader* r, Py_ssize_t i) except -1:
+        cdef _Item item
+        _header(r, &item)
+        if item.kind != M_STR:
+            raise _Declined()
+        if self.last_context == NULL or self.last_context_len != item.n \
+                or memcmp(self.last_context, r.p, item.n) != 0:
+            _code(self.ctx_index, self.ctx_codes, i, PyUnicode_DecodeUTF8(<const char*>r.p, item.n, NULL))
+            self.last_context, self.last_context_len, self.last_context_code = r.p, item.n, self.ctx_codes[i]
+        else:
+            self.ctx_codes[i] = self.last_context_code
+        r.p += item.n
         return 0
 
     cdef int sources(self, _Reader* r, Py_ssize_t i) except -1:
@@ -1146,56 +1177,95 @@ cdef class _RowWriter:
     cdef int meta_map(self, _Reader* r, unsigned long long n, str prefix, Py_ssize_t i, int depth) except -1:
         """A meta map of ``n`` entries: each non-null value under its dotted path, nested maps walked."""
         cdef _Item item
-        cdef unsigned long long k, k2
+        cdef unsigned long long k, k2, length
         cdef int bit
-        cdef set names = set() if n > 1 else None
+        cdef const unsigned char* name
+        cdef const unsigned char* names[_TOP_KEYS]
+        cdef unsigned long long name_lens[_TOP_KEYS]
+        cdef set many = set() if n > _TOP_KEYS else None
+        cdef bint top = depth == 0
         if depth > MAX_DEPTH:
             raise _Declined()
         for k in range(n):
-            key = _text(r)
-            if names is not None:
-                if key in names:
-                    raise _Declined()  # a dict keeps the last value, at the first one's place
-                names.add(key)
-            path = prefix + "." + key if prefix else key
+            _header(r, &item)
+            if item.kind != M_STR:
+                raise _Declined()
+            name, length = r.p, item.n
+            r.p += length
+            # A key given twice: a dict keeps the last value at the first one's place; decoding says.
+            if many is None:
+                for k2 in range(k):
+                    if name_lens[k2] == length and memcmp(names[k2], name, length) == 0:
+                        raise _Declined()
+                names[k], name_lens[k] = name, length
+            else:
+                key = PyBytes_FromStringAndSize(<const char*>name, length)
+                if key in many:
+                    raise _Declined()
+                many.add(key)
+            if top and k < _TOP_KEYS and self.top_key[k] != NULL and self.top_key_len[k] == length \
+                    and memcmp(self.top_key[k], name, length) == 0:
+                column = <_MetaColumn>self.top_column[k]
+            else:
+                path = PyUnicode_DecodeUTF8(<const char*>name, length, NULL)
+                if prefix:
+                    path = prefix + "." + path
+                column = self.meta.get(path)
+                if column is None:
+                    column = self.meta[path] = _MetaColumn(path)
+                if top and k < _TOP_KEYS:
+                    self.top_key[k], self.top_key_len[k], self.top_column[k] = name, length, column
             _header(r, &item)
             if item.kind == M_NIL:
                 continue
             if item.kind == M_MAP:
-                self.meta_value(path, i, K_DICT, None)
-                self.meta_map(r, item.n, path, i, depth + 1)
+                (<_MetaColumn>column).add(i, K_DICT, None)
+                self.meta_map(r, item.n, (<_MetaColumn>column).path, i, depth + 1)
             elif item.kind == M_ARRAY:
-                self.meta_value(path, i, K_LIST, None)
+                (<_MetaColumn>column).add(i, K_LIST, None)
                 for k2 in range(item.n):
                     _skip(r)
             else:
                 bit = K_STR if item.kind == M_STR else K_BOOL if item.kind == M_BOOL \
                     else K_FLOAT if item.kind == M_FLOAT32 or item.kind == M_FLOAT64 else K_INT
-                self.meta_value(path, i, bit, _scalar(r, &item))
-        return 0
-
-    cdef int meta_value(self, str path, Py_ssize_t i, int bit, object value) except -1:
-        found = self.meta.get(path)
-        if found is None:
-            self.meta[path] = [bit, [i], [value]]
-        else:
-            (<list>found)[0] = (<list>found)[0] | bit
-            (<list>(<list>found)[1]).append(i)
-            (<list>(<list>found)[2]).append(value)
+                (<_MetaColumn>column).add(i, bit, _scalar(r, &item))
         return 0
 
     def result(self):
         offsets = self.offsets_arr
         np.cumsum(offsets, out=offsets)
+        cdef _MetaColumn column
         meta = {}
-        for path, (bits, rows, values) in self.meta.items():
-            kinds = _KIND_SETS.get(bits)
+        for path, column in self.meta.items():
+            if not column.bits:
+                continue  # only nulls
+            kinds = _KIND_SETS.get(column.bits)
             if kinds is None:
-                kinds = _KIND_SETS[bits] = frozenset(name for bit, name in _KIND_BITS if bits & bit)
-            meta[path] = (kinds, rows, values)
+                kinds = _KIND_SETS[column.bits] = frozenset(name for bit, name in _KIND_BITS if column.bits & bit)
+            meta[path] = (kinds, np.frombuffer(column.rows.take(), np.int64), column.values)
         return (self.present_arr.view(np.bool_), self.timestamp_arr, (list(self.id_index), self.id_codes_arr),
                 (list(self.ctx_index), self.ctx_codes_arr), self.n_masks_arr, self.n_rois_arr, offsets,
                 np.frombuffer(self.keys.take(), np.uint32), np.frombuffer(self.counts.take(), np.int64), meta)
+
+
+cdef class _MetaColumn:
+    """One meta path's values as rows are read: kind bits, rows (int64 bytes) and values."""
+    cdef int bits
+    cdef _Buffer rows
+    cdef list values
+    cdef str path
+
+    def __cinit__(self, str path):
+        self.bits = 0
+        self.rows = _Buffer(256)
+        self.values = []
+        self.path = path
+
+    cdef inline int add(self, long long i, int bit, object value) except -1:
+        self.bits |= bit
+        self.rows.raw(<const char*>&i, sizeof(long long))
+        self.values.append(value)
+        return 0
 
 
 cdef inline int _code(dict index, int[:] codes, Py_ssize_t i, str text) except -1:
@@ -1210,10 +1280,12 @@ def chunk_rows(Py_ssize_t base, Py_ssize_t size, list rows):
     """``_fallback.chunk_rows``, read straight off the record bytes."""
     cdef _RowWriter out = _RowWriter(base, size)
     cdef Py_ssize_t i, last = -1
+    cdef list kept = []  # every record stays alive until the end: the writer points into the last one
     try:
         for seq, record in rows:
             if type(record) is not bytes:
                 record = bytes(record)
+            kept.append(record)
             i = <Py_ssize_t>seq - base
             if len(<bytes>record) < 2 or not last < i < size:
                 raise ValueError(f"frame seq {seq} is not the next record of the chunk at {base}")

@@ -11,7 +11,8 @@ when no writer holds the archive), so archives written before keep working.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,14 @@ def _exact(value: Any, kind: str) -> bool:
     return -(2**63) <= value < 2**63 if kind == "int" else abs(value) <= 2**53
 
 
-def _meta_column(kinds: frozenset[str], rows: list[int], values: list[Any]) -> StrColumn | ValueColumn:
+def _all_exact(values: list[Any], kinds: frozenset[str], kind: str) -> bool:
+    """Whether a numpy column of ``kind`` holds all these numbers without rounding (ints alone: two C calls)."""
+    if kinds == {"int"}:
+        return -(2**63) <= min(values) and max(values) < 2**63
+    return all(_exact(v, kind) for v in values)
+
+
+def _meta_column(kinds: frozenset[str], rows: Sequence[int], values: list[Any]) -> StrColumn | ValueColumn:
     """One meta path's column from its value kinds, rows (ascending) and values."""
     if kinds == {"str"}:
         uniques = list(dict.fromkeys(values))
@@ -99,7 +107,7 @@ def _meta_column(kinds: frozenset[str], rows: list[int], values: list[Any]) -> S
     present[rows] = True
     if kinds <= {"int", "float"} or kinds == {"bool"}:
         kind = "bool" if kinds == {"bool"} else "float" if "float" in kinds else "int"
-        if "int" in kinds and not all(_exact(v, kind) for v in values):
+        if "int" in kinds and not _all_exact(values, kinds, kind):
             kind = "object"  # ints that int64 or float64 would round: Python numbers, compared exactly
         arr = np.zeros(CHUNK, _DTYPES[kind])
         arr[rows] = values
@@ -466,22 +474,25 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
     version. A chunk marked dirty, or one whose merge could change a column's kind, is rebuilt from
     the transaction's records. Returns the chunks stored (None: removed), for ``remember``."""
     arc = version.archive
-    by_chunk: dict[int, dict[int, bytes | None]] = {}
-    for seq, record in changed.items():
-        by_chunk.setdefault(seq >> CHUNK_BITS, {})[seq] = record
+    items = sorted(changed.items())  # a batch's seqs are mostly runs: each chunk's rows are one slice
+    seqs = [seq for seq, _ in items]
     built: dict[bytes, Chunk | None] = {}
-    for number, rows in by_chunk.items():
+    lo = 0
+    while lo < len(items):
+        number = seqs[lo] >> CHUNK_BITS
         key, base = version.prefix + u64(number), number << CHUNK_BITS
+        hi = bisect_left(seqs, base + CHUNK, lo)
         chunk = None
         if txn.get(key, db=arc.db("dirty")) is None:
-            new = build_chunk(base, ((seq, record) for seq, record in rows.items() if record is not None))
+            new = build_chunk(base, [row for row in items[lo:hi] if row[1] is not None])
             stored = txn.get(key, db=arc.db("columns"))
             if stored is None:
                 chunk = new
             else:
                 touched = np.zeros(CHUNK, bool)
-                touched[np.array(list(rows), np.int64) - base] = True
+                touched[np.array(seqs[lo:hi], np.int64) - base] = True
                 chunk = merge(decode_chunk(base, stored), new, touched)
+        lo = hi
         if chunk is None:
             chunk = build_chunk(base, _records_in(txn, version, base))
         built[key] = chunk if chunk.present.any() else None
