@@ -362,10 +362,11 @@ class Archive:
         return [row for _, row in self.read(self._version_rows)]
 
     def info(self) -> dict[str, Any]:
-        """What ``maskstore info`` shows: the file, its format and size, and every version's row of
+        """What ``maskstore info`` shows: the file, its format number and size, and every version's row of
         ``versions_info`` with the number of mask values it labels (``labelled_values``)."""
         rows = [{**row, "labelled_values": len(rec["mask_labels"])} for rec, row in self.read(self._version_rows)]
-        return {"archive": str(self.path), "format": records.FORMAT_VERSION, "size": self.path.stat().st_size,
+        fmt = records.decode_format(self.read(lambda t: t.get(FORMAT_KEY, db=self._dbs["meta"])))
+        return {"archive": str(self.path), "format": fmt["version"], "size": self.path.stat().st_size,
                 "versions": rows}
 
     def _version_rows(self, txn: lmdb.Transaction) -> list[tuple[dict[str, Any], dict[str, Any]]]:

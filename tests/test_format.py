@@ -477,7 +477,7 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert set(documented) == set(generated)
     # Bytes are compared after decoding: map order in a record is not part of the format.
     frame = parse_hex_dump(documented["frame-record"])
-    assert frame[:2] == bytes((records.FORMAT_VERSION,)) + records.KIND_FRAME
+    assert frame[:2] == records.FRAME_HEAD
     assert records.decode_frame(frame) == json.loads(documented["frame-decoded"])
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
