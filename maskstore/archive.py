@@ -628,7 +628,8 @@ class DatasetVersion:
                     seq = None
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
-                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")))
+                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")),
+                                                f"frame {fid!r}")
             return out
         return self.archive.read(work)
 
@@ -658,7 +659,8 @@ class DatasetVersion:
                         numbers.append(rec["next_seq"])
                         rec["next_seq"] += 1
                     else:
-                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
+                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db),
+                                                                     f"frame seq {U64.unpack(seq)[0]}"))
                         numbers.append(U64.unpack(seq)[0])
             else:
                 first = rec["next_seq"]
@@ -725,7 +727,8 @@ class DatasetVersion:
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
                 seq = bytes(seq)
-                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames"))))
+                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames")),
+                                                             f"frame {fid!r}"))
                 txn.delete(self.prefix + seq, db=arc.db("frames"))
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
@@ -778,13 +781,14 @@ class DatasetVersion:
         with arc._begin() as txn:
             if seqs is None:
                 for key, data in entries(txn, arc.db("frames"), self.prefix):
-                    yield U64.unpack(key[8:])[0], records.decode_frame(data)
+                    seq = U64.unpack(key[8:])[0]
+                    yield seq, records.decode_frame(data, f"frame seq {seq}")
             else:
                 frames_db = arc.db("frames")
                 for seq in seqs.tolist():
                     data = txn.get(self.prefix + u64(seq), db=frames_db)
                     if data is not None:
-                        yield seq, records.decode_frame(data)
+                        yield seq, records.decode_frame(data, f"frame seq {seq}")
 
     def __iter__(self) -> Iterator[Frame]:
         return (frame_from_dict(d) for _, d in self.iter_records())

@@ -208,6 +208,11 @@ def compress_frames(plain: list[bytes], dictionary: bytes) -> list[bytes]:
     return [head + compress(record) for record in plain]
 
 
+def record_dictionary(data: bytes | memoryview) -> bytes:
+    """The id of the dictionary a compressed frame record names."""
+    return bytes(data[len(ZSTD_HEAD):len(ZSTD_HEAD) + compression.ID_BYTES])
+
+
 def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes | memoryview | None:
     """A frame record as the plain one (kind ``F``) it holds: decompressed when compressed, else as
     it is (checked by ``decode_frame``)."""
@@ -217,8 +222,8 @@ def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes |
         raise ArchiveError(f"{what} record is {newer_format_message(data[0])}")
     if len(data) <= len(ZSTD_HEAD) + compression.ID_BYTES:
         raise ArchiveError(f"{what} record is damaged: only {len(data)} bytes")
-    start = len(ZSTD_HEAD) + compression.ID_BYTES
-    return compression.decompress(bytes(data[len(ZSTD_HEAD):start]), data[start:], MAX_RECORD_BYTES, what)
+    return compression.decompress(record_dictionary(data), data[len(ZSTD_HEAD) + compression.ID_BYTES:],
+                                  MAX_RECORD_BYTES, what)
 
 
 def encode_dictionary(data: bytes) -> bytes:

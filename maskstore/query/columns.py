@@ -352,7 +352,8 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
         for key, data in cursor:
             if key >= stop:
                 return
-            yield U64.unpack(key[8:])[0], records.decode_frame(data)
+            seq = U64.unpack(key[8:])[0]
+            yield seq, records.decode_frame(data, f"frame seq {seq}")
 
 
 def _chunk_keys(items: Iterator[tuple[bytes, bytes]], db: str) -> Iterator[tuple[bytes, bytes]]:

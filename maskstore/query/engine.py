@@ -214,5 +214,5 @@ def snapshot(version: DatasetVersion, text: str | Query) -> Iterator[tuple[dict,
     with version.archive._begin() as txn:
         seqs, _ = select(version, text, txn)
         frames_db = version.archive.db("frames")
-        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db))
-                                    for seq in seqs.tolist())
+        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db),
+                                                         f"frame seq {seq}") for seq in seqs.tolist())
