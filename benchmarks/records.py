@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -80,7 +81,11 @@ def lookup_child(path: str, n: int) -> dict[str, Any]:
 
 
 def _run(python: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run([python, __file__, *args], capture_output=True, text=True, check=True).stdout
+    """A child of ``python``; another checkout's interpreter imports its own maskstore (no PYTHONPATH)."""
+    env = dict(os.environ)
+    if python != sys.executable:
+        env.pop("PYTHONPATH", None)
+    out = subprocess.run([python, __file__, *args], capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out)
 
 
@@ -107,7 +112,10 @@ def main() -> None:
     commits = {name: subprocess.run([python, "-c", "import maskstore, subprocess, pathlib; print(subprocess.run("
                                      "['git', 'log', '-1', '--format=%h %s'], capture_output=True, text=True, "
                                      "cwd=pathlib.Path(maskstore.__file__).parent).stdout.strip()[:70])"],
-                                    capture_output=True, text=True).stdout.strip() for name, python in pythons.items()}
+                                    capture_output=True, text=True,
+                                    env={k: v for k, v in os.environ.items() if k != "PYTHONPATH" or name == "this"}
+                                    ).stdout.strip() for name, python in pythons.items()}
+    commits["this"] = commits["this"] or os.environ.get("MASKSTORE_BENCH_COMMIT", "")
     with tempfile.TemporaryDirectory(prefix="records-") as tmp:
         paths = {name: Path(tmp) / f"{name}.maskstore" for name in pythons}
         built = {}
