@@ -7,7 +7,8 @@
   embedded file they name, one write transaction per batch, so a destination never holds a frame
   without its files.
 - **compact** is a logical copy into a fresh file (every sub-database with its flags, unreferenced
-  embedded files skipped), then an atomic rename: LMDB's own ``env.copy(compact=True)`` cannot skip
+  embedded files skipped, frame records recompressed with a dictionary trained on frames from the
+  whole archive, so small batches and archives of 0.1.0 get compressed too), then an atomic rename: LMDB's own ``env.copy(compact=True)`` cannot skip
   blobs, and py-lmdb 3.0's crashes (SIGSEGV, reproduced on a 269 MB archive of 600 embedded 442 kB
   files, half of them unreferenced; it was first seen at 134 MB).
 """
