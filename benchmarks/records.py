@@ -4,8 +4,8 @@ against another?
 Each checkout (its own interpreter and maskstore) ingests the same generated frames
 (benchmarks/query.py's generator, batches of 10,000, ``sync=False``) into its own archive: ingest time
 and bytes per frame by sub-database. Then, per round, a new process per checkout opens its archive
-read-only and times, after one warm-up each: the frames of one context streamed as frame dicts (every
-record decoded), 1,000 frames fetched by id, and every frame of a label streamed as frame dicts; the
+read-only and times, after one warm-up each: the ids of one context (no record read), its frames
+streamed as frame dicts (every record decoded), 1,000 frames fetched by id, and every frame of a label streamed as frame dicts; the
 checkouts' rounds alternate, so both see the same machine load, and their answers must be equal.
 
     python benchmarks/records.py --frames 1000000 --compare main=/work/main/.venv/bin/python
@@ -71,7 +71,8 @@ def lookup_child(path: str, n: int) -> dict[str, Any]:
         v = ar.get_version("bench", "v1")
         ids = random.Random(7).sample(v.ids(""), min(BY_ID, n))
         out, answers = {}, {}
-        for name, fn in [("context", lambda: list(v.query_dicts(CONTEXT_QUERY))),
+        for name, fn in [("context_ids", lambda: v.ids(CONTEXT_QUERY)),
+                         ("context", lambda: list(v.query_dicts(CONTEXT_QUERY))),
                          ("by_id", lambda: [v.get_frame_dict(i) for i in ids]),
                          ("label", lambda: list(v.query_dicts(LABEL_QUERY)))]:
             out[name + "_s"], dicts = timed(fn)
@@ -129,7 +130,8 @@ def main() -> None:
         answers = {json.dumps(r["answers"], sort_keys=True) for rs in runs.values() for r in rs}
         assert len(answers) == 1, "the checkouts answer differently"
     first = runs["this"][0]
-    lookups = [("context", f"`{CONTEXT_QUERY}` as frame dicts ({first['context_rows']:,} frames)"),
+    lookups = [("context_ids", f"`{CONTEXT_QUERY}` ids only, no record read ({first['context_ids_rows']:,} ids)"),
+               ("context", f"`{CONTEXT_QUERY}` as frame dicts ({first['context_rows']:,} frames)"),
                ("by_id", f"{first['by_id_rows']:,} frames by id (`get_frame_dict`)"),
                ("label", f"`{LABEL_QUERY}` as frame dicts ({first['label_rows']:,} frames)")]
     med = {name: {key: statistics.median(r[key + "_s"] for r in runs[name]) for key, _ in lookups} for name in pythons}

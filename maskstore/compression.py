@@ -34,7 +34,6 @@ _FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS  # the 4-byte magic would be 4 % of a
 _dictionaries: dict[bytes, zstandard.ZstdCompressionDict] = {}
 _sources: weakref.WeakSet[Any] = weakref.WeakSet()  # objects with load_dictionaries(): open archives
 _lock = threading.Lock()
-_local = threading.local()
 
 
 def dictionary_id(data: bytes) -> bytes:
@@ -79,43 +78,49 @@ def _dictionary(dictionary: bytes, what: str) -> zstandard.ZstdCompressionDict:
     return found
 
 
-def _codecs() -> dict[tuple[str, bytes], Any]:
-    codecs = getattr(_local, "codecs", None)
-    if codecs is None:
-        codecs = _local.codecs = {}
-    return codecs
+class _Codecs(threading.local):
+    """This thread's zstd contexts, by dictionary id (a forked child starts with none)."""
+
+    def __init__(self) -> None:
+        self.compressors: dict[bytes, zstandard.ZstdCompressor] = {}
+        self.decompressors: dict[bytes, zstandard.ZstdDecompressor] = {}
+
+
+_codecs = _Codecs()
 
 
 def compressor(dictionary: bytes) -> zstandard.ZstdCompressor:
     """This thread's compressor for a known dictionary: content size and checksum in every frame,
     the dictionary's id left out (the record names it)."""
-    codecs = _codecs()
-    found = codecs.get(("c", dictionary))
+    found = _codecs.compressors.get(dictionary)
     if found is None:
         params = zstandard.ZstdCompressionParameters.from_level(
             LEVEL, format=_FORMAT, write_content_size=True, write_checksum=True, write_dict_id=False)
-        found = codecs[("c", dictionary)] = zstandard.ZstdCompressor(
+        found = _codecs.compressors[dictionary] = zstandard.ZstdCompressor(
             dict_data=_dictionary(dictionary, "a new"), compression_params=params)
     return found
 
 
-def decompress(dictionary: bytes, frame: bytes | memoryview, max_bytes: int, what: str) -> bytes:
+def decompress(dictionary: bytes, frame: bytes, max_bytes: int, what: str) -> bytes:
     """One zstd frame, refused (ArchiveError naming ``what``) unless it declares a content size of
-    at most ``max_bytes`` and decodes to exactly that with a matching checksum."""
-    codecs = _codecs()
-    found = codecs.get(("d", dictionary))
+    at most ``max_bytes`` and decodes to exactly that with a matching checksum and nothing after it.
+    Every frame record a query streams comes through here: kept to one dict lookup and two calls."""
+    found = _codecs.decompressors.get(dictionary)
     if found is None:
-        found = codecs[("d", dictionary)] = zstandard.ZstdDecompressor(dict_data=_dictionary(dictionary, what),
-                                                                       format=_FORMAT)
+        found = _codecs.decompressors[dictionary] = zstandard.ZstdDecompressor(
+            dict_data=_dictionary(dictionary, what), format=_FORMAT)
     try:
-        size = zstandard.get_frame_parameters(frame, format=_FORMAT).content_size
-        if size == zstandard.CONTENTSIZE_UNKNOWN or size > max_bytes:
+        size = _frame_parameters(frame, format=_FORMAT).content_size
+        if size > max_bytes:  # CONTENTSIZE_UNKNOWN is 2**64 - 1: refused here too
             raise ArchiveError(f"{what} record is damaged: its compressed body declares "
                                f"{'no' if size == zstandard.CONTENTSIZE_UNKNOWN else size} bytes "
                                f"(at most {max_bytes})")
-        return found.decompress(frame, max_output_size=max_bytes, allow_extra_data=False)
+        return found.decompress(frame, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise ArchiveError(f"{what} record is damaged: its compressed body does not decode ({exc})") from None
+
+
+_frame_parameters = zstandard.get_frame_parameters
 
 
 def train(samples: Iterable[bytes]) -> bytes | None:
@@ -138,8 +143,8 @@ def sample(items: list[bytes], limit: int = TRAIN_MAX_RECORDS) -> list[bytes]:
 
 
 def _forget_codecs() -> None:
-    global _local
-    _local = threading.local()
+    global _codecs
+    _codecs = _Codecs()
 
 
 os.register_at_fork(after_in_child=_forget_codecs)

@@ -208,21 +208,24 @@ def compress_frames(plain: list[bytes], dictionary: bytes) -> list[bytes]:
     return [head + compress(record) for record in plain]
 
 
+_ZSTD_BODY = len(ZSTD_HEAD) + compression.ID_BYTES  # where a compressed record's zstd frame starts
+
+
 def record_dictionary(data: bytes | memoryview) -> bytes:
     """The id of the dictionary a compressed frame record names."""
-    return bytes(data[len(ZSTD_HEAD):len(ZSTD_HEAD) + compression.ID_BYTES])
+    return bytes(data[len(ZSTD_HEAD):_ZSTD_BODY])
 
 
 def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes | memoryview | None:
     """A frame record as the plain one (kind ``F``) it holds: decompressed when compressed, else as
     it is (checked by ``decode_frame``)."""
-    if data is None or len(data) < 2 or data[1:2] != KIND_FRAME_ZSTD:
+    if data is None or data[1:2] != KIND_FRAME_ZSTD:
         return data
     if data[0] > FORMAT_VERSION:
         raise ArchiveError(f"{what} record is {newer_format_message(data[0])}")
-    if len(data) <= len(ZSTD_HEAD) + compression.ID_BYTES:
+    if len(data) <= _ZSTD_BODY:
         raise ArchiveError(f"{what} record is damaged: only {len(data)} bytes")
-    return compression.decompress(record_dictionary(data), data[len(ZSTD_HEAD) + compression.ID_BYTES:],
+    return compression.decompress(bytes(data[len(ZSTD_HEAD):_ZSTD_BODY]), bytes(data[_ZSTD_BODY:]),
                                   MAX_RECORD_BYTES, what)
 
 
