@@ -111,7 +111,8 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
             problems.append(Problem("error", f"{_where(label)}: frame seq {seq} is beyond the version's next_seq "
                                              f"{vrec['next_seq']} (no write hands out such a seq)"))
         try:
-            if data[1:2] == records.KIND_FRAME_ZSTD and len(data) > 10 and records.record_dictionary(data) not in held:
+            if (data[1:2] == records.KIND_FRAME_ZSTD and len(data) > records.ZSTD_BODY
+                    and records.record_dictionary(data) not in held):
                 raise ArchiveError(f"frame seq {seq} record is compressed with dictionary "
                                    f"{records.record_dictionary(data).hex()}, which the archive does not hold")
             frames[key[8:]] = records.decode_frame(data, f"frame seq {seq}")

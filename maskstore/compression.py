@@ -2,7 +2,7 @@
 
 A frame record is a few hundred bytes of msgpack that mostly repeats its neighbours' keys, ids and
 URIs; plain zstd cannot compress that, a dictionary trained on the archive's records cuts it about
-four-fold and decompresses it in about a microsecond (FORMAT.md, "Compressed frame records").
+three-fold and decompresses it in a few microseconds (FORMAT.md, "Compressed frame records").
 
 A dictionary is known by its id, the first 8 bytes of its sha256, so one process-wide table serves
 every archive a process opens: an id names the same bytes wherever it is found. Archives add the
@@ -30,6 +30,7 @@ DICTIONARY_BYTES = 16 * 1024
 TRAIN_MIN_RECORDS = 1024  # fewer records train a dictionary that does not pay for its own bytes
 TRAIN_MAX_RECORDS = 20_000  # more samples barely change the dictionary and slow training down
 _FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS  # the 4-byte magic would be 4 % of a compressed record
+_frame_parameters = zstandard.get_frame_parameters
 
 _dictionaries: dict[bytes, zstandard.ZstdCompressionDict] = {}
 _sources: weakref.WeakSet[Any] = weakref.WeakSet()  # objects with load_dictionaries(): open archives
@@ -118,9 +119,6 @@ def decompress(dictionary: bytes, frame: bytes, max_bytes: int, what: str) -> by
         return found.decompress(frame, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise ArchiveError(f"{what} record is damaged: its compressed body does not decode ({exc})") from None
-
-
-_frame_parameters = zstandard.get_frame_parameters
 
 
 def train(samples: Iterable[bytes]) -> bytes | None:

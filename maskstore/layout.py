@@ -92,17 +92,14 @@ def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
 
 
-def load_dictionaries(txn: lmdb.Transaction, meta_db: Any, strict: bool = False) -> list[bytes]:
+def load_dictionaries(txn: lmdb.Transaction, meta_db: Any) -> list[bytes]:
     """Register the archive's compression dictionaries with this process (``compression``); their
-    ids. A damaged one is skipped (records naming it then fail to decode), or with ``strict`` an
-    ArchiveError (``maskstore check``)."""
+    ids. A damaged one is skipped: records naming it fail to decode, and ``maskstore check`` says why."""
     ids = []
     for key, value in entries(txn, meta_db, DICTIONARY_PREFIX):
         try:
             records.decode_dictionary(bytes(key[len(DICTIONARY_PREFIX):]), value)
         except ArchiveError:
-            if strict:
-                raise
             continue
         ids.append(bytes(key[len(DICTIONARY_PREFIX):]))
     return ids

@@ -8,7 +8,8 @@
   without its files.
 - **compact** is a logical copy into a fresh file (every sub-database with its flags, unreferenced
   embedded files skipped, frame records recompressed with a dictionary trained on frames from the
-  whole archive, so small batches and archives of 0.1.0 get compressed too), then an atomic rename: LMDB's own ``env.copy(compact=True)`` cannot skip
+  whole archive, so small batches and archives of 0.1.0 get compressed too), then an atomic
+  rename: LMDB's own ``env.copy(compact=True)`` cannot skip
   blobs, and py-lmdb 3.0's crashes (SIGSEGV, reproduced on a 269 MB archive of 600 embedded 442 kB
   files, half of them unreferenced; it was first seen at 134 MB).
 """
@@ -440,9 +441,9 @@ def _logical_copy(arc: Archive, tmp: Path, report: CompactReport) -> None:
                 report.counts = copy_databases(arc.env, txn, dst, {b"blobs": referenced})
             else:
                 dictionary_id = compression.register(dictionary)
-                report.counts = copy_databases(
-                    arc.env, txn, dst, {b"blobs": referenced, b"meta": lambda key, _: not key.startswith(DICTIONARY_PREFIX)},
-                    {b"frames": lambda key, value: _recompressed(key, value, dictionary_id)})
+                kept = {b"blobs": referenced, b"meta": lambda key, _: not key.startswith(DICTIONARY_PREFIX)}
+                report.counts = copy_databases(arc.env, txn, dst, kept,
+                                               {b"frames": lambda key, value: _recompressed(key, value, dictionary_id)})
                 with dst.begin(write=True) as wtxn:
                     install_dictionary(wtxn, dst.open_db(b"meta", txn=wtxn), dictionary)
         dst.sync(True)

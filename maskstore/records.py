@@ -208,12 +208,12 @@ def compress_frames(plain: list[bytes], dictionary: bytes) -> list[bytes]:
     return [head + compress(record) for record in plain]
 
 
-_ZSTD_BODY = len(ZSTD_HEAD) + compression.ID_BYTES  # where a compressed record's zstd frame starts
+ZSTD_BODY = len(ZSTD_HEAD) + compression.ID_BYTES  # where a compressed record's zstd frame starts
 
 
 def record_dictionary(data: bytes | memoryview) -> bytes:
     """The id of the dictionary a compressed frame record names."""
-    return bytes(data[len(ZSTD_HEAD):_ZSTD_BODY])
+    return bytes(data[len(ZSTD_HEAD):ZSTD_BODY])
 
 
 def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes | memoryview | None:
@@ -223,9 +223,9 @@ def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes |
         return data
     if data[0] > FORMAT_VERSION:
         raise ArchiveError(f"{what} record is {newer_format_message(data[0])}")
-    if len(data) <= _ZSTD_BODY:
+    if len(data) <= ZSTD_BODY:
         raise ArchiveError(f"{what} record is damaged: only {len(data)} bytes")
-    return compression.decompress(bytes(data[len(ZSTD_HEAD):_ZSTD_BODY]), bytes(data[_ZSTD_BODY:]),
+    return compression.decompress(bytes(data[len(ZSTD_HEAD):ZSTD_BODY]), bytes(data[ZSTD_BODY:]),
                                   MAX_RECORD_BYTES, what)
 
 
