@@ -23,7 +23,7 @@ from .check import check_query, warn_unknown_labels
 from .evaluate import Labels
 from .nodes import Field, Query, to_text
 from .parse import parse_query
-from .plan import Context, Everything, Step, plan_expr
+from .plan import Context, Everything, Step, field_column, plan_expr
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
@@ -74,12 +74,8 @@ def _plan(query: Query, ctx: Context) -> Step:
 
 
 def _order_column(field: Field, chunk: columns.Chunk) -> columns.StrColumn | columns.ValueColumn | None:
-    if field.path:
-        col = chunk.meta.get(".".join(field.path))
-        return None if isinstance(col, columns.ValueColumn) and col.kind == "present" else col
-    if field.name == "timestamp":
-        return columns.ValueColumn("int", chunk.timestamp, chunk.present)
-    return chunk.ids if field.name == "id" else chunk.context
+    col = field_column(field, chunk)
+    return None if isinstance(col, columns.ValueColumn) and col.kind == "present" else col
 
 
 def _sort_keys(field: Field, ctx: Context, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +119,53 @@ def _sort_keys(field: Field, ctx: Context, seqs: np.ndarray) -> tuple[np.ndarray
     return keys, missing
 
 
+def _reversed(keys: np.ndarray) -> np.ndarray:
+    """Keys in the opposite order, without overflow: ~x for ints, -x for floats."""
+    return ~keys if keys.dtype == np.int64 else -keys
+
+
+def _top_chunks(field: Field, descending: bool, ctx: Context, seqs: np.ndarray, limit: int) -> np.ndarray:
+    """The candidates (sorted ``seqs``) that can make the first ``limit`` of a numeric order, found
+    from the chunks' value ranges (a zone map): the chunks whose best bound comes first are read
+    until ``limit`` of their candidates hold a value; the ``limit``-th best key among those rules out
+    every chunk whose best bound is worse. All of ``seqs`` when the field has no ranges or too few
+    values to fill the limit."""
+    ranges = ctx.value_ranges(field)
+    if ranges is None:
+        return seqs
+    low, high, has = ranges
+    best = _reversed(high) if descending else low  # in key order: smaller comes first
+    chunk_of = ctx.positions(seqs) // columns.CHUNK
+    counts = np.bincount(chunk_of, minlength=len(ctx.chunks))
+    usable = np.flatnonzero((counts > 0) & has)
+    usable = usable[np.argsort(best[usable], kind="stable")]
+    take = int(np.searchsorted(np.cumsum(counts[usable]), limit)) + 1
+    while True:
+        picked = np.zeros(len(ctx.chunks), bool)
+        picked[usable[:take]] = True
+        keys, missing = _sort_keys(field, ctx, seqs[picked[chunk_of]])
+        if (~missing).sum() >= limit:
+            break
+        if take >= len(usable):
+            return seqs
+        take *= 2
+    keys = _reversed(keys[~missing]) if descending else keys[~missing]
+    kth = np.partition(keys, limit - 1)[limit - 1]
+    return seqs[((best <= kth) & has)[chunk_of]]
+
+
 def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     """Sort by the order-by field (missing values last, ties in insertion order), then limit: with a
-    limit, only the rows that can make the first ``limit`` are sorted (a partition finds them)."""
+    limit, only the chunks whose values can make the first ``limit`` are read, and only the rows
+    that can are sorted (a partition finds them)."""
     limit = None if query.limit is None else int(query.limit)
     if query.order_by is None or not len(seqs):
         return seqs if limit is None else seqs[:limit]
+    if limit is not None and 0 < limit < len(seqs):
+        seqs = _top_chunks(query.order_by, query.descending, ctx, seqs, limit)
     keys, missing = _sort_keys(query.order_by, ctx, seqs)
-    if query.descending:  # order-reversing without overflow: ~x for ints, -x for floats
-        keys = ~keys if keys.dtype == np.int64 else -keys
+    if query.descending:
+        keys = _reversed(keys)
     have = np.flatnonzero(~missing)  # insertion order, as seqs are
     if limit is not None and limit < len(have):
         cut = np.partition(keys[have], limit - 1)[limit - 1] if limit else None

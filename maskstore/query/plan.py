@@ -20,9 +20,9 @@ from .. import records
 from ..layout import U64, text_key, u64, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
-from .columns import CHUNK, Chunk, StrColumn, ValueColumn, chunk_seqs, concat
+from .columns import CHUNK, Chunk, StrColumn, ValueColumn
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
-from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, to_text
+from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll, to_text
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
@@ -85,8 +85,8 @@ class Context:
         found = np.empty(len(positions), object)
         numbers, starts = np.unique(chunk_of[order], return_index=True)
         for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids
-            found[part] = np.array(ids.uniques + [None], dtype=object)[ids.codes[rows[part]]]
+            ids = self.chunks[number].ids  # only the rows asked for: no array of the chunk's ids
+            found[part] = [ids.uniques[code] if code >= 0 else None for code in ids.codes[rows[part]].tolist()]
         return found.tolist()
 
     def contiguous(self) -> bool:
@@ -143,12 +143,35 @@ class Context:
     def timestamp_ranges(self) -> list[tuple[int, int]]:
         """(lowest, highest) timestamp of each chunk's frames: the zone map of timestamp scans."""
         if "timestamp ranges" not in self.shared:
-            self.shared["timestamp ranges"] = [(int(ts.min()), int(ts.max())) for ts in
-                                               (c.timestamp[c.present] for c in self.chunks)]
+            ranges = self.value_ranges(Field("timestamp"))
+            assert ranges is not None  # an int64 column in every chunk
+            self.shared["timestamp ranges"] = list(zip(ranges[0].tolist(), ranges[1].tolist()))
         return self.shared["timestamp ranges"]
 
+    def value_ranges(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per chunk, the (lowest, highest) value of a numeric field over the frames holding one, and
+        whether any does: the zone map that lets a top-k or a range scan skip chunks. int64 (ints,
+        booleans) or float64 arrays, exact as the column; None when some chunk holds strings, Python
+        numbers or ints beside floats, which have no such array. Built on first use per generation."""
+        key = ("ranges", field.name, field.path)
+        if key not in self.shared:
+            kinds: set[str] = set()
+            bounds: list[tuple[Any, Any] | None] = []
+            for chunk in self.chunks:
+                col = field_column(field, chunk)
+                values = col.values[col.present] if isinstance(col, ValueColumn) else ()
+                if col is not None:
+                    kinds.add(col.kind if isinstance(col, ValueColumn) else "str")
+                bounds.append((values.min(), values.max()) if len(values) else None)
+            dtype = {frozenset(): np.int64, frozenset({"int"}): np.int64, frozenset({"bool"}): np.int64,
+                     frozenset({"float"}): np.float64}.get(frozenset(kinds))
+            self.shared[key] = None if dtype is None else (
+                np.array([b[0] if b else 0 for b in bounds], dtype), np.array([b[1] if b else 0 for b in bounds], dtype),
+                np.array([b is not None for b in bounds], bool))
+        return self.shared[key]
+
     def universe(self) -> np.ndarray:
-        return concat([chunk_seqs(c, c.present) for c in self.chunks])
+        return self.seqs_at(np.flatnonzero(self._dense("present", (c.present for c in self.chunks))))
 
 
 def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
@@ -475,13 +498,13 @@ def _value_mask(col: StrColumn | ValueColumn | None, op: str, value: Any) -> np.
     return ops[op](col.values, value) & col.present
 
 
-def _column(node: Compare | In, chunk: Chunk) -> StrColumn | ValueColumn | None:
-    name = node.field.name
-    if node.field.path:
-        return chunk.meta.get(".".join(node.field.path))
-    if name == "timestamp":
+def field_column(field: Field, chunk: Chunk) -> StrColumn | ValueColumn | None:
+    """A chunk's column of a single-valued field (id, context_id, timestamp, meta.<path>)."""
+    if field.path:
+        return chunk.meta.get(".".join(field.path))
+    if field.name == "timestamp":
         return ValueColumn("int", chunk.timestamp, chunk.present)
-    return chunk.ids if name == "id" else chunk.context
+    return chunk.ids if field.name == "id" else chunk.context
 
 
 def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
@@ -540,7 +563,7 @@ def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:
         ratio = _coverage(chunk, ctx.labels.values_of([node.label]))
         return _value_mask(ValueColumn("float", ratio, np.ones(size, bool)), node.op, node.value)
     assert isinstance(node, (Compare, In))
-    col = _column(node, chunk)
+    col = field_column(node.field, chunk)
     if isinstance(node, In):
         out = np.zeros(size, bool)
         for value in node.values:
