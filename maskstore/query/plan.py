@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,8 @@ class Context:
     chunks: list[Chunk]
     labels: Labels
     meta_types: dict[str, str]
-    shared: dict[str, Any]  # lazily built whole-version arrays, cached with the chunks
+    shared: dict[Any, Any]  # lazily built whole-version arrays, cached with the chunks
+    coverages: dict[str, np.ndarray] = field(default_factory=dict)  # this run's, per label
 
     def __post_init__(self) -> None:
         if "checked" not in self.shared:  # once per load of the chunks, not per query
@@ -65,6 +66,10 @@ class Context:
             self.shared[name] = np.concatenate(arrays) if arrays else np.zeros(0, bool)
         return self.shared[name]
 
+    def present(self) -> np.ndarray:
+        """Whether a frame lives at each position."""
+        return self._dense("present", (c.present for c in self.chunks))
+
     def bases(self) -> np.ndarray:
         if "bases" not in self.shared:
             self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
@@ -82,12 +87,17 @@ class Context:
             return self.dense_ids()[positions].tolist()
         chunk_of, rows = np.divmod(positions, CHUNK)
         order = np.argsort(chunk_of, kind="stable")
-        found = np.empty(len(positions), object)
         numbers, starts = np.unique(chunk_of[order], return_index=True)
+        found: list[str | None] = []  # in chunk order: a plain list, no object array per chunk
         for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids  # only the rows asked for: no array of the chunk's ids
-            found[part] = [ids.uniques[code] if code >= 0 else None for code in ids.codes[rows[part]].tolist()]
-        return found.tolist()
+            ids = self.chunks[number].ids
+            texts = ids.uniques + [None]  # code -1 (no frame there) is the last
+            found += map(texts.__getitem__, ids.codes[rows[part]].tolist())
+        if len(order) < 2 or (order[1:] > order[:-1]).all():
+            return found  # type: ignore[return-value]
+        out = np.empty(len(found), object)
+        out[order] = np.array(found, dtype=object)
+        return out.tolist()
 
     def contiguous(self) -> bool:
         """Whether chunk ``i`` starts at seq ``i * CHUNK`` (no chunk missing): then positions are seqs."""
@@ -109,7 +119,7 @@ class Context:
             found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
             positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
         if source is not None:
-            found[found] = self._dense("present", (c.present for c in self.chunks))[positions[found]]
+            found[found] = self.present()[positions[found]]
             if not found.all():
                 raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
                                    "frame lives; run maskstore check --repair to rebuild the indexes")
@@ -170,8 +180,41 @@ class Context:
                 np.array([b is not None for b in bounds], bool))
         return self.shared[key]
 
+    def pixel_totals(self) -> np.ndarray:
+        """All mask pixels of the frame at every position (int64): coverage's denominator."""
+        return self._dense("pixel totals", (_frame_sums(c.value_offsets, c.value_counts) for c in self.chunks))
+
+    def labelled_pixels(self, values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, pixels): the frames holding any of the packed mask ``values``, and how many of
+        their pixels hold them. A per-label pixel column, sparse (most frames lack most labels), built
+        once per generation and set of values."""
+        key = ("labelled pixels", tuple(values))
+        if key not in self.shared:
+            wanted = np.array(values, np.uint32)
+            positions, pixels = [np.zeros(0, np.intp)], [np.zeros(0, np.int64)]
+            for i, c in enumerate(self.chunks if values else ()):
+                hits = np.flatnonzero(np.isin(c.value_keys, wanted))
+                if len(hits):
+                    rows = np.searchsorted(c.value_offsets, hits, side="right") - 1  # the frame of each hit
+                    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+                    positions.append(rows[starts] + i * CHUNK)
+                    pixels.append(np.add.reduceat(c.value_counts[hits], starts))
+            self.shared[key] = (np.concatenate(positions), np.concatenate(pixels))
+        return self.shared[key]
+
+    def coverage(self, label: str) -> np.ndarray:
+        """Share of each frame's mask pixels whose value carries ``label``, at every position (0 without
+        mask pixels), as ``evaluate.coverage`` computes it: int counts, one float division."""
+        if label not in self.coverages:
+            positions, pixels = self.labelled_pixels(self.labels.values_of([label]))
+            totals = self.pixel_totals()[positions]
+            ratio = np.zeros(self.size())
+            ratio[positions] = np.divide(pixels, totals, out=np.zeros(len(totals)), where=totals > 0)
+            self.coverages[label] = ratio
+        return self.coverages[label]
+
     def universe(self) -> np.ndarray:
-        return self.seqs_at(np.flatnonzero(self._dense("present", (c.present for c in self.chunks))))
+        return self.seqs_at(np.flatnonzero(self.present()))
 
 
 def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
@@ -292,12 +335,16 @@ class Scan(Step):
 
     def mask(self, ctx: Context) -> np.ndarray:
         """Dense boolean over every position of the version: True where a frame matches. Chunks whose
-        timestamp range decides the predicate (a zone map) are filled without looking at rows."""
+        timestamp range decides the predicate (a zone map) are filled without looking at rows; a
+        coverage alone is one comparison over the version's coverage column."""
+        if isinstance(self.node, Coverage):
+            ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.present())
+            return _value_mask(ratio, self.node.op, self.node.value)
         out = np.zeros(ctx.size(), bool)
         for i, (c, (low, high)) in enumerate(zip(ctx.chunks, ctx.timestamp_ranges())):
             decided = _zone(self.node, low, high)
             if decided is not False:
-                out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, c, ctx) & c.present
+                out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, i, ctx) & c.present
         return out
 
     def run(self, ctx: Context) -> np.ndarray:
@@ -507,14 +554,10 @@ def field_column(field: Field, chunk: Chunk) -> StrColumn | ValueColumn | None:
     return chunk.ids if field.name == "id" else chunk.context
 
 
-def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
-    per_frame = np.diff(chunk.value_offsets)
-    owner = np.repeat(np.arange(len(per_frame)), per_frame)
-    counts = chunk.value_counts.astype(np.float64)
-    total = np.bincount(owner, weights=counts, minlength=len(per_frame)).astype(np.float64)
-    hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
-    labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
-    return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
+def _frame_sums(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per frame of a chunk, the sum of its values' pixel counts (CSR rows), exact in int64."""
+    running = np.concatenate(([0], np.cumsum(counts)))
+    return running[offsets[1:]] - running[offsets[:-1]]
 
 
 def _zone(node: Expr, low: int, high: int) -> bool | None:
@@ -546,21 +589,22 @@ def _zone(node: Expr, low: int, high: int) -> bool | None:
     return True if always else False if never else None
 
 
-def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:
-    """Boolean row mask of one chunk for a node the planner sent to a Scan."""
+def column_mask(node: Expr, number: int, ctx: Context) -> np.ndarray:
+    """Boolean row mask of chunk ``number`` for a node the planner sent to a Scan."""
+    chunk = ctx.chunks[number]
     size = len(chunk.present)
     if isinstance(node, (And, Or)):
-        masks = [column_mask(item, chunk, ctx) for item in node.items]
+        masks = [column_mask(item, number, ctx) for item in node.items]
         return np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
     if isinstance(node, Not):
-        return ~column_mask(node.item, chunk, ctx) & chunk.present
+        return ~column_mask(node.item, number, ctx) & chunk.present
     if isinstance(node, Has):
         if node.field.path:
             col = chunk.meta.get(".".join(node.field.path))
             return col.present if isinstance(col, ValueColumn) else (col.codes >= 0) if col else np.zeros(size, bool)
         return (chunk.n_masks if node.field.name == "mask" else chunk.n_rois) > 0
     if isinstance(node, Coverage):
-        ratio = _coverage(chunk, ctx.labels.values_of([node.label]))
+        ratio = ctx.coverage(node.label)[number * CHUNK:(number + 1) * CHUNK]
         return _value_mask(ValueColumn("float", ratio, np.ones(size, bool)), node.op, node.value)
     assert isinstance(node, (Compare, In))
     col = field_column(node.field, chunk)
