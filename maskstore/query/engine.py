@@ -133,8 +133,8 @@ def _top_chunks(field: Field, descending: bool, ctx: Context, seqs: np.ndarray, 
     ranges = ctx.value_ranges(field)
     if ranges is None:
         return seqs
-    low, high, has = ranges
-    best = _reversed(high) if descending else low  # in key order: smaller comes first
+    has = ranges.has
+    best = _reversed(ranges.high) if descending else ranges.low  # in key order: smaller comes first
     chunk_of = ctx.positions(seqs) // columns.CHUNK
     counts = np.bincount(chunk_of, minlength=len(ctx.chunks))
     usable = np.flatnonzero((counts > 0) & has)

@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
 EMPTY = np.zeros(0, np.uint64)
+
+
+@dataclass
+class Ranges:
+    """A zone map: per chunk of the version, the lowest and highest value of one numeric field."""
+
+    kind: str          # "int", "float" or "bool" (arrays of int64 for ints and booleans, else float64)
+    low: np.ndarray
+    high: np.ndarray
+    has: np.ndarray    # some frame of the chunk holds a value
+    full: np.ndarray   # every frame of the chunk holds one
 SCALAR_META = ("str", "int", "float", "bool")
 
 
@@ -150,34 +161,28 @@ class Context:
                                        "run maskstore check --repair to rebuild the indexes") from None
         return out
 
-    def timestamp_ranges(self) -> list[tuple[int, int]]:
-        """(lowest, highest) timestamp of each chunk's frames: the zone map of timestamp scans."""
-        if "timestamp ranges" not in self.shared:
-            ranges = self.value_ranges(Field("timestamp"))
-            assert ranges is not None  # an int64 column in every chunk
-            self.shared["timestamp ranges"] = list(zip(ranges[0].tolist(), ranges[1].tolist()))
-        return self.shared["timestamp ranges"]
-
-    def value_ranges(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Per chunk, the (lowest, highest) value of a numeric field over the frames holding one, and
-        whether any does: the zone map that lets a top-k or a range scan skip chunks. int64 (ints,
-        booleans) or float64 arrays, exact as the column; None when some chunk holds strings, Python
-        numbers or ints beside floats, which have no such array. Built on first use per generation."""
+    def value_ranges(self, field: Field) -> Ranges | None:
+        """Per chunk, the lowest and highest value of a numeric field (timestamp, meta.<path>) over
+        the frames holding one: the zone map that lets a top-k or a range scan skip chunks. None when
+        some chunk holds strings, Python numbers (ints that int64 or float64 would round) or ints
+        beside floats, which have no such array. Built on first use per version generation."""
         key = ("ranges", field.name, field.path)
         if key not in self.shared:
             kinds: set[str] = set()
             bounds: list[tuple[Any, Any] | None] = []
-            for chunk in self.chunks:
+            full = np.ones(len(self.chunks), bool)
+            for i, chunk in enumerate(self.chunks):
                 col = field_column(field, chunk)
                 values = col.values[col.present] if isinstance(col, ValueColumn) else ()
                 if col is not None:
                     kinds.add(col.kind if isinstance(col, ValueColumn) else "str")
                 bounds.append((values.min(), values.max()) if len(values) else None)
-            dtype = {frozenset(): np.int64, frozenset({"int"}): np.int64, frozenset({"bool"}): np.int64,
-                     frozenset({"float"}): np.float64}.get(frozenset(kinds))
-            self.shared[key] = None if dtype is None else (
-                np.array([b[0] if b else 0 for b in bounds], dtype), np.array([b[1] if b else 0 for b in bounds], dtype),
-                np.array([b is not None for b in bounds], bool))
+                full[i] = len(values) == np.count_nonzero(chunk.present)
+            kind = next(iter(kinds)) if len(kinds) == 1 else "int" if not kinds else None
+            dtype = {"int": np.int64, "bool": np.int64, "float": np.float64}.get(kind)  # type: ignore[arg-type]
+            self.shared[key] = None if dtype is None else Ranges(
+                kind, np.array([b[0] if b else 0 for b in bounds], dtype),  # type: ignore[arg-type]
+                np.array([b[1] if b else 0 for b in bounds], dtype), np.array([b is not None for b in bounds], bool), full)
         return self.shared[key]
 
     def pixel_totals(self) -> np.ndarray:
@@ -343,8 +348,8 @@ class Scan(Step):
             ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.present())
             return _value_mask(ratio, self.node.op, self.node.value)
         out = np.zeros(ctx.size(), bool)
-        for i, (c, (low, high)) in enumerate(zip(ctx.chunks, ctx.timestamp_ranges())):
-            decided = _zone(self.node, low, high)
+        for i, c in enumerate(ctx.chunks):
+            decided = _zone(self.node, ctx, i)
             if decided is not False:
                 out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, i, ctx) & c.present
         return out
@@ -562,33 +567,42 @@ def _frame_sums(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return running[offsets[1:]] - running[offsets[:-1]]
 
 
-def _zone(node: Expr, low: int, high: int) -> bool | None:
-    """Whether ``node`` holds for every frame (True) or none (False) of a chunk whose timestamps lie in
-    ``low..high``; None when that takes looking at the rows."""
+def _zone(node: Expr, ctx: Context, number: int) -> bool | None:
+    """Whether ``node`` holds for every frame (True) or none (False) of chunk ``number``, from the
+    lowest and highest value of each numeric field it compares (``Context.value_ranges``); None when
+    that takes looking at the rows."""
     if isinstance(node, (And, Or)):
-        parts = [_zone(item, low, high) for item in node.items]
+        parts = [_zone(item, ctx, number) for item in node.items]
         if isinstance(node, And):
             return False if False in parts else True if all(p is True for p in parts) else None
         return True if True in parts else False if all(p is False for p in parts) else None
     if isinstance(node, Not):
-        inner = _zone(node.item, low, high)
+        inner = _zone(node.item, ctx, number)
         return None if inner is None else not inner
-    if not isinstance(node, (Compare, In)) or node.field.name != "timestamp" or node.field.path:
+    if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path):
         return None
     values = node.values if isinstance(node, In) else (node.value,)
     if not all(comparable(0, v) and v is not None for v in values):
+        return None  # not a number: the columns' rules for other kinds are not ranges
+    ranges = ctx.value_ranges(node.field)
+    if ranges is None or ranges.kind == "bool":
         return None
+    if not ranges.has[number]:
+        return False  # no frame of the chunk holds the field: no comparison holds
+    low, high = ranges.low[number].item(), ranges.high[number].item()  # Python numbers: exact comparisons
     if isinstance(node, In) or node.op in ("==", "!="):
         hits = [True if low == high == v else False if v < low or v > high else None for v in values]
         found = True if True in hits else False if all(h is False for h in hits) else None
-        return None if found is None else found if isinstance(node, In) or node.op == "==" else not found
-    v = node.value
-    bounds = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
-              ">=": (low >= v, high < v)}.get(node.op)
-    if bounds is None:
-        return None
-    always, never = bounds
-    return True if always else False if never else None
+        decided = None if found is None else found if isinstance(node, In) or node.op == "==" else not found
+    else:
+        v = node.value
+        bounds = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
+                  ">=": (low >= v, high < v)}.get(node.op)
+        if bounds is None:
+            return None
+        decided = True if bounds[0] else False if bounds[1] else None
+    # rows without a value match no comparison: "every frame" needs every frame to hold one
+    return None if decided is True and not ranges.full[number] else decided
 
 
 def column_mask(node: Expr, number: int, ctx: Context) -> np.ndarray:
