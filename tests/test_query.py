@@ -18,7 +18,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, example, given, note, settings
@@ -29,6 +31,7 @@ from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.errors import QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.model import Frame
+from maskstore.query import engine, plan
 from maskstore.query.check import check_query
 from maskstore.query.columns import CHUNK
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
@@ -657,19 +660,38 @@ chunked_query_st = st.builds(
     st.sampled_from(["", "limit 0", "limit 1", "limit 20000"]) | st.integers(1, 5000).map(lambda n: f"limit {n}"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.sampled_from([0, 1]), text=chunked_query_st)
-@example(which=0, text="order by timestamp desc limit 100")
-@example(which=1, text='label == "person" order by meta.i limit 3000')
-@example(which=0, text="order by meta.sparse desc limit 40")
-def test_top_k_across_chunks_matches_brute_force(chunked_versions, which: int, text: str) -> None:
-    """``order by`` with a limit reads only the chunks whose value ranges can hold the first rows, yet
-    gives exactly the reference's frames in its order: ints beyond 2**53, infinities, booleans, ties
-    across chunk borders (insertion order), missing values, fields no range covers (Python numbers,
-    ints beside floats, strings) and fewer values than the limit."""
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from([0, 1]), text=chunked_query_st, walk=st.booleans())
+@example(which=0, text="order by timestamp desc limit 100", walk=False)
+@example(which=1, text='label == "person" order by meta.i limit 3000', walk=True)
+@example(which=0, text="order by meta.sparse desc limit 40", walk=False)
+def test_top_k_across_chunks_matches_brute_force(chunked_versions, which: int, text: str, walk: bool) -> None:
+    """``order by`` with a limit runs the plan over only the chunks whose value ranges can hold the
+    first rows (index postings read by cursor walks over those chunks' seqs when ``walk``: at this
+    size only a forced share), yet gives exactly the reference's frames in its order: ints beyond
+    2**53, infinities, booleans, ties across chunk borders (insertion order), missing values, fields
+    no range covers (Python numbers, ints beside floats, strings) and fewer values than the limit."""
     version, frames = chunked_versions[which]
     note(f"query: {text}")
-    assert assert_same_answer(version, text, frames) is not None
+    with mock.patch.object(plan, "WALK_SHARE", 1 if walk else plan.WALK_SHARE):
+        assert assert_same_answer(version, text, frames) is not None
+
+
+@pytest.mark.parametrize("text", ['label == "person"', 'mask.value in [1, 3]', 'context_id == "c3"'])
+def test_index_walks_over_a_window_give_exactly_its_postings(chunked_versions, text: str) -> None:
+    """Postings read by cursor walks over a top-k's window of chunks are the index's postings in
+    those chunks, none missing at a chunk's first or last seq (adjacent chunks walked as one range)."""
+    for version, _ in chunked_versions:
+        def work(txn: Any) -> None:
+            ctx = engine.context(txn, version)
+            step = plan.plan_expr(engine.prepare(text, version.record(txn)["meta_types"]).where, ctx)
+            whole = step.run(ctx)
+            chunk_of = ctx.positions(whole) // CHUNK
+            for chunks in ([0], [1], [0, 1], [0, 2], [len(ctx.chunks) - 1]):
+                ctx.window = np.isin(np.arange(len(ctx.chunks)), chunks)
+                with mock.patch.object(plan, "WALK_SHARE", 1):
+                    assert step.run(ctx).tolist() == whole[np.isin(chunk_of, chunks)].tolist(), chunks
+        version.archive.read(work)
 
 
 BIG_I = 2**60

@@ -23,7 +23,7 @@ from .check import check_query, warn_unknown_labels
 from .evaluate import Labels
 from .nodes import Field, Query, to_text
 from .parse import parse_query
-from .plan import Context, Everything, Step, field_column, plan_expr
+from .plan import Context, Everything, Step, field_column, plan_expr, sorted_unique
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
@@ -135,45 +135,49 @@ def _reversed(keys: np.ndarray) -> np.ndarray:
     return ~keys if keys.dtype == np.int64 else -keys
 
 
-def _top_chunks(field: Field, descending: bool, ctx: Context, seqs: np.ndarray, limit: int) -> np.ndarray:
-    """The candidates (sorted ``seqs``) that can make the first ``limit`` of a numeric order, found
-    from the chunks' value ranges (a zone map): the chunks whose best bound comes first are read
-    until ``limit`` of their candidates hold a value; the ``limit``-th best key among those rules out
-    every chunk whose best bound is worse. All of ``seqs`` when the field has no ranges or too few
-    values to fill the limit."""
+def _top_candidates(query: Query, ctx: Context, plan: Step, limit: int) -> np.ndarray | None:
+    """Frames the query selects that include its first ``limit`` by a numeric order, from the plan run
+    over only the chunks whose value ranges (a zone map) can hold them: the chunks whose best bound
+    comes first (one, then four times as many) until ``limit`` selected frames hold a value; their
+    ``limit``-th best key then rules out every chunk whose best bound is worse. None when the field
+    has no ranges or the answer needs most chunks anyway (the caller runs the whole plan)."""
+    field = query.order_by
+    assert field is not None
     ranges = ctx.value_ranges(field)
     if ranges is None:
-        return seqs
-    has = ranges.has
-    best = _reversed(ranges.high) if descending else ranges.low  # in key order: smaller comes first
-    chunk_of = ctx.positions(seqs) // columns.CHUNK
-    counts = np.bincount(chunk_of, minlength=len(ctx.chunks))
-    usable = np.flatnonzero((counts > 0) & has)
+        return None
+    best = _reversed(ranges.high) if query.descending else ranges.low  # in key order: smaller comes first
+    usable = np.flatnonzero(ranges.has)
     usable = usable[np.argsort(best[usable], kind="stable")]
-    take = int(np.searchsorted(np.cumsum(counts[usable]), limit)) + 1
-    while True:
-        picked = np.zeros(len(ctx.chunks), bool)
-        picked[usable[:take]] = True
-        keys, missing = _sort_keys(field, ctx, seqs[picked[chunk_of]])
-        if (~missing).sum() >= limit:
-            break
-        if take >= len(usable):
+    take = 1
+    while take * 4 <= len(usable):
+        ctx.window = np.zeros(len(ctx.chunks), bool)
+        ctx.window[usable[:take]] = True
+        seqs = plan.run(ctx)
+        keys, missing = _sort_keys(field, ctx, seqs)
+        if np.count_nonzero(~missing) >= limit:
+            keys = _reversed(keys[~missing]) if query.descending else keys[~missing]
+            kth = np.partition(keys, limit - 1)[limit - 1]
+            rest = (best <= kth) & ranges.has & ~ctx.window
+            if np.count_nonzero(rest) * 2 > len(rest):  # ranges that do not tell chunks apart
+                ctx.window = None
+                return plan.run(ctx)
+            if rest.any():
+                ctx.window = rest
+                seqs = sorted_unique([seqs, plan.run(ctx)])
+            ctx.window = None
             return seqs
-        take *= 2
-    keys = _reversed(keys[~missing]) if descending else keys[~missing]
-    kth = np.partition(keys, limit - 1)[limit - 1]
-    return seqs[((best <= kth) & has)[chunk_of]]
+        take *= 4
+    ctx.window = None
+    return None
 
 
 def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     """Sort by the order-by field (missing values last, ties in insertion order), then limit: with a
-    limit, only the chunks whose values can make the first ``limit`` are read, and only the rows
-    that can are sorted (a partition finds them)."""
+    limit, only the rows that can make the first ``limit`` are sorted (a partition finds them)."""
     limit = None if query.limit is None else int(query.limit)
     if query.order_by is None or not len(seqs):
         return seqs if limit is None else seqs[:limit]
-    if limit is not None and 0 < limit < len(seqs):
-        seqs = _top_chunks(query.order_by, query.descending, ctx, seqs, limit)
     keys, missing = _sort_keys(query.order_by, ctx, seqs)
     if query.descending:
         keys = _reversed(keys)
@@ -200,7 +204,11 @@ def _checked_in(version: DatasetVersion, text: str | Query, txn: lmdb.Transactio
 def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[np.ndarray, Context]:
     """Seqs of the selected frames in result order, from the snapshot ``txn``, and its context."""
     query, ctx = _checked_in(version, text, txn)
-    return _ordered(query, ctx, _plan(query, ctx).run(ctx)), ctx
+    plan = _plan(query, ctx)
+    seqs = None
+    if query.order_by is not None and query.limit is not None and query.limit > 0:
+        seqs = _top_candidates(query, ctx, plan, int(query.limit))
+    return _ordered(query, ctx, plan.run(ctx) if seqs is None else seqs), ctx
 
 
 def ids(version: DatasetVersion, text: str | Query) -> list[str]:
@@ -215,7 +223,7 @@ def count(version: DatasetVersion, text: str | Query) -> int:
     clause the version record's count, which loading the columns checked against them."""
     def work(txn: lmdb.Transaction) -> int:
         query, ctx = _checked_in(version, text, txn)
-        found = version.record(txn)["count"] if query.where is None else len(_plan(query, ctx).run(ctx))
+        found = version.record(txn)["count"] if query.where is None else _plan(query, ctx).count(ctx)
         return found if query.limit is None else min(found, int(query.limit))
     return version.archive.read(work)
 

@@ -7,9 +7,9 @@ set operations. ``explain`` prints the plan tree the run executes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -28,18 +28,22 @@ if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
 EMPTY = np.zeros(0, np.uint64)
+SCALAR_META = ("str", "int", "float", "bool")
+_RANGE_DTYPES = {"int": np.int64, "bool": np.int64, "float": np.float64}
+WALK_SHARE = 16
+"""A window of at most 1/WALK_SHARE of the chunks reads an index's postings by cursor walks over its
+seq ranges; a larger one reads them all in one packed buffer (no Python per posting) and filters."""
 
 
 @dataclass
 class Ranges:
     """A zone map: per chunk of the version, the lowest and highest value of one numeric field."""
 
-    kind: str          # "int", "float" or "bool" (arrays of int64 for ints and booleans, else float64)
+    kind: str          # a key of _RANGE_DTYPES: the dtype of low and high
     low: np.ndarray
     high: np.ndarray
     has: np.ndarray    # some frame of the chunk holds a value
     full: np.ndarray   # every frame of the chunk holds one
-SCALAR_META = ("str", "int", "float", "bool")
 
 
 @dataclass
@@ -55,7 +59,11 @@ class Context:
     labels: Labels
     meta_types: dict[str, str]
     shared: dict[Any, Any]  # lazily built whole-version arrays, cached with the chunks
-    coverages: dict[str, np.ndarray] = field(default_factory=dict)  # this run's, per label
+    coverages: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # this run's, per label
+    window: np.ndarray | None = None
+    """Chunks a step must answer for (bool per chunk; None: all). A step returns every frame it selects
+    in these chunks, and may return frames it selects elsewhere: a top-k asks only where its first
+    rows can be."""
 
     def __post_init__(self) -> None:
         if "checked" not in self.shared:  # once per load of the chunks, not per query
@@ -99,13 +107,12 @@ class Context:
         chunk_of, rows = np.divmod(positions, CHUNK)
         order = np.argsort(chunk_of, kind="stable")
         numbers, starts = np.unique(chunk_of[order], return_index=True)
-        found: list[str | None] = []  # in chunk order: a plain list, no object array per chunk
+        found: list[str] = []  # in chunk order: a plain list, no object array per chunk
         for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids
-            texts = ids.uniques + [None]  # code -1 (no frame there) is the last
-            found += map(texts.__getitem__, ids.codes[rows[part]].tolist())
+            ids = self.chunks[number].ids  # a result's row holds a frame: its code is >= 0 (loading checks)
+            found += map(ids.uniques.__getitem__, ids.codes[rows[part]].tolist())
         if len(order) < 2 or (order[1:] > order[:-1]).all():
-            return found  # type: ignore[return-value]
+            return found
         out = np.empty(len(found), object)
         out[order] = np.array(found, dtype=object)
         return out.tolist()
@@ -178,11 +185,11 @@ class Context:
                     kinds.add(col.kind if isinstance(col, ValueColumn) else "str")
                 bounds.append((values.min(), values.max()) if len(values) else None)
                 full[i] = len(values) == np.count_nonzero(chunk.present)
-            kind = next(iter(kinds)) if len(kinds) == 1 else "int" if not kinds else None
-            dtype = {"int": np.int64, "bool": np.int64, "float": np.float64}.get(kind)  # type: ignore[arg-type]
+            kind = kinds.pop() if len(kinds) == 1 else "int" if not kinds else "mixed"
+            dtype = _RANGE_DTYPES.get(kind)
             self.shared[key] = None if dtype is None else Ranges(
-                kind, np.array([b[0] if b else 0 for b in bounds], dtype),  # type: ignore[arg-type]
-                np.array([b[1] if b else 0 for b in bounds], dtype), np.array([b is not None for b in bounds], bool), full)
+                kind, np.array([b[0] if b else 0 for b in bounds], dtype), np.array([b[1] if b else 0 for b in bounds], dtype),
+                np.array([b is not None for b in bounds], bool), full)
         return self.shared[key]
 
     def pixel_totals(self) -> np.ndarray:
@@ -220,8 +227,26 @@ class Context:
             self.coverages[label] = ratio
         return self.coverages[label]
 
+    def in_window(self, mask: np.ndarray) -> np.ndarray:
+        """A dense boolean over positions, False outside the window's chunks."""
+        if self.window is None:
+            return mask
+        return (mask.reshape(-1, CHUNK) & self.window[:, None]).reshape(-1)
+
+    def window_seqs(self) -> list[tuple[int, int]]:
+        """The window as seq ranges ``[start, stop)``, adjacent chunks joined."""
+        assert self.window is not None
+        bases = self.bases().tolist()
+        out: list[tuple[int, int]] = []
+        for i in np.flatnonzero(self.window).tolist():
+            if out and out[-1][1] == bases[i]:
+                out[-1] = (out[-1][0], bases[i] + CHUNK)
+            else:
+                out.append((bases[i], bases[i] + CHUNK))
+        return out
+
     def universe(self) -> np.ndarray:
-        return self.seqs_at(np.flatnonzero(self.present()))
+        return self.seqs_at(np.flatnonzero(self.in_window(self.present())))
 
 
 def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
@@ -283,6 +308,10 @@ class Step:
     def run(self, ctx: Context) -> np.ndarray:
         raise NotImplementedError
 
+    def count(self, ctx: Context) -> int:
+        """How many frames ``run`` gives (a scan counts its mask: no seqs made)."""
+        return len(self.run(ctx))
+
     def lines(self) -> list[str]:
         raise NotImplementedError
 
@@ -296,6 +325,36 @@ class Lookup(Step):
     what: str
 
     def run(self, ctx: Context) -> np.ndarray:
+        if ctx.window is not None and np.count_nonzero(ctx.window) * WALK_SHARE <= len(ctx.window):
+            seqs = sorted_unique(self._postings_in(ctx, ctx.window_seqs()))
+        else:
+            seqs = sorted_unique(self._postings(ctx))
+        ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
+        return seqs
+
+    def _postings_in(self, ctx: Context, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The keys' postings within some seq ranges: a cursor walk from each range's start (a few
+        chunks' worth, where reading every posting of a common label would cost more)."""
+        cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
+        parts = []
+        for key in self.keys:
+            for start, stop in ranges:
+                if not cursor.set_range_dup(ctx.version.prefix + key, u64(start)):
+                    continue
+                end = u64(stop)
+                found = []
+                for seq in cursor.iternext_dup(keys=False, values=True):
+                    if seq >= end:
+                        break
+                    found.append(seq)
+                raw = b"".join(found)
+                if len(raw) != 8 * len(found):
+                    raise ArchiveError(f"{ctx.where()}: index {self.db} holds a seq that is not 8 bytes; "
+                                       "run maskstore check --repair to rebuild the indexes")
+                parts.append(np.frombuffer(raw, ">u8").astype(np.uint64))
+        return parts
+
+    def _postings(self, ctx: Context) -> list[np.ndarray]:
         prefix = ctx.version.prefix
         cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
         by_length: dict[int, list[bytes]] = {}
@@ -307,9 +366,7 @@ class Lookup(Step):
             raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
             pairs = np.frombuffer(raw, dtype=np.dtype([("key", f"V{len(prefix) + length}"), ("seq", ">u8")]))
             parts.append(pairs["seq"].astype(np.uint64))
-        seqs = sorted_unique(parts)
-        ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
-        return seqs
+        return parts
 
     def lines(self) -> list[str]:
         return [f"index {self.db}: {self.what}"]
@@ -342,20 +399,23 @@ class Scan(Step):
 
     def mask(self, ctx: Context) -> np.ndarray:
         """Dense boolean over every position of the version: True where a frame matches. Chunks whose
-        timestamp range decides the predicate (a zone map) are filled without looking at rows; a
-        coverage alone is one comparison over the version's coverage column."""
+        value ranges decide the predicate (zone maps) are filled without looking at rows; a coverage
+        alone is one comparison over the version's coverage column."""
         if isinstance(self.node, Coverage):
-            ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.present())
+            ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.in_window(ctx.present()))
             return _value_mask(ratio, self.node.op, self.node.value)
         out = np.zeros(ctx.size(), bool)
-        for i, c in enumerate(ctx.chunks):
-            decided = _zone(self.node, ctx, i)
-            if decided is not False:
-                out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, i, ctx) & c.present
+        always, never = _zones(self.node, ctx)
+        for i in np.flatnonzero(~never if ctx.window is None else ~never & ctx.window).tolist():
+            c = ctx.chunks[i]
+            out[i * CHUNK:(i + 1) * CHUNK] = c.present if always[i] else column_mask(self.node, i, ctx) & c.present
         return out
 
     def run(self, ctx: Context) -> np.ndarray:
         return ctx.seqs_at(np.flatnonzero(self.mask(ctx)))
+
+    def count(self, ctx: Context) -> int:
+        return int(np.count_nonzero(self.mask(ctx)))
 
     def lines(self) -> list[str]:
         return [f"scan columns: {to_text(self.node)}"]
@@ -567,42 +627,42 @@ def _frame_sums(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return running[offsets[1:]] - running[offsets[:-1]]
 
 
-def _zone(node: Expr, ctx: Context, number: int) -> bool | None:
-    """Whether ``node`` holds for every frame (True) or none (False) of chunk ``number``, from the
-    lowest and highest value of each numeric field it compares (``Context.value_ranges``); None when
-    that takes looking at the rows."""
+def _zones(node: Expr, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, whether ``node`` holds for every frame (first array) or for none (second), from the
+    lowest and highest value of each numeric field it compares (``Context.value_ranges``); neither
+    where that takes looking at the rows. Vectorized over chunks, bounds compared as Python numbers
+    (exact for ints beyond 2**53 against floats)."""
+    undecided = np.zeros(len(ctx.chunks), bool)
     if isinstance(node, (And, Or)):
-        parts = [_zone(item, ctx, number) for item in node.items]
-        if isinstance(node, And):
-            return False if False in parts else True if all(p is True for p in parts) else None
-        return True if True in parts else False if all(p is False for p in parts) else None
+        parts = [_zones(item, ctx) for item in node.items]
+        every, some = (np.logical_and, np.logical_or) if isinstance(node, And) else (np.logical_or, np.logical_and)
+        return every.reduce([a for a, _ in parts]), some.reduce([b for _, b in parts])
     if isinstance(node, Not):
-        inner = _zone(node.item, ctx, number)
-        return None if inner is None else not inner
+        always, never = _zones(node.item, ctx)
+        return never, always
     if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path):
-        return None
+        return undecided, undecided
     values = node.values if isinstance(node, In) else (node.value,)
     if not all(comparable(0, v) and v is not None for v in values):
-        return None  # not a number: the columns' rules for other kinds are not ranges
+        return undecided, undecided  # not a number: the columns' rules for other kinds are not ranges
     ranges = ctx.value_ranges(node.field)
     if ranges is None or ranges.kind == "bool":
-        return None
-    if not ranges.has[number]:
-        return False  # no frame of the chunk holds the field: no comparison holds
-    low, high = ranges.low[number].item(), ranges.high[number].item()  # Python numbers: exact comparisons
+        return undecided, undecided
+    low, high = ranges.low.astype(object), ranges.high.astype(object)
     if isinstance(node, In) or node.op in ("==", "!="):
-        hits = [True if low == high == v else False if v < low or v > high else None for v in values]
-        found = True if True in hits else False if all(h is False for h in hits) else None
-        decided = None if found is None else found if isinstance(node, In) or node.op == "==" else not found
-    else:
+        hit, miss = undecided.copy(), ~undecided
+        for v in values:
+            hit |= (low == v) & (high == v)
+            miss &= (low > v) | (high < v)
+        always, never = (miss, hit) if isinstance(node, Compare) and node.op == "!=" else (hit, miss)
+    elif node.op in ("<", "<=", ">", ">="):
         v = node.value
-        bounds = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
-                  ">=": (low >= v, high < v)}.get(node.op)
-        if bounds is None:
-            return None
-        decided = True if bounds[0] else False if bounds[1] else None
+        always, never = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
+                         ">=": (low >= v, high < v)}[node.op]
+    else:
+        return undecided, undecided
     # rows without a value match no comparison: "every frame" needs every frame to hold one
-    return None if decided is True and not ranges.full[number] else decided
+    return always & ranges.full & ranges.has, never | ~ranges.has
 
 
 def column_mask(node: Expr, number: int, ctx: Context) -> np.ndarray:
