@@ -251,7 +251,9 @@ def explain(version: DatasetVersion, text: str | Query) -> str:
         lines = [f"query: {to_text(query) or '(all frames)'}", "plan:"]
         lines += ["  " + ln for ln in _plan(query, ctx).lines()]
         if query.order_by is not None:
-            lines.append(f"order by {query.order_by.text}{' desc' if query.descending else ''} (column sort)")
+            top = query.limit is not None and ctx.value_ranges(query.order_by) is not None
+            how = "top-k over the chunks whose value ranges can hold the first rows" if top else "column sort"
+            lines.append(f"order by {query.order_by.text}{' desc' if query.descending else ''} ({how})")
         if query.limit is not None:
             lines.append(f"limit {query.limit}")
         return "\n".join(lines)
