@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import log, machine_lines, table, write_result  # noqa: E402
-from query import (INDEXES, MASK_LABELS, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
+from query import (INDEXES, MASK_LABELS, NAMES, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
                    sqlite_insert, timed, workloads)
 
 from maskstore import Archive  # noqa: E402
@@ -114,6 +114,23 @@ def _child(*args: str) -> dict[str, Any]:
 
 DUCK_SCHEMA = """CREATE TABLE frames(seq BIGINT, id VARCHAR, context_id VARCHAR, timestamp BIGINT, city VARCHAR,
                                      weather VARCHAR, speed DOUBLE, labels VARCHAR[])"""
+# Coverage, materialised for both SQL stores like frame_labels: each frame's pixels per mask label.
+SQLITE_PIXELS = ("CREATE TABLE label_pixels(label TEXT, seq INTEGER, pixels INTEGER, total INTEGER, "
+                 "PRIMARY KEY (label, seq)) WITHOUT ROWID")
+DUCK_PIXELS = "CREATE TABLE label_pixels(label VARCHAR, seq BIGINT, pixels BIGINT, total BIGINT)"
+
+
+def label_pixels(frames: list[dict[str, Any]], seq: int) -> list[tuple[str, int, int, int]]:
+    """(label, seq, pixels of the values so labelled, all mask pixels) per frame and mask label."""
+    rows = []
+    for i, f in enumerate(frames, seq):
+        values = [v for s in f["sources"] for m in s["masks"] for v in m["values"]]
+        pixels: dict[str, int] = {}
+        for v in values:
+            if v[0] in NAMES:
+                pixels[NAMES[v[0]]] = pixels.get(NAMES[v[0]], 0) + v[3]
+        rows += [(label, i, count, sum(v[3] for v in values)) for label, count in pixels.items()]
+    return rows
 
 
 # The whole frame as the generator gives it, nested: what maskstore's frame records hold (maskstore
@@ -142,10 +159,16 @@ def build_others(n: int, sq_path: Path, duck_path: Path, whole_path: Path) -> di
     duck.execute(DUCK_SCHEMA)
     whole.execute(DUCK_WHOLE_SCHEMA)
     whole_schema = whole.sql("SELECT * FROM frames LIMIT 0").to_arrow_table().schema
+    conn.execute(SQLITE_PIXELS)
+    duck.execute(DUCK_PIXELS)
     seq = 0
     for frames in batches(n):
         start = time.perf_counter()
         next_seq = sqlite_insert(conn, frames, seq)
+        pixels = label_pixels(frames, seq)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO label_pixels VALUES (?, ?, ?, ?)", pixels)
+        conn.execute("COMMIT")
         seconds["SQLite"] += time.perf_counter() - start
         start = time.perf_counter()
         batch = pa.table({  # noqa: F841 (DuckDB reads the local by name)
@@ -155,6 +178,8 @@ def build_others(n: int, sq_path: Path, duck_path: Path, whole_path: Path) -> di
             "speed": [float(f["meta"]["speed"]) for f in frames],
             "labels": [sorted(frame_labels(f)) for f in frames]})
         duck.execute("INSERT INTO frames SELECT * FROM batch")
+        pixel_batch = pa.table(dict(zip(("label", "seq", "pixels", "total"), map(list, zip(*pixels)))))  # noqa: F841
+        duck.execute("INSERT INTO label_pixels SELECT * FROM pixel_batch")
         seconds["DuckDB"] += time.perf_counter() - start
         start = time.perf_counter()
         nested = pa.Table.from_pylist(whole_rows(frames, seq), schema=whole_schema)  # noqa: F841 (by name)
@@ -189,6 +214,9 @@ def duck_sql(name: str) -> str:
             "SELECT id FROM frames WHERE list_contains(labels, $1) ORDER BY timestamp DESC LIMIT 100",
         "count everything": "SELECT count(*) FROM frames",
         "timestamp range count": "SELECT count(*) FROM frames WHERE timestamp >= $1 AND timestamp < $2",
+        "coverage over a threshold": "SELECT f.id FROM frames f JOIN label_pixels p ON p.seq = f.seq WHERE p.label = $1 "
+                                     "AND p.pixels::DOUBLE / p.total > $2 ORDER BY f.seq",
+        "coverage count": "SELECT count(*) FROM label_pixels WHERE label = $1 AND pixels::DOUBLE / total > $2",
     }[name]
 
 
@@ -202,6 +230,10 @@ def all_workloads(n: int) -> list[tuple[str, str, str, tuple[Any, ...], str]]:
         ("count everything", "", "SELECT count(*) FROM frames", (), "count"),
         ("timestamp range count", ranged[1], "SELECT count(*) FROM frames WHERE timestamp >= ? AND timestamp < ?",
          ranged[3], "count"),
+        ("coverage over a threshold", 'coverage("person") > 0.2', "SELECT f.id FROM label_pixels p JOIN frames f "
+         "ON f.seq = p.seq WHERE p.label = ? AND CAST(p.pixels AS REAL) / p.total > ?", ("person", 0.2), "ids"),
+        ("coverage count", 'coverage("car") > 0.1',
+         "SELECT count(*) FROM label_pixels WHERE label = ? AND CAST(pixels AS REAL) / total > ?", ("car", 0.1), "count"),
     ]
 
 

@@ -551,13 +551,3 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
     # checks (plan.check_chunks) holds for chunks this writer built from its own records.
     shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
     cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
-
-
-def concat(parts: list[np.ndarray]) -> np.ndarray:
-    """Sorted frame seqs (uint64) from per-chunk results."""
-    return np.concatenate(parts).astype(np.uint64) if parts else np.zeros(0, np.uint64)
-
-
-def chunk_seqs(chunk: Chunk, mask: np.ndarray) -> np.ndarray:
-    return np.nonzero(mask & chunk.present)[0].astype(np.uint64) + np.uint64(chunk.base)
-
