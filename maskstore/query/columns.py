@@ -319,7 +319,7 @@ def decode_chunk(base: int, data: bytes) -> Chunk:
 
 
 def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, bytes]]:
-    """The frame records of one chunk as stored, each checked by decoding it (ArchiveError when damaged)."""
+    """The frame records of one chunk, plain (decompressed), each checked by decoding it (ArchiveError when damaged)."""
     cursor = txn.cursor(db=version.archive.db("frames"))
     start, stop = version.prefix + u64(base), version.prefix + u64(base + CHUNK)
     if cursor.set_range(start):
@@ -327,8 +327,9 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
             if key >= stop:
                 return
             seq = U64.unpack(key[8:])[0]
-            records.decode_frame(data, f"frame seq {seq}")
-            yield seq, data
+            plain = records.plain_frame(data, f"frame seq {seq}")
+            records.decode_frame(plain, f"frame seq {seq}")
+            yield seq, plain
 
 
 def _chunk_keys(items: Iterator[tuple[bytes, bytes]], db: str) -> Iterator[tuple[bytes, bytes]]:
@@ -528,13 +529,3 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
     # checks (plan.check_chunks) holds for chunks this writer built from its own records.
     shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
     cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
-
-
-def concat(parts: list[np.ndarray]) -> np.ndarray:
-    """Sorted frame seqs (uint64) from per-chunk results."""
-    return np.concatenate(parts).astype(np.uint64) if parts else np.zeros(0, np.uint64)
-
-
-def chunk_seqs(chunk: Chunk, mask: np.ndarray) -> np.ndarray:
-    return np.nonzero(mask & chunk.present)[0].astype(np.uint64) + np.uint64(chunk.base)
-
