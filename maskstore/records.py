@@ -91,7 +91,9 @@ def _plain(value: Any) -> bool:
 _NESTED = (dict, list, bytes)
 
 
-KNOWN_FEATURES: frozenset[str] = frozenset()
+COLUMN_FIELDS = "column-fields"
+"""Required feature: each field of a scan-column chunk is its own ``columns`` entry (FORMAT.md)."""
+KNOWN_FEATURES: frozenset[str] = frozenset({COLUMN_FIELDS})
 """Format features this release implements (FORMAT.md, "Compatibility"): an archive whose format
 record lists a required feature outside this set is refused; unknown optional features are ignored."""
 FEATURE_LISTS = ("required_features", "optional_features")

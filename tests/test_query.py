@@ -27,6 +27,7 @@ from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.errors import QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.model import Frame
+from maskstore.query import columns
 from maskstore.query.check import check_query
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
 from maskstore.query.nodes import FIELDS, And, Compare, Has, In, Not, Or, Query, RoiAll
@@ -368,11 +369,12 @@ def test_chunks_an_older_writer_left_dirty_still_answer(tmp_path: Path) -> None:
     with Archive(path, jobs=1) as ar:
         v = make_version(ar, [{"value": [1, 1, 1], "labels": ["one"]}], frames[:20], "v")
         key = v.prefix + (0).to_bytes(8, "big")
-        stale = ar.read(lambda t: bytes(t.get(key, db=ar.db("columns"))))
+        stale = ar.read(lambda t: columns.chunk_fields(t, v, 0))
         v.add_frames(frames[20:])
 
         def as_an_older_writer(txn: Any) -> None:
-            txn.put(key, stale, db=ar.db("columns"))
+            for name, value in stale.items():
+                txn.put(key + name, value, db=ar.db("columns"))
             txn.put(key, b"", db=ar.db("dirty"))
         ar.write(as_an_older_writer)
     with Archive(path, readonly=True) as ar:
