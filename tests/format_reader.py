@@ -17,7 +17,7 @@ import lmdb
 import msgpack
 
 READS_VERSION = 1                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset()
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"column-fields"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 MAX_KEY_TEXT = 400
@@ -199,23 +199,58 @@ def _meta_column(item: list) -> list[Any]:
     return [v if has else None for v, has in zip(values, present)]
 
 
-def decode_chunk(data: bytes) -> dict[str, Any]:
-    """A stored chunk as per-row lists: present, timestamp, id, context_id, n_masks, n_rois,
-    values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
-    body = msgpack.unpackb(data, raw=False)
+def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]]) -> dict[str, Any]:
     offsets = _array(body["vo"], "q")
     keys, counts = _array(body["vk"], "I"), _array(body["vc"], "q")
     return {
         "present": [bool(b) for b in body["present"]],
         "timestamp": _array(body["ts"], "q"),
-        "id": _strings(body["ids"]),
-        "context_id": _strings(body["ctx"]),
+        "id": strings(body["ids"]),
+        "context_id": strings(body["ctx"]),
         "n_masks": _array(body["nm"], "i"),
         "n_rois": _array(body["nr"], "i"),
         "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]]))
                    for i in range(CHUNK)],
-        "meta": {path: _meta_column(item) for path, item in body["meta"].items()},
+        "meta": meta,
     }
+
+
+def decode_chunk(data: bytes) -> dict[str, Any]:
+    """A chunk stored as one msgpack map (0.1.0) as per-row lists: present, timestamp, id, context_id,
+    n_masks, n_rois, values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
+    body = msgpack.unpackb(data, raw=False)
+    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()})
+
+
+def _field_strings(data: bytes) -> list[str | None]:
+    """"Chunk fields", a string column: u32 n, u32 0, n... codes, offsets, UTF-8 texts."""
+    n = struct.unpack_from("<I", data)[0]
+    codes = _array(data[8:8 + 4 * CHUNK], "i")
+    offsets = _array(data[8 + 4 * CHUNK:12 + 4 * CHUNK + 4 * n], "I")
+    blob = data[12 + 4 * CHUNK + 4 * n:]
+    texts = [blob[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+    return [None if c < 0 else texts[c] for c in codes]
+
+
+def _field_meta(data: bytes) -> tuple[str, list[Any]]:
+    """"Chunk fields", a meta column: (its path, one value per row, None where absent)."""
+    kind, size = data[:1], struct.unpack_from("<I", data, 4)[0]
+    path = data[8:8 + size].decode("utf-8")
+    start = 8 + size + -size % 8
+    if kind == b"s":
+        return path, _field_strings(data[start:])
+    present = [bool(b) for b in data[start:start + CHUNK]]
+    rest = data[start + CHUNK:]
+    values: list[Any] = {b"i": lambda: _array(rest, "q"), b"f": lambda: _array(rest, "d"),
+                         b"b": lambda: [bool(b) for b in rest], b"p": lambda: [True] * CHUNK,
+                         b"o": lambda: msgpack.unpackb(rest)}[kind]()
+    return path, [v if has else None for v, has in zip(values, present)]
+
+
+def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A chunk stored field by field (feature ``column-fields``), as ``decode_chunk`` gives it."""
+    meta = dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:"))
+    return _chunk_from({name.decode(): value for name, value in fields.items()}, _field_strings, meta)
 
 
 def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
@@ -226,8 +261,12 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
     try:
         with env.begin() as txn:
             for key, _ in _entries(txn, _db(env, txn, "versions")):
+                fields: dict[int, dict[bytes, bytes]] = {}
+                for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
+                    fields.setdefault(u64(k[8:16]), {})[k[16:]] = v
                 out[u64(key)] = {
-                    "chunks": {u64(k[8:]): decode_chunk(v) for k, v in _entries(txn, _db(env, txn, "columns"), key)},
+                    "chunks": {number: decode_chunk(f[b""]) if b"" in f else decode_fields(f)
+                               for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
                     "frames": {u64(k[8:]): record(v, "frame") for k, v in _entries(txn, _db(env, txn, "frames"), key)},
                 }
