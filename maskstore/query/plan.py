@@ -269,10 +269,12 @@ class Scan(Step):
 
     def mask(self, ctx: Context) -> np.ndarray:
         """Dense boolean over every position of the version: True where a frame matches. Chunks whose
-        timestamp range decides the predicate (a zone map) are filled without looking at rows."""
+        timestamp range decides the predicate (a zone map) are filled without looking at rows; a scan
+        that does not compare timestamps reads no timestamp."""
         out = np.zeros(ctx.size(), bool)
-        for i, (c, (low, high)) in enumerate(zip(ctx.chunks, ctx.timestamp_ranges())):
-            decided = _zone(self.node, low, high)
+        zones = ctx.timestamp_ranges() if _compares_timestamp(self.node) else [None] * len(ctx.chunks)
+        for i, (c, zone) in enumerate(zip(ctx.chunks, zones)):
+            decided = None if zone is None else _zone(self.node, *zone)
             if decided is not False:
                 out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, c, ctx) & c.present
         return out
@@ -492,6 +494,14 @@ def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
     hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
     labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
     return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
+
+
+def _compares_timestamp(node: Expr) -> bool:
+    if isinstance(node, (And, Or)):
+        return any(_compares_timestamp(item) for item in node.items)
+    if isinstance(node, Not):
+        return _compares_timestamp(node.item)
+    return isinstance(node, (Compare, In)) and node.field.name == "timestamp" and not node.field.path
 
 
 def _zone(node: Expr, low: int, high: int) -> bool | None:
