@@ -611,7 +611,7 @@ def _export_video(job: Job, version: SnapshotVersion, root: int, frames: list[di
         return
     try:
         rate = version.frame_rate(frames)
-        pictures = (_render_one(job, version, d, d["sources"][0], _first_mask(d, job.mask_id)) for d in frames)
+        pictures = (_render_one(job, version, d, *_video_source(d, job.mask_id)) for d in frames)
         with _atomic(root, name) as f:
             width, height = encode_video(f, pictures, rate)
     except MaskstoreError as exc:
@@ -623,11 +623,14 @@ def _export_video(job: Job, version: SnapshotVersion, root: int, frames: list[di
     done.add({**row, "status": "written", "fps": str(rate), "width": width, "height": height})
 
 
-def _first_mask(d: Mapping[str, Any], mask_id: str | None) -> dict[str, Any]:
-    masks = [m for m in d["sources"][0]["masks"] if mask_id is None or m["id"] == mask_id]
-    if not masks:
-        raise FrameError(f"frame {d['id']!r} has no mask{f' {mask_id!r}' if mask_id else ''} on its first source")
-    return masks[0]
+def _video_source(d: Mapping[str, Any], mask_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The source and mask a frame shows in its context's video: the first source with the mask, as
+    ``render.pick_mask`` and the image exports choose."""
+    planned = _planned(d, mask_id, "")
+    if not planned:
+        raise FrameError(f"frame {d['id']!r} has no mask{f' {mask_id!r}' if mask_id else ''} on any source")
+    source, mask, _ = planned[0]
+    return source, mask
 
 
 def render_task(job: Job, archive: Archive, root: int, frames: list[dict[str, Any]]) -> Done:

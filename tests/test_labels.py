@@ -319,3 +319,30 @@ def test_nfc_and_nfd_spellings_of_a_meta_key_are_one(archive, rois):
     for spelling in (CAFE_NFC, CAFE_NFD):
         assert v.ids(f'meta."{spelling}" == 1 and meta.n."{spelling}" == "x"') == ["a"]
         assert v.ids(f'has(meta."{spelling}") order by meta."{spelling}"') == ["a"]
+
+
+def test_tolerance_answers_follow_label_tolerance_and_frame_writes_in_a_long_lived_handle(tmp_path: Path) -> None:
+    """The labels a tolerance resolves are kept with the cached columns: every write that changes them
+    (labels, tolerance, frames bringing new values) must show in the next query of the same handle,
+    as with nothing cached."""
+    path = tmp_path / "t.maskstore"
+
+    def answers(v) -> tuple[list[str], list[str]]:
+        return sorted(v.ids('label == "road"')), sorted(v.ids('label == "car"'))
+
+    with Archive(path) as ar:
+        v = ar.create_version("D", "v1")
+        v.add_frames([frame("a", [[100, 100, 100, 10]]), frame("b", [[50, 50, 50, 10]])])
+        v.set_masks_labels({(102, 102, 102): ["road"], (52, 52, 52): ["car"]})
+        steps = [lambda: v.set_mask_tolerance(2),
+                 lambda: v.set_mask_tolerance(1),
+                 lambda: v.set_masks_labels({(102, 102, 102): ["car"], (51, 51, 51): ["road"]}),
+                 lambda: v.add_frames([frame("c", [[101, 101, 101, 10]]), frame("d", [[53, 53, 53, 10]])]),
+                 lambda: v.set_mask_tolerance(3)]
+        seen = [answers(v)]
+        for step in steps:
+            step()
+            seen.append(answers(v))
+            ar.column_cache.clear()  # what a fresh handle would answer
+            assert seen[-1] == answers(v)
+    assert seen == [([], []), (["a"], ["b"]), ([], []), (["b"], []), (["b"], ["c"]), (["b", "d"], ["a", "c"])]

@@ -264,12 +264,15 @@ def test_export_video_writes_one_overlay_video_per_context_in_timestamp_order(tm
         v = ar.get_version("D", "v1")
         v.set_masks_labels(LABELS)
         v.set_label_colors({"road": (250, 250, 250), "car": (0, 0, 0)})
-        # a second context of image frames, stored out of timestamp order, 10 fps by their timestamps
+        # a second context of image frames, stored out of timestamp order, 10 fps by their timestamps;
+        # their first source has no mask, so the video shows the second (as render and image exports do)
         for n in (2, 0, 1):
             Image.fromarray(source_picture(n)).save(tmp_path / f"img{n}.png")
             Image.fromarray(mask_picture(n)).save(tmp_path / f"mask{n}.png")
         v.add_frames([{"id": f"still{n}", "context_id": "stills", "timestamp": 100 * n,
-                       "sources": [{"uri": str(tmp_path / f"img{n}.png"), "masks": [{"uri": str(tmp_path / f"mask{n}.png")}]}]}
+                       "sources": [{"id": "thumb", "uri": str(tmp_path / f"img{n}.png"), "masks": []},
+                                   {"id": "cam", "uri": str(tmp_path / f"img{n}.png"),
+                                    "masks": [{"uri": str(tmp_path / f"mask{n}.png")}]}]}
                       for n in (2, 0, 1)])
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["export", str(path), str(out), "--video", "--jobs", jobs, "--opacity", "1"])

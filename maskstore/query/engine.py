@@ -49,16 +49,27 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     if cached is None or cached.generation != rec["generation"]:
         cached = cache[version.id] = columns.load(txn, version, rec["generation"])
     cached.use(txn)
-    return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec)), rec["meta_types"],
-                   cached.shared)
+    return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec, cached.shared)),
+                   rec["meta_types"], cached.shared)
 
 
-def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict) -> list[dict]:
+def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict, shared: dict[str, Any]) -> list[dict]:
     """``mask_labels`` as queries see them: under a mask tolerance, each stored value near a labelled
-    one (the version's distinct values: the keys of its value index) takes that one's labels."""
+    one (the version's distinct values: the keys of its value index) takes that one's labels.
+
+    Resolved once per cached generation of the columns: the value index changes only with frame
+    writes, which give the cache fresh ``shared`` arrays, and the key holds what label-only writes
+    (which keep them) change."""
     tolerance = rec.get("mask_tolerance", 0)
     if not tolerance:
         return rec["mask_labels"]
+    key = f"labels within {tolerance} of {rec['mask_labels']!r}"
+    if key not in shared:
+        shared[key] = _resolve_tolerance(txn, version, rec["mask_labels"], tolerance)
+    return shared[key]
+
+
+def _resolve_tolerance(txn: lmdb.Transaction, version: DatasetVersion, labels: list[dict], tolerance: int) -> list[dict]:
     cursor = txn.cursor(db=version.archive.db("ix_value"))
     keys = []
     if cursor.set_range(version.prefix):
@@ -66,7 +77,7 @@ def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict) -> l
             if not key.startswith(version.prefix):
                 break
             keys.append(int.from_bytes(key[len(version.prefix):], "big"))
-    return within_tolerance(rec["mask_labels"], np.array(keys, dtype=np.int64), tolerance)
+    return within_tolerance(labels, np.array(keys, dtype=np.int64), tolerance)
 
 
 def _plan(query: Query, ctx: Context) -> Step:
