@@ -15,7 +15,7 @@ ix_source      version id (8) + source id           seq (dupsort, dupfixed)
 ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
 ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
 dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
-columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
+columns        version id (8) + chunk (8) + field   one field of the scan columns of 4096 seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
 

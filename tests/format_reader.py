@@ -223,12 +223,9 @@ def decode_chunk(data: bytes) -> dict[str, Any]:
 
 
 def _field_strings(data: bytes) -> list[str | None]:
-    """"Chunk fields", a string column: u32 n, u32 0, n... codes, offsets, UTF-8 texts."""
-    n = struct.unpack_from("<I", data)[0]
-    codes = _array(data[8:8 + 4 * CHUNK], "i")
-    offsets = _array(data[8 + 4 * CHUNK:12 + 4 * CHUNK + 4 * n], "I")
-    blob = data[12 + 4 * CHUNK + 4 * n:]
-    texts = [blob[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]
+    """"Chunk encoding", a string column: 4096 int32 codes, then a msgpack array of the texts."""
+    codes = _array(data[:4 * CHUNK], "i")
+    texts = msgpack.unpackb(data[4 * CHUNK:], raw=False)
     return [None if c < 0 else texts[c] for c in codes]
 
 

@@ -199,9 +199,9 @@ def test_column_field_damage_is_named(tmp_path):
     cases = {
         b"ts": fields[b"ts"][:-1],                                              # truncated
         b"nm": fields[b"nm"] + b"\0\0\0\0",                                      # wrong length
-        b"ids": fields[b"ids"][:8] + (5).to_bytes(4, "little", signed=True) + fields[b"ids"][12:],  # a bad code
+        b"ids": (5).to_bytes(4, "little", signed=True) + fields[b"ids"][4:],      # a code beyond the texts
         b"ctx": fields[b"ctx"][:-1] + b"\xff",                                  # not UTF-8
-        b"m:city": fields[b"m:city"][:-5] + b"\x09" + fields[b"m:city"][-4:],   # text offsets beyond the bytes
+        b"m:city": fields[b"m:city"][:-3] + b"\x92\xa1x",                        # a list claiming 2 texts, holding 1
     }
     for name, value in cases.items():
         with pytest.raises(ArchiveError) as caught:
