@@ -474,9 +474,10 @@ def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
     return keys
 
 
-def _field_names(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, list[bytes]]:
-    """Chunk key -> its field names: the keys of the version's ``columns`` entries, no value read."""
-    prefix = version.prefix
+def _field_names(txn: lmdb.Transaction, version: DatasetVersion, prefix: bytes | None = None) -> dict[bytes, list[bytes]]:
+    """Chunk key -> its field names: the keys of the version's ``columns`` entries (or of those starting
+    with ``prefix``), no value read."""
+    prefix = version.prefix if prefix is None else prefix
     out: dict[bytes, list[bytes]] = {}
     cursor = txn.cursor(db=version.archive.db("columns"))
     if cursor.set_range(prefix):
@@ -693,7 +694,7 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
     for number, rows in by_chunk.items():
         key, base = version.prefix + u64(number), number << CHUNK_BITS
         chunk = None
-        names = [bytes(k[16:]) for k, _ in entries(txn, arc.db("columns"), key)]
+        names = _field_names(txn, version, key).get(key, [])
         if txn.get(key, db=arc.db("dirty")) is None and OLD_LAYOUT not in names:
             new = build_chunk(base, ((seq, records.decode_frame(rows[seq], f"frame seq {seq}"))
                                      for seq in sorted(rows) if rows[seq] is not None))
