@@ -247,7 +247,9 @@ def _field_meta(data: bytes) -> tuple[str, list[Any]]:
 def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A chunk stored field by field (feature ``column-fields``), as ``decode_chunk`` gives it."""
     meta = dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:"))
-    return _chunk_from({name.decode(): value for name, value in fields.items()}, _field_strings, meta)
+    body = {name.decode(): value for name, value in fields.items()}
+    body["present"] = bytes((byte >> bit) & 1 for byte in fields[b"_present"] for bit in range(8))  # bit i: row i
+    return _chunk_from(body, _field_strings, meta)
 
 
 def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:

@@ -743,7 +743,7 @@ def test_a_fresh_lookup_reads_only_present_and_the_ids_of_the_chunks_it_answers_
     with Archive(tmp_path / "a.maskstore", readonly=True) as ar:
         v = ar.get_version("test", "v")
         assert v.ids('context_id == "only-here"') == ["f05000"]
-        assert sorted(fetched) == [(0, b"present"), (1, b"ids"), (1, b"present"), (2, b"present")]
+        assert sorted(fetched) == [(0, b"_present"), (1, b"_present"), (1, b"ids"), (2, b"_present")]
         fetched.clear()
         assert v.ids('label == "seven"') == ["f08500"]
         assert fetched == [(2, b"ids")]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 import msgpack
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
 CHUNK = 1 << CHUNK_BITS
+T = TypeVar("T")
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_, "object": object}
 
 
@@ -152,7 +153,8 @@ def _meta_column(values: Mapping[int, Any]) -> StrColumn | ValueColumn:
 # Each field of a chunk is its own ``columns`` value, keyed chunk key (16) + field name, so a query
 # copies out of LMDB only the fields it touches: loading a version reads its keys and ``present``.
 
-FIXED_FIELDS = (b"present", b"ts", b"ids", b"ctx", b"nm", b"nr", b"vo", b"vk", b"vc")
+PRESENT = b"_present"  # sorts before every other name: a chunk's first entry, all that loading reads
+FIXED_FIELDS = (PRESENT, b"ts", b"ids", b"ctx", b"nm", b"nr", b"vo", b"vk", b"vc")
 META_FIELD = b"m:"  # + text_key(path): one field per meta path
 OLD_LAYOUT = b""  # the 16-byte key alone: a chunk as one msgpack map, as 0.1.0 wrote (rebuilt)
 _META_KINDS = {"s": b"s", "int": b"i", "float": b"f", "bool": b"b", "present": b"p", "object": b"o"}
@@ -190,7 +192,7 @@ def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
 
 def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
     """Field name -> stored value of every field of ``chunk``; arrays little-endian."""
-    fields = {b"present": chunk.present.astype(np.uint8).tobytes(), b"ts": chunk.timestamp.astype("<i8").tobytes(),
+    fields = {PRESENT: np.packbits(chunk.present, bitorder="little").tobytes(), b"ts": chunk.timestamp.astype("<i8").tobytes(),
               b"ids": _encode_str(chunk.ids), b"ctx": _encode_str(chunk.context),
               b"nm": chunk.n_masks.astype("<i4").tobytes(), b"nr": chunk.n_rois.astype("<i4").tobytes(),
               b"vo": chunk.value_offsets.astype("<i8").tobytes(), b"vk": chunk.value_keys.astype("<u4").tobytes(),
@@ -342,23 +344,23 @@ def _unpacker_limits(n: int) -> dict[str, Any]:
                 max_map_len=n // 2, max_ext_len=0)
 
 
+def _present(data: bytes) -> np.ndarray:
+    """One bit a row, little-endian: 512 bytes, small enough for LMDB to keep beside the chunk's keys."""
+    return np.unpackbits(_exactly(data, np.uint8, CHUNK // 8, "_present"), count=CHUNK, bitorder="little").view(np.bool_)
+
+
 class StoredChunk(Chunk):
     """A stored chunk whose fields are fetched (``fetch``: field name -> value or None) and checked on
     first use: a fresh process's first query on millions of frames would otherwise copy every field
-    out of LMDB (about 135 bytes a frame) to read ``present``."""
+    out of LMDB (about 135 bytes a frame) to read ``present``. ``names`` lists the chunk's field names,
+    for the few callers that walk every meta column (writers' merges, check)."""
 
-    def __init__(self, base: int, names: Iterator[bytes], fetch: Callable[[bytes], bytes | None]) -> None:  # noqa: D107
+    def __init__(self, base: int, fetch: Callable[[bytes], bytes | None],
+                 names: Callable[[], Iterable[bytes]]) -> None:  # noqa: D107 - the dataclass fields come lazily
         self.base = base
         self._fetch = fetch
-        names = set(names)
-        if missing := [n.decode() for n in FIXED_FIELDS if n not in names]:
-            raise _archive_error(base, f"fields {', '.join(missing)} are missing")
-        meta: dict[str, bytes] = {}
-        for name in names.difference(FIXED_FIELDS):
-            meta[self._decoded(lambda: self._meta_name(name))] = name
-        self.present = self._decoded(lambda: _flags(_exactly(self._field(b"present"), np.uint8, CHUNK, "present"),
-                                                     "present"))
-        self.meta = _LazyMeta(self, meta)
+        self.present = self._decoded(lambda: _present(self._field(PRESENT)))
+        self.meta = _LazyMeta(self, names)
 
     def _meta_name(self, name: bytes) -> str:
         """The path of meta field ``name``; a hashed key (a long path) gives it only with its value."""
@@ -400,24 +402,37 @@ class StoredChunk(Chunk):
 
 
 class _LazyMeta(Mapping):
-    """A stored chunk's meta columns by path, each fetched and decoded when a query first asks for it."""
+    """A stored chunk's meta columns by path, each fetched and decoded when a query first asks for it
+    (``get``); the paths it has are listed from the chunk's keys only when something walks them."""
 
-    def __init__(self, chunk: StoredChunk, names: dict[str, bytes]) -> None:
-        self._chunk, self._names = chunk, names
+    def __init__(self, chunk: StoredChunk, names: Callable[[], Iterable[bytes]]) -> None:
+        self._chunk, self._list_names = chunk, names
         self._columns: dict[str, StrColumn | ValueColumn] = {}
+        self._paths: list[str] | None = None
 
     def __getitem__(self, path: str) -> StrColumn | ValueColumn:
         if path not in self._columns:
-            name = self._names[path]
             chunk = self._chunk
-            self._columns[path] = chunk._decoded(lambda: _decode_meta(path, chunk._field(name), chunk.present))
+            data = chunk._fetch(_meta_field(path))
+            if data is None:
+                raise KeyError(path)
+            self._columns[path] = chunk._decoded(lambda: _decode_meta(path, data, chunk.present))
         return self._columns[path]
 
+    def _walk(self) -> list[str]:
+        if self._paths is None:
+            names = set(self._chunk._decoded(lambda: list(self._list_names())))
+            if missing := [n.decode() for n in FIXED_FIELDS if n not in names]:
+                raise _archive_error(self._chunk.base, f"fields {', '.join(missing)} are missing")
+            self._paths = [self._chunk._decoded(lambda: self._chunk._meta_name(name))
+                           for name in sorted(names.difference(FIXED_FIELDS))]
+        return self._paths
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._walk())
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._walk())
 
 
 def _archive_error(base: int, why: str) -> ArchiveError:
@@ -428,7 +443,7 @@ def _archive_error(base: int, why: str) -> ArchiveError:
 def decode_fields(base: int, fields: Mapping[bytes, bytes]) -> Chunk:
     """A chunk from its stored fields, every one decoded now, or ArchiveError naming its frames and the
     field when it is not one this module wrote (``maskstore check``, Dask workers, tests)."""
-    chunk = StoredChunk(base, iter(fields), fields.get)
+    chunk = StoredChunk(base, fields.get, fields.keys)
     for names in _DECODERS:
         getattr(chunk, names[0])
     for path in chunk.meta:
@@ -474,21 +489,38 @@ def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
     return keys
 
 
-def _field_names(txn: lmdb.Transaction, version: DatasetVersion, prefix: bytes | None = None) -> dict[bytes, list[bytes]]:
-    """Chunk key -> its field names: the keys of the version's ``columns`` entries (or of those starting
-    with ``prefix``), no value read."""
-    prefix = version.prefix if prefix is None else prefix
-    out: dict[bytes, list[bytes]] = {}
+def _chunk_heads(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, bytes]:
+    """Chunk key -> the name of its first entry (``PRESENT``; ``OLD_LAYOUT`` for a chunk of 0.1.0). The
+    cursor jumps from chunk to chunk, landing on first entries only: py-lmdb touches every page of the
+    value it lands on, so walking all keys would map every column of the version."""
+    prefix, out = version.prefix, {}
     cursor = txn.cursor(db=version.archive.db("columns"))
-    if cursor.set_range(prefix):
-        for key in cursor.iternext(keys=True, values=False):
-            if not key.startswith(prefix):
-                break
-            if len(key) < 16:
-                raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
-                                   "version id and a chunk number; run maskstore check --repair")
-            out.setdefault(key[:16], []).append(key[16:])
+    seek = prefix
+    while cursor.set_range(seek):
+        key = cursor.key()
+        if not key.startswith(prefix):
+            break
+        if len(key) < 16:
+            raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
+                               "version id and a chunk number; run maskstore check --repair")
+        out[bytes(key[:16])] = bytes(key[16:])
+        number = U64.unpack(key[8:16])[0]
+        if number == 2**64 - 1:
+            break
+        seek = prefix + u64(number + 1)
     return out
+
+
+def _chunk_names(txn: lmdb.Transaction, arc: Any, key: bytes) -> list[bytes]:
+    """The field names of chunk ``key`` (its values' pages are touched: for writers and check)."""
+    cursor = txn.cursor(db=arc.db("columns"))
+    names = []
+    if cursor.set_range(key):
+        for found in cursor.iternext(keys=True, values=False):
+            if not found.startswith(key):
+                break
+            names.append(bytes(found[16:]))
+    return names
 
 
 def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[bytes]) -> dict[bytes, Chunk | None]:
@@ -542,7 +574,7 @@ def refresh(version: DatasetVersion) -> None:
 
 def _to_rebuild(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
     """Chunk keys only the records can give: dirty marks, and chunks in the layout of 0.1.0."""
-    old = [key for key, names in _field_names(txn, version).items() if OLD_LAYOUT in names]
+    old = [key for key, first in _chunk_heads(txn, version).items() if first == OLD_LAYOUT]
     return sorted(set(_dirty_keys(txn, version)).union(old))
 
 
@@ -561,21 +593,27 @@ class FieldReader:
 
     def fetch(self, key: bytes) -> bytes | None:
         db = self.version.archive.db("columns")
+        return self._in_txn(lambda txn: txn.get(key, db=db))
+
+    def names(self, chunk_key: bytes) -> list[bytes]:
+        return self._in_txn(lambda txn: _chunk_names(txn, self.version.archive, chunk_key))
+
+    def _in_txn(self, read: Callable[[lmdb.Transaction], T]) -> T:
         ref = getattr(self._local, "txn", None)
         txn = ref() if ref is not None else None
         if txn is not None:
             try:
-                return txn.get(key, db=db)
+                return read(txn)
             except lmdb.Error:  # that transaction has ended
                 self._local.txn = None
-        return self.version.archive.read(lambda t: self._fetch_current(t, key, db))
+        return self.version.archive.read(lambda t: read(self._current(t)))
 
-    def _fetch_current(self, txn: lmdb.Transaction, key: bytes, db: Any) -> bytes | None:
+    def _current(self, txn: lmdb.Transaction) -> lmdb.Transaction:
         rec = self.version.record(txn)
         if rec["generation"] != self.generation:
             raise MaskstoreError(f"{rec['dataset']}/{rec['name']} changed while its scan columns were in use; "
                                  "ask again")
-        return txn.get(key, db=db)
+        return txn
 
 
 def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cached:
@@ -587,12 +625,13 @@ def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cac
     arc = version.archive
     reader = FieldReader(version, generation)
     reader.use(txn)
-    names = _field_names(txn, version)
-    rebuild = sorted(set(_dirty_keys(txn, version)).union(key for key, ns in names.items() if OLD_LAYOUT in ns))
+    heads = _chunk_heads(txn, version)
+    rebuild = sorted(set(_dirty_keys(txn, version)).union(key for key, first in heads.items() if first == OLD_LAYOUT))
     skip = set(rebuild)
     chunks: dict[bytes, Chunk | None] = {
-        key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, iter(ns), partial(_fetch_field, reader, key))
-        for key, ns in names.items() if key not in skip}
+        key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, partial(_fetch_field, reader, key),
+                         partial(reader.names, key))
+        for key in heads if key not in skip}
     if rebuild:
         built = _build_dirty(txn, version, rebuild)
         chunks.update(built)
@@ -694,7 +733,7 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
     for number, rows in by_chunk.items():
         key, base = version.prefix + u64(number), number << CHUNK_BITS
         chunk = None
-        names = _field_names(txn, version, key).get(key, [])
+        names = _chunk_names(txn, arc, key)
         if txn.get(key, db=arc.db("dirty")) is None and OLD_LAYOUT not in names:
             new = build_chunk(base, ((seq, records.decode_frame(rows[seq], f"frame seq {seq}"))
                                      for seq in sorted(rows) if rows[seq] is not None))
@@ -703,7 +742,7 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
             else:
                 touched = np.zeros(CHUNK, bool)
                 touched[np.array(list(rows), np.int64) - base] = True
-                stored = StoredChunk(base, iter(names), lambda name: txn.get(key + name, db=arc.db("columns")))
+                stored = StoredChunk(base, lambda name: txn.get(key + name, db=arc.db("columns")), lambda: names)
                 chunk = merge(stored, new, touched)
         if chunk is None:
             chunk = records_chunk(txn, version, number)
