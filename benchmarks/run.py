@@ -34,6 +34,11 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
               "frames?", ["--quick"]),
     "scale": ("Do queries stay fast from 100k to 1M frames (first query after ingest, a fresh process, "
               "order-by-limit, bytes per frame) compared with DuckDB and SQLite?", ["--quick"]),
+    "records": ("Do frame records compressed with the archive's own zstd dictionary make archives smaller "
+                "without slowing lookups or ingest (this checkout alone; --compare NAME=PYTHON for an A/B)?",
+                ["--quick"]),
+    "postings": ("What would packed posting blocks save over the value index's one dupsort entry per "
+                 "(value, frame)? (measured on a scratch copy; the layout is unchanged)", ["--quick"]),
     "firstquery": ("How fast does a new process answer its first query (imports, parser, columns), and how "
                    "much memory does it take?", ["--quick"]),
     "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "

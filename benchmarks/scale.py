@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import log, machine_lines, table, write_result  # noqa: E402
-from query import (INDEXES, MASK_LABELS, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
+from query import (INDEXES, MASK_LABELS, NAMES, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
                    sqlite_insert, timed, workloads)
 
 from maskstore import Archive  # noqa: E402
@@ -114,19 +114,61 @@ def _child(*args: str) -> dict[str, Any]:
 
 DUCK_SCHEMA = """CREATE TABLE frames(seq BIGINT, id VARCHAR, context_id VARCHAR, timestamp BIGINT, city VARCHAR,
                                      weather VARCHAR, speed DOUBLE, labels VARCHAR[])"""
+# Coverage, materialised for both SQL stores like frame_labels: each frame's pixels per mask label.
+SQLITE_PIXELS = ("CREATE TABLE label_pixels(label TEXT, seq INTEGER, pixels INTEGER, total INTEGER, "
+                 "PRIMARY KEY (label, seq)) WITHOUT ROWID")
+DUCK_PIXELS = "CREATE TABLE label_pixels(label VARCHAR, seq BIGINT, pixels BIGINT, total BIGINT)"
 
 
-def build_others(n: int, sq_path: Path, duck_path: Path) -> dict[str, float]:
-    """SQLite as benchmarks/query.py builds it, and DuckDB, from one pass of the generator."""
+def label_pixels(frames: list[dict[str, Any]], seq: int) -> list[tuple[str, int, int, int]]:
+    """(label, seq, pixels of the values so labelled, all mask pixels) per frame and mask label."""
+    rows = []
+    for i, f in enumerate(frames, seq):
+        values = [v for s in f["sources"] for m in s["masks"] for v in m["values"]]
+        pixels: dict[str, int] = {}
+        for v in values:
+            if v[0] in NAMES:
+                pixels[NAMES[v[0]]] = pixels.get(NAMES[v[0]], 0) + v[3]
+        rows += [(label, i, count, sum(v[3] for v in values)) for label, count in pixels.items()]
+    return rows
+
+
+# The whole frame as the generator gives it, nested: what maskstore's frame records hold (maskstore
+# adds the defaults ingest fills in: ids, content types, per-source and per-mask timestamps).
+DUCK_WHOLE_SCHEMA = """CREATE TABLE frames(
+    seq BIGINT, id VARCHAR, context_id VARCHAR, timestamp BIGINT,
+    meta STRUCT(city VARCHAR, weather VARCHAR, speed DOUBLE),
+    sources STRUCT(id VARCHAR, uri VARCHAR, width INTEGER, height INTEGER,
+                   masks STRUCT(id VARCHAR, uri VARCHAR, "values" BIGINT[][])[])[],
+    rois STRUCT(label VARCHAR[], confidence DOUBLE, poly DOUBLE[])[])"""
+
+
+def whole_rows(frames: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
+    return [{"seq": seq + i, **f, "rois": [{"label": r["label"], "confidence": r.get("confidence"),
+                                             "poly": [float(x) for x in r.get("poly", [])]} for r in f["rois"]]}
+            for i, f in enumerate(frames)]
+
+
+def build_others(n: int, sq_path: Path, duck_path: Path, whole_path: Path) -> dict[str, float]:
+    """SQLite as benchmarks/query.py builds it, and DuckDB (query columns; and whole frames, for their
+    size only), from one pass of the generator."""
     import duckdb
     import pyarrow as pa
-    seconds = {"SQLite": 0.0, "DuckDB": 0.0}
-    conn, duck = create_sqlite(sq_path), duckdb.connect(str(duck_path))
+    seconds = {"SQLite": 0.0, "DuckDB": 0.0, "DuckDB whole frames": 0.0}
+    conn, duck, whole = create_sqlite(sq_path), duckdb.connect(str(duck_path)), duckdb.connect(str(whole_path))
     duck.execute(DUCK_SCHEMA)
+    whole.execute(DUCK_WHOLE_SCHEMA)
+    whole_schema = whole.sql("SELECT * FROM frames LIMIT 0").to_arrow_table().schema
+    conn.execute(SQLITE_PIXELS)
+    duck.execute(DUCK_PIXELS)
     seq = 0
     for frames in batches(n):
         start = time.perf_counter()
         next_seq = sqlite_insert(conn, frames, seq)
+        pixels = label_pixels(frames, seq)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO label_pixels VALUES (?, ?, ?, ?)", pixels)
+        conn.execute("COMMIT")
         seconds["SQLite"] += time.perf_counter() - start
         start = time.perf_counter()
         batch = pa.table({  # noqa: F841 (DuckDB reads the local by name)
@@ -136,7 +178,13 @@ def build_others(n: int, sq_path: Path, duck_path: Path) -> dict[str, float]:
             "speed": [float(f["meta"]["speed"]) for f in frames],
             "labels": [sorted(frame_labels(f)) for f in frames]})
         duck.execute("INSERT INTO frames SELECT * FROM batch")
+        pixel_batch = pa.table(dict(zip(("label", "seq", "pixels", "total"), map(list, zip(*pixels)))))  # noqa: F841
+        duck.execute("INSERT INTO label_pixels SELECT * FROM pixel_batch")
         seconds["DuckDB"] += time.perf_counter() - start
+        start = time.perf_counter()
+        nested = pa.Table.from_pylist(whole_rows(frames, seq), schema=whole_schema)  # noqa: F841 (by name)
+        whole.execute("INSERT INTO frames SELECT * FROM nested")
+        seconds["DuckDB whole frames"] += time.perf_counter() - start
         seq = next_seq
     start = time.perf_counter()
     conn.executescript(INDEXES)
@@ -146,6 +194,10 @@ def build_others(n: int, sq_path: Path, duck_path: Path) -> dict[str, float]:
     duck.execute("CHECKPOINT")
     duck.close()
     seconds["DuckDB"] += time.perf_counter() - start
+    start = time.perf_counter()
+    whole.execute("CHECKPOINT")
+    whole.close()
+    seconds["DuckDB whole frames"] += time.perf_counter() - start
     return seconds
 
 
@@ -162,6 +214,9 @@ def duck_sql(name: str) -> str:
             "SELECT id FROM frames WHERE list_contains(labels, $1) ORDER BY timestamp DESC LIMIT 100",
         "count everything": "SELECT count(*) FROM frames",
         "timestamp range count": "SELECT count(*) FROM frames WHERE timestamp >= $1 AND timestamp < $2",
+        "coverage over a threshold": "SELECT f.id FROM frames f JOIN label_pixels p ON p.seq = f.seq WHERE p.label = $1 "
+                                     "AND p.pixels::DOUBLE / p.total > $2 ORDER BY f.seq",
+        "coverage count": "SELECT count(*) FROM label_pixels WHERE label = $1 AND pixels::DOUBLE / total > $2",
     }[name]
 
 
@@ -175,6 +230,10 @@ def all_workloads(n: int) -> list[tuple[str, str, str, tuple[Any, ...], str]]:
         ("count everything", "", "SELECT count(*) FROM frames", (), "count"),
         ("timestamp range count", ranged[1], "SELECT count(*) FROM frames WHERE timestamp >= ? AND timestamp < ?",
          ranged[3], "count"),
+        ("coverage over a threshold", 'coverage("person") > 0.2', "SELECT f.id FROM label_pixels p JOIN frames f "
+         "ON f.seq = p.seq WHERE p.label = ? AND CAST(p.pixels AS REAL) / p.total > ?", ("person", 0.2), "ids"),
+        ("coverage count", 'coverage("car") > 0.1',
+         "SELECT count(*) FROM label_pixels WHERE label = ? AND CAST(pixels AS REAL) / total > ?", ("car", 0.1), "count"),
     ]
 
 
@@ -220,6 +279,7 @@ def run_warm(n: int, ms_path: Path, sq_path: Path, duck_path: Path) -> list[dict
 
 def measure(n: int, workdir: Path) -> dict[str, Any]:
     ms_path, sq_path, duck_path = workdir / f"{n}.maskstore", workdir / f"{n}.sqlite", workdir / f"{n}.duckdb"
+    whole_path = workdir / f"{n}-whole.duckdb"
     log(f"{n:,} frames: maskstore ingest (child process)")
     ingest = _child("--ingest-child", str(ms_path), str(n))
     log(f"  ingest {ingest['ingest_s']:.1f} s, first query {ingest['first_s'] * 1e3:.1f} ms, warm "
@@ -227,11 +287,11 @@ def measure(n: int, workdir: Path) -> dict[str, Any]:
     fresh = _child("--fresh-child", str(ms_path))
     log(f"  fresh process: first query {fresh['first_s'] * 1e3:.1f} ms, RSS {fresh['rss_mib']:.0f} MiB")
     log("  SQLite and DuckDB")
-    others = build_others(n, sq_path, duck_path)
+    others = build_others(n, sq_path, duck_path, whole_path)
     warm = run_warm(n, ms_path, sq_path, duck_path)
     sizes = {"maskstore": ms_path.stat().st_size, "SQLite": sq_path.stat().st_size,
-             "DuckDB": duck_path.stat().st_size}
-    for path in (ms_path, sq_path, duck_path):
+             "DuckDB": duck_path.stat().st_size, "DuckDB whole frames": whole_path.stat().st_size}
+    for path in (ms_path, sq_path, duck_path, whole_path):
         path.unlink()
     return {"n": n, "ingest": ingest, "fresh": fresh, "build_s": others, "warm": warm, "sizes": sizes}
 
@@ -255,7 +315,9 @@ def report(results: list[dict[str, Any]], machine: list[str], command: str) -> s
         *[[f"`{w['name']}`, ms", *[ms(next(x for x in r["warm"] if x["name"] == w["name"])["maskstore_s"])
                                   for r in results]] for w in results[0]["warm"] if w["name"].startswith("order by")],
         *[[f"bytes per frame: {store}", *[f"{r['sizes'][store] / r['n']:,.0f}" for r in results]]
-          for store in ("maskstore", "DuckDB", "SQLite")],
+          for store in ("maskstore", "DuckDB whole frames", "DuckDB", "SQLite")],
+        ["maskstore / DuckDB whole frames, bytes (goal <= 2)",
+         *[f"{r['sizes']['maskstore'] / r['sizes']['DuckDB whole frames']:.2f}" for r in results]],
     ])
     sections = []
     for r in results:
@@ -267,7 +329,8 @@ def report(results: list[dict[str, Any]], machine: list[str], command: str) -> s
             f"## {r['n']:,} frames", "",
             table(["workload", "maskstore query", "rows", "maskstore ms", "DuckDB ms", "SQLite ms",
                    "DuckDB / maskstore", "SQLite / maskstore", "same answer"], rows), "",
-            f"Ratios above 1: maskstore faster. Loads: DuckDB {r['build_s']['DuckDB']:.1f} s, SQLite "
+            f"Ratios above 1: maskstore faster. Loads: DuckDB {r['build_s']['DuckDB']:.1f} s (whole frames "
+            f"{r['build_s']['DuckDB whole frames']:.1f} s), SQLite "
             f"{r['build_s']['SQLite']:.1f} s, maskstore {r['ingest']['ingest_s']:.1f} s (its columns included).", "",
             "maskstore bytes per frame by sub-database (LMDB pages in use; the file also holds free pages):", "",
             table(["sub-database", "bytes per frame"],
@@ -278,9 +341,12 @@ def report(results: list[dict[str, Any]], machine: list[str], command: str) -> s
         f"Produced by `{command}`. Same frames as `benchmarks/query.py` (its generator, SQLite schema and "
         "queries); DuckDB gets them as a native table with a `labels` list column and city/weather/speed "
         "columns. Warm times: median of 5 runs after a warm-up, the three stores rotating run by run; "
-        "DuckDB answers in seq order (`ORDER BY seq`) like the others. DuckDB's bytes per frame are those "
-        "query columns only; maskstore and SQLite hold every whole frame (sources, mask values and pixel "
-        "counts, ROIs).", "",
+        "DuckDB answers in seq order (`ORDER BY seq`) like the others. maskstore and SQLite hold every "
+        "whole frame (sources, mask values and pixel counts, ROIs); so does a second DuckDB file, built "
+        "for its size only: the generator's frame dicts as a native table with nested columns (`meta` a "
+        "STRUCT, `sources` a LIST of STRUCTs holding a LIST of mask STRUCTs with their `values` as "
+        "`BIGINT[][]`, `rois` a LIST of STRUCTs). \"DuckDB\" alone is the query-columns table the queries "
+        "run on.", "",
         *machine, "",
         "The first query after ingest runs in the ingesting process, which built its parser and parsed "
         "the query's text before the ingest (once-per-process and once-per-text costs, ~50 ms, which the "

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lmdb
 from PIL import Image
 
-from . import records
+from . import compression, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
                      ReadOnlyError, VersionError, VersionNotFoundError)
 from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .layout import (DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64, VERSION_DBS, entries,
-                     index_entries, text_key, u64)
+from .layout import (CURRENT_DICTIONARY_KEY, DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64,
+                     VERSION_DBS, entries, index_entries, install_dictionary, load_dictionaries, text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
 from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
@@ -79,9 +79,11 @@ class Archive:
         try:
             self._check_not_truncated()
             self._open_dbs()
+            self.load_dictionaries()
         except BaseException:
             self._store.close()
             raise
+        compression.add_source(self)
 
     # ------------------------------------------------------------------ environment
 
@@ -162,7 +164,29 @@ class Archive:
         """Flush to disk: needed only when opened with ``sync=False``."""
         self._store.sync()
 
+    def load_dictionaries(self) -> None:
+        """Make the frame-record dictionaries this archive holds known to the process (``compression``):
+        on open, and again when a record names one another process stored since."""
+        if self._store.env is not None and self._dbs:
+            self.read(lambda txn: load_dictionaries(txn, self._dbs["meta"]))
+
+    def _stored_frames(self, txn: lmdb.Transaction, plain: list[bytes]) -> list[bytes]:
+        """Frame records as written: compressed with the archive's current dictionary. Until it has one,
+        the first batch of ``compression.TRAIN_MIN_RECORDS`` frames or more trains it; archives that
+        never get such a batch stay plain until ``maskstore compact``."""
+        meta = self._dbs["meta"]
+        current = txn.get(CURRENT_DICTIONARY_KEY, db=meta)
+        if current is None:
+            trained = compression.train(compression.sample(plain))
+            if trained is None:
+                return plain
+            current = install_dictionary(txn, meta, trained)
+        else:
+            load_dictionaries(txn, meta)  # when another process stored it after this one opened
+        return records.compress_frames(plain, bytes(current))
+
     def close(self) -> None:
+        compression.remove_source(self)
         self.column_cache.clear()
         self._preparer.close()
         self._store.close()
@@ -338,10 +362,11 @@ class Archive:
         return [row for _, row in self.read(self._version_rows)]
 
     def info(self) -> dict[str, Any]:
-        """What ``maskstore info`` shows: the file, its format and size, and every version's row of
+        """What ``maskstore info`` shows: the file, its format number and size, and every version's row of
         ``versions_info`` with the number of mask values it labels (``labelled_values``)."""
         rows = [{**row, "labelled_values": len(rec["mask_labels"])} for rec, row in self.read(self._version_rows)]
-        return {"archive": str(self.path), "format": records.FORMAT_VERSION, "size": self.path.stat().st_size,
+        fmt = records.decode_format(self.read(lambda t: t.get(FORMAT_KEY, db=self._dbs["meta"])))
+        return {"archive": str(self.path), "format": fmt["version"], "size": self.path.stat().st_size,
                 "versions": rows}
 
     def _version_rows(self, txn: lmdb.Transaction) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -603,7 +628,8 @@ class DatasetVersion:
                     seq = None
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
-                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")))
+                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")),
+                                                f"frame {fid!r}")
             return out
         return self.archive.read(work)
 
@@ -633,7 +659,8 @@ class DatasetVersion:
                         numbers.append(rec["next_seq"])
                         rec["next_seq"] += 1
                     else:
-                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db)))
+                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db),
+                                                                     f"frame seq {U64.unpack(seq)[0]}"))
                         numbers.append(U64.unpack(seq)[0])
             else:
                 first = rec["next_seq"]
@@ -644,7 +671,7 @@ class DatasetVersion:
             rec["count"] += len(new_ids)
             merge_meta_types(rec["meta_types"], batch)
             entries = batch.postings.items(prefix, seqs)
-            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], batch.records))
+            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], arc._stored_frames(txn, batch.records)))
             entries["frame_ids"] = sorted(new_ids)
             for name, items in entries.items():
                 txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
@@ -700,7 +727,8 @@ class DatasetVersion:
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
                 seq = bytes(seq)
-                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames"))))
+                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames")),
+                                                             f"frame {fid!r}"))
                 txn.delete(self.prefix + seq, db=arc.db("frames"))
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
@@ -753,13 +781,14 @@ class DatasetVersion:
         with arc._begin() as txn:
             if seqs is None:
                 for key, data in entries(txn, arc.db("frames"), self.prefix):
-                    yield U64.unpack(key[8:])[0], records.decode_frame(data)
+                    seq = U64.unpack(key[8:])[0]
+                    yield seq, records.decode_frame(data, f"frame seq {seq}")
             else:
                 frames_db = arc.db("frames")
                 for seq in seqs.tolist():
                     data = txn.get(self.prefix + u64(seq), db=frames_db)
                     if data is not None:
-                        yield seq, records.decode_frame(data)
+                        yield seq, records.decode_frame(data, f"frame seq {seq}")
 
     def __iter__(self) -> Iterator[Frame]:
         return (frame_from_dict(d) for _, d in self.iter_records())

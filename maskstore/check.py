@@ -22,8 +22,8 @@ from . import records
 from .errors import ArchiveError, MaskstoreError
 from .ingest.prepare import file_references
 from .lifecycle import referenced_blobs
-from .layout import (CHUNK_BITS, DUP_DBS, INDEX_DBS, MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, text_key,
-                     u64)
+from .layout import (CHUNK_BITS, CURRENT_DICTIONARY_KEY, DICTIONARY_PREFIX, DUP_DBS, FORMAT_KEY, INDEX_DBS,
+                     MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, load_dictionaries, text_key, u64)
 from .media import BLOB_PREFIX, blob_digest
 from .model import meta_types
 from .query import columns
@@ -100,6 +100,7 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
     """The decodable frame records by seq bytes; the others, and seqs the version never handed out,
     become problems."""
     frames: dict[bytes, dict[str, Any]] = {}
+    held = set(load_dictionaries(txn, arc.db("meta")))  # another archive's dictionary decodes, but is not this one's
     for key, data in entries(txn, arc.db("frames"), u64(vrec["id"])):
         if len(key) != 16:
             problems.append(Problem("error", f"{_where(label)}: a frame record has a damaged key ({len(key)} bytes; "
@@ -110,6 +111,10 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
             problems.append(Problem("error", f"{_where(label)}: frame seq {seq} is beyond the version's next_seq "
                                              f"{vrec['next_seq']} (no write hands out such a seq)"))
         try:
+            if (data[1:2] == records.KIND_FRAME_ZSTD and len(data) > records.ZSTD_BODY
+                    and records.record_dictionary(data) not in held):
+                raise ArchiveError(f"frame seq {seq} record is compressed with dictionary "
+                                   f"{records.record_dictionary(data).hex()}, which the archive does not hold")
             frames[key[8:]] = records.decode_frame(data, f"frame seq {seq}")
         except ArchiveError as exc:
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
@@ -298,6 +303,7 @@ def check_archive(archive: Archive, repair: bool = False, media: bool = False) -
                 problems.append(Problem("warning", f"{_where(vrec['dataset'] + '/' + vrec['name'])}: its parent, "
                                                    f"version id {vrec['parent']}, no longer exists"))
         problems.extend(_orphans(archive, txn, version_keys))
+        problems.extend(_check_dictionaries(archive, txn))
         problems.extend(_check_blobs(archive, txn))
     archive.read(work)
     if media:
@@ -305,16 +311,39 @@ def check_archive(archive: Archive, repair: bool = False, media: bool = False) -
     return problems
 
 
+def _check_dictionaries(arc: Archive, txn: lmdb.Transaction) -> list[Problem]:
+    """Compression dictionaries must match their ids, the current one must be held, and an archive
+    holding one must say so in its format record (older releases would misread it otherwise)."""
+    meta = arc.db("meta")
+    problems, held = [], []
+    for key, value in entries(txn, meta, DICTIONARY_PREFIX):
+        try:
+            held.append(records.decode_dictionary(bytes(key[len(DICTIONARY_PREFIX):]), value))
+        except ArchiveError as exc:
+            problems.append(Problem("error", str(exc)))
+    current = txn.get(CURRENT_DICTIONARY_KEY, db=meta)
+    if current is not None and txn.get(DICTIONARY_PREFIX + bytes(current), db=meta) is None:
+        problems.append(Problem("error", f"the current compression dictionary {bytes(current).hex()} is missing"))
+    fmt = records.decode_format(txn.get(FORMAT_KEY, db=meta))
+    if (held or current is not None) and records.ZSTD_FEATURE not in fmt["required_features"]:
+        problems.append(Problem("error", f"the archive holds compression dictionaries, but its format record does "
+                                         f"not require {records.ZSTD_FEATURE!r}: older releases would misread it"))
+    return problems
+
+
 def _check_blobs(arc: Archive, txn: lmdb.Transaction) -> list[Problem]:
     """Every embedded file must match its hash; one that no frame of any version names is a warning:
     exactly the files ``maskstore compact`` drops (one definition of "named", ``referenced_blobs``)."""
-    referenced = referenced_blobs(txn, arc)
+    try:
+        referenced: set[bytes] | None = referenced_blobs(txn, arc)
+    except ArchiveError:  # a record that does not decompress: reported with its version
+        referenced = None
     problems, unused, unused_bytes = [], [], 0
     for digest, data in txn.cursor(db=arc.db("blobs")):
         uri = f"{BLOB_PREFIX}{bytes(digest).hex()}"
         if hashlib.sha256(data).digest() != digest:
             problems.append(Problem("error", f"embedded file {uri} does not match its sha256: its bytes are damaged"))
-        elif bytes(digest) not in referenced:
+        elif referenced is not None and bytes(digest) not in referenced:
             unused.append(uri)
             unused_bytes += len(data)
     for uri in unused[:MAX_LISTED]:

@@ -253,7 +253,8 @@ def _roi_labels_of_records(txn: lmdb.Transaction, version: DatasetVersion, chunk
     frames_db = version.archive.db("frames")
     found = []
     for row, i in position.items():
-        rec = records.decode_frame(txn.get(version.prefix + u64(chunk.base + row), db=frames_db))
+        rec = records.decode_frame(txn.get(version.prefix + u64(chunk.base + row), db=frames_db),
+                                   f"frame seq {chunk.base + row}")
         found += [(i, name) for name in dict.fromkeys(n for roi in rec["rois"] for n in roi["label"])]
     return found
 
@@ -333,7 +334,8 @@ def _frame_dicts(part: Part) -> list[dict[str, Any]]:
     with _snapshot(part) as (version, txn, _):
         seqs = _rows(part, _chunk(txn, version, part.base)) + part.base if part.seqs is None else part.seqs
         frames_db = version.archive.db("frames")
-        return [records.decode_frame(txn.get(version.prefix + u64(int(s)), db=frames_db)) for s in seqs]
+        return [records.decode_frame(txn.get(version.prefix + u64(int(s)), db=frames_db), f"frame seq {s}")
+                for s in seqs]
 
 
 # ------------------------------------------------------------------------------------------ public API

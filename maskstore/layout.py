@@ -6,6 +6,8 @@ One LMDB environment, one file, named sub-databases; keys big-endian so they sor
 sub-db         key                                  value
 =============  ===================================  ==========================================
 meta           b"format", b"next_version"           format record / counter
+               b"zstd_dictionary" + id (8)          a frame-record compression dictionary
+               b"zstd_current"                      id (8) of the dictionary writers compress with
 versions       version id (8)                       version record
 frames         version id (8) + seq (8)             frame record (the normalized frame dict)
 frame_ids      version id (8) + frame id (utf-8)    seq (8)
@@ -33,7 +35,8 @@ from typing import Any
 
 import lmdb
 
-from . import _accel
+from . import _accel, compression, records
+from .errors import ArchiveError
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
@@ -42,6 +45,8 @@ SUB_DATABASES = ("meta", "versions", "blobs") + VERSION_DBS
 DUP_DBS = frozenset(INDEX_DBS)  # opened dupsort + dupfixed: one 8-byte seq per duplicate
 FORMAT_KEY = b"format"  # in meta: the format record
 NEXT_VERSION_KEY = b"next_version"  # in meta: the next version id, u64
+DICTIONARY_PREFIX = b"zstd_dictionary"  # in meta, + dictionary id: a compression dictionary (records)
+CURRENT_DICTIONARY_KEY = b"zstd_current"  # in meta: id of the dictionary new frame records use
 MAX_KEY_TEXT = 400  # LMDB keys stop at 511 bytes; longer texts are indexed by their hash
 HASHED_KEY_MARK = b"\xff"  # starts a hashed text key; 0xff never starts UTF-8
 CHUNK_BITS = 12  # scan columns are rebuilt in chunks of 4096 frame seqs
@@ -85,3 +90,36 @@ def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
     postings = _accel.Postings(text_key, MAX_KEY_TEXT)
     postings.add_record(0, rec)
     return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
+
+
+def load_dictionaries(txn: lmdb.Transaction, meta_db: Any) -> list[bytes]:
+    """Register the archive's compression dictionaries with this process (``compression``); their
+    ids. A damaged one is skipped: records naming it fail to decode, and ``maskstore check`` says why."""
+    ids = []
+    for key, value in entries(txn, meta_db, DICTIONARY_PREFIX):
+        try:
+            records.decode_dictionary(bytes(key[len(DICTIONARY_PREFIX):]), value)
+        except ArchiveError:
+            continue
+        ids.append(bytes(key[len(DICTIONARY_PREFIX):]))
+    return ids
+
+
+def install_dictionary(txn: lmdb.Transaction, meta_db: Any, data: bytes) -> bytes:
+    """Store a dictionary and make it the one new frame records use; the format record gains the
+    feature that makes older releases refuse the archive (FORMAT.md, "Compressed frame records").
+    Its id."""
+    dictionary = compression.register(data)
+    txn.put(DICTIONARY_PREFIX + dictionary, records.encode_dictionary(data), db=meta_db)
+    txn.put(CURRENT_DICTIONARY_KEY, dictionary, db=meta_db)
+    require_feature(txn, meta_db, records.ZSTD_FEATURE, records.ZSTD_FORMAT)
+    return dictionary
+
+
+def require_feature(txn: lmdb.Transaction, meta_db: Any, feature: str, version: int = 1) -> None:
+    """List ``feature`` among the format record's required features (its format number at least
+    ``version``), so releases that cannot read what the feature names refuse the archive."""
+    fmt = records.decode_format(txn.get(FORMAT_KEY, db=meta_db))
+    if feature not in fmt["required_features"] or fmt["version"] < version:
+        txn.put(FORMAT_KEY, records.encode_format(max(fmt["version"], version), (*fmt["required_features"], feature),
+                                                  tuple(fmt["optional_features"])), db=meta_db)

@@ -2,6 +2,9 @@
 
 Each record is ``<format version byte><kind byte><msgpack body>``. Encoding and decoding of a kind
 sit side by side so they cannot drift apart; decoding refuses a newer format instead of guessing.
+A compressed frame record (kind ``Z``, format 2) wraps a plain one (kind ``F``) in zstd with a
+dictionary of the archive (``compression``); ``decode_frame`` reads both, so archives of 0.1.0 read
+as they are.
 """
 
 from __future__ import annotations
@@ -10,16 +13,24 @@ from typing import Any
 
 import msgpack
 
+from . import compression
 from ._accel import MAX_FRAME_PIXELS, frame_ok, frame_problem  # compiled, or its pure-Python twin
 from .errors import ArchiveError
 
 FORMAT_NAME = "maskstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this release reads
+PLAIN_FORMAT = 1  # byte 0 of the record kinds format 1 defined (M, V, F): 0.1.0 reads them
+ZSTD_FORMAT = 2  # byte 0 of a compressed frame record and of a dictionary; the format of archives holding them
+ZSTD_FEATURE = "zstd-records"
 
 KIND_FORMAT = b"M"
 KIND_VERSION = b"V"
 KIND_FRAME = b"F"
-FRAME_HEAD = bytes((FORMAT_VERSION,)) + KIND_FRAME  # what every frame record starts with
+KIND_FRAME_ZSTD = b"Z"
+KIND_DICTIONARY = b"D"
+FRAME_HEAD = bytes((PLAIN_FORMAT,)) + KIND_FRAME  # what every plain frame record starts with
+ZSTD_HEAD = bytes((ZSTD_FORMAT,)) + KIND_FRAME_ZSTD
+DICTIONARY_HEAD = bytes((ZSTD_FORMAT,)) + KIND_DICTIONARY
 
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
@@ -30,7 +41,7 @@ def newer_format_message(found: int) -> str:
 
 
 def _pack(kind: bytes, body: Any) -> bytes:
-    return bytes((FORMAT_VERSION,)) + kind + msgpack.packb(body, use_bin_type=True)
+    return bytes((PLAIN_FORMAT,)) + kind + msgpack.packb(body, use_bin_type=True)
 
 
 def _unpack(kind: bytes, data: bytes | memoryview | None, what: str) -> Any:
@@ -93,13 +104,13 @@ _NESTED = (dict, list, bytes)
 
 COLUMN_FIELDS = "column-fields"
 """Required feature: each field of a scan-column chunk is its own ``columns`` entry (FORMAT.md)."""
-KNOWN_FEATURES: frozenset[str] = frozenset({COLUMN_FIELDS})
+KNOWN_FEATURES: frozenset[str] = frozenset({ZSTD_FEATURE, COLUMN_FIELDS})
 """Format features this release implements (FORMAT.md, "Compatibility"): an archive whose format
 record lists a required feature outside this set is refused; unknown optional features are ignored."""
 FEATURE_LISTS = ("required_features", "optional_features")
 
 
-def encode_format(version: int = FORMAT_VERSION, required: tuple[str, ...] = (),
+def encode_format(version: int = PLAIN_FORMAT, required: tuple[str, ...] = (),
                   optional: tuple[str, ...] = ()) -> bytes:
     """The format record; empty feature lists are left out, so it stays byte for byte what 0.1.0 wrote."""
     body: dict[str, Any] = {"name": FORMAT_NAME, "version": version}
@@ -192,9 +203,52 @@ def encode_frames(frames: list[dict[str, Any]]) -> list[bytes]:
     return [FRAME_HEAD + pack(frame) for frame in frames]
 
 
+def compress_frames(plain: list[bytes], dictionary: bytes) -> list[bytes]:
+    """Plain frame records as compressed ones (kind ``Z``) with a dictionary this process knows."""
+    head = ZSTD_HEAD + dictionary
+    compress = compression.compressor(dictionary).compress
+    return [head + compress(record) for record in plain]
+
+
+ZSTD_BODY = len(ZSTD_HEAD) + compression.ID_BYTES  # where a compressed record's zstd frame starts
+
+
+def record_dictionary(data: bytes | memoryview) -> bytes:
+    """The id of the dictionary a compressed frame record names."""
+    return bytes(data[len(ZSTD_HEAD):ZSTD_BODY])
+
+
+def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes | memoryview | None:
+    """A frame record as the plain one (kind ``F``) it holds: decompressed when compressed, else as
+    it is (checked by ``decode_frame``)."""
+    if data is None or data[1:2] != KIND_FRAME_ZSTD:
+        return data
+    if data[0] > FORMAT_VERSION:
+        raise ArchiveError(f"{what} record is {newer_format_message(data[0])}")
+    if len(data) <= ZSTD_BODY:
+        raise ArchiveError(f"{what} record is damaged: only {len(data)} bytes")
+    return compression.decompress(bytes(data[len(ZSTD_HEAD):ZSTD_BODY]), bytes(data[ZSTD_BODY:]),
+                                  MAX_RECORD_BYTES, what)
+
+
+def encode_dictionary(data: bytes) -> bytes:
+    return DICTIONARY_HEAD + data
+
+
+def decode_dictionary(key_id: bytes, data: bytes | memoryview) -> bytes:
+    """A dictionary entry's zstd dictionary bytes; ArchiveError unless it is one whose id is ``key_id``."""
+    data = bytes(data)
+    if data[:2] != DICTIONARY_HEAD:
+        raise ArchiveError(f"compression dictionary {key_id.hex()} is damaged: it starts {data[:2]!r}, "
+                           f"not {DICTIONARY_HEAD!r}")
+    body = data[2:]
+    compression.register(body, key_id)
+    return body
+
+
 def decode_frame(data: bytes | memoryview | None, what: str = "frame") -> dict[str, Any]:
-    """A frame record; ``what`` names it in errors (e.g. "frame seq 12")."""
-    body = _unpack(KIND_FRAME, data, what)
+    """A frame record, plain or compressed; ``what`` names it in errors (e.g. "frame seq 12")."""
+    body = _unpack(KIND_FRAME, plain_frame(data, what), what)
     if not frame_ok(body):  # the walk that names the field runs only now, on the refused record
         raise ArchiveError(f"{what} record is damaged: {frame_problem(body)}")
     return body

@@ -343,23 +343,27 @@ COPY_TXN_BYTES = 256 << 20  # bytes per write transaction of a copy: LMDB caps a
 
 
 def copy_databases(source: lmdb.Environment, txn: lmdb.Transaction, target: lmdb.Environment,
-                   keep: dict[bytes, Callable[[bytes, bytes], bool]] | None = None) -> dict[str, int]:
+                   keep: dict[bytes, Callable[[bytes, bytes], bool]] | None = None,
+                   rewrite: dict[bytes, Callable[[bytes, bytes], bytes]] | None = None) -> dict[str, int]:
     """Every named sub-database of ``source`` as ``txn`` sees it into the new environment ``target``,
     each with its own flags, entries appended in key order (full pages: the copy is compact) in
-    transactions of at most COPY_TXN_BYTES; ``keep[name](key, value)`` false leaves an entry out.
-    Entries copied, by sub-database name."""
+    transactions of at most COPY_TXN_BYTES; ``keep[name](key, value)`` false leaves an entry out, and
+    ``rewrite[name](key, value)`` is the value written in its place. Entries copied, by sub-database name."""
     counts = {}
     for name in [bytes(key) for key, _ in txn.cursor()]:
         src_db = source.open_db(name, txn=txn, create=False)
         flags = src_db.flags(txn)
         dst_db = target.open_db(name, create=True, **{f: flags[f] for f in _DB_FLAGS})
         wanted = keep.get(name) if keep else None
+        changed = rewrite.get(name) if rewrite else None
         items = iter(txn.cursor(db=src_db))
         count = 0
         while True:
             batch, held = [], 0
             for key, value in items:
                 if wanted is None or wanted(key, value):
+                    if changed is not None:
+                        value = changed(key, value)
                     batch.append((key, value))
                     held += len(key) + len(value)
                     if held >= COPY_TXN_BYTES:

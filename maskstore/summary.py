@@ -117,7 +117,7 @@ def _roi_frames(ctx: Context) -> dict[str, np.ndarray]:
     frames_db = ctx.version.archive.db("frames")
     for chunk in ctx.chunks:
         for seq in (np.nonzero(chunk.present & (chunk.n_rois > 0))[0] + chunk.base).tolist():
-            rec = records.decode_frame(ctx.txn.get(ctx.version.prefix + u64(seq), db=frames_db))
+            rec = records.decode_frame(ctx.txn.get(ctx.version.prefix + u64(seq), db=frames_db), f"frame seq {seq}")
             for name in {n for roi in rec["rois"] for n in roi["label"]}:
                 found.setdefault(name, set()).add(seq)
     return {name: np.array(sorted(seqs), np.uint64) for name, seqs in found.items()}

@@ -1,6 +1,6 @@
 """An independent reader (and a minimal writer) of maskstore archives, written from FORMAT.md alone.
 
-It imports only ``lmdb``, ``msgpack`` and the standard library, never maskstore: ``tests/test_format.py``
+It imports only ``lmdb``, ``msgpack``, ``zstandard`` and the standard library, never maskstore: ``tests/test_format.py``
 compares what it reads with what the library reads, so FORMAT.md is shown complete enough to read
 every version, frame, label table, colour, mask statistic, embedded file, index entry and scan column.
 Section names in comments are FORMAT.md's.
@@ -15,10 +15,13 @@ from typing import Any
 
 import lmdb
 import msgpack
+import zstandard
 
-READS_VERSION = 1                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"column-fields"})
+READS_VERSION = 2                          # "Compatibility": the highest format number this reader knows
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
+DICTIONARY_PREFIX = b"zstd_dictionary"    # "Compressed frame records"
+MAX_RECORD = 256 * 1024 * 1024
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 MAX_KEY_TEXT = 400
 CHUNK = 4096
@@ -46,6 +49,33 @@ def record(data: bytes, kind: str) -> Any:
     if data[1:2] != KINDS[kind]:
         raise FormatError(f"a {kind} record has kind {data[1:2]!r}")
     return msgpack.unpackb(data[2:], raw=False)
+
+
+def dictionaries(txn: lmdb.Transaction, env: lmdb.Environment) -> dict[bytes, zstandard.ZstdDecompressor]:
+    """"Compressed frame records": meta/zstd_dictionary ‖ id -> 2 ‖ "D" ‖ dictionary, id = sha256[:8]."""
+    out = {}
+    for key, value in _entries(txn, _db(env, txn, "meta"), DICTIONARY_PREFIX):
+        ident, data = key[len(DICTIONARY_PREFIX):], value[2:]
+        if value[:2] != b"\x02D" or hashlib.sha256(data).digest()[:8] != ident:
+            raise FormatError(f"dictionary {ident.hex()} is damaged")
+        out[ident] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data),
+                                                format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    return out
+
+
+def frame_record(data: bytes, known: dict[bytes, zstandard.ZstdDecompressor]) -> Any:
+    """A frame record: kind F as it is; kind Z (2 ‖ "Z" ‖ dictionary id (8) ‖ magicless zstd frame)
+    decompressed, with its declared size capped, to the kind F record it holds."""
+    data = bytes(data)
+    if data[1:2] == b"Z":
+        if data[0] > READS_VERSION:
+            raise FormatError(f"record written by format {data[0]}")
+        body = data[10:]
+        size = zstandard.get_frame_parameters(body, format=zstandard.FORMAT_ZSTD1_MAGICLESS).content_size
+        if size > MAX_RECORD:
+            raise FormatError(f"a compressed record declares {size} bytes")
+        data = known[data[2:10]].decompress(body, max_output_size=MAX_RECORD, allow_extra_data=False)
+    return record(data, "frame")
 
 
 def _db(env: lmdb.Environment, txn: lmdb.Transaction, name: str) -> Any:
@@ -85,10 +115,11 @@ def read_archive(path: str | Path) -> dict[str, Any]:
             fmt = read_format(txn, env)
             versions, blobs = [], {}
             frames_db, blobs_db = _db(env, txn, "frames"), _db(env, txn, "blobs")
+            known = dictionaries(txn, env)
             for key, data in _entries(txn, _db(env, txn, "versions")):
                 rec = record(data, "version")
                 assert rec["id"] == u64(key)
-                frames = [record(value, "frame") for _, value in _entries(txn, frames_db, key)]
+                frames = [frame_record(value, known) for _, value in _entries(txn, frames_db, key)]
                 versions.append({
                     "record": rec,
                     "masks_labels": [[entry["value"], entry["labels"]] for entry in rec["mask_labels"]],
@@ -161,8 +192,9 @@ def index_check(path: str | Path) -> tuple[set, set, set, set]:
         with env.begin() as txn:
             for name in INDEX_DBS:
                 stored |= {(name, key, value) for key, value in _entries(txn, _db(env, txn, name))}
+            known = dictionaries(txn, env)
             for key, data in _entries(txn, _db(env, txn, "frames")):
-                frame = record(data, "frame")
+                frame = frame_record(data, known)
                 derived |= expected_index_entries(u64(key[:8]), u64(key[8:]), frame)
                 ids_derived.add((key[:8] + text_key(frame["id"]), key[8:]))
             ids_stored = set(_entries(txn, _db(env, txn, "frame_ids")))
@@ -259,6 +291,7 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     try:
         with env.begin() as txn:
+            known = dictionaries(txn, env)
             for key, _ in _entries(txn, _db(env, txn, "versions")):
                 fields: dict[int, dict[bytes, bytes]] = {}
                 for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
@@ -267,7 +300,7 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
                     "chunks": {number: decode_chunk(f[b""]) if b"" in f else decode_fields(f)
                                for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
-                    "frames": {u64(k[8:]): record(v, "frame") for k, v in _entries(txn, _db(env, txn, "frames"), key)},
+                    "frames": {u64(k[8:]): frame_record(v, known) for k, v in _entries(txn, _db(env, txn, "frames"), key)},
                 }
     finally:
         env.close()

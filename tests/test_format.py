@@ -25,6 +25,7 @@ from unittest import mock
 
 import lmdb
 import pytest
+import zstandard
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,10 +33,11 @@ from hypothesis import strategies as st
 import format_reader
 from fixtures.make_archive_format1 import NAME, library_view
 from reliability.test_disk_full import small_disk  # noqa: F401 (a fixture: a real 8 MiB tmpfs)
-from maskstore import Archive, ArchiveError, records
+from maskstore import Archive, ArchiveError, compression, records
 from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.demo import run_demo
+from maskstore.layout import DICTIONARY_PREFIX
 from maskstore.ingest import apply_label_table, builtin_label_table
 from maskstore.model import normalize_frame_dict
 from maskstore.store import DEFAULT_MAP_SIZE
@@ -477,6 +479,12 @@ def parse_hex_dump(text: str) -> bytes:
     return bytes.fromhex("".join(line[6:53] for line in text.splitlines()))
 
 
+# FORMAT.md's example dictionary: raw content (zstd's other dictionary form), short enough to print.
+EXAMPLE_DICTIONARY = (b"\x01F\x86\xa2id\xa9timestamp\xaacontext_id\xa4meta\xa7sources\x91\x87\xa3uri\xa5masks"
+                      b"\x91\x85\xa6values\xaccontent_type\xa9image/png\xa5width\xa6height\xa4rois\x91\x86"
+                      b"\xa5label\xaaconfidence\xa4poly")
+
+
 def worked_examples() -> dict[str, str]:
     """FORMAT.md's examples, from an archive the code writes now: EXAMPLE_FRAME in version 1."""
     with tempfile.TemporaryDirectory() as folder:
@@ -498,7 +506,12 @@ def worked_examples() -> dict[str, str]:
                       for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" for name, key, value in keys]
+    dictionary = compression.register(EXAMPLE_DICTIONARY)
+    (compressed,) = records.compress_frames([frame], dictionary)
     return {
+        "dictionary-entry": f"meta {(DICTIONARY_PREFIX + dictionary).hex()}\n  -> "
+                            f"{records.encode_dictionary(EXAMPLE_DICTIONARY).hex()}",
+        "compressed-record": hex_dump(compressed),
         "format-record": hex_dump(fmt) + "\n\n" + json.dumps(format_reader.record(fmt, "format")),
         "frame-record": hex_dump(frame),
         "frame-decoded": readable_json(format_reader.record(frame, "frame")),
@@ -515,11 +528,19 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert set(documented) == set(generated)
     # Bytes are compared after decoding: map order in a record is not part of the format.
     frame = parse_hex_dump(documented["frame-record"])
-    assert frame[:2] == bytes((records.FORMAT_VERSION,)) + records.KIND_FRAME
+    assert frame[:2] == records.FRAME_HEAD
     assert records.decode_frame(frame) == json.loads(documented["frame-decoded"])
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
     assert documented["format-record"] == generated["format-record"]
+    assert documented["dictionary-entry"] == generated["dictionary-entry"]
+    # The compressed bytes are zstd's to choose (another zstd may pick other matches): the head must be
+    # what this code writes, and the documented record must decompress to the documented frame record.
+    compressed, written = parse_hex_dump(documented["compressed-record"]), parse_hex_dump(generated["compressed-record"])
+    assert compressed[:10] == written[:10] and records.plain_frame(compressed) == frame
+    assert format_reader.frame_record(compressed, {compressed[2:10]: zstandard.ZstdDecompressor(
+        dict_data=zstandard.ZstdCompressionDict(EXAMPLE_DICTIONARY), format=zstandard.FORMAT_ZSTD1_MAGICLESS)}) == \
+        json.loads(documented["frame-decoded"])
 
 
 def rewrite_format_md() -> None:

@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, example, given, note, settings
@@ -27,8 +31,9 @@ from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.errors import QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.model import Frame
-from maskstore.query import columns
+from maskstore.query import columns, engine, plan
 from maskstore.query.check import check_query
+from maskstore.query.columns import CHUNK
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
 from maskstore.query.nodes import FIELDS, And, Compare, Has, In, Not, Or, Query, RoiAll
 from maskstore.query.parse import parse_query
@@ -603,6 +608,137 @@ def test_columns_kept_on_write_match_brute_force(shared_archive, mask_labels, wr
         assert [p for p in check_archive(shared_archive) if "scan columns" in str(p)] == []
         for text in queries:
             assert_same_answer(v, text)
+
+
+# --------------------------------------------------------------------------- property: across column chunks
+
+def _chunked_frames(n: int) -> list[dict[str, Any]]:
+    """Frames over several column chunks, with values that follow the chunk (so per-chunk value ranges
+    tell chunks apart) yet overlap their neighbours' (ties across chunk borders): what the top-k of
+    ``order by ... limit`` and the coverage column read chunk by chunk."""
+    rng = random.Random(14)
+    frames = []
+    for i in range(n):
+        chunk = i // CHUNK
+        meta: dict[str, Any] = {"i": chunk * 10 + rng.randrange(12), "big": 2**60 + chunk * 10 + rng.randrange(12),
+                                "f": rng.choice([-math.inf, math.inf, chunk / 2, chunk / 2 + 0.25, 0.5]),
+                                "b": rng.random() < 0.3, "mixed": chunk + (0.5 if chunk % 2 else 0)}
+        if chunk % 2 and rng.random() < 0.1:
+            del meta["i"]  # missing values (last whichever the direction) in some chunks only
+        if chunk == 2 and rng.random() < 0.01:
+            meta["obj"] = 2**64 - 1  # beyond int64: Python numbers in that chunk
+        elif rng.random() < 0.5:
+            meta["obj"] = rng.randrange(-50, 50)
+        if rng.random() < 0.002:
+            meta["sparse"] = rng.randrange(5)  # fewer values than most limits
+        values = rng.sample([1, 2, 3, 4], rng.randrange(4))
+        frames.append({"id": f"f{i:05d}", "context_id": f"c{i % 7}", "timestamp": (3 - chunk) * 1000 + rng.randrange(1100),
+                       "meta": meta, "rois": [],
+                       "sources": [{"uri": "/s.png", "masks": [{"uri": "/m.png", "values": [
+                           [v, v, v, rng.randrange(0, 100) if rng.random() < 0.95 else 0] for v in values]}]}]})
+    return frames
+
+
+@pytest.fixture(scope="module")
+def chunked_versions(tmp_path_factory) -> Iterator[list[tuple[Any, list[dict[str, Any]]]]]:
+    """Two versions over 4 column chunks (a top-k's window needs 4): every chunk in place, and with
+    chunk 1 gone (positions no longer seqs); each with its frame dicts, the reference's input."""
+    mask_labels = [{"value": [1, 1, 1], "labels": ["person"]}, {"value": [2, 2, 2], "labels": ["car", "person"]},
+                   {"value": [3, 3, 3], "labels": ["road"]}]
+    with Archive(tmp_path_factory.mktemp("chunked") / "chunked.maskstore", jobs=1) as ar:
+        whole = make_version(ar, mask_labels, _chunked_frames(3 * CHUNK + 300), "whole")
+        holes = make_version(ar, mask_labels, _chunked_frames(4 * CHUNK + 100), "holes")
+        holes.delete_frames([f"f{i:05d}" for i in range(CHUNK, 2 * CHUNK)] + ["f13000", "f00005"])
+        yield [(v, list(v.frame_dicts())) for v in (whole, holes)]
+
+
+chunked_query_st = st.builds(
+    lambda where, field, direction, limit: " ".join(p for p in (where, f"order by {field}{direction}", limit) if p),
+    st.sampled_from(["", 'label == "person"', 'label == "road"', "meta.i > 15", "timestamp < 1500", 'not label == "car"',
+                     "has(meta.sparse)", 'context_id == "c3"']),
+    st.sampled_from(["timestamp", "meta.i", "meta.big", "meta.f", "meta.b", "meta.obj", "meta.sparse", "meta.mixed", "id"]),
+    st.sampled_from(["", " asc", " desc"]),
+    st.sampled_from(["", "limit 0", "limit 1", "limit 20000"]) | st.integers(1, 5000).map(lambda n: f"limit {n}"))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from([0, 1]), text=chunked_query_st, walk=st.booleans())
+@example(which=0, text="order by timestamp desc limit 100", walk=False)
+@example(which=1, text='label == "person" order by meta.i limit 3000', walk=True)
+@example(which=0, text="order by meta.sparse desc limit 40", walk=False)
+def test_top_k_across_chunks_matches_brute_force(chunked_versions, which: int, text: str, walk: bool) -> None:
+    """``order by`` with a limit runs the plan over only the chunks whose value ranges can hold the
+    first rows (index postings read by cursor walks over those chunks' seqs when ``walk``: at this
+    size only a forced share), yet gives exactly the reference's frames in its order: ints beyond
+    2**53, infinities, booleans, ties across chunk borders (insertion order), missing values, fields
+    no range covers (Python numbers, ints beside floats, strings) and fewer values than the limit."""
+    version, frames = chunked_versions[which]
+    note(f"query: {text}")
+    with mock.patch.object(plan, "WALK_SHARE", 1 if walk else plan.WALK_SHARE):
+        assert assert_same_answer(version, text, frames) is not None
+
+
+@pytest.mark.parametrize("text", ['label == "person"', 'mask.value in [1, 3]', 'context_id == "c3"'])
+def test_index_walks_over_a_window_give_exactly_its_postings(chunked_versions, text: str) -> None:
+    """Postings read by cursor walks over a top-k's window of chunks are the index's postings in
+    those chunks, none missing at a chunk's first or last seq (adjacent chunks walked as one range)."""
+    for version, _ in chunked_versions:
+        def work(txn: Any) -> None:
+            ctx = engine.context(txn, version)
+            step = plan.plan_expr(engine.prepare(text, version.record(txn)["meta_types"]).where, ctx)
+            whole = step.run(ctx)
+            chunk_of = ctx.positions(whole) // CHUNK
+            for chunks in ([0], [1], [0, 1], [0, 2], [len(ctx.chunks) - 1]):
+                ctx.window = np.isin(np.arange(len(ctx.chunks)), chunks)
+                with mock.patch.object(plan, "WALK_SHARE", 1):
+                    assert step.run(ctx).tolist() == whole[np.isin(chunk_of, chunks)].tolist(), chunks
+        version.archive.read(work)
+
+
+BIG_I = 2**60
+range_atom_st = st.one_of(*(
+    st.builds(lambda op, v, f=field: f"{f} {op} {v}", NUM_OPS, st.sampled_from(values))
+    for field, values in [("timestamp", ["-1", "500", "1000", "2099", "2100", "3099.5", "4200"]),
+                          ("meta.i", ["-1", "0", "10", "11", "15", "20", "41", "45", "11.5", str(2**53 + 1)]),
+                          ("meta.big", [str(BIG_I + 9), str(BIG_I + 25), f"{BIG_I + 25}.0", "0", str(2**63)]),
+                          ("meta.f", ["0.5", "0.75", "1", "1.25", "-1e308", "2"]),
+                          ("meta.sparse", ["0", "2", "4.5"]), ("meta.b", ["1", "0", "true"]),
+                          ("meta.mixed", ["1", "1.5", "2.5", "3"]), ("meta.obj", ["0", "-60"])]),
+    st.builds(lambda f, vs: f"{f} in [{', '.join(vs)}]", st.sampled_from(["timestamp", "meta.i", "meta.sparse"]),
+              st.lists(st.sampled_from(["-1", "0", "3", "15", "41", "1050"]), max_size=3)))
+range_expr_st = st.recursive(range_atom_st, lambda kids: st.one_of(
+    st.builds(lambda e: f"not ({e})", kids), st.builds(lambda a, b: f"({a}) and ({b})", kids, kids),
+    st.builds(lambda a, b: f"({a}) or ({b})", kids, kids)), max_leaves=3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from([0, 1]), text=range_expr_st)
+@example(which=0, text="meta.i >= 0")  # every chunk decided by its range, where each frame holds a value
+@example(which=1, text="not (meta.i < 100)")  # ... and where some lack one
+@example(which=0, text="meta.sparse != 7")
+def test_zone_maps_across_chunks_match_brute_force(chunked_versions, which: int, text: str) -> None:
+    """Range scans that decide whole chunks from their lowest and highest value (timestamp and numeric
+    meta) give the reference's frames: frames without the field, chunks where no frame has it, ints
+    beyond 2**53 against float literals, infinities, booleans (never a range) and Python numbers;
+    what the checker refuses (a float against timestamp) is refused alike."""
+    version, frames = chunked_versions[which]
+    note(f"query: {text}")
+    got = assert_same_answer(version, text, frames)
+    event("refused by the checker" if got is None else "empty" if not got else "some frames")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from([0, 1]), label=st.sampled_from(["person", "car", "road", "sky"]),
+       op=NUM_OPS, value=st.sampled_from(["0", "0.25", "0.5", "1", "0.3333333333333333"]),
+       tail=st.sampled_from(["", " and meta.i > 15", " or timestamp < 1200", " order by meta.i desc limit 50"]))
+def test_coverage_across_chunks_matches_brute_force(chunked_versions, which: int, label: str, op: str, value: str,
+                                                     tail: str) -> None:
+    """Coverage from the columns equals the reference's per-frame ratio on every chunk, for frames
+    without the label (0), without any mask pixels (0) and with every pixel labelled (1)."""
+    version, frames = chunked_versions[which]
+    text = f"coverage({_quote(label)}) {op} {value}{tail}"
+    note(f"query: {text}")
+    assert assert_same_answer(version, text, frames) is not None
 
 
 # --------------------------------------------------------------------------- fuzz: only QueryError escapes

@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 
 from .. import records
-from ..layout import CHUNK_BITS, FORMAT_KEY, HASHED_KEY_MARK, U64, entries, text_key, u64
+from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, entries, require_feature, text_key, u64
 from ..model import meta_items, type_name
 from ..errors import ArchiveError, MaskstoreError
 from ..labels import packed_key
@@ -473,7 +473,8 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
         for key, data in cursor:
             if key >= stop:
                 return
-            yield U64.unpack(key[8:])[0], records.decode_frame(data)
+            seq = U64.unpack(key[8:])[0]
+            yield seq, records.decode_frame(data, f"frame seq {seq}")
 
 
 def records_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) -> Chunk:
@@ -551,18 +552,8 @@ def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Ch
         for name, value in fields.items():
             txn.put(key + name, value, db=db)
         txn.delete(key, db=arc.db("dirty"))
-    if built:
-        _require_column_fields(txn, arc)
-
-
-def _require_column_fields(txn: lmdb.Transaction, arc: Any) -> None:
-    """Chunks stored field by field make the archive one that readers without the feature must refuse
-    (an archive of 0.1.0 gets it with its first chunk stored by this release)."""
-    data = txn.get(FORMAT_KEY, db=arc.db("meta"))
-    fmt = records.decode_format(data)
-    if records.COLUMN_FIELDS not in fmt["required_features"]:
-        txn.put(FORMAT_KEY, records.encode_format(fmt["version"], (*fmt["required_features"], records.COLUMN_FIELDS),
-                                                  tuple(fmt["optional_features"])), db=arc.db("meta"))
+    if built:  # chunks stored field by field: readers without the feature must refuse (0.1.0 archives get it now)
+        require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -787,13 +778,3 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
     if cached.reader is not None:  # the chunks it serves were not written: the next generation has them too
         cached.reader.generation = generation + 1
     cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared, cached.reader)
-
-
-def concat(parts: list[np.ndarray]) -> np.ndarray:
-    """Sorted frame seqs (uint64) from per-chunk results."""
-    return np.concatenate(parts).astype(np.uint64) if parts else np.zeros(0, np.uint64)
-
-
-def chunk_seqs(chunk: Chunk, mask: np.ndarray) -> np.ndarray:
-    return np.nonzero(mask & chunk.present)[0].astype(np.uint64) + np.uint64(chunk.base)
-

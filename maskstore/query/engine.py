@@ -23,7 +23,7 @@ from .check import check_query, warn_unknown_labels
 from .evaluate import Labels
 from .nodes import Field, Query, to_text
 from .parse import parse_query
-from .plan import Context, Everything, Step, plan_expr
+from .plan import Context, Everything, Step, field_column, plan_expr, sorted_unique
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
@@ -85,12 +85,8 @@ def _plan(query: Query, ctx: Context) -> Step:
 
 
 def _order_column(field: Field, chunk: columns.Chunk) -> columns.StrColumn | columns.ValueColumn | None:
-    if field.path:
-        col = chunk.meta.get(".".join(field.path))
-        return None if isinstance(col, columns.ValueColumn) and col.kind == "present" else col
-    if field.name == "timestamp":
-        return columns.ValueColumn("int", chunk.timestamp, chunk.present)
-    return chunk.ids if field.name == "id" else chunk.context
+    col = field_column(field, chunk)
+    return None if isinstance(col, columns.ValueColumn) and col.kind == "present" else col
 
 
 def _sort_keys(field: Field, ctx: Context, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +130,48 @@ def _sort_keys(field: Field, ctx: Context, seqs: np.ndarray) -> tuple[np.ndarray
     return keys, missing
 
 
+def _reversed(keys: np.ndarray) -> np.ndarray:
+    """Keys in the opposite order, without overflow: ~x for ints, -x for floats."""
+    return ~keys if keys.dtype == np.int64 else -keys
+
+
+def _top_candidates(query: Query, ctx: Context, plan: Step, limit: int) -> np.ndarray | None:
+    """Frames the query selects that include its first ``limit`` by a numeric order, from the plan run
+    over only the chunks whose value ranges (a zone map) can hold them: the chunks whose best bound
+    comes first (one, then four times as many) until ``limit`` selected frames hold a value; their
+    ``limit``-th best key then rules out every chunk whose best bound is worse. None when the field
+    has no ranges or the answer needs most chunks anyway (the caller runs the whole plan)."""
+    field = query.order_by
+    assert field is not None
+    ranges = ctx.value_ranges(field)
+    if ranges is None:
+        return None
+    best = _reversed(ranges.high) if query.descending else ranges.low  # in key order: smaller comes first
+    usable = np.flatnonzero(ranges.has)
+    usable = usable[np.argsort(best[usable], kind="stable")]
+    take = 1
+    while take * 4 <= len(usable):
+        ctx.window = np.zeros(len(ctx.chunks), bool)
+        ctx.window[usable[:take]] = True
+        seqs = plan.run(ctx)
+        keys, missing = _sort_keys(field, ctx, seqs)
+        if np.count_nonzero(~missing) >= limit:
+            keys = _reversed(keys[~missing]) if query.descending else keys[~missing]
+            kth = np.partition(keys, limit - 1)[limit - 1]
+            rest = (best <= kth) & ranges.has & ~ctx.window
+            if np.count_nonzero(rest) * 2 > len(rest):  # ranges that do not tell chunks apart
+                ctx.window = None
+                return plan.run(ctx)
+            if rest.any():
+                ctx.window = rest
+                seqs = sorted_unique([seqs, plan.run(ctx)])
+            ctx.window = None
+            return seqs
+        take *= 4
+    ctx.window = None
+    return None
+
+
 def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     """Sort by the order-by field (missing values last, ties in insertion order), then limit: with a
     limit, only the rows that can make the first ``limit`` are sorted (a partition finds them)."""
@@ -141,8 +179,8 @@ def _ordered(query: Query, ctx: Context, seqs: np.ndarray) -> np.ndarray:
     if query.order_by is None or not len(seqs):
         return seqs if limit is None else seqs[:limit]
     keys, missing = _sort_keys(query.order_by, ctx, seqs)
-    if query.descending:  # order-reversing without overflow: ~x for ints, -x for floats
-        keys = ~keys if keys.dtype == np.int64 else -keys
+    if query.descending:
+        keys = _reversed(keys)
     have = np.flatnonzero(~missing)  # insertion order, as seqs are
     if limit is not None and limit < len(have):
         cut = np.partition(keys[have], limit - 1)[limit - 1] if limit else None
@@ -166,7 +204,11 @@ def _checked_in(version: DatasetVersion, text: str | Query, txn: lmdb.Transactio
 def select(version: DatasetVersion, text: str | Query, txn: lmdb.Transaction) -> tuple[np.ndarray, Context]:
     """Seqs of the selected frames in result order, from the snapshot ``txn``, and its context."""
     query, ctx = _checked_in(version, text, txn)
-    return _ordered(query, ctx, _plan(query, ctx).run(ctx)), ctx
+    plan = _plan(query, ctx)
+    seqs = None
+    if query.order_by is not None and query.limit is not None and query.limit > 0:
+        seqs = _top_candidates(query, ctx, plan, int(query.limit))
+    return _ordered(query, ctx, plan.run(ctx) if seqs is None else seqs), ctx
 
 
 def ids(version: DatasetVersion, text: str | Query) -> list[str]:
@@ -181,7 +223,7 @@ def count(version: DatasetVersion, text: str | Query) -> int:
     clause the version record's count, which loading the columns checked against them."""
     def work(txn: lmdb.Transaction) -> int:
         query, ctx = _checked_in(version, text, txn)
-        found = version.record(txn)["count"] if query.where is None else len(_plan(query, ctx).run(ctx))
+        found = version.record(txn)["count"] if query.where is None else _plan(query, ctx).count(ctx)
         return found if query.limit is None else min(found, int(query.limit))
     return version.archive.read(work)
 
@@ -209,7 +251,9 @@ def explain(version: DatasetVersion, text: str | Query) -> str:
         lines = [f"query: {to_text(query) or '(all frames)'}", "plan:"]
         lines += ["  " + ln for ln in _plan(query, ctx).lines()]
         if query.order_by is not None:
-            lines.append(f"order by {query.order_by.text}{' desc' if query.descending else ''} (column sort)")
+            top = query.limit is not None and ctx.value_ranges(query.order_by) is not None
+            how = "top-k over the chunks whose value ranges can hold the first rows" if top else "column sort"
+            lines.append(f"order by {query.order_by.text}{' desc' if query.descending else ''} ({how})")
         if query.limit is not None:
             lines.append(f"limit {query.limit}")
         return "\n".join(lines)
@@ -225,5 +269,5 @@ def snapshot(version: DatasetVersion, text: str | Query) -> Iterator[tuple[dict,
     with version.archive._begin() as txn:
         seqs, _ = select(version, text, txn)
         frames_db = version.archive.db("frames")
-        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db))
-                                    for seq in seqs.tolist())
+        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db),
+                                                         f"frame seq {seq}") for seq in seqs.tolist())

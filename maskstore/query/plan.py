@@ -7,8 +7,8 @@ set operations. ``explain`` prints the plan tree the run executes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -20,15 +20,30 @@ from .. import records
 from ..layout import U64, text_key, u64, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
-from .columns import CHUNK, Chunk, StrColumn, ValueColumn, chunk_seqs, concat
+from .columns import CHUNK, Chunk, StrColumn, ValueColumn
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
-from .nodes import And, Compare, Coverage, Expr, Has, In, Not, Or, RoiAll, to_text
+from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll, to_text
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
 EMPTY = np.zeros(0, np.uint64)
 SCALAR_META = ("str", "int", "float", "bool")
+_RANGE_DTYPES = {"int": np.int64, "bool": np.int64, "float": np.float64}
+WALK_SHARE = 16
+"""A window of at most 1/WALK_SHARE of the chunks reads an index's postings by cursor walks over its
+seq ranges; a larger one reads them all in one packed buffer (no Python per posting) and filters."""
+
+
+@dataclass
+class Ranges:
+    """A zone map: per chunk of the version, the lowest and highest value of one numeric field."""
+
+    kind: str          # a key of _RANGE_DTYPES: the dtype of low and high
+    low: np.ndarray
+    high: np.ndarray
+    has: np.ndarray    # some frame of the chunk holds a value
+    full: np.ndarray   # every frame of the chunk holds one
 
 
 @dataclass
@@ -43,7 +58,12 @@ class Context:
     chunks: list[Chunk]
     labels: Labels
     meta_types: dict[str, str]
-    shared: dict[str, Any]  # lazily built whole-version arrays, cached with the chunks
+    shared: dict[Any, Any]  # lazily built whole-version arrays, cached with the chunks
+    coverages: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # this run's, per label
+    window: np.ndarray | None = None
+    """Chunks a step must answer for (bool per chunk; None: all). A step returns every frame it selects
+    in these chunks, and may return frames it selects elsewhere: a top-k asks only where its first
+    rows can be."""
 
     def __post_init__(self) -> None:
         if "checked" not in self.shared:  # once per load of the chunks, not per query
@@ -65,6 +85,10 @@ class Context:
             self.shared[name] = np.concatenate(arrays) if arrays else np.zeros(0, bool)
         return self.shared[name]
 
+    def present(self) -> np.ndarray:
+        """Whether a frame lives at each position."""
+        return self._dense("present", (c.present for c in self.chunks))
+
     def bases(self) -> np.ndarray:
         if "bases" not in self.shared:
             self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
@@ -82,12 +106,16 @@ class Context:
             return self.dense_ids()[positions].tolist()
         chunk_of, rows = np.divmod(positions, CHUNK)
         order = np.argsort(chunk_of, kind="stable")
-        found = np.empty(len(positions), object)
         numbers, starts = np.unique(chunk_of[order], return_index=True)
+        found: list[str] = []  # in chunk order: a plain list, no object array per chunk
         for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids
-            found[part] = np.array(ids.uniques + [None], dtype=object)[ids.codes[rows[part]]]
-        return found.tolist()
+            ids = self.chunks[number].ids  # a result's row holds a frame: its code is >= 0 (loading checks)
+            found += map(ids.uniques.__getitem__, ids.codes[rows[part]].tolist())
+        if len(order) < 2 or (order[1:] > order[:-1]).all():
+            return found
+        out = np.empty(len(found), object)
+        out[order] = np.array(found, dtype=object)
+        return out.tolist()
 
     def contiguous(self) -> bool:
         """Whether chunk ``i`` starts at seq ``i * CHUNK`` (no chunk missing): then positions are seqs."""
@@ -109,7 +137,7 @@ class Context:
             found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
             positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
         if source is not None:
-            found[found] = self._dense("present", (c.present for c in self.chunks))[positions[found]]
+            found[found] = self.present()[positions[found]]
             if not found.all():
                 raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
                                    "frame lives; run maskstore check --repair to rebuild the indexes")
@@ -140,15 +168,85 @@ class Context:
                                        "run maskstore check --repair to rebuild the indexes") from None
         return out
 
-    def timestamp_ranges(self) -> list[tuple[int, int]]:
-        """(lowest, highest) timestamp of each chunk's frames: the zone map of timestamp scans."""
-        if "timestamp ranges" not in self.shared:
-            self.shared["timestamp ranges"] = [(int(ts.min()), int(ts.max())) for ts in
-                                               (c.timestamp[c.present] for c in self.chunks)]
-        return self.shared["timestamp ranges"]
+    def value_ranges(self, field: Field) -> Ranges | None:
+        """Per chunk, the lowest and highest value of a numeric field (timestamp, meta.<path>) over
+        the frames holding one: the zone map that lets a top-k or a range scan skip chunks. None when
+        some chunk holds strings, Python numbers (ints that int64 or float64 would round) or ints
+        beside floats, which have no such array. Built on first use per version generation."""
+        key = ("ranges", field.name, field.path)
+        if key not in self.shared:
+            kinds: set[str] = set()
+            bounds: list[tuple[Any, Any] | None] = []
+            full = np.ones(len(self.chunks), bool)
+            for i, chunk in enumerate(self.chunks):
+                col = field_column(field, chunk)
+                values = col.values[col.present] if isinstance(col, ValueColumn) else ()
+                if col is not None:
+                    kinds.add(col.kind if isinstance(col, ValueColumn) else "str")
+                bounds.append((values.min(), values.max()) if len(values) else None)
+                full[i] = len(values) == np.count_nonzero(chunk.present)
+            kind = kinds.pop() if len(kinds) == 1 else "int" if not kinds else "mixed"
+            dtype = _RANGE_DTYPES.get(kind)
+            self.shared[key] = None if dtype is None else Ranges(
+                kind, np.array([b[0] if b else 0 for b in bounds], dtype), np.array([b[1] if b else 0 for b in bounds], dtype),
+                np.array([b is not None for b in bounds], bool), full)
+        return self.shared[key]
+
+    def pixel_totals(self) -> np.ndarray:
+        """All mask pixels of the frame at every position (int64): coverage's denominator."""
+        return self._dense("pixel totals", (_frame_sums(c.value_offsets, c.value_counts) for c in self.chunks))
+
+    def labelled_pixels(self, values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, pixels): the frames holding any of the packed mask ``values``, and how many of
+        their pixels hold them. A per-label pixel column, sparse (most frames lack most labels), built
+        once per generation and set of values."""
+        key = ("labelled pixels", tuple(values))
+        if key not in self.shared:
+            wanted = np.array(values, np.uint32)
+            positions, pixels = [np.zeros(0, np.intp)], [np.zeros(0, np.int64)]
+            for i, c in enumerate(self.chunks if values else ()):
+                # a few values (a label's usual count): equality tests beat isin's sort
+                hits = np.flatnonzero(np.logical_or.reduce([c.value_keys == v for v in wanted]) if len(wanted) <= 8
+                                      else np.isin(c.value_keys, wanted))
+                if len(hits):
+                    rows = np.searchsorted(c.value_offsets, hits, side="right") - 1  # the frame of each hit
+                    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+                    positions.append(rows[starts] + i * CHUNK)
+                    pixels.append(np.add.reduceat(c.value_counts[hits], starts))
+            self.shared[key] = (np.concatenate(positions), np.concatenate(pixels))
+        return self.shared[key]
+
+    def coverage(self, label: str) -> np.ndarray:
+        """Share of each frame's mask pixels whose value carries ``label``, at every position (0 without
+        mask pixels), as ``evaluate.coverage`` computes it: int counts, one float division."""
+        if label not in self.coverages:
+            positions, pixels = self.labelled_pixels(self.labels.values_of([label]))
+            totals = self.pixel_totals()[positions]
+            ratio = np.zeros(self.size())
+            ratio[positions] = np.divide(pixels, totals, out=np.zeros(len(totals)), where=totals > 0)
+            self.coverages[label] = ratio
+        return self.coverages[label]
+
+    def in_window(self, mask: np.ndarray) -> np.ndarray:
+        """A dense boolean over positions, False outside the window's chunks."""
+        if self.window is None:
+            return mask
+        return (mask.reshape(-1, CHUNK) & self.window[:, None]).reshape(-1)
+
+    def window_seqs(self) -> list[tuple[int, int]]:
+        """The window as seq ranges ``[start, stop)``, adjacent chunks joined."""
+        assert self.window is not None
+        bases = self.bases().tolist()
+        out: list[tuple[int, int]] = []
+        for i in np.flatnonzero(self.window).tolist():
+            if out and out[-1][1] == bases[i]:
+                out[-1] = (out[-1][0], bases[i] + CHUNK)
+            else:
+                out.append((bases[i], bases[i] + CHUNK))
+        return out
 
     def universe(self) -> np.ndarray:
-        return concat([chunk_seqs(c, c.present) for c in self.chunks])
+        return self.seqs_at(np.flatnonzero(self.in_window(self.present())))
 
 
 def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
@@ -210,6 +308,10 @@ class Step:
     def run(self, ctx: Context) -> np.ndarray:
         raise NotImplementedError
 
+    def count(self, ctx: Context) -> int:
+        """How many frames ``run`` gives (a scan counts its mask: no seqs made)."""
+        return len(self.run(ctx))
+
     def lines(self) -> list[str]:
         raise NotImplementedError
 
@@ -223,6 +325,36 @@ class Lookup(Step):
     what: str
 
     def run(self, ctx: Context) -> np.ndarray:
+        if ctx.window is not None and np.count_nonzero(ctx.window) * WALK_SHARE <= len(ctx.window):
+            seqs = sorted_unique(self._postings_in(ctx, ctx.window_seqs()))
+        else:
+            seqs = sorted_unique(self._postings(ctx))
+        ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
+        return seqs
+
+    def _postings_in(self, ctx: Context, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The keys' postings within some seq ranges: a cursor walk from each range's start (a few
+        chunks' worth, where reading every posting of a common label would cost more)."""
+        cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
+        parts = []
+        for key in self.keys:
+            for start, stop in ranges:
+                if not cursor.set_range_dup(ctx.version.prefix + key, u64(start)):
+                    continue
+                end = u64(stop)
+                found = []
+                for seq in cursor.iternext_dup(keys=False, values=True):
+                    if seq >= end:
+                        break
+                    found.append(seq)
+                raw = b"".join(found)
+                if len(raw) != 8 * len(found):
+                    raise ArchiveError(f"{ctx.where()}: index {self.db} holds a seq that is not 8 bytes; "
+                                       "run maskstore check --repair to rebuild the indexes")
+                parts.append(np.frombuffer(raw, ">u8").astype(np.uint64))
+        return parts
+
+    def _postings(self, ctx: Context) -> list[np.ndarray]:
         prefix = ctx.version.prefix
         cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
         by_length: dict[int, list[bytes]] = {}
@@ -234,9 +366,7 @@ class Lookup(Step):
             raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
             pairs = np.frombuffer(raw, dtype=np.dtype([("key", f"V{len(prefix) + length}"), ("seq", ">u8")]))
             parts.append(pairs["seq"].astype(np.uint64))
-        seqs = sorted_unique(parts)
-        ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
-        return seqs
+        return parts
 
     def lines(self) -> list[str]:
         return [f"index {self.db}: {self.what}"]
@@ -269,18 +399,23 @@ class Scan(Step):
 
     def mask(self, ctx: Context) -> np.ndarray:
         """Dense boolean over every position of the version: True where a frame matches. Chunks whose
-        timestamp range decides the predicate (a zone map) are filled without looking at rows; a scan
-        that does not compare timestamps reads no timestamp."""
+        value ranges decide the predicate (zone maps) are filled without looking at rows; a coverage
+        alone is one comparison over the version's coverage column."""
+        if isinstance(self.node, Coverage):
+            ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.in_window(ctx.present()))
+            return _value_mask(ratio, self.node.op, self.node.value)
         out = np.zeros(ctx.size(), bool)
-        zones = ctx.timestamp_ranges() if _compares_timestamp(self.node) else [None] * len(ctx.chunks)
-        for i, (c, zone) in enumerate(zip(ctx.chunks, zones)):
-            decided = None if zone is None else _zone(self.node, *zone)
-            if decided is not False:
-                out[i * CHUNK:(i + 1) * CHUNK] = c.present if decided else column_mask(self.node, c, ctx) & c.present
+        always, never = _zones(self.node, ctx)
+        for i in np.flatnonzero(~never if ctx.window is None else ~never & ctx.window).tolist():
+            c = ctx.chunks[i]
+            out[i * CHUNK:(i + 1) * CHUNK] = c.present if always[i] else column_mask(self.node, i, ctx) & c.present
         return out
 
     def run(self, ctx: Context) -> np.ndarray:
         return ctx.seqs_at(np.flatnonzero(self.mask(ctx)))
+
+    def count(self, ctx: Context) -> int:
+        return int(np.count_nonzero(self.mask(ctx)))
 
     def lines(self) -> list[str]:
         return [f"scan columns: {to_text(self.node)}"]
@@ -477,80 +612,78 @@ def _value_mask(col: StrColumn | ValueColumn | None, op: str, value: Any) -> np.
     return ops[op](col.values, value) & col.present
 
 
-def _column(node: Compare | In, chunk: Chunk) -> StrColumn | ValueColumn | None:
-    name = node.field.name
-    if node.field.path:
-        return chunk.meta.get(".".join(node.field.path))
-    if name == "timestamp":
+def field_column(field: Field, chunk: Chunk) -> StrColumn | ValueColumn | None:
+    """A chunk's column of a single-valued field (id, context_id, timestamp, meta.<path>)."""
+    if field.path:
+        return chunk.meta.get(".".join(field.path))
+    if field.name == "timestamp":
         return ValueColumn("int", chunk.timestamp, chunk.present)
-    return chunk.ids if name == "id" else chunk.context
+    return chunk.ids if field.name == "id" else chunk.context
 
 
-def _coverage(chunk: Chunk, label_values: list[int]) -> np.ndarray:
-    per_frame = np.diff(chunk.value_offsets)
-    owner = np.repeat(np.arange(len(per_frame)), per_frame)
-    counts = chunk.value_counts.astype(np.float64)
-    total = np.bincount(owner, weights=counts, minlength=len(per_frame)).astype(np.float64)
-    hit = np.isin(chunk.value_keys, np.array(label_values, np.uint32))
-    labelled = np.bincount(owner, weights=counts * hit, minlength=len(per_frame))
-    return np.divide(labelled, total, out=np.zeros_like(total), where=total > 0)
+def _frame_sums(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per frame of a chunk, the sum of its values' pixel counts (CSR rows), exact in int64."""
+    running = np.concatenate(([0], np.cumsum(counts)))
+    return running[offsets[1:]] - running[offsets[:-1]]
 
 
-def _compares_timestamp(node: Expr) -> bool:
+def _zones(node: Expr, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, whether ``node`` holds for every frame (first array) or for none (second), from the
+    lowest and highest value of each numeric field it compares (``Context.value_ranges``); neither
+    where that takes looking at the rows. Vectorized over chunks, bounds compared as Python numbers
+    (exact for ints beyond 2**53 against floats)."""
+    undecided = np.zeros(len(ctx.chunks), bool)
     if isinstance(node, (And, Or)):
-        return any(_compares_timestamp(item) for item in node.items)
+        parts = [_zones(item, ctx) for item in node.items]
+        every, some = (np.logical_and, np.logical_or) if isinstance(node, And) else (np.logical_or, np.logical_and)
+        return every.reduce([a for a, _ in parts]), some.reduce([b for _, b in parts])
     if isinstance(node, Not):
-        return _compares_timestamp(node.item)
-    return isinstance(node, (Compare, In)) and node.field.name == "timestamp" and not node.field.path
-
-
-def _zone(node: Expr, low: int, high: int) -> bool | None:
-    """Whether ``node`` holds for every frame (True) or none (False) of a chunk whose timestamps lie in
-    ``low..high``; None when that takes looking at the rows."""
-    if isinstance(node, (And, Or)):
-        parts = [_zone(item, low, high) for item in node.items]
-        if isinstance(node, And):
-            return False if False in parts else True if all(p is True for p in parts) else None
-        return True if True in parts else False if all(p is False for p in parts) else None
-    if isinstance(node, Not):
-        inner = _zone(node.item, low, high)
-        return None if inner is None else not inner
-    if not isinstance(node, (Compare, In)) or node.field.name != "timestamp" or node.field.path:
-        return None
+        always, never = _zones(node.item, ctx)
+        return never, always
+    if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path):
+        return undecided, undecided
     values = node.values if isinstance(node, In) else (node.value,)
     if not all(comparable(0, v) and v is not None for v in values):
-        return None
+        return undecided, undecided  # not a number: the columns' rules for other kinds are not ranges
+    ranges = ctx.value_ranges(node.field)
+    if ranges is None or ranges.kind == "bool":
+        return undecided, undecided
+    low, high = ranges.low.astype(object), ranges.high.astype(object)
     if isinstance(node, In) or node.op in ("==", "!="):
-        hits = [True if low == high == v else False if v < low or v > high else None for v in values]
-        found = True if True in hits else False if all(h is False for h in hits) else None
-        return None if found is None else found if isinstance(node, In) or node.op == "==" else not found
-    v = node.value
-    bounds = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
-              ">=": (low >= v, high < v)}.get(node.op)
-    if bounds is None:
-        return None
-    always, never = bounds
-    return True if always else False if never else None
+        hit, miss = undecided.copy(), ~undecided
+        for v in values:
+            hit |= (low == v) & (high == v)
+            miss &= (low > v) | (high < v)
+        always, never = (miss, hit) if isinstance(node, Compare) and node.op == "!=" else (hit, miss)
+    elif node.op in ("<", "<=", ">", ">="):
+        v = node.value
+        always, never = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
+                         ">=": (low >= v, high < v)}[node.op]
+    else:
+        return undecided, undecided
+    # rows without a value match no comparison: "every frame" needs every frame to hold one
+    return always & ranges.full & ranges.has, never | ~ranges.has
 
 
-def column_mask(node: Expr, chunk: Chunk, ctx: Context) -> np.ndarray:
-    """Boolean row mask of one chunk for a node the planner sent to a Scan."""
+def column_mask(node: Expr, number: int, ctx: Context) -> np.ndarray:
+    """Boolean row mask of chunk ``number`` for a node the planner sent to a Scan."""
+    chunk = ctx.chunks[number]
     size = len(chunk.present)
     if isinstance(node, (And, Or)):
-        masks = [column_mask(item, chunk, ctx) for item in node.items]
+        masks = [column_mask(item, number, ctx) for item in node.items]
         return np.logical_and.reduce(masks) if isinstance(node, And) else np.logical_or.reduce(masks)
     if isinstance(node, Not):
-        return ~column_mask(node.item, chunk, ctx) & chunk.present
+        return ~column_mask(node.item, number, ctx) & chunk.present
     if isinstance(node, Has):
         if node.field.path:
             col = chunk.meta.get(".".join(node.field.path))
             return col.present if isinstance(col, ValueColumn) else (col.codes >= 0) if col else np.zeros(size, bool)
         return (chunk.n_masks if node.field.name == "mask" else chunk.n_rois) > 0
     if isinstance(node, Coverage):
-        ratio = _coverage(chunk, ctx.labels.values_of([node.label]))
+        ratio = ctx.coverage(node.label)[number * CHUNK:(number + 1) * CHUNK]
         return _value_mask(ValueColumn("float", ratio, np.ones(size, bool)), node.op, node.value)
     assert isinstance(node, (Compare, In))
-    col = _column(node, chunk)
+    col = field_column(node.field, chunk)
     if isinstance(node, In):
         out = np.zeros(size, bool)
         for value in node.values:

@@ -454,7 +454,7 @@ def test_a_damaged_frame_record_is_refused_naming_the_field_and_value(template: 
     named = re.escape(f"record is damaged: frame {frame!r}: ") + field
     result = cli("query", path, "--format", "jsonl")
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr[-3000:]
-    assert re.match(r"Error: frame " + named, result.stderr), result.stderr
+    assert re.match(r"Error: frame seq 1 " + named, result.stderr), result.stderr
     checked = cli("check", path)
     assert checked.returncode == 1 and re.search(r"frame seq 1 " + named, checked.stdout), checked.stdout
 
