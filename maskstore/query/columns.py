@@ -563,10 +563,10 @@ def refresh(version: DatasetVersion) -> None:
         version.archive.write(lambda txn: _store(txn, version, _build_dirty(txn, version, _to_rebuild(txn, version))))
 
 
-def _to_rebuild(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
+def _to_rebuild(txn: lmdb.Transaction, version: DatasetVersion, heads: dict[bytes, bytes] | None = None) -> list[bytes]:
     """Chunk keys only the records can give: dirty marks, and chunks in the layout of 0.1.0."""
-    old = [key for key, first in _chunk_heads(txn, version).items() if first == OLD_LAYOUT]
-    return sorted(set(_dirty_keys(txn, version)).union(old))
+    heads = _chunk_heads(txn, version) if heads is None else heads
+    return sorted(set(_dirty_keys(txn, version)).union(key for key, first in heads.items() if first == OLD_LAYOUT))
 
 
 class FieldReader:
@@ -608,8 +608,8 @@ class FieldReader:
 
 
 def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cached:
-    """The version's chunks as of ``txn`` (of the version's ``generation``): the keys of its fields and
-    each chunk's ``present``; other fields come when a query touches them. Dirty chunks and chunks of
+    """The version's chunks as of ``txn`` (of the version's ``generation``): each chunk's first entry,
+    ``_present``; other fields come when a query touches them. Dirty chunks and chunks of
     0.1.0 are built in memory, then stored only if no writer holds the archive and the version is
     still at that generation: a read never takes or waits for the writer lock, and never fails on a
     cache write."""
@@ -617,7 +617,7 @@ def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cac
     reader = FieldReader(version, generation)
     reader.use(txn)
     heads = _chunk_heads(txn, version)
-    rebuild = sorted(set(_dirty_keys(txn, version)).union(key for key, first in heads.items() if first == OLD_LAYOUT))
+    rebuild = _to_rebuild(txn, version, heads)
     skip = set(rebuild)
     chunks: dict[bytes, Chunk | None] = {
         key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, partial(_fetch_field, reader, key),

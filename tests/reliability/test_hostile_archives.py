@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from maskstore import Archive
-from maskstore.layout import CHUNK_BITS, U64, u64
+from maskstore.layout import CHUNK_BITS, u64
 
 from .helpers import child_env
 from .helpers import cli as plain_cli
