@@ -112,14 +112,15 @@ def install_dictionary(txn: lmdb.Transaction, meta_db: Any, data: bytes) -> byte
     dictionary = compression.register(data)
     txn.put(DICTIONARY_PREFIX + dictionary, records.encode_dictionary(data), db=meta_db)
     txn.put(CURRENT_DICTIONARY_KEY, dictionary, db=meta_db)
-    require_feature(txn, meta_db, records.ZSTD_FEATURE, records.ZSTD_FORMAT)
+    require_feature(txn, meta_db, records.ZSTD_FEATURE)
     return dictionary
 
 
-def require_feature(txn: lmdb.Transaction, meta_db: Any, feature: str, version: int = 1) -> None:
+def require_feature(txn: lmdb.Transaction, meta_db: Any, feature: str) -> None:
     """List ``feature`` among the format record's required features (its format number at least
-    ``version``), so releases that cannot read what the feature names refuse the archive."""
+    ``records.FEATURES_FORMAT``), so releases that cannot read what the feature names refuse the archive."""
     fmt = records.decode_format(txn.get(FORMAT_KEY, db=meta_db))
-    if feature not in fmt["required_features"] or fmt["version"] < version:
-        txn.put(FORMAT_KEY, records.encode_format(max(fmt["version"], version), (*fmt["required_features"], feature),
+    version = max(fmt["version"], records.FEATURES_FORMAT)
+    if feature not in fmt["required_features"] or fmt["version"] != version:
+        txn.put(FORMAT_KEY, records.encode_format(version, (*fmt["required_features"], feature),
                                                   tuple(fmt["optional_features"])), db=meta_db)

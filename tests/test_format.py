@@ -256,11 +256,11 @@ def test_a_damaged_format_record_names_the_field(fixture_copy, body, problem):
 
 
 def test_a_new_archive_requires_column_fields(tmp_path):
-    """New archives store scan columns field by field, so readers that do not know how must refuse them;
-    otherwise the format record is 0.1.0's."""
+    """New archives store scan columns field by field, so readers that do not know how must refuse them:
+    the feature for readers that read the lists, format 2 for 0.1.0, which reads only the number."""
     with Archive(tmp_path / "a.maskstore") as ar:
         data = ar.read(lambda t: bytes(t.get(b"format", db=ar.db("meta"))))
-    assert format_reader.record(data, "format") == {"name": "maskstore", "version": 1,
+    assert format_reader.record(data, "format") == {"name": "maskstore", "version": 2,
                                                      "required_features": ["column-fields"]}
     with pytest.raises(ArchiveError, match="column-fields"):
         with mock.patch.object(records, "KNOWN_FEATURES", frozenset()):
@@ -289,6 +289,7 @@ def test_the_column_chunks_of_0_1_0_answer_and_are_stored_field_by_field_when_wr
         assert check_archive(ar) == []
     assert _old_layout_keys(fixture_copy) == []
     assert raw_format(fixture_copy)["required_features"] == ["column-fields"]
+    assert raw_format(fixture_copy)["version"] == 2  # 0.1.0 now refuses it as newer
     assert as_json(library_view(fixture_copy)) == expected
     check_reader_agrees(fixture_copy)
 
