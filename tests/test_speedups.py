@@ -280,10 +280,12 @@ def paths_in(value, path=()):
 
 
 def shown_path(path) -> str:
-    """A path as the diagnosis writes it: ``sources[0].masks[1].values[2]``, odd keys quoted."""
+    """A path as the diagnosis writes it: ``sources[0].masks[1].values[2]``, odd keys quoted (their repr
+    cut to 60 characters, as long ids are)."""
     out = ""
     for step in path:
-        out += f"[{step}]" if type(step) is int else (f".{step}" if step.isidentifier() else f"[{step!r}]")
+        quoted = repr(step) if len(repr(step)) <= 60 else repr(step)[:57] + "..."
+        out += f"[{step}]" if type(step) is int else (f".{step}" if step.isidentifier() else f"[{quoted}]")
     return out.removeprefix(".")
 
 
