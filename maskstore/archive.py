@@ -137,7 +137,7 @@ class Archive:
             if fmt is None:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
-                txn.put(FORMAT_KEY, records.encode_format(), db=self._dbs["meta"])
+                txn.put(FORMAT_KEY, records.encode_format(records.FEATURES_FORMAT, required=(records.COLUMN_FIELDS,)), db=self._dbs["meta"])
             else:
                 self._decode_format(fmt)
         self.write(work)

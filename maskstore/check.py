@@ -182,8 +182,9 @@ def _check_meta_types(label: str, known: dict[str, str], frames: dict[bytes, dic
 
 def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: str,
                    frames: dict[bytes, dict[str, Any]]) -> list[Problem]:
-    """Every stored column chunk that is not marked for rebuild must decode (the checks queries make
-    when they load it) and equal what its records give; frames must have columns or a rebuild mark."""
+    """Every stored column chunk that is not marked for rebuild (nor stored as 0.1.0 did: rebuilt too)
+    must decode, every field (the checks queries make when they touch it), and equal what its records
+    give; frames must have columns or a rebuild mark."""
     dirty = {key for key, _ in entries(txn, arc.db("dirty"), prefix)}
     problems = [Problem("error", f"{_where(label)}: a scan column rebuild mark has a damaged key ({len(key)} "
                                  "bytes; a version id and a chunk number take 16)")
@@ -192,26 +193,28 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
     for seq, rec in frames.items():  # frames are in seq order, so each chunk's rows are too
         n = U64.unpack(seq)[0]
         by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
-    stored = set()
+    fields: dict[bytes, dict[bytes, bytes]] = {}
     for key, data in entries(txn, arc.db("columns"), prefix):
-        if len(key) != 16:
-            problems.append(Problem("error", f"{_where(label)}: a scan column chunk has a damaged key ({len(key)} "
-                                             "bytes; a version id and a chunk number take 16)"))
+        if len(key) < 16:
+            problems.append(Problem("error", f"{_where(label)}: a scan column field has a damaged key ({len(key)} "
+                                             "bytes; a version id and a chunk number take 16, then the field name)"))
             continue
+        fields.setdefault(bytes(key[:16]), {})[bytes(key[16:])] = data
+    stored = set()
+    for key, chunk_fields in fields.items():
         chunk = U64.unpack(key[8:])[0]
         stored.add(chunk)
-        if key in dirty:
+        if key in dirty or columns.OLD_LAYOUT in chunk_fields:  # both rebuilt from the records when read
             continue
         base = chunk << CHUNK_BITS
         try:
-            stored_chunk = columns.decode_chunk(base, data)
+            stored_chunk = columns.decode_fields(base, chunk_fields)
         except ArchiveError as exc:
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
             continue
-        # Re-encoded: archives written before meta columns were sorted by path hold them in first-use order.
-        built = columns.encode_chunk(columns.build_chunk(
+        built = columns.encode_fields(columns.build_chunk(
             base, [(n, records.encode_frame(rec)) for n, rec in by_chunk.get(chunk, [])]))
-        if built != columns.encode_chunk(stored_chunk):
+        if built != columns.encode_fields(stored_chunk):
             problems.append(Problem("error", f"{_where(label)}: the scan columns of frame seqs "
                                              f"{base}..{base + columns.CHUNK - 1} do not match their records"))
     for chunk in sorted(by_chunk.keys() - stored - {U64.unpack(k[8:])[0] for k in dirty if len(k) == 16}):

@@ -189,12 +189,8 @@ def _snapshot(part: Part) -> Iterator[tuple[DatasetVersion, lmdb.Transaction, di
 
 def _chunk(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Chunk:
     """One chunk's columns: stored, or built from the records when a write left it dirty."""
-    arc = version.archive
-    key = version.prefix + u64(base >> CHUNK_BITS)
-    data = txn.get(key, db=arc.db("columns"))
-    if data is not None and txn.get(key, db=arc.db("dirty")) is None:
-        return columns.decode_chunk(base, data)
-    return columns.build_chunk(base, columns._records_in(txn, version, base))
+    stored = columns.stored_chunk(txn, version, base >> CHUNK_BITS)
+    return stored if stored is not None else columns.records_chunk(txn, version, base >> CHUNK_BITS)
 
 
 def _rows(part: Part, chunk: Chunk) -> np.ndarray:

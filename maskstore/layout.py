@@ -17,7 +17,7 @@ ix_source      version id (8) + source id           seq (dupsort, dupfixed)
 ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
 ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
 dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
-columns        version id (8) + chunk (8)           scan columns of 4096 frame seqs (query.columns)
+columns        version id (8) + chunk (8) + field   one field of the scan columns of 4096 seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
 
@@ -112,9 +112,15 @@ def install_dictionary(txn: lmdb.Transaction, meta_db: Any, data: bytes) -> byte
     dictionary = compression.register(data)
     txn.put(DICTIONARY_PREFIX + dictionary, records.encode_dictionary(data), db=meta_db)
     txn.put(CURRENT_DICTIONARY_KEY, dictionary, db=meta_db)
-    fmt = records.decode_format(txn.get(FORMAT_KEY, db=meta_db))
-    if records.ZSTD_FEATURE not in fmt["required_features"] or fmt["version"] < records.ZSTD_FORMAT:
-        txn.put(FORMAT_KEY, records.encode_format(max(fmt["version"], records.ZSTD_FORMAT),
-                                                  (*fmt["required_features"], records.ZSTD_FEATURE),
-                                                  tuple(fmt["optional_features"])), db=meta_db)
+    require_feature(txn, meta_db, records.ZSTD_FEATURE)
     return dictionary
+
+
+def require_feature(txn: lmdb.Transaction, meta_db: Any, feature: str) -> None:
+    """List ``feature`` among the format record's required features (its format number at least
+    ``records.FEATURES_FORMAT``), so releases that cannot read what the feature names refuse the archive."""
+    fmt = records.decode_format(txn.get(FORMAT_KEY, db=meta_db))
+    version = max(fmt["version"], records.FEATURES_FORMAT)
+    if feature not in fmt["required_features"] or fmt["version"] != version:
+        txn.put(FORMAT_KEY, records.encode_format(version, (*fmt["required_features"], feature),
+                                                  tuple(fmt["optional_features"])), db=meta_db)

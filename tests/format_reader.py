@@ -18,7 +18,7 @@ import msgpack
 import zstandard
 
 READS_VERSION = 2                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records"})
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
 DICTIONARY_PREFIX = b"zstd_dictionary"    # "Compressed frame records"
 MAX_RECORD = 256 * 1024 * 1024
@@ -231,23 +231,57 @@ def _meta_column(item: list) -> list[Any]:
     return [v if has else None for v, has in zip(values, present)]
 
 
-def decode_chunk(data: bytes) -> dict[str, Any]:
-    """A stored chunk as per-row lists: present, timestamp, id, context_id, n_masks, n_rois,
-    values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
-    body = msgpack.unpackb(data, raw=False)
+def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]]) -> dict[str, Any]:
     offsets = _array(body["vo"], "q")
     keys, counts = _array(body["vk"], "I"), _array(body["vc"], "q")
     return {
         "present": [bool(b) for b in body["present"]],
         "timestamp": _array(body["ts"], "q"),
-        "id": _strings(body["ids"]),
-        "context_id": _strings(body["ctx"]),
+        "id": strings(body["ids"]),
+        "context_id": strings(body["ctx"]),
         "n_masks": _array(body["nm"], "i"),
         "n_rois": _array(body["nr"], "i"),
         "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]]))
                    for i in range(CHUNK)],
-        "meta": {path: _meta_column(item) for path, item in body["meta"].items()},
+        "meta": meta,
     }
+
+
+def decode_chunk(data: bytes) -> dict[str, Any]:
+    """A chunk stored as one msgpack map (0.1.0) as per-row lists: present, timestamp, id, context_id,
+    n_masks, n_rois, values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
+    body = msgpack.unpackb(data, raw=False)
+    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()})
+
+
+def _field_strings(data: bytes) -> list[str | None]:
+    """"Chunk encoding", a string column: 4096 int32 codes, then a msgpack array of the texts."""
+    codes = _array(data[:4 * CHUNK], "i")
+    texts = msgpack.unpackb(data[4 * CHUNK:], raw=False)
+    return [None if c < 0 else texts[c] for c in codes]
+
+
+def _field_meta(data: bytes) -> tuple[str, list[Any]]:
+    """"Chunk fields", a meta column: (its path, one value per row, None where absent)."""
+    kind, size = data[:1], struct.unpack_from("<I", data, 4)[0]
+    path = data[8:8 + size].decode("utf-8")
+    start = 8 + size + -size % 8
+    if kind == b"s":
+        return path, _field_strings(data[start:])
+    present = [bool(b) for b in data[start:start + CHUNK]]
+    rest = data[start + CHUNK:]
+    values: list[Any] = {b"i": lambda: _array(rest, "q"), b"f": lambda: _array(rest, "d"),
+                         b"b": lambda: [bool(b) for b in rest], b"p": lambda: [True] * CHUNK,
+                         b"o": lambda: msgpack.unpackb(rest)}[kind]()
+    return path, [v if has else None for v, has in zip(values, present)]
+
+
+def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A chunk stored field by field (feature ``column-fields``), as ``decode_chunk`` gives it."""
+    meta = dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:"))
+    body = {name.decode(): value for name, value in fields.items()}
+    body["present"] = bytes((byte >> bit) & 1 for byte in fields[b"_present"] for bit in range(8))  # bit i: row i
+    return _chunk_from(body, _field_strings, meta)
 
 
 def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
@@ -259,8 +293,12 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
         with env.begin() as txn:
             known = dictionaries(txn, env)
             for key, _ in _entries(txn, _db(env, txn, "versions")):
+                fields: dict[int, dict[bytes, bytes]] = {}
+                for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
+                    fields.setdefault(u64(k[8:16]), {})[k[16:]] = v
                 out[u64(key)] = {
-                    "chunks": {u64(k[8:]): decode_chunk(v) for k, v in _entries(txn, _db(env, txn, "columns"), key)},
+                    "chunks": {number: decode_chunk(f[b""]) if b"" in f else decode_fields(f)
+                               for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
                     "frames": {u64(k[8:]): frame_record(v, known) for k, v in _entries(txn, _db(env, txn, "frames"), key)},
                 }

@@ -327,7 +327,8 @@ def test_check_catches_stale_scan_columns_and_repair_rebuilds_them(version, pair
     # Store columns built from a record that says something else than the real one.
     key = version.prefix + (0).to_bytes(8, "big")
     stale = columns.build_chunk(0, [(0, records.encode_frame({**version.get_frame_dict("f0"), "meta": {"n": 99}}))])
-    arc.write(lambda t: t.put(key, columns.encode_chunk(stale), db=arc.db("columns")))
+    arc.write(lambda t: [t.put(key + name, value, db=arc.db("columns"))
+                         for name, value in columns.encode_fields(stale).items()])
     assert any("scan columns" in p.message for p in check_archive(arc))
     assert check_archive(arc, repair=True) == []
     assert version.ids("meta.n >= 1") == ["f1", "f2"]

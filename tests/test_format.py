@@ -21,6 +21,7 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import lmdb
 import pytest
@@ -215,6 +216,14 @@ def set_format_record(path: Path, **body: Any) -> None:
     env.close()
 
 
+def raw_format(path: Path) -> dict[str, Any]:
+    env = format_reader.open_archive(path)
+    with env.begin() as txn:
+        fmt = format_reader.record(txn.get(b"format", db=env.open_db(b"meta", txn=txn, create=False)), "format")
+    env.close()
+    return fmt
+
+
 def test_an_unknown_required_feature_is_refused_by_every_reader(fixture_copy):
     set_format_record(fixture_copy, version=1, required_features=["zstd-frames"], optional_features=["zone-maps"])
     for readonly in (True, False):
@@ -246,14 +255,43 @@ def test_a_damaged_format_record_names_the_field(fixture_copy, body, problem):
         Archive(fixture_copy, readonly=True)
 
 
-def test_a_new_archive_writes_the_format_record_of_0_1_0(tmp_path):
-    """Byte for byte, so 0.1.0 opens archives of this release (empty feature lists are left out)."""
+def test_a_new_archive_requires_column_fields(tmp_path):
+    """New archives store scan columns field by field, so readers that do not know how must refuse them:
+    the feature for readers that read the lists, format 2 for 0.1.0, which reads only the number."""
     with Archive(tmp_path / "a.maskstore") as ar:
         data = ar.read(lambda t: bytes(t.get(b"format", db=ar.db("meta"))))
-    env = format_reader.open_archive(FIXTURES / f"{NAME}.maskstore")
+    assert format_reader.record(data, "format") == {"name": "maskstore", "version": 2,
+                                                     "required_features": ["column-fields"]}
+    with pytest.raises(ArchiveError, match="column-fields"):
+        with mock.patch.object(records, "KNOWN_FEATURES", frozenset()):
+            Archive(tmp_path / "a.maskstore", readonly=True)
+
+
+def _old_layout_keys(path: Path) -> list[bytes]:
+    env = format_reader.open_archive(path)
     with env.begin() as txn:
-        assert data == bytes(txn.get(b"format", db=env.open_db(b"meta", txn=txn, create=False)))
+        keys = [bytes(k) for k, _ in txn.cursor(db=env.open_db(b"columns", txn=txn, create=False)) if len(k) == 16]
     env.close()
+    return keys
+
+
+def test_the_column_chunks_of_0_1_0_answer_and_are_stored_field_by_field_when_writable(fixture_copy):
+    """Chunks stored as one msgpack value are rebuilt from the records: in memory for a read-only open
+    (the file stays as it was), and stored field by field, with the feature listed, when writable."""
+    expected = json.loads((FIXTURES / f"{NAME}.json").read_text())
+    old = _old_layout_keys(fixture_copy)
+    assert old
+    with Archive(fixture_copy, readonly=True) as ar:
+        answers = {v.name: v.ids("timestamp >= 0") for v in ar.versions()}
+    assert _old_layout_keys(fixture_copy) == old and "required_features" not in raw_format(fixture_copy)
+    with Archive(fixture_copy) as ar:
+        assert {v.name: v.ids("timestamp >= 0") for v in ar.versions()} == answers
+        assert check_archive(ar) == []
+    assert _old_layout_keys(fixture_copy) == []
+    assert raw_format(fixture_copy)["required_features"] == ["column-fields"]
+    assert raw_format(fixture_copy)["version"] == 2  # 0.1.0 now refuses it as newer
+    assert as_json(library_view(fixture_copy)) == expected
+    check_reader_agrees(fixture_copy)
 
 
 # ------------------------------------------------------------------------ maskstore upgrade
@@ -465,7 +503,8 @@ def worked_examples() -> dict[str, str]:
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
                     *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
-                    *[("columns", key, f"scan-column chunk ({len(value)} bytes)") for key, value in entries("columns")]]
+                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)")
+                      for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" for name, key, value in keys]
     dictionary = compression.register(EXAMPLE_DICTIONARY)

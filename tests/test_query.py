@@ -31,7 +31,7 @@ from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.errors import QueryError, QuerySyntaxError, QueryTypeError
 from maskstore.model import Frame
-from maskstore.query import engine, plan
+from maskstore.query import columns, engine, plan
 from maskstore.query.check import check_query
 from maskstore.query.columns import CHUNK
 from maskstore.query.evaluate import Labels, compile_expr, meta_get
@@ -374,11 +374,12 @@ def test_chunks_an_older_writer_left_dirty_still_answer(tmp_path: Path) -> None:
     with Archive(path, jobs=1) as ar:
         v = make_version(ar, [{"value": [1, 1, 1], "labels": ["one"]}], frames[:20], "v")
         key = v.prefix + (0).to_bytes(8, "big")
-        stale = ar.read(lambda t: bytes(t.get(key, db=ar.db("columns"))))
+        stale = ar.read(lambda t: columns.chunk_fields(t, v, 0))
         v.add_frames(frames[20:])
 
         def as_an_older_writer(txn: Any) -> None:
-            txn.put(key, stale, db=ar.db("columns"))
+            for name, value in stale.items():
+                txn.put(key + name, value, db=ar.db("columns"))
             txn.put(key, b"", db=ar.db("dirty"))
         ar.write(as_an_older_writer)
     with Archive(path, readonly=True) as ar:
@@ -855,3 +856,33 @@ def test_int_meta_against_a_float_literal_is_exact_above_two_to_the_53(tmp_path)
                  "meta.n != 1.0": ["big", "neg"], "meta.n == 1.0": ["one"], "meta.n > 1e300": []}
         for query, expected in cases.items():
             assert sorted(v.ids(query)) == sorted(expected), query
+
+
+def test_a_fresh_lookup_reads_only_present_and_the_ids_of_the_chunks_it_answers_from(tmp_path: Path,
+                                                                                    monkeypatch: Any) -> None:
+    """Columns cost nothing to open: a fresh archive's context or label lookup (answered by an index)
+    fetches every chunk's ``present`` and the ``ids`` of the chunks holding its results, no other
+    field; a meta scan fetches that path's column and nothing else. Counted at the one place stored
+    chunks fetch fields (``FieldReader.fetch``)."""
+    frames = _many_frames(9000)  # chunks 0, 1, 2
+    frames[5000] = dict(frames[5000], context_id="only-here")
+    frames[8500]["sources"][0]["masks"][0]["values"] = [[7, 7, 7, 4]]
+    with Archive(tmp_path / "a.maskstore", jobs=1) as ar:
+        make_version(ar, [{"value": [7, 7, 7], "labels": ["seven"]}], frames, "v")
+    fetched: list[tuple[int, bytes]] = []
+    fetch = columns.FieldReader.fetch
+
+    def counted(self: columns.FieldReader, key: bytes) -> bytes | None:
+        fetched.append((int.from_bytes(key[8:16], "big"), key[16:]))
+        return fetch(self, key)
+    monkeypatch.setattr(columns.FieldReader, "fetch", counted)
+    with Archive(tmp_path / "a.maskstore", readonly=True) as ar:
+        v = ar.get_version("test", "v")
+        assert v.ids('context_id == "only-here"') == ["f05000"]
+        assert sorted(fetched) == [(0, b"_present"), (1, b"_present"), (1, b"ids"), (2, b"_present")]
+        fetched.clear()
+        assert v.ids('label == "seven"') == ["f08500"]
+        assert fetched == [(2, b"ids")]
+        fetched.clear()
+        assert v.count("meta.k == 3") == sum(f["meta"]["k"] == 3 for f in frames)
+        assert sorted(fetched) == [(0, b"m:k"), (1, b"m:k"), (2, b"m:k")]

@@ -16,7 +16,7 @@ from maskstore import ArchiveError, records
 from maskstore.layout import index_entries
 from maskstore.labels import mask_labels_dict, parse_color
 from maskstore.model import frame_from_dict, normalize_frame_dict
-from maskstore.query.columns import CHUNK, build_chunk, decode_chunk, encode_chunk
+from maskstore.query.columns import CHUNK, build_chunk, decode_fields, encode_fields
 from maskstore.query.engine import prepare
 from maskstore.query.evaluate import Labels, compile_expr
 
@@ -132,17 +132,59 @@ def test_a_version_record_with_any_value_replaced_is_usable_or_an_archive_error(
     assert 0 <= version["count"] < 2**64 and 0 <= version["next_seq"] < 2**64
 
 
-@settings(max_examples=300, deadline=None)
+def _chunk_of(ds: list[dict[str, Any]]) -> Any:
+    return build_chunk(0, [(i * 7, records.encode_frame(normalize_frame_dict(dict(d, id=f"f{i}")))) for i, d in enumerate(ds)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(frame_dicts, min_size=1, max_size=4))
+def test_column_fields_round_trip(ds):
+    chunk = _chunk_of(ds)
+    fields = encode_fields(chunk)
+    loaded = decode_fields(0, fields)
+    assert encode_fields(loaded) == fields
+    assert (loaded.present == chunk.present).all() and (loaded.timestamp == chunk.timestamp).all()
+    assert loaded.ids.uniques == chunk.ids.uniques and (loaded.ids.codes == chunk.ids.codes).all()
+    assert loaded.context.uniques == chunk.context.uniques
+    assert set(loaded.meta) == set(chunk.meta) and all(
+        type(loaded.meta[p]) is type(chunk.meta[p]) for p in chunk.meta)
+    assert (loaded.value_keys == chunk.value_keys).all() and (loaded.value_counts == chunk.value_counts).all()
+
+
+def _tampered(value: bytes, how: str, data: Any) -> bytes | None:
+    """``value`` truncated, lengthened, with a byte changed, or with 4 bytes overwritten by an int32
+    (a code, a text offset, a count or a header field, depending on where it lands); None: deleted."""
+    if how == "delete":
+        return None
+    if how == "truncate":
+        return value[:data.draw(st.integers(0, max(len(value) - 1, 0)))]
+    if how == "lengthen":
+        return value + data.draw(st.binary(min_size=1, max_size=9))
+    at = data.draw(st.integers(0, max(len(value) - 1, 0)))
+    if how == "byte":
+        return value[:at] + bytes([data.draw(st.integers(0, 255))]) + value[at + 1:]
+    number = data.draw(st.sampled_from([-2, -1, 0, 1, 4096, 2**31 - 1, 0x80808080, 0xFFFFFFFF]))
+    return value[:at] + (number % 2**32).to_bytes(4, "little") + value[at + 4:]
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.lists(frame_dicts, min_size=1, max_size=4), st.data())
-def test_a_column_chunk_with_any_value_replaced_is_usable_or_an_archive_error(ds, data):
-    frames = [(i * 7, records.encode_frame(normalize_frame_dict(dict(d, id=f"f{i}")))) for i, d in enumerate(ds)]
-    chunk = build_chunk(0, frames)
-    body = msgpack.unpackb(encode_chunk(chunk), raw=False)
-    stored = replaced(body, data)
+def test_a_tampered_column_field_is_usable_or_an_archive_error_naming_chunk_and_field(ds, data):
+    fields = encode_fields(_chunk_of(ds))
+    name = data.draw(st.sampled_from(sorted(fields)))
+    how = data.draw(st.sampled_from(["delete", "truncate", "lengthen", "byte", "int32"]))
+    changed = _tampered(fields[name], how, data)
+    stored = {k: v for k, v in fields.items() if k != name}
+    if changed is not None:
+        stored[name] = changed
     try:
-        loaded = decode_chunk(0, stored)
+        loaded = decode_fields(0, stored)
     except ArchiveError as exc:
         assert "scan columns of frames 0..4095" in str(exc)
+        if name != b"_present" and not (how == "delete" and name.startswith(b"m:")):
+            field = name.decode(errors="replace")
+            assert (f"meta.{field[2:]}" if name.startswith(b"m:") else field) in str(exc) or \
+                "not UTF-8" in str(exc), (name, str(exc))
         return
     # What scans and stats do with a chunk must work (no IndexError, no overflow, no huge allocation)
     np.repeat(np.arange(CHUNK), np.diff(loaded.value_offsets))
@@ -151,6 +193,23 @@ def test_a_column_chunk_with_any_value_replaced_is_usable_or_an_archive_error(ds
     np.array(loaded.context.uniques + [None], dtype=object)[loaded.context.codes]
     for col in loaded.meta.values():
         assert len(col.codes if hasattr(col, "codes") else col.values) == CHUNK
+
+
+def test_column_field_damage_is_named(tmp_path):
+    """Examples of the property above, one per kind of damage the brief names."""
+    fields = encode_fields(_chunk_of([{"id": "a", "context_id": "c", "meta": {"city": "x", "n": 1}}]))
+    cases = {
+        b"ts": fields[b"ts"][:-1],                                              # truncated
+        b"nm": fields[b"nm"] + b"\0\0\0\0",                                      # wrong length
+        b"ids": (5).to_bytes(4, "little", signed=True) + fields[b"ids"][4:],      # a code beyond the texts
+        b"ctx": fields[b"ctx"][:-1] + b"\xff",                                  # not UTF-8
+        b"m:city": fields[b"m:city"][:-3] + b"\x92\xa1x",                        # a list claiming 2 texts, holding 1
+    }
+    for name, value in cases.items():
+        with pytest.raises(ArchiveError) as caught:
+            decode_fields(0, {**fields, name: value})
+        field = "meta.city" if name == b"m:city" else name.decode()
+        assert "frames 0..4095" in str(caught.value) and field in str(caught.value), str(caught.value)
 
 
 def test_a_missing_record_is_an_archive_error_naming_it():

@@ -280,10 +280,12 @@ def paths_in(value, path=()):
 
 
 def shown_path(path) -> str:
-    """A path as the diagnosis writes it: ``sources[0].masks[1].values[2]``, odd keys quoted."""
+    """A path as the diagnosis writes it: ``sources[0].masks[1].values[2]``, odd keys quoted (their repr
+    cut to 60 characters, as long ids are)."""
     out = ""
     for step in path:
-        out += f"[{step}]" if type(step) is int else (f".{step}" if step.isidentifier() else f"[{step!r}]")
+        quoted = repr(step) if len(repr(step)) <= 60 else repr(step)[:57] + "..."
+        out += f"[{step}]" if type(step) is int else (f".{step}" if step.isidentifier() else f"[{quoted}]")
     return out.removeprefix(".")
 
 
@@ -455,13 +457,13 @@ _row_frames = st.fixed_dictionaries(
 
 
 def _chunk_both_ways(base, rows):
-    """The stored bytes of ``build_chunk(base, rows)`` with the compiled and the Python ``chunk_rows``."""
+    """The stored fields of ``build_chunk(base, rows)`` with the compiled and the Python ``chunk_rows``."""
     from unittest import mock
     from maskstore.query import columns
     encoded = []
     for twin in (speedups.chunk_rows, _fallback.chunk_rows):
         with mock.patch.object(columns, "chunk_rows", twin):
-            encoded.append(columns.encode_chunk(columns.build_chunk(base, rows)))
+            encoded.append(columns.encode_fields(columns.build_chunk(base, rows)))
     return encoded
 
 

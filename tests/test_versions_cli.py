@@ -237,12 +237,12 @@ def test_info_json_is_what_info_prints(runner, streets):
     run(runner, "create-version", streets, "-d", "streets", "-V", "v2", "--parent", "v1")
     about = json.loads(run(runner, "info", streets, "--json").stdout)
     assert list(about) == ["archive", "format", "size", "versions"]
-    assert about["format"] == records.PLAIN_FORMAT and about["size"] == streets.stat().st_size
+    assert about["format"] == records.FEATURES_FORMAT and about["size"] == streets.stat().st_size
     assert [list(row) for row in about["versions"]] == [ROW_KEYS + ["labelled_values"]] * 2
     assert [(r["version"], r["frames"], r["labelled_values"], r["parent"]) for r in about["versions"]] == [
         ("v1", 2, 1, None), ("v2", 2, 1, "streets/v1")]
     lines = run(runner, "info", streets).stdout.splitlines()
-    assert lines[1:] == ["format:  maskstore 1", f"size:    {about['size'] / 1e6:.1f} MB",
+    assert lines[1:] == [f"format:  maskstore {records.FEATURES_FORMAT}", f"size:    {about['size'] / 1e6:.1f} MB",
                          "- streets/v1: 2 frames, 1 mask values labelled, draft",
                          "- streets/v2: 2 frames, 1 mask values labelled, draft, parent v1"]
 

@@ -2,7 +2,8 @@
 
 Decoding msgpack record by record tops out near half a million frames a second in Python; a
 predicate over a million frames has to be an array operation instead. Each version keeps its
-columns in chunks of ``CHUNK`` frame seqs in the ``columns`` sub-database. Writers keep them current
+columns in chunks of ``CHUNK`` frame seqs in the ``columns`` sub-database, each field of a chunk its
+own entry, fetched when a query first touches it (``StoredChunk``). Writers keep them current
 in their own transaction (``update``): the written frames' rows are built and merged into the stored
 chunk with numpy, so no query after an ingest rebuilds anything. Chunks an older writer only marked
 ``dirty`` are still rebuilt by the first query that needs them (from its snapshot's records, stored
@@ -11,10 +12,14 @@ when no writer holds the archive), so archives written before keep working.
 
 from __future__ import annotations
 
+import struct
+import threading
+import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 import msgpack
@@ -22,13 +27,14 @@ import numpy as np
 
 from .. import records
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
-from ..layout import CHUNK_BITS, U64, entries, u64
-from ..errors import ArchiveError
+from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, entries, require_feature, text_key, u64
+from ..errors import ArchiveError, MaskstoreError
 
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
 CHUNK = 1 << CHUNK_BITS
+T = TypeVar("T")
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "present": np.bool_, "object": object}
 
 
@@ -116,128 +122,191 @@ def _meta_column(kinds: frozenset[str], rows: Sequence[int], values: list[Any]) 
 
 
 # ------------------------------------------------------------------------------------ storage
+#
+# Each field of a chunk is its own ``columns`` value, keyed chunk key (16) + field name, so a query
+# copies out of LMDB only the fields it touches: loading a version reads its keys and ``present``.
 
-def _encode_str(col: StrColumn) -> list[Any]:
-    return [col.uniques, col.codes.tobytes()]
+PRESENT = b"_present"  # sorts before every other name: a chunk's first entry, all that loading reads
+FIXED_FIELDS = (PRESENT, b"ts", b"ids", b"ctx", b"nm", b"nr", b"vo", b"vk", b"vc")
+META_FIELD = b"m:"  # + text_key(path): one field per meta path
+OLD_LAYOUT = b""  # the 16-byte key alone: a chunk as one msgpack map, as 0.1.0 wrote (rebuilt)
+_META_KINDS = {"s": b"s", "int": b"i", "float": b"f", "bool": b"b", "present": b"p", "object": b"o"}
+_KIND_OF_CODE = {code: kind for kind, code in _META_KINDS.items()}
 
 
-def encode_chunk(chunk: Chunk) -> bytes:
-    meta = {path: ["s", *_encode_str(col)] if isinstance(col, StrColumn)
-            else [col.kind, col.values.tolist() if col.kind == "object" else col.values.tobytes(),
-                  col.present.tobytes()] for path, col in chunk.meta.items()}
-    meta = dict(sorted(meta.items()))  # one byte string per set of rows, however they were built
-    body = {"present": chunk.present.tobytes(), "ts": chunk.timestamp.tobytes(), "ids": _encode_str(chunk.ids),
-            "ctx": _encode_str(chunk.context), "nm": chunk.n_masks.tobytes(), "nr": chunk.n_rois.tobytes(),
-            "vo": chunk.value_offsets.tobytes(), "vk": chunk.value_keys.tobytes(),
-            "vc": chunk.value_counts.tobytes(), "meta": meta}
-    return msgpack.packb(body, use_bin_type=True)
+def _meta_field(path: str) -> bytes:
+    return META_FIELD + text_key(path)
+
+
+def _pad8(n: int) -> int:
+    return n + -n % 8
+
+
+def _encode_str(col: StrColumn) -> bytes:
+    """The codes, then the texts as one msgpack array of str (msgpack builds a million strs in C five
+    times faster than Python slices and decodes them from UTF-8 offsets)."""
+    return col.codes.astype("<i4").tobytes() + msgpack.packb(col.uniques)
+
+
+def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
+    """Kind, the path (a hashed key does not give it back), then presence and values, 8-aligned."""
+    kind = "s" if isinstance(col, StrColumn) else col.kind
+    raw = path.encode("utf-8")
+    head = _META_KINDS[kind] + bytes(3) + struct.pack("<I", len(raw)) + raw + bytes(_pad8(len(raw)) - len(raw))
+    if isinstance(col, StrColumn):
+        return head + _encode_str(col)
+    body = col.present.astype(np.uint8).tobytes()
+    if kind == "object":
+        body += msgpack.packb(col.values.tolist())
+    elif kind != "present":
+        body += col.values.astype({"int": "<i8", "float": "<f8", "bool": np.uint8}[kind]).tobytes()
+    return head + body
+
+
+def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
+    """Field name -> stored value of every field of ``chunk``; arrays little-endian."""
+    fields = {PRESENT: np.packbits(chunk.present, bitorder="little").tobytes(), b"ts": chunk.timestamp.astype("<i8").tobytes(),
+              b"ids": _encode_str(chunk.ids), b"ctx": _encode_str(chunk.context),
+              b"nm": chunk.n_masks.astype("<i4").tobytes(), b"nr": chunk.n_rois.astype("<i4").tobytes(),
+              b"vo": chunk.value_offsets.astype("<i8").tobytes(), b"vk": chunk.value_keys.astype("<u4").tobytes(),
+              b"vc": chunk.value_counts.astype("<i8").tobytes()}
+    fields.update((_meta_field(path), _encode_meta(path, col)) for path, col in chunk.meta.items())
+    return fields
 
 
 class _Damaged(Exception):
-    """A field of a stored chunk that readers cannot use; ``decode_chunk`` names the chunk."""
+    """A field of a stored chunk that readers cannot use; ``StoredChunk`` names the chunk."""
 
 
-def _array(item: Any, dtype: Any, length: int | None, field: str) -> np.ndarray:
-    """A stored array of ``dtype``: exactly ``length`` items, or any whole number of them when None."""
+def _array(data: bytes, dtype: Any, length: int | None, field: str, offset: int = 0) -> np.ndarray:
+    """``length`` items of ``dtype`` at ``offset``, or (None) every whole item from there to the end."""
     size = np.dtype(dtype).itemsize
-    if type(item) not in (bytes, memoryview) or len(item) % size or (length is not None and len(item) != length * size):
+    rest = len(data) - offset
+    if rest < 0 or (rest % size if length is None else rest < length * size):
         raise _Damaged(f"{field} is not {length or 'whole'} {np.dtype(dtype).name} values")
-    return np.frombuffer(item, dtype)
+    return np.frombuffer(data, dtype, rest // size if length is None else length, offset)
 
 
-def _flags(item: Any, field: str) -> np.ndarray:
-    raw = _array(item, np.uint8, CHUNK, field)
+def _exactly(data: bytes, dtype: Any, length: int, field: str) -> np.ndarray:
+    if len(data) != length * np.dtype(dtype).itemsize:
+        raise _Damaged(f"{field} is {len(data)} bytes, not {length} {np.dtype(dtype).name} values")
+    return _array(data, dtype, length, field)
+
+
+def _flags(raw: np.ndarray, field: str) -> np.ndarray:
     if raw.max() > 1:
         raise _Damaged(f"{field} holds bytes other than 0 and 1")
     return raw.view(np.bool_)
 
 
-def _counts(item: Any, dtype: Any, length: int | None, field: str, high: int) -> np.ndarray:
-    arr = _array(item, dtype, length, field)
+def _counts(arr: np.ndarray, field: str, high: int) -> np.ndarray:
     if len(arr) and (arr.min() < 0 or arr.max() > high):
         raise _Damaged(f"{field} holds values outside 0..{high}")
     return arr
 
 
-def _texts(item: Any) -> bool:
+def _decode_str(data: bytes, field: str, offset: int = 0) -> StrColumn:
+    codes = _array(data, "<i4", CHUNK, field, offset)
+    rest = memoryview(data)[offset + 4 * CHUNK:]
     try:
-        "".join(item)  # C-level: every item a str
+        texts = msgpack.unpackb(rest, **_unpacker_limits(len(rest)))
+    except UnicodeDecodeError:
+        raise _Damaged(f"{field} holds texts that are not UTF-8") from None
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise _Damaged(f"{field} texts are not a msgpack array: {exc or type(exc).__name__}") from None
+    if type(texts) is not list or len(texts) > CHUNK or not _all_str(texts):
+        raise _Damaged(f"{field} texts are not a list of at most {CHUNK} strings")
+    if len(codes) and (codes.min() < -1 or codes.max() >= len(texts)):
+        raise _Damaged(f"{field} has codes outside its {len(texts)} texts")
+    return StrColumn(texts, codes)
+
+
+def _all_str(items: list[Any]) -> bool:
+    try:
+        "".join(items)  # C-level: every item a str
     except TypeError:
         return False
-    return type(item) is list
+    return True
 
 
-def _decode_str(item: Any, field: str) -> StrColumn:
-    if type(item) is not list or len(item) != 2 or not _texts(item[0]):
-        raise _Damaged(f"{field} is not [texts, codes]")
-    codes = _array(item[1], np.int32, CHUNK, field)
-    if codes.min() < -1 or codes.max() >= len(item[0]):
-        raise _Damaged(f"{field} has codes outside its {len(item[0])} texts")
-    return StrColumn(item[0], codes)
+def _meta_path(data: bytes, field: str) -> tuple[str, str, int]:
+    """(kind, path, where the payload starts) of a stored meta column."""
+    if len(data) < 8 or data[:1] not in _KIND_OF_CODE or data[1:4] != bytes(3):
+        raise _Damaged(f"{field} has no meta column header")
+    size = struct.unpack_from("<I", data, 4)[0]
+    start = 8 + _pad8(size)
+    if len(data) < start:
+        raise _Damaged(f"{field} is shorter than its path")
+    try:
+        return _KIND_OF_CODE[data[:1]], data[8:8 + size].decode("utf-8"), start
+    except UnicodeDecodeError:
+        raise _Damaged(f"{field} has a path that is not UTF-8") from None
 
 
-def _decode_meta(path: str, item: Any, present: np.ndarray) -> StrColumn | ValueColumn:
+def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | ValueColumn:
     field = f"meta.{path}"
-    kind = item[0] if type(item) is list and item else None
+    kind, stored_path, start = _meta_path(data, field)
+    if stored_path != path:
+        raise _Damaged(f"{field} holds the column of another path")
     if kind == "s":
-        col: StrColumn | ValueColumn = _decode_str(item[1:], field)
+        col: StrColumn | ValueColumn = _decode_str(data, field, start)
         has = col.codes >= 0
-    elif kind in _DTYPES and len(item) == 3:
-        has = _flags(item[2], field + " presence")
-        if kind == "object":
-            if type(item[1]) is not list or len(item[1]) != CHUNK or \
-                    not all(type(x) is int or type(x) is float for x in item[1]):
-                raise _Damaged(f"{field} is not {CHUNK} numbers")
-            values = np.array(item[1], dtype=object)
-        else:
-            values = _flags(item[1], field) if kind in ("bool", "present") else _array(item[1], _DTYPES[kind], CHUNK, field)
-        col = ValueColumn(kind, values, has)
     else:
-        raise _Damaged(f"{field} is not a column")
+        has = _flags(_array(data, np.uint8, CHUNK, field + " presence", start), field + " presence")
+        start += CHUNK
+        if kind == "present":
+            values = has
+            if len(data) != start:
+                raise _Damaged(f"{field} has bytes after its presence")
+        elif kind == "object":
+            try:
+                values = msgpack.unpackb(memoryview(data)[start:], **_unpacker_limits(len(data) - start))
+            except (ValueError, msgpack.UnpackException, TypeError) as exc:
+                raise _Damaged(f"{field} is not {CHUNK} numbers: {exc}") from None
+            if type(values) is not list or len(values) != CHUNK or \
+                    not all(type(x) is int or type(x) is float for x in values):
+                raise _Damaged(f"{field} is not {CHUNK} numbers")
+            values = np.array(values, dtype=object)
+        else:
+            values = _flags(_exactly(data[start:], np.uint8, CHUNK, field), field) if kind == "bool" else \
+                _exactly(data[start:], {"int": "<i8", "float": "<f8"}[kind], CHUNK, field)
+        col = ValueColumn(kind, values, has)
     if (has & ~present).any():
         raise _Damaged(f"{field} has values where no frame lives")
     return col
 
 
-_CHUNK_FIELDS = ("present", "ts", "ids", "ctx", "nm", "nr", "vo", "vk", "vc", "meta")
 MAX_VALUES_PER_FRAME = 1 << 24  # distinct RGB values
 
 
-def _values(present: np.ndarray, vo: Any, vk: Any, vc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    offsets = _array(vo, np.int64, CHUNK + 1, "vo")
+def _values(present: np.ndarray, vo: bytes, vk: bytes, vc: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    offsets = _exactly(vo, "<i8", CHUNK + 1, "vo")
     sizes = np.diff(offsets)
     if offsets[0] != 0 or sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
-        raise _Damaged("value offsets are not increasing from 0, or give values to absent frames")
-    keys = _counts(vk, np.uint32, None, "vk", 0xFFFFFF)
-    counts = _counts(vc, np.int64, None, "vc", records.MAX_FRAME_PIXELS)
+        raise _Damaged("vo: value offsets are not increasing from 0, or give values to absent frames")
+    keys = _counts(_array(vk, "<u4", None, "vk"), "vk", 0xFFFFFF)
+    counts = _counts(_array(vc, "<i8", None, "vc"), "vc", records.MAX_FRAME_PIXELS)
     if not len(keys) == len(counts) == offsets[-1]:
-        raise _Damaged(f"{len(keys)} value keys and {len(counts)} counts, but the offsets end at {offsets[-1]}")
+        raise _Damaged(f"vk, vc: {len(keys)} value keys and {len(counts)} counts, but the offsets end at {offsets[-1]}")
     return offsets, keys, counts
 
 
-def _str_of_frames(present: np.ndarray, item: Any, field: str) -> StrColumn:
-    col = _decode_str(item, field)
+def _str_of_frames(present: np.ndarray, data: bytes, field: str) -> StrColumn:
+    col = _decode_str(data, field)  # the texts end where the value does: no bytes after them
     if ((col.codes >= 0) != present).any():
-        raise _Damaged("ids or context ids disagree with the present frames")
+        raise _Damaged(f"{field} disagrees with the present frames")
     return col
-
-
-def _meta(present: np.ndarray, item: Any) -> dict[str, StrColumn | ValueColumn]:
-    if type(item) is not dict:
-        raise _Damaged("fields are missing")
-    return {path: _decode_meta(path, value, present) for path, value in item.items()}
 
 
 # Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:
 # O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
-_DECODERS: dict[tuple[str, ...], tuple[tuple[str, ...], Any]] = {
-    ("timestamp",): (("ts",), lambda present, ts: (_array(ts, np.int64, CHUNK, "ts"),)),
-    ("ids",): (("ids",), lambda present, item: (_str_of_frames(present, item, "ids"),)),
-    ("context",): (("ctx",), lambda present, item: (_str_of_frames(present, item, "ctx"),)),
-    ("n_masks",): (("nm",), lambda present, nm: (_counts(nm, np.int32, CHUNK, "nm", 2**31 - 1),)),
-    ("n_rois",): (("nr",), lambda present, nr: (_counts(nr, np.int32, CHUNK, "nr", 2**31 - 1),)),
-    ("value_offsets", "value_keys", "value_counts"): (("vo", "vk", "vc"), _values),
-    ("meta",): (("meta",), lambda present, item: (_meta(present, item),)),
+_DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
+    ("timestamp",): ((b"ts",), lambda present, ts: (_exactly(ts, "<i8", CHUNK, "ts"),)),
+    ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids"),)),
+    ("context",): ((b"ctx",), lambda present, data: (_str_of_frames(present, data, "ctx"),)),
+    ("n_masks",): ((b"nm",), lambda present, nm: (_counts(_exactly(nm, "<i4", CHUNK, "nm"), "nm", 2**31 - 1),)),
+    ("n_rois",): ((b"nr",), lambda present, nr: (_counts(_exactly(nr, "<i4", CHUNK, "nr"), "nr", 2**31 - 1),)),
+    ("value_offsets", "value_keys", "value_counts"): ((b"vo", b"vk", b"vc"), _values),
 }
 _DECODER_OF = {name: names for names in _DECODERS for name in names}
 
@@ -248,60 +317,95 @@ def _unpacker_limits(n: int) -> dict[str, Any]:
                 max_map_len=n // 2, max_ext_len=0)
 
 
-_BIN_HEADERS = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # msgpack bin 8/16/32: type byte and length bytes
+def _present(data: bytes) -> np.ndarray:
+    """One bit a row, little-endian: 512 bytes, small enough for LMDB to keep beside the chunk's keys."""
+    return np.unpackbits(_exactly(data, np.uint8, CHUNK // 8, "_present"), count=CHUNK, bitorder="little").view(np.bool_)
 
 
 class StoredChunk(Chunk):
-    """A chunk as stored, each field decoded and checked on first use: a fresh process's first query
-    on a million frames would otherwise unpack every column (a Python str per frame id) to read one.
-    Loading walks the body once without building objects, to find where each field lies."""
+    """A stored chunk whose fields are fetched (``fetch``: field name -> value or None) and checked on
+    first use: a fresh process's first query on millions of frames would otherwise copy every field
+    out of LMDB (about 135 bytes a frame) to read ``present``. ``names`` lists the chunk's field names,
+    for the few callers that walk every meta column (writers' merges, check)."""
 
-    def __init__(self, base: int, data: bytes) -> None:  # noqa: D107 - the dataclass fields come lazily
+    def __init__(self, base: int, fetch: Callable[[bytes], bytes | None],
+                 names: Callable[[], Iterable[bytes]]) -> None:  # noqa: D107 - the dataclass fields come lazily
         self.base = base
-        self._data = data
-        try:
-            unpacker = msgpack.Unpacker(**_unpacker_limits(len(data)), max_buffer_size=max(len(data), 1))
-            unpacker.feed(data)
-            where: dict[str, tuple[int, int]] = {}
-            for _ in range(unpacker.read_map_header()):
-                name = unpacker.unpack()
-                start = unpacker.tell()
-                unpacker.skip()
-                if type(name) is str:
-                    where[name] = (start, unpacker.tell())
-            if unpacker.tell() != len(data):
-                raise ValueError("extra data after the chunk")
-        except (ValueError, msgpack.UnpackException, TypeError) as exc:
-            raise _archive_error(base, str(exc) or type(exc).__name__) from None
-        if any(name not in where for name in _CHUNK_FIELDS):
-            raise _archive_error(base, "fields are missing")
-        self._where = where
-        self.present = self._decoded(lambda present: _flags(present, "present"), ("present",))
+        self._fetch = fetch
+        self.present = self._decoded(lambda: _present(self._field(PRESENT)))
+        self.meta = _LazyMeta(self, names)
 
-    def _decoded(self, decode: Any, fields: tuple[str, ...], *before: Any) -> Any:
+    def _meta_name(self, name: bytes) -> str:
+        """The path of meta field ``name``; a hashed key (a long path) gives it only with its value."""
+        if not name.startswith(META_FIELD) or len(name) == len(META_FIELD):
+            raise _Damaged(f"unknown field {name[:40]!r}")
+        key = name[len(META_FIELD):]
+        if key[:1] != HASHED_KEY_MARK:
+            try:
+                return key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Damaged(f"field {name[:40]!r} names a path that is not UTF-8") from None
+        path = _meta_path(self._field(name), f"field {name[:40]!r}")[1]
+        if text_key(path) != key:
+            raise _Damaged(f"field {name[:40]!r} holds the column of another path")
+        return path
+
+    def _field(self, name: bytes) -> bytes:
+        data = self._fetch(name)
+        if data is None:
+            raise _Damaged(f"{name.decode(errors='replace')} is missing")
+        return data
+
+    def _decoded(self, decode: Callable[[], Any]) -> Any:
         try:
-            return decode(*before, *(self._item(*self._where[name]) for name in fields))
-        except (ValueError, msgpack.UnpackException, TypeError) as exc:
-            raise _archive_error(self.base, str(exc) or type(exc).__name__) from None
+            return decode()
         except _Damaged as exc:
             raise _archive_error(self.base, str(exc)) from None
 
-    def _item(self, start: int, stop: int) -> Any:
-        """One stored field: a bin is a view of the chunk's bytes (its arrays copy nothing)."""
-        header = _BIN_HEADERS.get(self._data[start])
-        if header is not None and stop - start - header == int.from_bytes(self._data[start + 1:start + header], "big"):
-            return memoryview(self._data)[start + header:stop]
-        return msgpack.unpackb(memoryview(self._data)[start:stop], **_unpacker_limits(len(self._data)))
-
     def __getattr__(self, name: str) -> Any:
-        """Called only for a field not decoded yet: decode it (and its group), keep it."""
+        """Called only for a field not decoded yet: fetch and decode it (and its group), keep it."""
         names = _DECODER_OF.get(name)
         if names is None:
             raise AttributeError(name)
         fields, decode = _DECODERS[names]
-        for attr, value in zip(names, self._decoded(decode, fields, self.present)):
+        values = self._decoded(lambda: decode(self.present, *(self._field(f) for f in fields)))
+        for attr, value in zip(names, values):
             setattr(self, attr, value)
         return getattr(self, name)
+
+
+class _LazyMeta(Mapping):
+    """A stored chunk's meta columns by path, each fetched and decoded when a query first asks for it
+    (``get``); the paths it has are listed from the chunk's keys only when something walks them."""
+
+    def __init__(self, chunk: StoredChunk, names: Callable[[], Iterable[bytes]]) -> None:
+        self._chunk, self._list_names = chunk, names
+        self._columns: dict[str, StrColumn | ValueColumn] = {}
+        self._paths: list[str] | None = None
+
+    def __getitem__(self, path: str) -> StrColumn | ValueColumn:
+        if path not in self._columns:
+            chunk = self._chunk
+            data = chunk._fetch(_meta_field(path))
+            if data is None:
+                raise KeyError(path)
+            self._columns[path] = chunk._decoded(lambda: _decode_meta(path, data, chunk.present))
+        return self._columns[path]
+
+    def _walk(self) -> list[str]:
+        if self._paths is None:
+            names = set(self._chunk._decoded(lambda: list(self._list_names())))
+            if missing := [n.decode() for n in FIXED_FIELDS if n not in names]:
+                raise _archive_error(self._chunk.base, f"fields {', '.join(missing)} are missing")
+            self._paths = [self._chunk._decoded(lambda: self._chunk._meta_name(name))
+                           for name in sorted(names.difference(FIXED_FIELDS))]
+        return self._paths
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._walk())
+
+    def __len__(self) -> int:
+        return len(self._walk())
 
 
 def _archive_error(base: int, why: str) -> ArchiveError:
@@ -309,13 +413,30 @@ def _archive_error(base: int, why: str) -> ArchiveError:
                         "run maskstore check --repair to rebuild them")
 
 
-def decode_chunk(base: int, data: bytes) -> Chunk:
-    """A stored chunk, every field decoded now, or ArchiveError naming its frames when it is not one
-    this module wrote (``maskstore check``, merges)."""
-    chunk = StoredChunk(base, data)
+def decode_fields(base: int, fields: Mapping[bytes, bytes]) -> Chunk:
+    """A chunk from its stored fields, every one decoded now, or ArchiveError naming its frames and the
+    field when it is not one this module wrote (``maskstore check``, Dask workers, tests)."""
+    chunk = StoredChunk(base, fields.get, fields.keys)
     for names in _DECODERS:
         getattr(chunk, names[0])
+    for path in chunk.meta:
+        chunk.meta[path]
     return chunk
+
+
+def chunk_fields(txn: lmdb.Transaction, version: DatasetVersion, number: int) -> dict[bytes, bytes]:
+    """Field name -> stored value of one chunk as of ``txn`` (``OLD_LAYOUT``: a chunk as 0.1.0 wrote it)."""
+    key = version.prefix + u64(number)
+    return {bytes(k[16:]): v for k, v in entries(txn, version.archive.db("columns"), key)}
+
+
+def stored_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) -> Chunk | None:
+    """Chunk ``number`` as stored, fully decoded, or None when only its records can give it (no fields,
+    a dirty mark, or the layout of 0.1.0)."""
+    fields = chunk_fields(txn, version, number)
+    if not fields or OLD_LAYOUT in fields or txn.get(version.prefix + u64(number), db=version.archive.db("dirty")):
+        return None
+    return decode_fields(number << CHUNK_BITS, fields)
 
 
 def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, bytes]]:
@@ -332,70 +453,167 @@ def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> It
             yield seq, plain
 
 
-def _chunk_keys(items: Iterator[tuple[bytes, bytes]], db: str) -> Iterator[tuple[bytes, bytes]]:
-    """Entries keyed version id (8) + chunk number (8); any other key is a damaged archive."""
-    for key, value in items:
-        if len(key) != 16:
-            raise ArchiveError(f"{db} entry {bytes(key).hex()} is damaged: its key is not 16 bytes; "
-                               "run maskstore check --repair")
-        yield key, value
+def records_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) -> Chunk:
+    """Chunk ``number`` built from the records of ``txn``."""
+    base = number << CHUNK_BITS
+    return build_chunk(base, _records_in(txn, version, base))
 
 
 def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
-    return [key for key, _ in _chunk_keys(entries(txn, version.archive.db("dirty"), version.prefix), "dirty")]
+    keys = [bytes(key) for key, _ in entries(txn, version.archive.db("dirty"), version.prefix)]
+    if bad := [key for key in keys if len(key) != 16]:
+        raise ArchiveError(f"dirty entry {bad[0].hex()} is damaged: its key is not 16 bytes; run maskstore check --repair")
+    return keys
+
+
+def _chunk_heads(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, bytes]:
+    """Chunk key -> the name of its first entry (``PRESENT``; ``OLD_LAYOUT`` for a chunk of 0.1.0). The
+    cursor jumps from chunk to chunk, landing on first entries only: py-lmdb touches every page of the
+    value it lands on, so walking all keys would map every column of the version."""
+    prefix, out = version.prefix, {}
+    cursor = txn.cursor(db=version.archive.db("columns"))
+    seek = prefix
+    while cursor.set_range(seek):
+        key = cursor.key()
+        if not key.startswith(prefix):
+            break
+        if len(key) < 16:
+            raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
+                               "version id and a chunk number; run maskstore check --repair")
+        out[bytes(key[:16])] = bytes(key[16:])
+        number = U64.unpack(key[8:16])[0]
+        if number == 2**64 - 1:
+            break
+        seek = prefix + u64(number + 1)
+    return out
+
+
+def _chunk_names(txn: lmdb.Transaction, arc: Any, key: bytes) -> list[bytes]:
+    """The field names of chunk ``key`` (its values' pages are touched: for writers and check)."""
+    cursor = txn.cursor(db=arc.db("columns"))
+    names = []
+    if cursor.set_range(key):
+        for found in cursor.iternext(keys=True, values=False):
+            if not found.startswith(key):
+                break
+            names.append(bytes(found[16:]))
+    return names
 
 
 def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[bytes]) -> dict[bytes, Chunk | None]:
     """The given dirty chunks built from the records of ``txn`` (None: no frame lives there now)."""
     built: dict[bytes, Chunk | None] = {}
     for key in keys:
-        base = U64.unpack(key[8:])[0] << CHUNK_BITS
-        chunk = build_chunk(base, _records_in(txn, version, base))
+        chunk = records_chunk(txn, version, U64.unpack(key[8:])[0])
         built[key] = chunk if chunk.present.any() else None
     return built
 
 
 def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None]) -> None:
-    """Write built chunks and clear their dirty marks (in a write transaction)."""
+    """Write built chunks and clear their dirty marks (in a write transaction). Only fields whose bytes
+    changed are put; fields the chunk no longer has (and a 0.1.0 chunk value) are deleted."""
     arc = version.archive
+    db = arc.db("columns")
     for key, chunk in built.items():
-        if chunk is None:
-            txn.delete(key, db=arc.db("columns"))
-        else:
-            txn.put(key, encode_chunk(chunk), db=arc.db("columns"))
+        fields = {} if chunk is None else encode_fields(chunk)
+        stale = []
+        for name_key, value in entries(txn, db, key):
+            name = bytes(name_key[16:])
+            if name not in fields:
+                stale.append(bytes(name_key))
+            elif fields[name] == value:
+                del fields[name]
+        for name_key in stale:
+            txn.delete(name_key, db=db)
+        for name, value in fields.items():
+            txn.put(key + name, value, db=db)
         txn.delete(key, db=arc.db("dirty"))
+    if built:  # chunks stored field by field: readers without the feature must refuse (0.1.0 archives get it now)
+        require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
 
 
 def refresh(version: DatasetVersion) -> None:
     """Build and store every dirty chunk of a writable archive now, waiting for the writer lock: for
     writers (the end of ``maskstore ingest``), so no later query has to rebuild them."""
     if not version.archive.readonly:
-        version.archive.write(lambda txn: _store(txn, version, _build_dirty(txn, version, _dirty_keys(txn, version))))
+        version.archive.write(lambda txn: _store(txn, version, _build_dirty(txn, version, _to_rebuild(txn, version))))
 
 
-def load_chunks(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> list[Chunk]:
-    """Every chunk of the version as of ``txn`` (of the version's ``generation``). Dirty chunks are built
-    in memory, then stored only if no writer holds the archive and the version is still at that
-    generation: a read never takes or waits for the writer lock, and never fails on a cache write."""
+def _to_rebuild(txn: lmdb.Transaction, version: DatasetVersion, heads: dict[bytes, bytes] | None = None) -> list[bytes]:
+    """Chunk keys only the records can give: dirty marks, and chunks in the layout of 0.1.0."""
+    heads = _chunk_heads(txn, version) if heads is None else heads
+    return sorted(set(_dirty_keys(txn, version)).union(key for key, first in heads.items() if first == OLD_LAYOUT))
+
+
+class FieldReader:
+    """Where the stored chunks of one cached generation fetch their fields: the read transaction of the
+    query running in this thread (``use``), which sees the same columns as any other transaction of the
+    generation. Values are copied out, so no array outlives the transaction it came from. Outside a
+    query (its transaction ended) a short read transaction of its own, if the generation is still it."""
+
+    def __init__(self, version: DatasetVersion, generation: int) -> None:
+        self.version, self.generation = version, generation
+        self._local = threading.local()
+
+    def use(self, txn: lmdb.Transaction) -> None:
+        self._local.txn = weakref.ref(txn)  # a py-lmdb transaction holds its reader slot while it lives
+
+    def fetch(self, key: bytes) -> bytes | None:
+        db = self.version.archive.db("columns")
+        return self._in_txn(lambda txn: txn.get(key, db=db))
+
+    def names(self, chunk_key: bytes) -> list[bytes]:
+        return self._in_txn(lambda txn: _chunk_names(txn, self.version.archive, chunk_key))
+
+    def _in_txn(self, read: Callable[[lmdb.Transaction], T]) -> T:
+        ref = getattr(self._local, "txn", None)
+        txn = ref() if ref is not None else None
+        if txn is not None:
+            try:
+                return read(txn)
+            except lmdb.Error:  # that transaction has ended
+                self._local.txn = None
+        return self.version.archive.read(lambda t: read(self._current(t)))
+
+    def _current(self, txn: lmdb.Transaction) -> lmdb.Transaction:
+        rec = self.version.record(txn)
+        if rec["generation"] != self.generation:
+            raise MaskstoreError(f"{rec['dataset']}/{rec['name']} changed while its scan columns were in use; "
+                                 "ask again")
+        return txn
+
+
+def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cached:
+    """The version's chunks as of ``txn`` (of the version's ``generation``): each chunk's first entry,
+    ``_present``; other fields come when a query touches them. Dirty chunks and chunks of
+    0.1.0 are built in memory, then stored only if no writer holds the archive and the version is
+    still at that generation: a read never takes or waits for the writer lock, and never fails on a
+    cache write."""
     arc = version.archive
-    dirty = _dirty_keys(txn, version)
-    dirty_set = set(dirty)
+    reader = FieldReader(version, generation)
+    reader.use(txn)
+    heads = _chunk_heads(txn, version)
+    rebuild = _to_rebuild(txn, version, heads)
+    skip = set(rebuild)
     chunks: dict[bytes, Chunk | None] = {
-        key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, data)
-        for key, data in _chunk_keys(entries(txn, arc.db("columns"), version.prefix), "columns")
-        if key not in dirty_set}
-    if dirty:
-        built = _build_dirty(txn, version, dirty)
+        key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, partial(_fetch_field, reader, key),
+                         partial(reader.names, key))
+        for key in heads if key not in skip}
+    if rebuild:
+        built = _build_dirty(txn, version, rebuild)
         chunks.update(built)
         arc.try_write(lambda wtxn: _store_if_current(wtxn, version, generation, built))
-    return [chunk for _, chunk in sorted(chunks.items()) if chunk is not None]
+    return Cached(generation, [chunk for _, chunk in sorted(chunks.items()) if chunk is not None], reader=reader)
+
+
+def _fetch_field(reader: FieldReader, key: bytes, name: bytes) -> bytes | None:
+    return reader.fetch(key + name)
 
 
 def _store_if_current(txn: lmdb.Transaction, version: DatasetVersion, generation: int,
                       built: dict[bytes, Chunk | None]) -> None:
     if version.record(txn)["generation"] == generation:
         _store(txn, version, built)
-
 
 # ------------------------------------------------------------------------------ kept current on write
 
@@ -484,18 +702,19 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
         key, base = version.prefix + u64(number), number << CHUNK_BITS
         hi = bisect_left(seqs, base + CHUNK, lo)
         chunk = None
-        if txn.get(key, db=arc.db("dirty")) is None:
+        names = _chunk_names(txn, arc, key)
+        if txn.get(key, db=arc.db("dirty")) is None and OLD_LAYOUT not in names:
             new = build_chunk(base, [row for row in items[lo:hi] if row[1] is not None])
-            stored = txn.get(key, db=arc.db("columns"))
-            if stored is None:
+            if not names:
                 chunk = new
             else:
                 touched = np.zeros(CHUNK, bool)
                 touched[np.array(seqs[lo:hi], np.int64) - base] = True
-                chunk = merge(decode_chunk(base, stored), new, touched)
+                stored = StoredChunk(base, lambda name: txn.get(key + name, db=arc.db("columns")), lambda: names)
+                chunk = merge(stored, new, touched)
         lo = hi
         if chunk is None:
-            chunk = build_chunk(base, _records_in(txn, version, base))
+            chunk = records_chunk(txn, version, number)
         built[key] = chunk if chunk.present.any() else None
     _store(txn, version, built)
     return built
@@ -508,6 +727,12 @@ class Cached:
     generation: int
     chunks: list[Chunk]
     shared: dict[str, Any] = field(default_factory=dict)
+    reader: FieldReader | None = None  # where its stored chunks fetch fields (None: all built in memory)
+
+    def use(self, txn: lmdb.Transaction) -> None:
+        """Let the stored chunks fetch fields through ``txn`` (a transaction of this generation)."""
+        if self.reader is not None:
+            self.reader.use(txn)
 
 
 def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk | None]) -> None:
@@ -528,4 +753,6 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
     # Derived arrays stay right while no chunk changes; the agreement with the records that loading
     # checks (plan.check_chunks) holds for chunks this writer built from its own records.
     shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
-    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared)
+    if cached.reader is not None:  # the chunks it serves were not written: the next generation has them too
+        cached.reader.generation = generation + 1
+    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared, cached.reader)

@@ -47,8 +47,8 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
     cache = version.archive.column_cache
     cached = cache.get(version.id)
     if cached is None or cached.generation != rec["generation"]:
-        cached = cache[version.id] = columns.Cached(rec["generation"],
-                                                    columns.load_chunks(txn, version, rec["generation"]))
+        cached = cache[version.id] = columns.load(txn, version, rec["generation"])
+    cached.use(txn)
     return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec, cached.shared)),
                    rec["meta_types"], cached.shared)
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from maskstore import Archive
-from maskstore.layout import CHUNK_BITS, U64, u64
+from maskstore.layout import CHUNK_BITS, u64
 
 from .helpers import child_env
 from .helpers import cli as plain_cli
@@ -176,7 +176,7 @@ def splice(body: bytes, path: tuple, raw: bytes) -> bytes:
     return packed.replace(msgpack.packb(SENTINEL), raw, 1)
 
 
-HEADERS = {"frames": 2, "versions": 2, "columns": 0}  # bytes before the msgpack body
+HEADERS = {"frames": 2, "versions": 2}  # bytes before the msgpack body (column fields are raw arrays)
 
 
 def structured(value: bytes, db: str, choose: Any, raw: bytes) -> bytes:
@@ -342,7 +342,7 @@ def tamper(path: Path, db: str, how: str, rng: random.Random) -> str:
     if how == "seq":  # move the entry to, or make it point at, an absurd seq
         seq = rng.choice([2**36, 2**63, 2**64 - 1, 5000, 7])
         if db in ("frames", "columns"):
-            new_key = key[:8] + u64(seq if db == "frames" else seq >> CHUNK_BITS)
+            new_key = key[:8] + u64(seq if db == "frames" else seq >> CHUNK_BITS) + key[16:]  # columns: a field
             raw_write(path, db, puts=[(new_key, value)])
             return f"copied {db} {key!r} to {new_key!r}"
         if db in ("versions", "blobs"):
@@ -489,8 +489,9 @@ def test_a_frame_seq_of_2_36_is_refused_without_allocating(template: Path, tmp_p
     prefix = version_prefix(path)
     seq = 2**36
     raw_write(path, "frames", puts=[(prefix + u64(seq), frame_record(path, 0))])
-    columns = dict(raw_entries(path, "columns"))
-    raw_write(path, "columns", puts=[(prefix + u64(seq >> CHUNK_BITS), columns[prefix + u64(0)])])
+    chunk0 = prefix + u64(0)
+    raw_write(path, "columns", puts=[(prefix + u64(seq >> CHUNK_BITS) + key[16:], value)
+                                     for key, value in raw_entries(path, "columns") if key.startswith(chunk0)])
     limit = "import resource; resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30)); "
     for command in (["query", "--count"], ["query", 'meta.n > 1'], ["stats"]):
         result = subprocess.run([sys.executable, "-c", limit + "from maskstore.cli import main; main()", *command[:1],
@@ -503,54 +504,43 @@ def test_a_frame_seq_of_2_36_is_refused_without_allocating(template: Path, tmp_p
 
 
 def lie_in_chunk(path: Path, change: Any) -> None:
-    from maskstore.query import columns as columns_module
+    """Rewrite chunk 0 of the version, fields as ``columns.encode_fields`` stores them, after ``change``
+    edited a writable copy of it."""
+    from maskstore.query import columns
     prefix = version_prefix(path)
     key = prefix + u64(0)
-    data = dict(raw_entries(path, "columns"))[key]
-    body = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    change(body)
-    raw_write(path, "columns", puts=[(key, msgpack.packb(body, use_bin_type=True))])
-    assert columns_module  # the chunk layout the change edits is columns.encode_chunk's
+    stored = columns.decode_fields(0, {k[16:]: v for k, v in raw_entries(path, "columns") if k.startswith(key)})
+    copy = lambda col: columns.StrColumn(list(col.uniques), col.codes.copy()) if isinstance(col, columns.StrColumn) \
+        else columns.ValueColumn(col.kind, col.values.copy(), col.present.copy())  # noqa: E731
+    chunk = columns.Chunk(0, stored.present.copy(), stored.timestamp.copy(), copy(stored.ids), copy(stored.context),
+                          stored.n_masks.copy(), stored.n_rois.copy(), stored.value_offsets.copy(),
+                          stored.value_keys.copy(), stored.value_counts.copy(),
+                          {path: copy(col) for path, col in stored.meta.items()})
+    change(chunk)
+    raw_write(path, "columns", puts=[(key + name, value) for name, value in columns.encode_fields(chunk).items()])
 
 
-def drop_row(body: dict, row: int = 2) -> None:
+def drop_row(chunk: Any, row: int = 2) -> None:
     """A well-formed chunk without the frame at ``row``: every array agrees with every other, only the
     records disagree (the frame is still there)."""
-    present = np.frombuffer(body["present"], np.uint8).copy()
-    present[row] = 0
-    body["present"] = present.tobytes()
-    for name in ("ids", "ctx"):
-        codes = np.frombuffer(body[name][1], np.int32).copy()
-        codes[row] = -1
-        body[name][1] = codes.tobytes()
-    for name in ("nm", "nr"):
-        counts = np.frombuffer(body[name], np.int32).copy()
-        counts[row] = 0
-        body[name] = counts.tobytes()
-    offsets = np.frombuffer(body["vo"], np.int64).copy()
-    start, stop = offsets[row], offsets[row + 1]
-    for name, dtype in (("vk", np.uint32), ("vc", np.int64)):
-        values = np.frombuffer(body[name], dtype)
-        body[name] = np.concatenate([values[:start], values[stop:]]).tobytes()
-    offsets[row + 1:] -= stop - start
-    body["vo"] = offsets.tobytes()
-    for item in body["meta"].values():
-        if item[0] == "s":
-            codes = np.frombuffer(item[2], np.int32).copy()
-            codes[row] = -1
-            item[2] = codes.tobytes()
+    chunk.present[row] = False
+    chunk.ids.codes[row] = chunk.context.codes[row] = -1
+    chunk.n_masks[row] = chunk.n_rois[row] = 0
+    start, stop = chunk.value_offsets[row], chunk.value_offsets[row + 1]
+    chunk.value_keys = np.concatenate([chunk.value_keys[:start], chunk.value_keys[stop:]])
+    chunk.value_counts = np.concatenate([chunk.value_counts[:start], chunk.value_counts[stop:]])
+    chunk.value_offsets[row + 1:] -= stop - start
+    for col in chunk.meta.values():
+        if hasattr(col, "codes"):
+            col.codes[row] = -1
         else:
-            has = np.frombuffer(item[2], np.uint8).copy()
-            has[row] = 0
-            item[2] = has.tobytes()
-            if item[0] == "present":
-                item[1] = item[2]
+            col.present[row] = False
+            if col.kind == "present":
+                col.values[row] = False
 
 
-def swap_value_keys(body: dict) -> None:
-    keys = np.frombuffer(body["vk"], np.uint32).copy()
-    keys[keys == 0x010101] = 0x020202  # every "person" pixel now claims to be "car"
-    body["vk"] = keys.tobytes()
+def swap_value_keys(chunk: Any) -> None:
+    chunk.value_keys[chunk.value_keys == 0x010101] = 0x020202  # every "person" pixel now claims to be "car"
 
 
 def test_a_chunk_whose_present_bits_disagree_with_the_records_is_refused(template: Path, tmp_path: Path) -> None:
@@ -575,7 +565,7 @@ def test_check_finds_a_well_formed_chunk_that_lies_about_mask_values(template: P
 
 def test_a_chunk_with_broken_offsets_is_an_archive_error(template: Path, tmp_path: Path) -> None:
     path = copy_of(template, tmp_path)
-    lie_in_chunk(path, lambda body: body.update(vo=np.arange(4097, dtype=np.int64)[::-1].tobytes()))
+    lie_in_chunk(path, lambda chunk: setattr(chunk, "value_offsets", np.arange(4097, dtype=np.int64)[::-1].copy()))
     for command in (["query", "--count", 'coverage("car") > 0.1'], ["stats"]):
         result = cli(command[0], path, *command[1:])
         assert result.returncode == 1 and result.stderr.startswith("Error: "), (command, result.stderr[-3000:])
