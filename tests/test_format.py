@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -426,9 +427,12 @@ def test_sigkill_during_upgrade_leaves_the_original_intact(tmp_path, moment):
 @pytest.mark.slow
 def test_upgrade_on_a_full_disk_fails_cleanly_and_keeps_the_original(small_disk):
     path = small_disk / "a.maskstore"
-    with Archive(path, jobs=1) as ar:  # 3-4 MiB on an 8 MiB disk: the copy cannot fit beside it
+    noise = random.Random(0)  # padding zstd cannot squeeze: the archive must stay too big to copy
+    with Archive(path, jobs=1) as ar:  # over 4 MiB on an 8 MiB disk: the copy cannot fit beside it
         ar.create_version(dataset_name="d", version_name="v1").add_frames(
-            [{"id": f"f{i}", "meta": {"pad": "x" * 2000}, "sources": [{"uri": f"{i}.png"}]} for i in range(1500)])
+            [{"id": f"f{i}", "meta": {"pad": noise.randbytes(600).hex()}, "sources": [{"uri": f"{i}.png"}]}
+             for i in range(2000)])
+    assert path.stat().st_size > 4 * 2**20
     before = path.read_bytes()
     with pytest.raises(ArchiveError, match="cannot upgrade .* the archive is unchanged"):
         upgrade(path, [add_feature("test-a")])
