@@ -37,19 +37,12 @@ BY_ID = 1000
 
 
 def build_child(path: str, n: int) -> dict[str, Any]:
-    from query import MASK_LABELS, batches
+    from query import MASK_LABELS, add_timed
     from maskstore import Archive
-    seconds = 0.0
     with Archive(path, sync=False) as ar:
         v = ar.create_version(dataset_name="bench", version_name="v1")
         v.set_masks_labels(MASK_LABELS)
-        for frames in batches(n):
-            start = time.perf_counter()
-            v.add_frames(frames)
-            seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        ar.sync()
-        seconds += time.perf_counter() - start
+        seconds = add_timed(v, n)
         sizes = {}
         for name in ("meta", "versions", "frames", "frame_ids", "columns", "ix_context", "ix_value", "ix_source",
                      "ix_mask", "ix_roi", "dirty", "blobs"):

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import log, machine_lines, table, write_result  # noqa: E402
-from query import (INDEXES, MASK_LABELS, NAMES, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
+from query import (INDEXES, MASK_LABELS, NAMES, add_timed, batches, create_sqlite, frame_labels, open_sqlite,  # noqa: E402
                    sqlite_insert, timed, workloads)
 
 from maskstore import Archive  # noqa: E402
@@ -69,14 +69,7 @@ def ingest_child(path: str, n: int) -> dict[str, Any]:
         v.set_masks_labels(MASK_LABELS)
         v.count('label == "person"')  # imports and the parser, once per process: not the columns' cost
         parse_query(FIRST_QUERY)  # nor parsing the text (cached per text; checking it is in the timing)
-        seconds = 0.0
-        for frames in batches(n):
-            start = time.perf_counter()
-            v.add_frames(frames)
-            seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        ar.sync()
-        seconds += time.perf_counter() - start
+        seconds = add_timed(v, n)
         _reset_peak()
         before = _status_mib("VmRSS")
         first, count = timed(lambda: v.count(FIRST_QUERY))
