@@ -344,10 +344,15 @@ def referenced_blobs(txn: lmdb.Transaction, arc: Archive) -> set[bytes]:
     without decoding (a meta string that spells a blob URI keeps that blob too: never too few)."""
     found: set[bytes] = set()
     for key, data in txn.cursor(db=arc.db("frames")):
-        data = records.plain_frame(data, f"frame {bytes(key).hex()}")
+        data = _plain(key, data)
         if _BLOB_MARK in data:
-            found.update(bytes.fromhex(h.decode()) for h in _BLOB_URI.findall(bytes(data)))
+            found.update(bytes.fromhex(h.decode()) for h in _BLOB_URI.findall(data))
     return found
+
+
+def _plain(key: bytes, data: bytes) -> bytes:
+    """A stored frame record as the plain one it holds (decompressed when compressed), named by its key."""
+    return bytes(records.plain_frame(data, f"frame {bytes(key).hex()}"))
 
 
 def temp_path(out: Path) -> Path:
@@ -457,14 +462,12 @@ def _training_records(txn: lmdb.Transaction, arc: Archive) -> list[bytes]:
     """Plain frame records spread evenly over the whole archive, for the dictionary compact trains."""
     frames_db = arc.db("frames")
     step = max(1, -(-txn.stat(frames_db)["entries"] // compression.TRAIN_MAX_RECORDS))
-    return [bytes(records.plain_frame(data, f"frame {bytes(key).hex()}"))
-            for key, data in islice(txn.cursor(db=frames_db), 0, None, step)]
+    return [_plain(key, data) for key, data in islice(txn.cursor(db=frames_db), 0, None, step)]
 
 
 def _recompressed(key: bytes, value: bytes, dictionary: bytes) -> bytes:
     """A frame record compressed with the dictionary compact trained (whatever it was before)."""
-    plain = bytes(records.plain_frame(value, f"frame {bytes(key).hex()}"))
-    return records.compress_frames([plain], dictionary)[0]
+    return records.compress_frames([_plain(key, value)], dictionary)[0]
 
 
 def _copy_failure(tmp: Path, exc: lmdb.Error) -> str:
