@@ -26,6 +26,8 @@ import msgpack
 import numpy as np
 
 from .. import records
+from . import packing
+from .packing import Damaged as _Damaged  # a field readers cannot use; StoredChunk names the chunk
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
 from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, entries, require_feature, text_key, u64
 from ..errors import ArchiveError, MaskstoreError
@@ -142,49 +144,45 @@ def _pad8(n: int) -> int:
     return n + -n % 8
 
 
-def _encode_str(col: StrColumn) -> bytes:
-    """The codes, then the texts as one msgpack array of str (msgpack builds a million strs in C five
-    times faster than Python slices and decodes them from UTF-8 offsets)."""
-    return col.codes.astype("<i4").tobytes() + msgpack.packb(col.uniques)
+def _encode_str(col: StrColumn, narrow: bool = True) -> bytes:
+    """The codes (packed; ``ids`` keeps 4096 int32), then the texts as one msgpack array of str
+    (msgpack builds a million strs in C five times faster than Python slices and decodes them from
+    UTF-8 offsets)."""
+    codes = packing.pack_ints(col.codes) if narrow else col.codes.astype("<i4").tobytes()
+    return codes + msgpack.packb(col.uniques)
 
 
 def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
-    """Kind, the path (a hashed key does not give it back), then presence and values, 8-aligned."""
+    """Kind, the path (a hashed key does not give it back), then presence bits and packed values."""
     kind = "s" if isinstance(col, StrColumn) else col.kind
     raw = path.encode("utf-8")
     head = _META_KINDS[kind] + bytes(3) + struct.pack("<I", len(raw)) + raw + bytes(_pad8(len(raw)) - len(raw))
     if isinstance(col, StrColumn):
         return head + _encode_str(col)
-    body = col.present.astype(np.uint8).tobytes()
+    body = packing.pack_bits(col.present)
     if kind == "object":
         body += msgpack.packb(col.values.tolist())
     elif kind != "present":
-        body += col.values.astype({"int": "<i8", "float": "<f8", "bool": np.uint8}[kind]).tobytes()
+        body += {"int": packing.pack_ints, "float": packing.pack_floats, "bool": packing.pack_bits}[kind](col.values)
     return head + body
 
 
 def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
-    """Field name -> stored value of every field of ``chunk``; arrays little-endian."""
-    fields = {PRESENT: np.packbits(chunk.present, bitorder="little").tobytes(), b"ts": chunk.timestamp.astype("<i8").tobytes(),
-              b"ids": _encode_str(chunk.ids), b"ctx": _encode_str(chunk.context),
-              b"nm": chunk.n_masks.astype("<i4").tobytes(), b"nr": chunk.n_rois.astype("<i4").tobytes(),
-              b"vo": chunk.value_offsets.astype("<i8").tobytes(), b"vk": chunk.value_keys.astype("<u4").tobytes(),
-              b"vc": chunk.value_counts.astype("<i8").tobytes()}
+    """Field name -> stored value of every field of ``chunk``, numbers packed (``packing``)."""
+    fields = {PRESENT: packing.pack_bits(chunk.present), b"ts": packing.pack_ints(chunk.timestamp),
+              b"ids": _encode_str(chunk.ids, narrow=False), b"ctx": _encode_str(chunk.context),
+              b"nm": packing.pack_ints(chunk.n_masks), b"nr": packing.pack_ints(chunk.n_rois),
+              b"vo": packing.pack_ints(np.diff(chunk.value_offsets)),
+              b"vk": packing.pack_ints(chunk.value_keys, table=True), b"vc": packing.pack_ints(chunk.value_counts)}
     fields.update((_meta_field(path), _encode_meta(path, col)) for path, col in chunk.meta.items())
     return fields
 
 
-class _Damaged(Exception):
-    """A field of a stored chunk that readers cannot use; ``StoredChunk`` names the chunk."""
-
-
-def _array(data: bytes, dtype: Any, length: int | None, field: str, offset: int = 0) -> np.ndarray:
-    """``length`` items of ``dtype`` at ``offset``, or (None) every whole item from there to the end."""
-    size = np.dtype(dtype).itemsize
-    rest = len(data) - offset
-    if rest < 0 or (rest % size if length is None else rest < length * size):
-        raise _Damaged(f"{field} is not {length or 'whole'} {np.dtype(dtype).name} values")
-    return np.frombuffer(data, dtype, rest // size if length is None else length, offset)
+def _array(data: bytes, dtype: Any, length: int, field: str, offset: int = 0) -> np.ndarray:
+    """``length`` items of ``dtype`` at ``offset``."""
+    if len(data) - offset < length * np.dtype(dtype).itemsize:
+        raise _Damaged(f"{field} is not {length} {np.dtype(dtype).name} values")
+    return np.frombuffer(data, dtype, length, offset)
 
 
 def _exactly(data: bytes, dtype: Any, length: int, field: str) -> np.ndarray:
@@ -193,10 +191,16 @@ def _exactly(data: bytes, dtype: Any, length: int, field: str) -> np.ndarray:
     return _array(data, dtype, length, field)
 
 
-def _flags(raw: np.ndarray, field: str) -> np.ndarray:
-    if raw.max() > 1:
-        raise _Damaged(f"{field} holds bytes other than 0 and 1")
-    return raw.view(np.bool_)
+def _whole(unpacked: tuple[np.ndarray, int], data: bytes, field: str) -> np.ndarray:
+    """The array an unpack gave, if it ends where the value does."""
+    values, end = unpacked
+    if end != len(data):
+        raise _Damaged(f"{field} has {len(data) - end} bytes after its values")
+    return values
+
+
+def _ints(data: bytes, field: str, length: int = CHUNK) -> np.ndarray:
+    return _whole(packing.unpack_ints(data, 0, length, field), data, field)
 
 
 def _counts(arr: np.ndarray, field: str, high: int) -> np.ndarray:
@@ -205,9 +209,12 @@ def _counts(arr: np.ndarray, field: str, high: int) -> np.ndarray:
     return arr
 
 
-def _decode_str(data: bytes, field: str, offset: int = 0) -> StrColumn:
-    codes = _array(data, "<i4", CHUNK, field, offset)
-    rest = memoryview(data)[offset + 4 * CHUNK:]
+def _decode_str(data: bytes, field: str, offset: int = 0, narrow: bool = True) -> StrColumn:
+    if narrow:
+        codes, offset = packing.unpack_ints(data, offset, CHUNK, field)
+    else:
+        codes, offset = _array(data, "<i4", CHUNK, field, offset), offset + 4 * CHUNK
+    rest = memoryview(data)[offset:]
     try:
         texts = msgpack.unpackb(rest, **_unpacker_limits(len(rest)))
     except UnicodeDecodeError:
@@ -218,7 +225,7 @@ def _decode_str(data: bytes, field: str, offset: int = 0) -> StrColumn:
         raise _Damaged(f"{field} texts are not a list of at most {CHUNK} strings")
     if len(codes) and (codes.min() < -1 or codes.max() >= len(texts)):
         raise _Damaged(f"{field} has codes outside its {len(texts)} texts")
-    return StrColumn(texts, codes)
+    return StrColumn(texts, codes.astype(np.int32, copy=False))
 
 
 def _all_str(items: list[Any]) -> bool:
@@ -243,6 +250,9 @@ def _meta_path(data: bytes, field: str) -> tuple[str, str, int]:
         raise _Damaged(f"{field} has a path that is not UTF-8") from None
 
 
+_UNPACK = {"int": packing.unpack_ints, "float": packing.unpack_floats, "bool": packing.unpack_bits}
+
+
 def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | ValueColumn:
     field = f"meta.{path}"
     kind, stored_path, start = _meta_path(data, field)
@@ -252,12 +262,9 @@ def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | Val
         col: StrColumn | ValueColumn = _decode_str(data, field, start)
         has = col.codes >= 0
     else:
-        has = _flags(_array(data, np.uint8, CHUNK, field + " presence", start), field + " presence")
-        start += CHUNK
+        has, start = packing.unpack_bits(data, start, CHUNK, field + " presence")
         if kind == "present":
-            values = has
-            if len(data) != start:
-                raise _Damaged(f"{field} has bytes after its presence")
+            values = _whole((has, start), data, field)
         elif kind == "object":
             try:
                 values = msgpack.unpackb(memoryview(data)[start:], **_unpacker_limits(len(data) - start))
@@ -268,8 +275,7 @@ def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | Val
                 raise _Damaged(f"{field} is not {CHUNK} numbers")
             values = np.array(values, dtype=object)
         else:
-            values = _flags(_exactly(data[start:], np.uint8, CHUNK, field), field) if kind == "bool" else \
-                _exactly(data[start:], {"int": "<i8", "float": "<f8"}[kind], CHUNK, field)
+            values = _whole(_UNPACK[kind](data, start, CHUNK, field), data, field)
         col = ValueColumn(kind, values, has)
     if (has & ~present).any():
         raise _Damaged(f"{field} has values where no frame lives")
@@ -280,32 +286,37 @@ MAX_VALUES_PER_FRAME = 1 << 24  # distinct RGB values
 
 
 def _values(present: np.ndarray, vo: bytes, vk: bytes, vc: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    offsets = _exactly(vo, "<i8", CHUNK + 1, "vo")
-    sizes = np.diff(offsets)
-    if offsets[0] != 0 or sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
-        raise _Damaged("vo: value offsets are not increasing from 0, or give values to absent frames")
-    keys = _counts(_array(vk, "<u4", None, "vk"), "vk", 0xFFFFFF)
-    counts = _counts(_array(vc, "<i8", None, "vc"), "vc", records.MAX_FRAME_PIXELS)
-    if not len(keys) == len(counts) == offsets[-1]:
-        raise _Damaged(f"vk, vc: {len(keys)} value keys and {len(counts)} counts, but the offsets end at {offsets[-1]}")
+    """CSR offsets from the stored values per row, then the keys and counts they index."""
+    sizes = _ints(vo, "vo")
+    if sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
+        raise _Damaged(f"vo: values per frame outside 0..{MAX_VALUES_PER_FRAME}, or values of absent frames")
+    offsets = np.zeros(CHUNK + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    total = int(offsets[-1])  # vk and vc each say how many numbers they hold: a lying vo stops here
+    keys = _counts(_ints(vk, "vk", total), "vk", 0xFFFFFF).astype(np.uint32)
+    counts = _counts(_ints(vc, "vc", total), "vc", records.MAX_FRAME_PIXELS)
     return offsets, keys, counts
 
 
-def _str_of_frames(present: np.ndarray, data: bytes, field: str) -> StrColumn:
-    col = _decode_str(data, field)  # the texts end where the value does: no bytes after them
+def _str_of_frames(present: np.ndarray, data: bytes, field: str, narrow: bool = True) -> StrColumn:
+    col = _decode_str(data, field, narrow=narrow)  # the texts end where the value does: no bytes after them
     if ((col.codes >= 0) != present).any():
         raise _Damaged(f"{field} disagrees with the present frames")
     return col
 
 
+def _row_counts(data: bytes, field: str) -> np.ndarray:
+    return _counts(_ints(data, field), field, 2**31 - 1).astype(np.int32)
+
+
 # Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:
 # O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
 _DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
-    ("timestamp",): ((b"ts",), lambda present, ts: (_exactly(ts, "<i8", CHUNK, "ts"),)),
-    ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids"),)),
+    ("timestamp",): ((b"ts",), lambda present, ts: (_ints(ts, "ts"),)),
+    ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids", narrow=False),)),
     ("context",): ((b"ctx",), lambda present, data: (_str_of_frames(present, data, "ctx"),)),
-    ("n_masks",): ((b"nm",), lambda present, nm: (_counts(_exactly(nm, "<i4", CHUNK, "nm"), "nm", 2**31 - 1),)),
-    ("n_rois",): ((b"nr",), lambda present, nr: (_counts(_exactly(nr, "<i4", CHUNK, "nr"), "nr", 2**31 - 1),)),
+    ("n_masks",): ((b"nm",), lambda present, nm: (_row_counts(nm, "nm"),)),
+    ("n_rois",): ((b"nr",), lambda present, nr: (_row_counts(nr, "nr"),)),
     ("value_offsets", "value_keys", "value_counts"): ((b"vo", b"vk", b"vc"), _values),
 }
 _DECODER_OF = {name: names for names in _DECODERS for name in names}

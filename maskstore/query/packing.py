@@ -1,0 +1,160 @@
+"""Narrow, exact encodings of the numeric arrays of scan-column fields (FORMAT.md, "Packed arrays").
+
+A chunk's numbers rarely need their in-memory width: timestamps of one chunk span a few hours, a
+frame has a handful of mask values out of a few dozen distinct ones, speeds have two decimals. So,
+as columnar engines do per block, each array is stored in the narrowest form that gives back exactly
+the same numbers: integers as offsets from the chunk's minimum in as few bytes as their range needs
+(frame of reference), or as codes into a small table of their distinct values; floats as scaled
+integers when a power of ten makes every value whole (DuckDB's ALP, without its exceptions), as
+float32 when that is exact, else as they are; flags as bits. Decoding gives the arrays queries use
+(int64, float64, bool), so nothing downstream sees the encodings.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+REFERENCE, TABLE = 0x52, 0x54  # "R": base + offsets; "T": table of distinct values + codes
+FLOAT64, FLOAT32, DECIMAL = 0x46, 0x53, 0x44  # "F", "S", "D"
+MAX_DECIMALS = 10  # the largest power of ten tried for scaled floats
+# tag, width, 6 zero bytes, u64 count, then for integers int64: the base ("R") or table length ("T")
+_HEAD = struct.Struct("<BB6xQ")
+_INT_HEAD = struct.Struct("<BB6xQq")
+_EXACT_FLOAT = 2**53  # integers of float64 beyond this are not all exact
+
+
+class Damaged(Exception):
+    """Stored bytes that are not an array these encodings wrote; the caller names the chunk."""
+
+
+def _width(span: int) -> int:
+    """Bytes an unsigned offset of at most ``span`` takes."""
+    return (span.bit_length() + 7) // 8
+
+
+def _narrow(offsets: np.ndarray, width: int) -> bytes:
+    """Unsigned ``offsets`` (uint64) as ``width``-byte little-endian numbers."""
+    if width in (0, 1, 2, 4, 8):
+        return offsets.astype(f"<u{width}").tobytes() if width else b""
+    return offsets.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
+
+
+def _widen(data: Any, at: int, n: int, width: int, field: str) -> np.ndarray:
+    """``n`` unsigned ``width``-byte numbers at ``at`` as uint64."""
+    if width > 8:
+        raise Damaged(f"{field} claims {width}-byte numbers")
+    if len(data) < at + n * width:
+        raise Damaged(f"{field} is shorter than {n} numbers of {width} bytes")
+    if width in (1, 2, 4, 8):
+        return np.frombuffer(data, f"<u{width}", n, at).astype(np.uint64)
+    if width == 0:
+        return np.zeros(n, np.uint64)
+    wide = np.zeros((n, 8), np.uint8)
+    wide[:, :width] = np.frombuffer(data, np.uint8, n * width, at).reshape(n, width)
+    return wide.view("<u8").reshape(n).astype(np.uint64, copy=False)
+
+
+def pack_ints(values: np.ndarray, table: bool = False) -> bytes:
+    """Integers within int64 in the narrowest exact form: offsets from their minimum, or (``table``,
+    when smaller) codes into their sorted distinct values."""
+    values = np.ascontiguousarray(values, np.int64)
+    n = len(values)
+    lo, hi = (int(values.min()), int(values.max())) if n else (0, 0)
+    width = _width(hi - lo)
+    plain = _INT_HEAD.pack(REFERENCE, width, n, lo) + _narrow(values.view(np.uint64) - np.uint64(lo % 2**64), width)
+    if table and width > 1:
+        distinct = np.unique(values)
+        code_width = _width(len(distinct) - 1)
+        if 8 * len(distinct) + code_width * n < width * n:
+            codes = np.searchsorted(distinct, values).astype(np.uint64)
+            return _INT_HEAD.pack(TABLE, code_width, n, len(distinct)) + distinct.astype("<i8").tobytes() + \
+                _narrow(codes, code_width)
+    return plain
+
+
+def _head(data: Any, at: int, n: int, layout: struct.Struct, field: str, what: str) -> tuple[Any, ...]:
+    """The header at ``at`` (its reserved bytes zero, its count ``n``), or Damaged."""
+    if len(data) < at + layout.size or bytes(data[at + 2:at + 8]) != bytes(6):
+        raise Damaged(f"{field} has no {what} header")
+    head = layout.unpack_from(data, at)
+    if head[2] != n:
+        raise Damaged(f"{field} holds {head[2]} numbers, not {n}")
+    return head
+
+
+def unpack_ints(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int]:
+    """(``n`` int64 values, the offset after them) of ``pack_ints``'s bytes at ``at``."""
+    tag, width, _, number = _head(data, at, n, _INT_HEAD, field, "packed-integer")
+    start = at + _INT_HEAD.size
+    if tag == REFERENCE:
+        offsets = _widen(data, start, n, width, field)
+        return (offsets + np.uint64(number % 2**64)).view(np.int64), start + n * width
+    if tag != TABLE:
+        raise Damaged(f"{field} has no packed-integer header (tag {tag:#04x})")
+    if number < (1 if n else 0) or len(data) < start + 8 * number:
+        raise Damaged(f"{field} has a table of {number} values that its bytes do not hold")
+    distinct = np.frombuffer(data, "<i8", number, start)
+    codes = _widen(data, start + 8 * number, n, width, field)
+    if n and int(codes.max()) >= number:
+        raise Damaged(f"{field} has codes beyond its table of {number} values")
+    return distinct[codes.astype(np.intp)].astype(np.int64), start + 8 * number + n * width
+
+
+def pack_floats(values: np.ndarray) -> bytes:
+    """Floats in the narrowest form that gives back every bit (NaN payloads and -0.0 included)."""
+    values = np.ascontiguousarray(values, np.float64)
+    n, bits = len(values), values.view(np.int64)
+    forms = [_HEAD.pack(FLOAT64, 8, n) + values.astype("<f8").tobytes()]
+    with np.errstate(over="ignore", invalid="ignore"):  # values float32 or scaling cannot hold are not chosen
+        single = values.astype(np.float32)
+        if (single.astype(np.float64).view(np.int64) == bits).all():
+            forms.append(_HEAD.pack(FLOAT32, 4, n) + single.astype("<f4").tobytes())
+        if np.isfinite(values).all():
+            for decimals in range(MAX_DECIMALS + 1):
+                scaled = np.round(values * 10.0**decimals)
+                if n and np.abs(scaled).max() >= _EXACT_FLOAT:
+                    break
+                whole = scaled.astype(np.int64)
+                if (_scaled_back(whole, decimals).view(np.int64) == bits).all():
+                    forms.append(_HEAD.pack(DECIMAL, decimals, n) + pack_ints(whole))
+                    break
+    return min(forms, key=len)
+
+
+def _scaled_back(whole: np.ndarray, decimals: int) -> np.ndarray:
+    """What a DECIMAL array decodes to: one IEEE division, so the writer can check it bit for bit."""
+    return whole.astype(np.float64) / 10.0**decimals
+
+
+def unpack_floats(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int]:
+    """(``n`` float64 values, the offset after them) of ``pack_floats``'s bytes at ``at``."""
+    tag, width, _ = _head(data, at, n, _HEAD, field, "packed-float")
+    start = at + _HEAD.size
+    if tag == DECIMAL:
+        if width > MAX_DECIMALS:
+            raise Damaged(f"{field} claims {width} decimals")
+        whole, end = unpack_ints(data, start, n, field)
+        return _scaled_back(whole, width), end
+    dtype = {(FLOAT64, 8): "<f8", (FLOAT32, 4): "<f4"}.get((tag, width))
+    if dtype is None:
+        raise Damaged(f"{field} has no packed-float header (tag {tag:#04x}, width {width})")
+    if len(data) < start + n * width:
+        raise Damaged(f"{field} is shorter than {n} floats of {width} bytes")
+    return np.frombuffer(data, dtype, n, start).astype(np.float64), start + n * width
+
+
+def pack_bits(flags: np.ndarray) -> bytes:
+    """One bit a flag, least significant first."""
+    return np.packbits(flags, bitorder="little").tobytes()
+
+
+def unpack_bits(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int]:
+    """(``n`` flags, the offset after them) of ``pack_bits``'s bytes at ``at``."""
+    size = (n + 7) // 8
+    if len(data) < at + size:
+        raise Damaged(f"{field} is shorter than {n} bits")
+    raw = np.frombuffer(data, np.uint8, size, at)
+    return np.unpackbits(raw, count=n, bitorder="little").view(np.bool_), at + size
