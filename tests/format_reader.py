@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +255,44 @@ def decode_chunk(data: bytes) -> dict[str, Any]:
     return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()})
 
 
-def _field_strings(data: bytes) -> list[str | None]:
-    """"Chunk encoding", a string column: 4096 int32 codes, then a msgpack array of the texts."""
+def _packed_ints(data: bytes, at: int) -> tuple[list[int], int]:
+    """"Packed arrays", integers: (the values, the offset after them)."""
+    tag, width, count, number = struct.unpack_from("<BB6xQq", data, at)
+    at += 24
+    if tag == ord("T"):  # a table of `number` int64 values, then `count` codes into it
+        table = list(struct.unpack_from(f"<{number}q", data, at))
+        at += 8 * number
+        values = [table[int.from_bytes(data[at + i * width:at + (i + 1) * width], "little")] for i in range(count)]
+    else:
+        assert tag == ord("R"), tag  # the base `number`, then `count` offsets from it
+        values = [(number + int.from_bytes(data[at + i * width:at + (i + 1) * width], "little") + 2**63) % 2**64 - 2**63
+                  for i in range(count)]
+    return values, at + count * width
+
+
+def _packed_floats(data: bytes, at: int) -> tuple[list[float], int]:
+    tag, width, count = struct.unpack_from("<BB6xQ", data, at)
+    at += 16
+    if tag == ord("D"):  # integers, each divided by 10**width
+        whole, at = _packed_ints(data, at)
+        return [float(n) / 10.0**width for n in whole], at
+    code = {ord("F"): "d", ord("S"): "f"}[tag]
+    return list(struct.unpack_from(f"<{count}{code}", data, at)), at + count * width
+
+
+def _bits(data: bytes, at: int, n: int = CHUNK) -> tuple[list[bool], int]:
+    return [bool(data[at + i // 8] >> (i % 8) & 1) for i in range(n)], at + (n + 7) // 8
+
+
+def _field_strings(data: bytes, at: int = 0) -> list[str | None]:
+    """"Chunk encoding", a string column: packed codes, then a msgpack array of the texts."""
+    codes, at = _packed_ints(data, at)
+    texts = msgpack.unpackb(data[at:], raw=False)
+    return [None if c < 0 else texts[c] for c in codes]
+
+
+def _field_ids(data: bytes) -> list[str | None]:
+    """The `ids` string column: 4096 int32 codes, then a msgpack array of the texts."""
     codes = _array(data[:4 * CHUNK], "i")
     texts = msgpack.unpackb(data[4 * CHUNK:], raw=False)
     return [None if c < 0 else texts[c] for c in codes]
@@ -267,21 +304,29 @@ def _field_meta(data: bytes) -> tuple[str, list[Any]]:
     path = data[8:8 + size].decode("utf-8")
     start = 8 + size + -size % 8
     if kind == b"s":
-        return path, _field_strings(data[start:])
-    present = [bool(b) for b in data[start:start + CHUNK]]
-    rest = data[start + CHUNK:]
-    values: list[Any] = {b"i": lambda: _array(rest, "q"), b"f": lambda: _array(rest, "d"),
-                         b"b": lambda: [bool(b) for b in rest], b"p": lambda: [True] * CHUNK,
-                         b"o": lambda: msgpack.unpackb(rest)}[kind]()
+        return path, _field_strings(data, start)
+    present, at = _bits(data, start)
+    values: list[Any] = {b"i": lambda: _packed_ints(data, at)[0], b"f": lambda: _packed_floats(data, at)[0],
+                         b"b": lambda: _bits(data, at)[0], b"p": lambda: [True] * CHUNK,
+                         b"o": lambda: msgpack.unpackb(data[at:])}[kind]()
     return path, [v if has else None for v, has in zip(values, present)]
 
 
 def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A chunk stored field by field (feature ``column-fields``), as ``decode_chunk`` gives it."""
-    meta = dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:"))
-    body = {name.decode(): value for name, value in fields.items()}
-    body["present"] = bytes((byte >> bit) & 1 for byte in fields[b"_present"] for bit in range(8))  # bit i: row i
-    return _chunk_from(body, _field_strings, meta)
+    sizes = _packed_ints(fields[b"vo"], 0)[0]  # values per row: the offsets are their running sums
+    offsets = list(accumulate(sizes, initial=0))
+    keys, counts = _packed_ints(fields[b"vk"], 0)[0], _packed_ints(fields[b"vc"], 0)[0]
+    return {
+        "present": _bits(fields[b"_present"], 0)[0],
+        "timestamp": _packed_ints(fields[b"ts"], 0)[0],
+        "id": _field_ids(fields[b"ids"]),
+        "context_id": _field_strings(fields[b"ctx"]),
+        "n_masks": _packed_ints(fields[b"nm"], 0)[0],
+        "n_rois": _packed_ints(fields[b"nr"], 0)[0],
+        "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]])) for i in range(CHUNK)],
+        "meta": dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:")),
+    }
 
 
 def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:

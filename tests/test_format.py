@@ -502,6 +502,7 @@ def worked_examples() -> dict[str, str]:
                 return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False))]
             fmt = entries("meta")[0][1]
             (frame_key, frame), = entries("frames")
+            fields = {key[16:]: value for key, value in entries("columns")}
             index = [(name, key, value) for name in format_reader.INDEX_DBS for key, value in entries(name)]
             keys = [("frames", frame_key, f"frame record ({len(frame)} bytes, below)"),
                     *[(name, key, value.hex()) for name, key, value in
@@ -521,6 +522,8 @@ def worked_examples() -> dict[str, str]:
         "frame-record": hex_dump(frame),
         "frame-decoded": readable_json(format_reader.record(frame, "frame")),
         "frame-keys": "\n".join(key_lines),
+        "packed-arrays": "\n\n".join([f"vk\n{hex_dump(fields[b'vk'])}", f"vc\n{hex_dump(fields[b'vc'])}",
+                                      f"ts, its first 32 of {len(fields[b'ts'])} bytes\n{hex_dump(fields[b'ts'][:32])}"]),
     }
 
 
@@ -539,6 +542,10 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert documented["frame-keys"] == generated["frame-keys"]
     assert documented["format-record"] == generated["format-record"]
     assert documented["dictionary-entry"] == generated["dictionary-entry"]
+    assert documented["packed-arrays"] == generated["packed-arrays"]
+    vk, vc, ts = (parse_hex_dump(part.split("\n", 1)[1]) for part in documented["packed-arrays"].split("\n\n"))
+    assert format_reader._packed_ints(vk, 0)[0] == [0x000000, 0x010101]  # the independent reader agrees
+    assert format_reader._packed_ints(vc, 0)[0] == [90, 10] and ts[24:26] == bytes([100, 0])
     # The compressed bytes are zstd's to choose (another zstd may pick other matches): the head must be
     # what this code writes, and the documented record must decompress to the documented frame record.
     compressed, written = parse_hex_dump(documented["compressed-record"]), parse_hex_dump(generated["compressed-record"])
