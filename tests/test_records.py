@@ -22,6 +22,7 @@ from maskstore.query.evaluate import Labels, compile_expr
 
 from reliability.test_hostile_archives import paths_of, splice
 from strategies import frame_dicts, metas
+from test_packing import PACKED_CHUNKS
 
 version_records = st.fixed_dictionaries({
     "id": st.integers(1, 2**63), "dataset": st.text(min_size=1), "name": st.text(min_size=1),
@@ -152,7 +153,7 @@ def test_column_fields_round_trip(ds):
 
 
 def _tampered(value: bytes, how: str, data: Any) -> bytes | None:
-    """``value`` truncated, lengthened, with a byte changed, or with 4 bytes overwritten by an int32
+    """``value`` truncated, lengthened, with a byte changed, or with 4 or 8 bytes overwritten by a number
     (a code, a text offset, a count or a header field, depending on where it lands); None: deleted."""
     if how == "delete":
         return None
@@ -164,13 +165,15 @@ def _tampered(value: bytes, how: str, data: Any) -> bytes | None:
     if how == "byte":
         return value[:at] + bytes([data.draw(st.integers(0, 255))]) + value[at + 1:]
     number = data.draw(st.sampled_from([-2, -1, 0, 1, 4096, 2**31 - 1, 0x80808080, 0xFFFFFFFF]))
-    return value[:at] + (number % 2**32).to_bytes(4, "little") + value[at + 4:]
+    size = data.draw(st.sampled_from([4, 8]))  # 8: a packed array's count, base or table length
+    return value[:at] + (number % 2**(8 * size)).to_bytes(size, "little") + value[at + size:]
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(frame_dicts, min_size=1, max_size=4), st.data())
-def test_a_tampered_column_field_is_usable_or_an_archive_error_naming_chunk_and_field(ds, data):
-    fields = encode_fields(_chunk_of(ds))
+@given(st.lists(frame_dicts, min_size=1, max_size=4).map(_chunk_of) | PACKED_CHUNKS, st.data())
+def test_a_tampered_column_field_is_usable_or_an_archive_error_naming_chunk_and_field(chunk, data):
+    """Chunks of random frame dicts, and chunks whose numbers take every packed form (FORMAT.md)."""
+    fields = encode_fields(chunk)
     name = data.draw(st.sampled_from(sorted(fields)))
     how = data.draw(st.sampled_from(["delete", "truncate", "lengthen", "byte", "int32"]))
     changed = _tampered(fields[name], how, data)
