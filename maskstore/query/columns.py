@@ -199,19 +199,13 @@ def _whole(unpacked: tuple[np.ndarray, int], data: bytes, field: str) -> np.ndar
     return values
 
 
-def _ints(data: bytes, field: str, length: int = CHUNK) -> np.ndarray:
-    return _whole(packing.unpack_ints(data, 0, length, field), data, field)
-
-
-def _counts(arr: np.ndarray, field: str, high: int) -> np.ndarray:
-    if len(arr) and (arr.min() < 0 or arr.max() > high):
-        raise _Damaged(f"{field} holds values outside 0..{high}")
-    return arr
+def _ints(data: bytes, field: str, length: int = CHUNK, within: tuple[int, int] | None = None) -> np.ndarray:
+    return _whole(packing.unpack_ints(data, 0, length, field, within), data, field)
 
 
 def _decode_str(data: bytes, field: str, offset: int = 0, narrow: bool = True) -> StrColumn:
     if narrow:
-        codes, offset = packing.unpack_ints(data, offset, CHUNK, field)
+        codes, offset = packing.unpack_ints(data, offset, CHUNK, field, (-1, CHUNK - 1))
     else:
         codes, offset = _array(data, "<i4", CHUNK, field, offset), offset + 4 * CHUNK
     rest = memoryview(data)[offset:]
@@ -287,14 +281,14 @@ MAX_VALUES_PER_FRAME = 1 << 24  # distinct RGB values
 
 def _values(present: np.ndarray, vo: bytes, vk: bytes, vc: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR offsets from the stored values per row, then the keys and counts they index."""
-    sizes = _ints(vo, "vo")
-    if sizes.min() < 0 or sizes.max() > MAX_VALUES_PER_FRAME or sizes[~present].any():
-        raise _Damaged(f"vo: values per frame outside 0..{MAX_VALUES_PER_FRAME}, or values of absent frames")
+    sizes = _ints(vo, "vo", within=(0, MAX_VALUES_PER_FRAME))
+    if sizes[~present].any():
+        raise _Damaged("vo gives values to absent frames")
     offsets = np.zeros(CHUNK + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
     total = int(offsets[-1])  # vk and vc each say how many numbers they hold: a lying vo stops here
-    keys = _counts(_ints(vk, "vk", total), "vk", 0xFFFFFF).astype(np.uint32)
-    counts = _counts(_ints(vc, "vc", total), "vc", records.MAX_FRAME_PIXELS)
+    keys = _ints(vk, "vk", total, (0, 0xFFFFFF)).astype(np.uint32)
+    counts = _ints(vc, "vc", total, (0, records.MAX_FRAME_PIXELS))
     return offsets, keys, counts
 
 
@@ -306,7 +300,7 @@ def _str_of_frames(present: np.ndarray, data: bytes, field: str, narrow: bool = 
 
 
 def _row_counts(data: bytes, field: str) -> np.ndarray:
-    return _counts(_ints(data, field), field, 2**31 - 1).astype(np.int32)
+    return _ints(data, field, within=(0, 2**31 - 1)).astype(np.int32)
 
 
 # Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:

@@ -43,18 +43,21 @@ def _narrow(offsets: np.ndarray, width: int) -> bytes:
 
 
 def _widen(data: Any, at: int, n: int, width: int, field: str) -> np.ndarray:
-    """``n`` unsigned ``width``-byte numbers at ``at`` as uint64."""
+    """``n`` unsigned ``width``-byte numbers at ``at``: uint8/16/32/64 as stored, other widths as
+    uint64 (each read as 8 overlapping bytes of a padded copy, the bytes beyond it masked off)."""
     if width > 8:
         raise Damaged(f"{field} claims {width}-byte numbers")
     if len(data) < at + n * width:
         raise Damaged(f"{field} is shorter than {n} numbers of {width} bytes")
     if width in (1, 2, 4, 8):
-        return np.frombuffer(data, f"<u{width}", n, at).astype(np.uint64)
+        return np.frombuffer(data, f"<u{width}", n, at)
     if width == 0:
-        return np.zeros(n, np.uint64)
-    wide = np.zeros((n, 8), np.uint8)
-    wide[:, :width] = np.frombuffer(data, np.uint8, n * width, at).reshape(n, width)
-    return wide.view("<u8").reshape(n).astype(np.uint64, copy=False)
+        return np.zeros(n, np.uint8)
+    padded = np.zeros(n * width + 8, np.uint8)
+    padded[:n * width] = np.frombuffer(data, np.uint8, n * width, at)
+    wide = np.ndarray((n,), "<u8", padded, 0, (width,)).astype(np.uint64)
+    wide &= np.uint64((1 << 8 * width) - 1)
+    return wide
 
 
 def pack_ints(values: np.ndarray, table: bool = False) -> bytes:
@@ -85,13 +88,19 @@ def _head(data: Any, at: int, n: int, layout: struct.Struct, field: str, what: s
     return head
 
 
-def unpack_ints(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int]:
-    """(``n`` int64 values, the offset after them) of ``pack_ints``'s bytes at ``at``."""
+def unpack_ints(data: Any, at: int, n: int, field: str,
+                within: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """(``n`` int64 values, the offset after them) of ``pack_ints``'s bytes at ``at``; with ``within``
+    (lowest, highest), values outside it are Damaged (checked on the table or the narrow offsets)."""
     tag, width, _, number = _head(data, at, n, _INT_HEAD, field, "packed-integer")
     start = at + _INT_HEAD.size
     if tag == REFERENCE:
         offsets = _widen(data, start, n, width, field)
-        return (offsets + np.uint64(number % 2**64)).view(np.int64), start + n * width
+        if within and n and not within[0] <= number <= number + int(offsets.max()) <= within[1]:
+            raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
+        values = offsets.astype(np.uint64)  # a writable copy; the base added in place, modulo 2**64
+        values += np.uint64(number % 2**64)
+        return values.view(np.int64), start + n * width
     if tag != TABLE:
         raise Damaged(f"{field} has no packed-integer header (tag {tag:#04x})")
     if number < (1 if n else 0) or len(data) < start + 8 * number:
@@ -100,7 +109,9 @@ def unpack_ints(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int
     codes = _widen(data, start + 8 * number, n, width, field)
     if n and int(codes.max()) >= number:
         raise Damaged(f"{field} has codes beyond its table of {number} values")
-    return distinct[codes.astype(np.intp)].astype(np.int64), start + 8 * number + n * width
+    if within and n and not within[0] <= int(distinct.min()) <= int(distinct.max()) <= within[1]:
+        raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
+    return np.take(distinct, codes).astype(np.int64, copy=False), start + 8 * number + n * width
 
 
 def pack_floats(values: np.ndarray) -> bytes:
