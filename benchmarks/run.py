@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                 ["--quick"]),
     "postings": ("What would packed posting blocks save over the value index's one dupsort entry per "
                  "(value, frame)? (measured on a scratch copy; the layout is unchanged)", ["--quick"]),
+    "columns": ("How many bytes does each scan-column field take a frame, and what does decoding it cost "
+                "(--compare NAME=PYTHON for another checkout)?", ["--quick"]),
     "firstquery": ("How fast does a new process answer its first query (imports, parser, columns), and how "
                    "much memory does it take?", ["--quick"]),
     "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "

@@ -52,7 +52,7 @@ def _widen(data: Any, at: int, n: int, width: int, field: str) -> np.ndarray:
     if width in (1, 2, 4, 8):
         return np.frombuffer(data, f"<u{width}", n, at)
     if width == 0:
-        return np.zeros(n, np.uint8)
+        return np.zeros(n, np.uint64)
     padded = np.zeros(n * width + 8, np.uint8)
     padded[:n * width] = np.frombuffer(data, np.uint8, n * width, at)
     wide = np.ndarray((n,), "<u8", padded, 0, (width,)).astype(np.uint64)
@@ -98,8 +98,8 @@ def unpack_ints(data: Any, at: int, n: int, field: str,
         offsets = _widen(data, start, n, width, field)
         if within and n and not within[0] <= number <= number + int(offsets.max()) <= within[1]:
             raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
-        values = offsets.astype(np.uint64)  # a writable copy; the base added in place, modulo 2**64
-        values += np.uint64(number % 2**64)
+        values = offsets.astype(np.uint64, copy=width in (1, 2, 4, 8))  # those widths view the stored bytes
+        values += np.uint64(number % 2**64)  # in place, modulo 2**64
         return values.view(np.int64), start + n * width
     if tag != TABLE:
         raise Damaged(f"{field} has no packed-integer header (tag {tag:#04x})")
@@ -111,7 +111,7 @@ def unpack_ints(data: Any, at: int, n: int, field: str,
         raise Damaged(f"{field} has codes beyond its table of {number} values")
     if within and n and not within[0] <= int(distinct.min()) <= int(distinct.max()) <= within[1]:
         raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
-    return np.take(distinct, codes).astype(np.int64, copy=False), start + 8 * number + n * width
+    return np.take(distinct, codes.astype(np.intp)).astype(np.int64, copy=False), start + 8 * number + n * width
 
 
 def pack_floats(values: np.ndarray) -> bytes:
