@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
                     help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
     ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--workdir", type=Path, help="keep the archives here, and reuse NAME.maskstore found there")
     ap.add_argument("--no-write", action="store_true", help="print only, leave results/columns.md alone")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -91,10 +92,11 @@ def main() -> None:
     pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in pythons}
     with tempfile.TemporaryDirectory(prefix="columns-") as tmp:
-        paths = {name: Path(tmp) / f"{name}.maskstore" for name in pythons}
+        paths = {name: (args.workdir or Path(tmp)) / f"{name}.maskstore" for name in pythons}
         for name, python in pythons.items():
-            subprocess.run([python, str(HERE / "firstquery.py"), "--build-child", str(paths[name]), str(n)],
-                           capture_output=True, text=True, check=True)
+            if not paths[name].exists():
+                subprocess.run([python, str(HERE / "firstquery.py"), "--build-child", str(paths[name]), str(n)],
+                               capture_output=True, text=True, check=True)
         for _ in range(args.passes):  # one pass a child, alternating, so both see the same machine load
             for name, python in pythons.items():
                 out = subprocess.run([python, __file__, "--child", str(paths[name]), "1"],

@@ -199,8 +199,9 @@ def _whole(unpacked: tuple[np.ndarray, int], data: bytes, field: str) -> np.ndar
     return values
 
 
-def _ints(data: bytes, field: str, length: int = CHUNK, within: tuple[int, int] | None = None) -> np.ndarray:
-    return _whole(packing.unpack_ints(data, 0, length, field, within), data, field)
+def _ints(data: bytes, field: str, length: int = CHUNK, within: tuple[int, int] | None = None,
+          dtype: Any = np.int64) -> np.ndarray:
+    return _whole(packing.unpack_ints(data, 0, length, field, within, dtype), data, field)
 
 
 def _decode_str(data: bytes, field: str, offset: int = 0, narrow: bool = True) -> StrColumn:
@@ -287,7 +288,7 @@ def _values(present: np.ndarray, vo: bytes, vk: bytes, vc: bytes) -> tuple[np.nd
     offsets = np.zeros(CHUNK + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
     total = int(offsets[-1])  # vk and vc each say how many numbers they hold: a lying vo stops here
-    keys = _ints(vk, "vk", total, (0, 0xFFFFFF)).astype(np.uint32)
+    keys = _ints(vk, "vk", total, (0, 0xFFFFFF), np.uint32)
     counts = _ints(vc, "vc", total, (0, records.MAX_FRAME_PIXELS))
     return offsets, keys, counts
 
@@ -300,7 +301,7 @@ def _str_of_frames(present: np.ndarray, data: bytes, field: str, narrow: bool = 
 
 
 def _row_counts(data: bytes, field: str) -> np.ndarray:
-    return _ints(data, field, within=(0, 2**31 - 1)).astype(np.int32)
+    return _ints(data, field, within=(0, 2**31 - 1), dtype=np.int32)
 
 
 # Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:

@@ -88,10 +88,11 @@ def _head(data: Any, at: int, n: int, layout: struct.Struct, field: str, what: s
     return head
 
 
-def unpack_ints(data: Any, at: int, n: int, field: str,
-                within: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
-    """(``n`` int64 values, the offset after them) of ``pack_ints``'s bytes at ``at``; with ``within``
-    (lowest, highest), values outside it are Damaged (checked on the table or the narrow offsets)."""
+def unpack_ints(data: Any, at: int, n: int, field: str, within: tuple[int, int] | None = None,
+                dtype: Any = np.int64) -> tuple[np.ndarray, int]:
+    """(``n`` values, the offset after them) of ``pack_ints``'s bytes at ``at``; with ``within``
+    (lowest, highest), values outside it are Damaged (checked on the table or the narrow offsets),
+    and a ``dtype`` narrower than int64 holds them all."""
     tag, width, _, number = _head(data, at, n, _INT_HEAD, field, "packed-integer")
     start = at + _INT_HEAD.size
     if tag == REFERENCE:
@@ -100,7 +101,7 @@ def unpack_ints(data: Any, at: int, n: int, field: str,
             raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
         values = offsets.astype(np.uint64, copy=width in (1, 2, 4, 8))  # those widths view the stored bytes
         values += np.uint64(number % 2**64)  # in place, modulo 2**64
-        return values.view(np.int64), start + n * width
+        return values.view(np.int64).astype(dtype, copy=False), start + n * width
     if tag != TABLE:
         raise Damaged(f"{field} has no packed-integer header (tag {tag:#04x})")
     if number < (1 if n else 0) or len(data) < start + 8 * number:
@@ -111,7 +112,8 @@ def unpack_ints(data: Any, at: int, n: int, field: str,
         raise Damaged(f"{field} has codes beyond its table of {number} values")
     if within and n and not within[0] <= int(distinct.min()) <= int(distinct.max()) <= within[1]:
         raise Damaged(f"{field} holds values outside {within[0]}..{within[1]}")
-    return np.take(distinct, codes.astype(np.intp)).astype(np.int64, copy=False), start + 8 * number + n * width
+    # the (tiny) table takes the result's type first, so the one array of n values is made once
+    return np.take(distinct.astype(dtype), codes), start + 8 * number + n * width
 
 
 def pack_floats(values: np.ndarray) -> bytes:
