@@ -317,13 +317,17 @@ def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
     sizes = _packed_ints(fields[b"vo"], 0)[0]  # values per row: the offsets are their running sums
     offsets = list(accumulate(sizes, initial=0))
     keys, counts = _packed_ints(fields[b"vk"], 0)[0], _packed_ints(fields[b"vc"], 0)[0]
+    present = _bits(fields[b"_present"], 0)[0]
+
+    def per_row(name: bytes) -> list[int]:  # rows where no frame lives read as 0, whatever is stored
+        return [value if here else 0 for value, here in zip(_packed_ints(fields[name], 0)[0], present)]
     return {
-        "present": _bits(fields[b"_present"], 0)[0],
-        "timestamp": _packed_ints(fields[b"ts"], 0)[0],
+        "present": present,
+        "timestamp": per_row(b"ts"),
         "id": _field_ids(fields[b"ids"]),
         "context_id": _field_strings(fields[b"ctx"]),
-        "n_masks": _packed_ints(fields[b"nm"], 0)[0],
-        "n_rois": _packed_ints(fields[b"nr"], 0)[0],
+        "n_masks": per_row(b"nm"),
+        "n_rois": per_row(b"nr"),
         "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]])) for i in range(CHUNK)],
         "meta": dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:")),
     }

@@ -192,6 +192,26 @@ def test_a_chunk_with_two_decimal_speeds_stores_them_in_two_bytes_a_row():
     assert fields[b"vk"][0] == packing.TABLE and len(fields[b"nm"]) == 24  # one mask each: width 0
 
 
+def test_rows_without_a_frame_or_value_widen_nothing_and_read_as_zero():
+    """Gaps (deleted frames, a version's last chunk, a meta path some frames lack) would otherwise
+    drag the minimum to 0: timestamps would take 6 bytes a row instead of 3."""
+    rows = [r for r in range(0, CHUNK, 2)]
+    chunk = build_chunk(0, _frames(rows, [12.34], [7], [1, 2]))
+    fields = encode_fields(chunk)
+    span = int(chunk.timestamp[rows].max() - chunk.timestamp[rows].min())
+    assert len(fields[b"ts"]) == 24 + (span.bit_length() + 7) // 8 * CHUNK and len(fields[b"nm"]) == 24
+    loaded = decode_fields(0, fields)
+    assert (loaded.timestamp[1::2] == 0).all() and (loaded.timestamp == chunk.timestamp).all()
+    assert (loaded.n_masks == chunk.n_masks).all() and loaded.n_masks.dtype == np.int32
+    values = np.array([5, 0, 7, 2**63 - 1, -2**63])
+    present = np.array([True, False, True, False, False])
+    back, _ = packing.unpack_ints(packing.pack_ints(values, present=present), 0, 5, "f", present=present)
+    assert back.tolist() == [5, 0, 7, 0, 0] and len(packing.pack_ints(values, present=present)) == 24 + 5
+    floats = np.array([48.25, 3e300, 48.5])
+    assert packing.unpack_floats(packing.pack_floats(floats, present[[0, 1, 2]]), 0, 3, "f",
+                                 present[[0, 1, 2]])[0].tolist() == [48.25, 0.0, 48.5]
+
+
 def test_a_damaged_packed_field_names_its_chunk_and_field():
     fields = encode_fields(build_chunk(0, _frames([1, 2], [1.5], [2**64 - 1], [1, 2, 3])))
     cases = {b"ts": b"Q" + fields[b"ts"][1:],                                  # an unknown tag

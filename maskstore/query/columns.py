@@ -163,15 +163,18 @@ def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
     if kind == "object":
         body += msgpack.packb(col.values.tolist())
     elif kind != "present":
-        body += {"int": packing.pack_ints, "float": packing.pack_floats, "bool": packing.pack_bits}[kind](col.values)
+        body += packing.pack_bits(col.values) if kind == "bool" else \
+            {"int": packing.pack_ints, "float": packing.pack_floats}[kind](col.values, present=col.present)
     return head + body
 
 
 def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
     """Field name -> stored value of every field of ``chunk``, numbers packed (``packing``)."""
-    fields = {PRESENT: packing.pack_bits(chunk.present), b"ts": packing.pack_ints(chunk.timestamp),
+    present = chunk.present
+    fields = {PRESENT: packing.pack_bits(present), b"ts": packing.pack_ints(chunk.timestamp, present=present),
               b"ids": _encode_str(chunk.ids, narrow=False), b"ctx": _encode_str(chunk.context),
-              b"nm": packing.pack_ints(chunk.n_masks), b"nr": packing.pack_ints(chunk.n_rois),
+              b"nm": packing.pack_ints(chunk.n_masks, present=present),
+              b"nr": packing.pack_ints(chunk.n_rois, present=present),
               b"vo": packing.pack_ints(np.diff(chunk.value_offsets)),
               b"vk": packing.pack_ints(chunk.value_keys, table=True), b"vc": packing.pack_ints(chunk.value_counts)}
     fields.update((_meta_field(path), _encode_meta(path, col)) for path, col in chunk.meta.items())
@@ -200,8 +203,8 @@ def _whole(unpacked: tuple[np.ndarray, int], data: bytes, field: str) -> np.ndar
 
 
 def _ints(data: bytes, field: str, length: int = CHUNK, within: tuple[int, int] | None = None,
-          dtype: Any = np.int64) -> np.ndarray:
-    return _whole(packing.unpack_ints(data, 0, length, field, within, dtype), data, field)
+          dtype: Any = np.int64, present: np.ndarray | None = None) -> np.ndarray:
+    return _whole(packing.unpack_ints(data, 0, length, field, within, dtype, present), data, field)
 
 
 def _decode_str(data: bytes, field: str, offset: int = 0, narrow: bool = True) -> StrColumn:
@@ -245,7 +248,7 @@ def _meta_path(data: bytes, field: str) -> tuple[str, str, int]:
         raise _Damaged(f"{field} has a path that is not UTF-8") from None
 
 
-_UNPACK = {"int": packing.unpack_ints, "float": packing.unpack_floats, "bool": packing.unpack_bits}
+
 
 
 def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | ValueColumn:
@@ -270,7 +273,9 @@ def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | Val
                 raise _Damaged(f"{field} is not {CHUNK} numbers")
             values = np.array(values, dtype=object)
         else:
-            values = _whole(_UNPACK[kind](data, start, CHUNK, field), data, field)
+            values = _whole(packing.unpack_bits(data, start, CHUNK, field) if kind == "bool" else
+                            packing.unpack_floats(data, start, CHUNK, field, has) if kind == "float" else
+                            packing.unpack_ints(data, start, CHUNK, field, present=has), data, field)
         col = ValueColumn(kind, values, has)
     if (has & ~present).any():
         raise _Damaged(f"{field} has values where no frame lives")
@@ -300,18 +305,18 @@ def _str_of_frames(present: np.ndarray, data: bytes, field: str, narrow: bool = 
     return col
 
 
-def _row_counts(data: bytes, field: str) -> np.ndarray:
-    return _ints(data, field, within=(0, 2**31 - 1), dtype=np.int32)
+def _row_counts(present: np.ndarray, data: bytes, field: str) -> np.ndarray:
+    return _ints(data, field, within=(0, 2**31 - 1), dtype=np.int32, present=present)
 
 
 # Chunk attribute(s) <- the stored fields they come from, and how (each checked against ``present``:
 # O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
 _DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
-    ("timestamp",): ((b"ts",), lambda present, ts: (_ints(ts, "ts"),)),
+    ("timestamp",): ((b"ts",), lambda present, ts: (_ints(ts, "ts", present=present),)),
     ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids", narrow=False),)),
     ("context",): ((b"ctx",), lambda present, data: (_str_of_frames(present, data, "ctx"),)),
-    ("n_masks",): ((b"nm",), lambda present, nm: (_row_counts(nm, "nm"),)),
-    ("n_rois",): ((b"nr",), lambda present, nr: (_row_counts(nr, "nr"),)),
+    ("n_masks",): ((b"nm",), lambda present, nm: (_row_counts(present, nm, "nm"),)),
+    ("n_rois",): ((b"nr",), lambda present, nr: (_row_counts(present, nr, "nr"),)),
     ("value_offsets", "value_keys", "value_counts"): ((b"vo", b"vk", b"vc"), _values),
 }
 _DECODER_OF = {name: names for names in _DECODERS for name in names}

@@ -60,10 +60,13 @@ def _widen(data: Any, at: int, n: int, width: int, field: str) -> np.ndarray:
     return wide
 
 
-def pack_ints(values: np.ndarray, table: bool = False) -> bytes:
+def pack_ints(values: np.ndarray, table: bool = False, present: np.ndarray | None = None) -> bytes:
     """Integers within int64 in the narrowest exact form: offsets from their minimum, or (``table``,
-    when smaller) codes into their sorted distinct values."""
+    when smaller) codes into their sorted distinct values. Rows not ``present`` (no frame, no value)
+    read as 0 whatever they hold, so they are stored as the minimum of the others and widen nothing."""
     values = np.ascontiguousarray(values, np.int64)
+    if present is not None and not present.all():
+        values = np.where(present, values, values[present].min() if present.any() else 0)
     n = len(values)
     lo, hi = (int(values.min()), int(values.max())) if n else (0, 0)
     width = _width(hi - lo)
@@ -89,10 +92,18 @@ def _head(data: Any, at: int, n: int, layout: struct.Struct, field: str, what: s
 
 
 def unpack_ints(data: Any, at: int, n: int, field: str, within: tuple[int, int] | None = None,
-                dtype: Any = np.int64) -> tuple[np.ndarray, int]:
+                dtype: Any = np.int64, present: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(``n`` values, the offset after them) of ``pack_ints``'s bytes at ``at``; with ``within``
     (lowest, highest), values outside it are Damaged (checked on the table or the narrow offsets),
-    and a ``dtype`` narrower than int64 holds them all."""
+    and a ``dtype`` narrower than int64 holds them all; rows not ``present`` read as 0."""
+    values, end = _unpack_ints(data, at, n, field, within, dtype)
+    if present is not None and not present.all():
+        values[~present] = 0
+    return values, end
+
+
+def _unpack_ints(data: Any, at: int, n: int, field: str, within: tuple[int, int] | None,
+                 dtype: Any) -> tuple[np.ndarray, int]:
     tag, width, _, number = _head(data, at, n, _INT_HEAD, field, "packed-integer")
     start = at + _INT_HEAD.size
     if tag == REFERENCE:
@@ -116,9 +127,12 @@ def unpack_ints(data: Any, at: int, n: int, field: str, within: tuple[int, int] 
     return np.take(distinct.astype(dtype), codes), start + 8 * number + n * width
 
 
-def pack_floats(values: np.ndarray) -> bytes:
-    """Floats in the narrowest form that gives back every bit (NaN payloads and -0.0 included)."""
+def pack_floats(values: np.ndarray, present: np.ndarray | None = None) -> bytes:
+    """Floats in the narrowest form that gives back every bit (NaN payloads and -0.0 included) of
+    the ``present`` rows; the others read as 0.0."""
     values = np.ascontiguousarray(values, np.float64)
+    if present is not None and not present.all():
+        values = np.where(present, values, 0.0)
     n, bits = len(values), values.view(np.int64)
     forms = [_HEAD.pack(FLOAT64, 8, n) + values.astype("<f8").tobytes()]
     with np.errstate(over="ignore", invalid="ignore"):  # values float32 or scaling cannot hold are not chosen
@@ -132,7 +146,7 @@ def pack_floats(values: np.ndarray) -> bytes:
                     break
                 whole = scaled.astype(np.int64)
                 if (_scaled_back(whole, decimals).view(np.int64) == bits).all():
-                    forms.append(_HEAD.pack(DECIMAL, decimals, n) + pack_ints(whole))
+                    forms.append(_HEAD.pack(DECIMAL, decimals, n) + pack_ints(whole, present=present))
                     break
     return min(forms, key=len)
 
@@ -142,14 +156,15 @@ def _scaled_back(whole: np.ndarray, decimals: int) -> np.ndarray:
     return whole.astype(np.float64) / 10.0**decimals
 
 
-def unpack_floats(data: Any, at: int, n: int, field: str) -> tuple[np.ndarray, int]:
+def unpack_floats(data: Any, at: int, n: int, field: str,
+                  present: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(``n`` float64 values, the offset after them) of ``pack_floats``'s bytes at ``at``."""
     tag, width, _ = _head(data, at, n, _HEAD, field, "packed-float")
     start = at + _HEAD.size
     if tag == DECIMAL:
         if width > MAX_DECIMALS:
             raise Damaged(f"{field} claims {width} decimals")
-        whole, end = unpack_ints(data, start, n, field)
+        whole, end = unpack_ints(data, start, n, field, present=present)
         return _scaled_back(whole, width), end
     dtype = {(FLOAT64, 8): "<f8", (FLOAT32, 4): "<f4"}.get((tag, width))
     if dtype is None:
