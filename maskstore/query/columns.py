@@ -248,9 +248,6 @@ def _meta_path(data: bytes, field: str) -> tuple[str, str, int]:
         raise _Damaged(f"{field} has a path that is not UTF-8") from None
 
 
-
-
-
 def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | ValueColumn:
     field = f"meta.{path}"
     kind, stored_path, start = _meta_path(data, field)
