@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lmdb
 
-from . import _accel, compression, records
+from . import compression, records
 from .errors import ArchiveError
 
 U64 = struct.Struct(">Q")
@@ -96,14 +96,6 @@ def delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> None:
     cursor = txn.cursor(db=db)
     while cursor.set_range(prefix) and cursor.key().startswith(prefix):
         cursor.delete(dupdata=True)
-
-
-def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_accel.Postings``), so delete, check and repair agree with it."""
-    postings = _accel.Postings(text_key, MAX_KEY_TEXT)
-    postings.add_record(0, rec)
-    return {name: set(by_key) for name, by_key in postings.groups().items()}
 
 
 def load_dictionaries(txn: lmdb.Transaction, meta_db: Any) -> list[bytes]:
