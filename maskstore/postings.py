@@ -206,8 +206,22 @@ def stored(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes
 
 def from_groups(groups: Mapping[str, Mapping[bytes, list[int]]], seqs: np.ndarray) -> dict[str, Postings]:
     """``_accel.Postings.groups()`` (keys -> batch positions) with positions turned into seqs."""
-    return {name: {key: np.unique(seqs[np.asarray(positions, np.intp)]) for key, positions in by_key.items()}
+    return {name: {key: sorted_unique([seqs[np.asarray(positions, np.intp)]]) for key, positions in by_key.items()}
             for name, by_key in groups.items()}
+
+
+def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
+    """Union of some arrays as one sorted unique array: a stable sort (radix for integers; sorted runs
+    cost one pass) and a neighbour test, where numpy's hash-based ``np.unique`` costs ~30x more."""
+    if not parts:
+        return EMPTY
+    seqs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if len(seqs) > 1 and (seqs[1:] > seqs[:-1]).all():
+        return seqs  # one posting list, or disjoint ones in order: sorted and unique already
+    seqs = np.sort(seqs, kind="stable")
+    if len(seqs) > 1:
+        seqs = seqs[np.concatenate(([True], seqs[1:] != seqs[:-1]))]
+    return seqs
 
 
 def of_records(records: Mapping[int, Mapping[str, Any]]) -> dict[str, Postings]:
@@ -239,7 +253,7 @@ def _update_index(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes, gon
         out, add = gone.get(key, EMPTY), new.get(key, EMPTY)
         out_chunks, add_chunks = out >> np.uint64(CHUNK_BITS), add >> np.uint64(CHUNK_BITS)
         head = key_head(prefix, key)
-        for chunk in np.union1d(out_chunks, add_chunks).tolist():
+        for chunk in sorted_unique([out_chunks, add_chunks]).tolist():
             block = head + u64(chunk)
             data = txn.get(block, db=db)
             base = np.uint64(chunk << CHUNK_BITS)
@@ -252,7 +266,7 @@ def _update_index(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes, gon
                 except BlockError as exc:
                     raise _damaged(name, key, chunk, str(exc)) from None
                 dropping = (out[out_chunks == chunk] - base).astype(np.uint16)
-                offsets = np.union1d(np.setdiff1d(offsets, dropping, assume_unique=True), adding)
+                offsets = sorted_unique([offsets[~np.isin(offsets, dropping)], adding])
             if len(offsets):
                 puts.append((block, encode_block(offsets)))
             elif data is not None:
@@ -286,7 +300,7 @@ def convert(txn: lmdb.Transaction, env: lmdb.Environment, dbs: dict[str, Any], a
             txn.drop(db, delete=True)
             dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
         for prefix, by_key in by_version.items():
-            _update_index(txn, arc, name, prefix, {}, {key: np.unique(np.concatenate(parts))
+            _update_index(txn, arc, name, prefix, {}, {key: sorted_unique(parts)
                                                        for key, parts in by_key.items()})
 
 

@@ -17,6 +17,7 @@ import lmdb
 import numpy as np
 
 from .. import postings, records
+from ..postings import EMPTY, sorted_unique
 from ..layout import HASHED_KEY_MARK, U64, text_key, u64, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
@@ -27,7 +28,6 @@ from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
-EMPTY = np.zeros(0, np.uint64)
 SCALAR_META = ("str", "int", "float", "bool")
 _RANGE_DTYPES = {"int": np.int64, "bool": np.int64, "float": np.float64}
 WALK_SHARE = 16
@@ -283,20 +283,6 @@ def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Ch
     if total != rec["count"]:
         raise ArchiveError(f"{where}: the scan columns hold {total} frames, the version record counts "
                            f"{rec['count']}; run maskstore check --repair")
-
-
-def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
-    """Union of seq arrays as one sorted unique array (sort-based: numpy's hash unique is slower here)."""
-    if not parts:
-        return EMPTY
-    seqs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if len(seqs) > 1 and (seqs[1:] > seqs[:-1]).all():
-        return seqs  # one posting list, or disjoint ones in order: sorted and unique already
-    # Posting lists arrive as sorted runs (one per key): timsort merges runs instead of re-sorting.
-    seqs = np.sort(seqs, kind="stable")
-    if len(seqs) > 1:
-        seqs = seqs[np.concatenate(([True], seqs[1:] != seqs[:-1]))]
-    return seqs
 
 
 class Step:
