@@ -33,7 +33,8 @@ from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .layout import (CURRENT_DICTIONARY_KEY, FORMAT_KEY, INDEX_DBS, NEXT_VERSION_KEY, SUB_DATABASES, U64,
-                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, require_feature, text_key, u64)
+                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, require_feature,
+                     text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
 from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
