@@ -108,8 +108,10 @@ def main() -> None:
         "`benchmarks/query.py`'s generator in an archive (packed blocks: one entry per (version, key, chunk of "
         "4096 seqs) holding uint16 offsets or a 512-byte bitmap, FORMAT.md \"Index blocks\"), and the same "
         "postings written as before `packed-postings` (one dupsort entry, an 8-byte seq, per posting) into a "
-        "scratch file; LMDB pages in use. Reads go through `maskstore.postings.read` for both layouts, median "
-        "of 7 after a warm-up.", "",
+        "scratch file in key order, so its pages are full as `compact` leaves them (batch by batch ingest left "
+        "the dupsort indexes about twice as large: `scale.md` before this change); LMDB pages in use. Reads go "
+        "through `maskstore.postings.read` for both layouts (the dupsort side is one `getmulti` that LMDB "
+        "fills in C), median of 7 after a warm-up.", "",
         *machine, "",
         table(["index", "dupsort bytes per frame", "packed bytes per frame", "postings", "packed entries"],
               rows + [["all five", total_dup / n, total_packed / n, sum(r[3] for r in rows), sum(r[4] for r in rows)]]),
