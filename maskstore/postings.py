@@ -135,6 +135,12 @@ def _decode_many(name: str, key: bytes, blocks: list[tuple[int, bytes]]) -> np.n
     """The sorted seqs of some blocks of one key (in chunk order), decoded together: all arrays in one
     buffer, all bitmaps in one ``unpackbits``, so a common key costs a few numpy calls, not a few per
     block. When the checks fail, block by block, the damaged one is an ArchiveError naming it."""
+    if len(blocks) == 1:  # a rare key (one context, one mask id in a small version): no batching to do
+        chunk, data = blocks[0]
+        try:
+            return decode_block(data).astype(np.uint64) + np.uint64(chunk << CHUNK_BITS)
+        except BlockError as exc:
+            raise _damaged(name, key, chunk, str(exc)) from None
     arrays = [(chunk, data) for chunk, data in blocks if len(data) != BITMAP_BYTES]
     bitmaps = [(chunk, data) for chunk, data in blocks if len(data) == BITMAP_BYTES]
     parts = []
