@@ -110,7 +110,7 @@ def read(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes, key: bytes,
     head = key_head(prefix, key)
     if ranges is None:
         return _decode_many(name, key, list(_blocks(txn, arc.db(name), head)))
-    # A window: each block its ranges touch read once (ranges are many short runs, several per chunk).
+    # A window (runs of whole chunks, ``plan.Context.window_seqs``): only the blocks of its chunks.
     starts, stops = np.array(ranges, np.uint64).reshape(-1, 2).T
     chunks = sorted_unique([np.arange(a >> CHUNK_BITS, ((b - 1) >> CHUNK_BITS) + 1, dtype=np.uint64)
                             for a, b in zip(starts.tolist(), stops.tolist()) if b > a])
@@ -209,16 +209,17 @@ def keys(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes) -> list[byte
                 break
             out.append(bytes(raw[len(prefix):]))
         return out
-    for raw in cursor.iternext(keys=True, values=False):
+    while True:  # from each key's first block, a jump past its last one
+        raw = cursor.key()
         if not raw.startswith(prefix):
-            break
+            return out
         try:
             key, _ = split_block_key(raw)
         except BlockError as exc:
             raise ArchiveError(f"index {name}: {exc}; {REPAIR_HINT}") from None
-        if not out or out[-1] != key:
-            out.append(key)
-    return out
+        out.append(key)
+        if not cursor.set_range(block_key(prefix, key, 2**64 - 1) + b"\x00"):
+            return out
 
 
 def stored(txn: lmdb.Transaction, arc: Any, name: str, prefix: bytes
