@@ -37,8 +37,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "records": ("Do frame records compressed with the archive's own zstd dictionary make archives smaller "
                 "without slowing lookups or ingest (this checkout alone; --compare NAME=PYTHON for an A/B)?",
                 ["--quick"]),
-    "postings": ("What would packed posting blocks save over the value index's one dupsort entry per "
-                 "(value, frame)? (measured on a scratch copy; the layout is unchanged)", ["--quick"]),
+    "postings": ("How much smaller and faster to read are the indexes' packed posting blocks than the "
+                 "one dupsort entry per (key, frame) they replaced?", ["--quick"]),
     "columns": ("How many bytes does each scan-column field take a frame, and what does decoding it cost "
                 "(--compare NAME=PYTHON for another checkout)?", ["--quick"]),
     "firstquery": ("How fast does a new process answer its first query (imports, parser, columns), and how "
