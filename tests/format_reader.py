@@ -231,13 +231,13 @@ def _meta_column(item: list) -> list[Any]:
     return [v if has else None for v, has in zip(values, present)]
 
 
-def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]]) -> dict[str, Any]:
+def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]], ids: list[str | None]) -> dict[str, Any]:
     offsets = _array(body["vo"], "q")
     keys, counts = _array(body["vk"], "I"), _array(body["vc"], "q")
     return {
         "present": [bool(b) for b in body["present"]],
         "timestamp": _array(body["ts"], "q"),
-        "id": strings(body["ids"]),
+        "id": ids,
         "context_id": strings(body["ctx"]),
         "n_masks": _array(body["nm"], "i"),
         "n_rois": _array(body["nr"], "i"),
@@ -251,7 +251,8 @@ def decode_chunk(data: bytes) -> dict[str, Any]:
     """A chunk stored as one msgpack map (0.1.0) as per-row lists: present, timestamp, id, context_id,
     n_masks, n_rois, values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
     body = msgpack.unpackb(data, raw=False)
-    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()})
+    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()},
+                       _strings(body["ids"]))
 
 
 def _field_strings(data: bytes) -> list[str | None]:
@@ -259,6 +260,20 @@ def _field_strings(data: bytes) -> list[str | None]:
     codes = _array(data[:4 * CHUNK], "i")
     texts = msgpack.unpackb(data[4 * CHUNK:], raw=False)
     return [None if c < 0 else texts[c] for c in codes]
+
+
+def _field_ids(data: bytes, present: bytes) -> list[str | None]:
+    """"Chunk encoding", the ids field: the present rows' ids in row order, after their sizes."""
+    method, width, count = data[0], data[1], struct.unpack_from("<I", data, 4)[0]
+    body = data[8:] if method == 0 else zstandard.ZstdDecompressor().decompress(data[8:])
+    sizes = struct.unpack_from(f"<{count}{'BHI'[width // 2]}", body)
+    texts, at = [], width * count
+    for size in sizes:
+        texts.append(msgpack.unpackb(body[at:at + size], raw=False))
+        at += size
+    assert at == len(body) and len(texts) == sum(present)
+    found = iter(texts)
+    return [next(found) if has else None for has in present]
 
 
 def _field_meta(data: bytes) -> tuple[str, list[Any]]:
@@ -281,7 +296,7 @@ def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
     meta = dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:"))
     body = {name.decode(): value for name, value in fields.items()}
     body["present"] = bytes((byte >> bit) & 1 for byte in fields[b"_present"] for bit in range(8))  # bit i: row i
-    return _chunk_from(body, _field_strings, meta)
+    return _chunk_from(body, _field_strings, meta, _field_ids(fields[b"ids"], body["present"]))
 
 
 def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:

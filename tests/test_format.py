@@ -502,6 +502,7 @@ def worked_examples() -> dict[str, str]:
                 return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False))]
             fmt = entries("meta")[0][1]
             (frame_key, frame), = entries("frames")
+            ids_field = dict(entries("columns"))[frame_key + b"ids"]  # chunk 0 is seq 0
             index = [(name, key, value) for name in format_reader.INDEX_DBS for key, value in entries(name)]
             keys = [("frames", frame_key, f"frame record ({len(frame)} bytes, below)"),
                     *[(name, key, value.hex()) for name, key, value in
@@ -521,6 +522,7 @@ def worked_examples() -> dict[str, str]:
         "frame-record": hex_dump(frame),
         "frame-decoded": readable_json(format_reader.record(frame, "frame")),
         "frame-keys": "\n".join(key_lines),
+        "ids-field": hex_dump(ids_field),
     }
 
 
@@ -537,6 +539,7 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert records.decode_frame(frame) == json.loads(documented["frame-decoded"])
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
+    assert documented["ids-field"] == generated["ids-field"]
     assert documented["format-record"] == generated["format-record"]
     assert documented["dictionary-entry"] == generated["dictionary-entry"]
     # The compressed bytes are zstd's to choose (another zstd may pick other matches): the head must be

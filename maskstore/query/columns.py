@@ -25,7 +25,7 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .. import records
+from .. import compression, records
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
 from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, entries, require_feature, text_key, u64
 from ..errors import ArchiveError, MaskstoreError
@@ -75,6 +75,10 @@ class Chunk:
     value_keys: np.ndarray               # uint32 packed RGB
     value_counts: np.ndarray             # int64 pixel counts, summed over the frame's masks
     meta: dict[str, StrColumn | ValueColumn] = field(default_factory=dict)
+
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows``, in that order."""
+        return list(map(self.ids.uniques.__getitem__, self.ids.codes[rows].tolist()))
 
 
 def build_chunk(base: int, rows: Iterable[tuple[int, bytes]]) -> Chunk:
@@ -148,6 +152,96 @@ def _encode_str(col: StrColumn) -> bytes:
     return col.codes.astype("<i4").tobytes() + msgpack.packb(col.uniques)
 
 
+ID_PLAIN, ID_ZSTD = 0, 1  # byte 0 of an ``ids`` field: how its body is stored
+
+
+def _encode_ids(present: np.ndarray, col: StrColumn) -> bytes:
+    """The present rows' ids in row order, each a msgpack str, after their sizes (1, 2 or 4 bytes
+    each): one id is a slice, so a query makes Python strs only for the rows it returns. The body is
+    zstd-compressed when that is smaller (ids of neighbouring frames mostly repeat each other)."""
+    texts = [col.uniques[code] for code in col.codes[present].tolist()]
+    packed = msgpack.packb(texts)
+    packed = packed[1 if len(texts) < 16 else 3 if len(texts) < 1 << 16 else 5:]  # the array header off
+    lengths = np.fromiter(map(len, map(str.encode, texts)), np.int64, len(texts))
+    sizes = lengths + np.select([lengths < 32, lengths < 1 << 8, lengths < 1 << 16], [1, 2, 3], 5)
+    width = 1 if not len(sizes) or sizes.max() < 1 << 8 else 2 if sizes.max() < 1 << 16 else 4
+    body = sizes.astype(f"<u{width}").tobytes() + packed
+    squeezed = compression.compress_plain(body)
+    method, body = (ID_ZSTD, squeezed) if len(squeezed) < len(body) else (ID_PLAIN, body)
+    return bytes((method, width, 0, 0)) + struct.pack("<I", len(texts)) + body
+
+
+class IdTexts:
+    """A stored chunk's ids as stored (msgpack strs in row order of the present rows, and where each
+    starts): ``take`` turns only the rows asked for into Python strs, in one msgpack call."""
+
+    def __init__(self, present: np.ndarray, text: np.ndarray, sizes: np.ndarray) -> None:
+        self.present, self.text, self.sizes = present, text, sizes
+        self.starts = np.zeros(len(sizes) + 1, np.int64)
+        np.cumsum(sizes, out=self.starts[1:])
+        self.rank = np.cumsum(present, dtype=np.int32) - 1  # row -> its entry (rows asked for are present)
+        self.width = int(sizes[0]) if len(sizes) and (sizes == sizes[0]).all() else 0  # all one size: a 2-D view
+
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows`` (row numbers in the chunk), in that order."""
+        entries = self.rank[rows]
+        if not len(entries):
+            return []
+        if len(entries) == len(self.sizes) and (entries[1:] > entries[:-1]).all():
+            picked = self.text  # every entry, in order
+        elif self.width:
+            picked = self.text.reshape(-1, self.width)[entries]
+        else:
+            sizes = self.sizes[entries].astype(np.int64)
+            ends = np.cumsum(sizes)
+            picked = self.text[np.repeat(self.starts[entries] - (ends - sizes), sizes) + np.arange(ends[-1] if len(ends) else 0)]
+        try:
+            return msgpack.unpackb(b"\xdd" + struct.pack(">I", len(entries)) + picked.tobytes(), raw=False)
+        except UnicodeDecodeError:
+            raise _Damaged("ids holds texts that are not UTF-8") from None
+
+    def column(self) -> StrColumn:
+        """Every id, as the string column queries over ``id`` scan."""
+        return StrColumn(self.take(np.flatnonzero(self.present)), np.where(self.present, self.rank, -1).astype(np.int32))
+
+
+def _str_header_sizes(text: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per entry, the size its msgpack str header declares (header included; -1: not a str header)."""
+    heads = text[starts].astype(np.int64)
+    declared = np.where((heads & 0xE0) == 0xA0, 1 + (heads & 0x1F), -1)
+    for code, head_size in ((0xD9, 2), (0xDA, 3), (0xDB, 5)):
+        mine = (heads == code) & (sizes >= head_size)
+        if mine.any():
+            at = starts[mine]
+            length = np.zeros(len(at), np.int64)
+            for k in range(1, head_size):
+                length = length << 8 | text[at + k]
+            declared[mine] = head_size + length
+    return declared
+
+
+def _decode_ids(present: np.ndarray, data: bytes) -> IdTexts:
+    if len(data) < 8 or data[0] not in (ID_PLAIN, ID_ZSTD) or data[1] not in (1, 2, 4) or data[2:4] != bytes(2):
+        raise _Damaged("ids has no header")
+    width, count = data[1], struct.unpack_from("<I", data, 4)[0]
+    if count != np.count_nonzero(present):
+        raise _Damaged(f"ids holds {count} ids for {np.count_nonzero(present)} frames")
+    body = memoryview(data)[8:]
+    if data[0] == ID_ZSTD:
+        try:
+            most = count * (width + min(1 << 8 * width, records.MAX_RECORD_BYTES))  # each size fits its width
+            body = memoryview(compression.decompress_plain(body, most))
+        except ValueError as exc:
+            raise _Damaged(f"ids is damaged: {exc}") from None
+    sizes = _array(body, f"<u{width}", count, "ids sizes")
+    text = np.frombuffer(body, np.uint8, offset=width * count)
+    starts = np.cumsum(sizes, dtype=np.int64) - sizes
+    if int(sizes.sum(dtype=np.int64)) != len(text) or (count and (sizes.min() < 1 or
+                                                                  (_str_header_sizes(text, starts, sizes) != sizes).any())):
+        raise _Damaged("ids sizes do not frame its texts as msgpack strs")
+    return IdTexts(present, text, sizes)
+
+
 def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
     """Kind, the path (a hashed key does not give it back), then presence and values, 8-aligned."""
     kind = "s" if isinstance(col, StrColumn) else col.kind
@@ -166,7 +260,7 @@ def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
 def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
     """Field name -> stored value of every field of ``chunk``; arrays little-endian."""
     fields = {PRESENT: np.packbits(chunk.present, bitorder="little").tobytes(), b"ts": chunk.timestamp.astype("<i8").tobytes(),
-              b"ids": _encode_str(chunk.ids), b"ctx": _encode_str(chunk.context),
+              b"ids": _encode_ids(chunk.present, chunk.ids), b"ctx": _encode_str(chunk.context),
               b"nm": chunk.n_masks.astype("<i4").tobytes(), b"nr": chunk.n_rois.astype("<i4").tobytes(),
               b"vo": chunk.value_offsets.astype("<i8").tobytes(), b"vk": chunk.value_keys.astype("<u4").tobytes(),
               b"vc": chunk.value_counts.astype("<i8").tobytes()}
@@ -302,7 +396,7 @@ def _str_of_frames(present: np.ndarray, data: bytes, field: str) -> StrColumn:
 # O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
 _DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
     ("timestamp",): ((b"ts",), lambda present, ts: (_exactly(ts, "<i8", CHUNK, "ts"),)),
-    ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids"),)),
+    ("id_texts",): ((b"ids",), lambda present, data: (_decode_ids(present, data),)),
     ("context",): ((b"ctx",), lambda present, data: (_str_of_frames(present, data, "ctx"),)),
     ("n_masks",): ((b"nm",), lambda present, nm: (_counts(_exactly(nm, "<i4", CHUNK, "nm"), "nm", 2**31 - 1),)),
     ("n_rois",): ((b"nr",), lambda present, nr: (_counts(_exactly(nr, "<i4", CHUNK, "nr"), "nr", 2**31 - 1),)),
@@ -362,8 +456,15 @@ class StoredChunk(Chunk):
         except _Damaged as exc:
             raise _archive_error(self.base, str(exc)) from None
 
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows``, from the stored bytes: no str made for any other row."""
+        return self._decoded(lambda: self.id_texts.take(rows))
+
     def __getattr__(self, name: str) -> Any:
         """Called only for a field not decoded yet: fetch and decode it (and its group), keep it."""
+        if name == "ids":  # scans over ids and merges need every id as a string column
+            self.ids = self._decoded(lambda: self.id_texts.column())
+            return self.ids
         names = _DECODER_OF.get(name)
         if names is None:
             raise AttributeError(name)
@@ -417,7 +518,7 @@ def decode_fields(base: int, fields: Mapping[bytes, bytes]) -> Chunk:
     """A chunk from its stored fields, every one decoded now, or ArchiveError naming its frames and the
     field when it is not one this module wrote (``maskstore check``, Dask workers, tests)."""
     chunk = StoredChunk(base, fields.get, fields.keys)
-    for names in _DECODERS:
+    for names in (*_DECODERS, ("ids",)):
         getattr(chunk, names[0])
     for path in chunk.meta:
         chunk.meta[path]

@@ -94,24 +94,18 @@ class Context:
             self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
         return self.shared["bases"]
 
-    def dense_ids(self) -> np.ndarray:
-        """Frame id at every position (None where no frame): ids of any result are one fancy-index."""
-        return self._dense("ids", (np.array(c.ids.uniques + [None], dtype=object)[c.ids.codes] for c in self.chunks))
-
     def ids_of(self, seqs: np.ndarray) -> list[str]:
-        """Ids in the order of ``seqs``. A few ids (a fresh process's first lookup) come from the chunks
-        that hold them, so no Python string is made for every frame of the version."""
+        """Ids in the order of ``seqs``, taken chunk by chunk from the stored ids (``Chunk.ids_at``):
+        a Python str is made for each result, none for the frames around it."""
         positions = self.positions(seqs)
-        if "ids" in self.shared or len(positions) * 16 >= self.size():
-            return self.dense_ids()[positions].tolist()
         chunk_of, rows = np.divmod(positions, CHUNK)
-        order = np.argsort(chunk_of, kind="stable")
-        numbers, starts = np.unique(chunk_of[order], return_index=True)
+        in_order = len(positions) < 2 or bool((positions[1:] > positions[:-1]).all())
+        order = np.arange(len(positions)) if in_order else np.argsort(chunk_of, kind="stable")
+        bounds = np.flatnonzero(np.diff(chunk_of[order])) + 1
         found: list[str] = []  # in chunk order: a plain list, no object array per chunk
-        for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids  # a result's row holds a frame: its code is >= 0 (loading checks)
-            found += map(ids.uniques.__getitem__, ids.codes[rows[part]].tolist())
-        if len(order) < 2 or (order[1:] > order[:-1]).all():
+        for part in np.split(order, bounds) if len(order) else ():
+            found += self.chunks[int(chunk_of[part[0]])].ids_at(rows[part])
+        if in_order:
             return found
         out = np.empty(len(found), object)
         out[order] = np.array(found, dtype=object)
