@@ -309,12 +309,17 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
             known = dictionaries(txn, env)
             for key, _ in _entries(txn, _db(env, txn, "versions")):
                 fields: dict[int, dict[bytes, bytes]] = {}
+                summary = None
                 for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
+                    if len(k) == 8:  # "Column summary": chunk u64, frames u32, first and last row u16 each
+                        summary = {row[0]: row[1:] for row in struct.iter_unpack("<QIHH", v)}
+                        continue
                     fields.setdefault(u64(k[8:16]), {})[k[16:]] = v
                 out[u64(key)] = {
                     "chunks": {number: decode_chunk(f[b""]) if b"" in f else decode_fields(f)
                                for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
+                    "summary": summary,
                     "frames": {u64(k[8:]): frame_record(v, known) for k, v in _entries(txn, _db(env, txn, "frames"), key)},
                 }
     finally:

@@ -25,6 +25,7 @@ from typing import Any
 from unittest import mock
 
 import lmdb
+import numpy as np
 import pytest
 import zstandard
 from click.testing import CliRunner
@@ -41,6 +42,7 @@ from maskstore.demo import run_demo
 from maskstore.layout import DICTIONARY_PREFIX
 from maskstore.ingest import apply_label_table, builtin_label_table
 from maskstore.model import normalize_frame_dict
+from maskstore.query import columns
 from maskstore.store import DEFAULT_MAP_SIZE
 from maskstore.upgrade import Step, upgrade
 from strategies import frame_dicts
@@ -81,11 +83,14 @@ def check_columns(path: Path) -> None:
     for columns in format_reader.read_columns(path).values():
         chunks_with_frames = {seq >> 12 for seq in columns["frames"]}
         assert chunks_with_frames <= set(columns["chunks"]) | columns["dirty"]  # a clean chunk is stored
+        assert columns["summary"] is None or set(columns["summary"]) == set(columns["chunks"])
         for number, chunk in columns["chunks"].items():
             if number in columns["dirty"]:
                 continue  # stale by definition
             rows = {seq - (number << 12) for seq in columns["frames"] if seq >> 12 == number}
             assert {row for row, here in enumerate(chunk["present"]) if here} == rows
+            if columns["summary"] is not None:
+                assert columns["summary"][number] == (len(rows), min(rows), max(rows))
             for row in rows:
                 frame = columns["frames"][(number << 12) + row]
                 assert format_reader.chunk_row(chunk, row) == format_reader.chunk_row_from_frame(frame)
@@ -508,8 +513,8 @@ def worked_examples() -> dict[str, str]:
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
                     *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
-                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)")
-                      for key, value in entries("columns")]]
+                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)" if len(key) > 8 else
+                       f"column summary {value.hex()}") for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" for name, key, value in keys]
     dictionary = compression.register(EXAMPLE_DICTIONARY)
@@ -523,6 +528,7 @@ def worked_examples() -> dict[str, str]:
         "frame-decoded": readable_json(format_reader.record(frame, "frame")),
         "frame-keys": "\n".join(key_lines),
         "ids-field": hex_dump(ids_field),
+        "column-summary": hex_dump(np.array([(0, 4096, 0, 4095), (2, 2, 5, 9)], columns.SUMMARY_ROW).tobytes()),
     }
 
 

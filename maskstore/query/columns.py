@@ -80,6 +80,15 @@ class Chunk:
         """The ids of present ``rows``, in that order."""
         return list(map(self.ids.uniques.__getitem__, self.ids.codes[rows].tolist()))
 
+    def span(self) -> tuple[int, int, int]:
+        """(frames, first row, last row): the chunk's row of the version's summary."""
+        return _span_of(self.present)
+
+
+def _span_of(present: np.ndarray) -> tuple[int, int, int]:
+    rows = np.flatnonzero(present)
+    return (len(rows), int(rows[0]), int(rows[-1])) if len(rows) else (0, 0, 0)
+
 
 def build_chunk(base: int, rows: Iterable[tuple[int, bytes]]) -> Chunk:
     """Columns of the frame records ``(seq, record)`` whose seqs fall in ``[base, base + CHUNK)``,
@@ -416,6 +425,14 @@ def _present(data: bytes) -> np.ndarray:
     return np.unpackbits(_exactly(data, np.uint8, CHUNK // 8, "_present"), count=CHUNK, bitorder="little").view(np.bool_)
 
 
+def _present_as_summarized(data: bytes, span: tuple[int, int, int]) -> np.ndarray:
+    present = _present(data)
+    if _span_of(present) != span:
+        raise _Damaged(f"_present holds {_span_of(present)} (frames, first row, last row), the version's summary "
+                       f"{span}")
+    return present
+
+
 class StoredChunk(Chunk):
     """A stored chunk whose fields are fetched (``fetch``: field name -> value or None) and checked on
     first use: a fresh process's first query on millions of frames would otherwise copy every field
@@ -423,11 +440,17 @@ class StoredChunk(Chunk):
     for the few callers that walk every meta column (writers' merges, check)."""
 
     def __init__(self, base: int, fetch: Callable[[bytes], bytes | None],
-                 names: Callable[[], Iterable[bytes]]) -> None:  # noqa: D107 - the dataclass fields come lazily
+                 names: Callable[[], Iterable[bytes]], span: tuple[int, int, int] | None = None) -> None:  # noqa: D107
         self.base = base
         self._fetch = fetch
-        self.present = self._decoded(lambda: _present(self._field(PRESENT)))
         self.meta = _LazyMeta(self, names)
+        self._span = span  # from the version's summary: ``present`` comes when a query touches the chunk
+        if span is None:
+            self.present = self._decoded(lambda: _present(self._field(PRESENT)))
+            self._span = _span_of(self.present)
+
+    def span(self) -> tuple[int, int, int]:
+        return self._span  # type: ignore[return-value]
 
     def _meta_name(self, name: bytes) -> str:
         """The path of meta field ``name``; a hashed key (a long path) gives it only with its value."""
@@ -465,6 +488,9 @@ class StoredChunk(Chunk):
         if name == "ids":  # scans over ids and merges need every id as a string column
             self.ids = self._decoded(lambda: self.id_texts.column())
             return self.ids
+        if name == "present":
+            self.present = self._decoded(lambda: _present_as_summarized(self._field(PRESENT), self._span))
+            return self.present
         names = _DECODER_OF.get(name)
         if names is None:
             raise AttributeError(name)
@@ -578,6 +604,9 @@ def _chunk_heads(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, 
         key = cursor.key()
         if not key.startswith(prefix):
             break
+        if len(key) == len(prefix):  # the version's summary
+            seek = prefix + bytes(8)
+            continue
         if len(key) < 16:
             raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
                                "version id and a chunk number; run maskstore check --repair")
@@ -610,11 +639,82 @@ def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[byte
     return built
 
 
+# ------------------------------------------------------------------------------ the version's summary
+#
+# One entry per version, ``columns/u64(v)`` (8 bytes, so before every chunk of the version): per chunk
+# its number, frames, first and last row. A fresh query reads it instead of every chunk's ``_present``
+# (each a page of the map, which this kernel maps with ~192 KiB around it), and checks the records
+# against it with O(1) probes (``plan.check_chunks``); a chunk's ``_present`` is checked against its row
+# when a query first touches the chunk. Writers keep it current in the transaction that stores chunks.
+
+SUMMARY_ROW = np.dtype([("chunk", "<u8"), ("count", "<u4"), ("first", "<u2"), ("last", "<u2")])
+
+
+def summary_rows(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(chunk, frames, first row, last row) of a stored summary, or ArchiveError saying why not."""
+    if len(data) % SUMMARY_ROW.itemsize:
+        raise ArchiveError(f"the scan column summary is damaged: it is {len(data)} bytes, not whole rows of "
+                           f"{SUMMARY_ROW.itemsize}")
+    rows = np.frombuffer(data, SUMMARY_ROW)
+    number = rows["chunk"]
+    count, first, last = (rows[name].astype(np.int64) for name in ("count", "first", "last"))
+    if (count < 1).any() or (count > CHUNK).any() or (last >= CHUNK).any() or (last - first + 1 < count).any() \
+            or ((count == 1) & (first != last)).any() or (number >= 1 << (64 - CHUNK_BITS)).any() \
+            or (number[1:] <= number[:-1]).any():
+        raise ArchiveError("the scan column summary is damaged: its rows are not increasing chunks of 1 to 4096 "
+                           "frames between their first and last row")
+    return rows.tolist()
+
+
+def read_summary(txn: lmdb.Transaction, version: DatasetVersion,
+                 data: bytes | None = None) -> list[tuple[int, int, int, int]] | None:
+    """The version's summary rows (stored, or its value ``data``); None when it has none (written
+    before summaries: its chunks are walked)."""
+    if data is None:
+        data = txn.get(version.prefix, db=version.archive.db("columns"))
+    if data is None:
+        return None
+    try:
+        return summary_rows(data)
+    except ArchiveError as exc:
+        rec = version.record(txn)
+        raise ArchiveError(f"{rec['dataset']}/{rec['name']}: {exc}; run maskstore check --repair") from None
+
+
+def _summary_before(txn: lmdb.Transaction, version: DatasetVersion,
+                    built: dict[bytes, Chunk | None]) -> dict[int, tuple[int, int, int]]:
+    """Chunk number -> span of the stored chunks, before ``built`` is stored. Without a (sound) summary,
+    from every chunk's ``_present``; chunks only the records can give (0.1.0's, damaged) join ``built``."""
+    try:
+        rows = read_summary(txn, version)
+    except ArchiveError:
+        rows = None  # rebuilt from the chunks below
+    if rows is not None:
+        return {number: (count, first, last) for number, count, first, last in rows}
+    db, out = version.archive.db("columns"), {}
+    for key, head in _chunk_heads(txn, version).items():
+        if key in built:
+            continue
+        number = U64.unpack(key[8:])[0]
+        try:
+            span = _span_of(_present(txn.get(key + PRESENT, db=db) or b"")) if head == PRESENT else (0, 0, 0)
+        except _Damaged:
+            span = (0, 0, 0)
+        if span[0]:
+            out[number] = span
+        else:
+            chunk = records_chunk(txn, version, number)
+            built[key] = chunk if chunk.present.any() else None
+    return out
+
+
 def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None]) -> None:
-    """Write built chunks and clear their dirty marks (in a write transaction). Only fields whose bytes
-    changed are put; fields the chunk no longer has (and a 0.1.0 chunk value) are deleted."""
+    """Write built chunks and clear their dirty marks (in a write transaction), and the version's
+    summary. Only fields whose bytes changed are put; fields the chunk no longer has (and a 0.1.0 chunk
+    value) are deleted."""
     arc = version.archive
     db = arc.db("columns")
+    summary = _summary_before(txn, version, built)
     for key, chunk in built.items():
         fields = {} if chunk is None else encode_fields(chunk)
         stale = []
@@ -629,8 +729,15 @@ def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Ch
         for name, value in fields.items():
             txn.put(key + name, value, db=db)
         txn.delete(key, db=arc.db("dirty"))
-    if built:  # chunks stored field by field: readers without the feature must refuse (0.1.0 archives get it now)
-        require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
+        number = U64.unpack(key[8:])[0]
+        if chunk is None:
+            summary.pop(number, None)
+        else:
+            summary[number] = chunk.span()
+    rows = np.array([(number, *span) for number, span in sorted(summary.items())], SUMMARY_ROW)
+    txn.put(version.prefix, rows.tobytes(), db=db)
+    # chunks stored field by field, and a summary: readers without the feature must refuse (0.1.0 archives get it now)
+    require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -685,22 +792,29 @@ class FieldReader:
 
 
 def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cached:
-    """The version's chunks as of ``txn`` (of the version's ``generation``): each chunk's first entry,
-    ``_present``; other fields come when a query touches them. Dirty chunks and chunks of
+    """The version's chunks as of ``txn`` (of the version's ``generation``), from the version's summary
+    (one entry; without one, each chunk's first entry, ``_present``, and the summary is stored when no
+    writer holds the archive); fields come when a query touches them. Dirty chunks and chunks of
     0.1.0 are built in memory, then stored only if no writer holds the archive and the version is
     still at that generation: a read never takes or waits for the writer lock, and never fails on a
     cache write."""
     arc = version.archive
     reader = FieldReader(version, generation)
     reader.use(txn)
-    heads = _chunk_heads(txn, version)
-    rebuild = _to_rebuild(txn, version, heads)
+    summary = read_summary(txn, version, reader.fetch(version.prefix))
+    if summary is None:
+        heads = _chunk_heads(txn, version)
+        rebuild = _to_rebuild(txn, version, heads)
+        spans: dict[bytes, tuple[int, int, int] | None] = dict.fromkeys(heads)  # ``_present`` read now
+    else:
+        spans = {version.prefix + u64(number): (count, first, last) for number, count, first, last in summary}
+        rebuild = _dirty_keys(txn, version)
     skip = set(rebuild)
     chunks: dict[bytes, Chunk | None] = {
         key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, partial(_fetch_field, reader, key),
-                         partial(reader.names, key))
-        for key in heads if key not in skip}
-    if rebuild:
+                         partial(reader.names, key), span)
+        for key, span in spans.items() if key not in skip}
+    if rebuild or (summary is None and spans):
         built = _build_dirty(txn, version, rebuild)
         chunks.update(built)
         arc.try_write(lambda wtxn: _store_if_current(wtxn, version, generation, built))
