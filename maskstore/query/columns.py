@@ -185,10 +185,8 @@ class IdTexts:
     starts): ``take`` turns only the rows asked for into Python strs, in one msgpack call."""
 
     def __init__(self, present: np.ndarray, text: np.ndarray, sizes: np.ndarray) -> None:
-        self.present, self.text, self.sizes = present, text, sizes
-        self.starts = np.zeros(len(sizes) + 1, np.int64)
-        np.cumsum(sizes, out=self.starts[1:])
-        self.rank = np.cumsum(present, dtype=np.int32) - 1  # row -> its entry (rows asked for are present)
+        self.present, self.text, self.sizes = present, text, sizes  # kept per chunk: no more than that
+        self.rank = np.cumsum(present, dtype=np.int16) - 1  # row -> its entry (rows asked for are present)
         self.width = int(sizes[0]) if len(sizes) and (sizes == sizes[0]).all() else 0  # all one size: a 2-D view
 
     def take(self, rows: np.ndarray) -> list[str]:
@@ -201,9 +199,10 @@ class IdTexts:
         elif self.width:
             picked = self.text.reshape(-1, self.width)[entries]
         else:
+            starts = np.cumsum(self.sizes, dtype=np.int64) - self.sizes
             sizes = self.sizes[entries].astype(np.int64)
             ends = np.cumsum(sizes)
-            picked = self.text[np.repeat(self.starts[entries] - (ends - sizes), sizes) + np.arange(ends[-1] if len(ends) else 0)]
+            picked = self.text[np.repeat(starts[entries] - (ends - sizes), sizes) + np.arange(ends[-1])]
         try:
             return msgpack.unpackb(b"\xdd" + struct.pack(">I", len(entries)) + picked.tobytes(), raw=False)
         except UnicodeDecodeError:
