@@ -264,9 +264,12 @@ def _field_strings(data: bytes) -> list[str | None]:
 
 def _field_ids(data: bytes, present: bytes) -> list[str | None]:
     """"Chunk encoding", the ids field: the present rows' ids in row order, after their sizes."""
-    method, width, count = data[0], data[1], struct.unpack_from("<I", data, 4)[0]
+    method, width, shuffled, count = data[0], data[1], data[2], struct.unpack_from("<I", data, 4)[0]
     body = data[8:] if method == 0 else zstandard.ZstdDecompressor().decompress(data[8:])
     sizes = struct.unpack_from(f"<{count}{'BHI'[width // 2]}", body)
+    if shuffled:  # byte j of id i at j * count + i: back to one id after another
+        text = body[width * count:]
+        body = body[:width * count] + bytes(text[j * count + i] for i in range(count) for j in range(sizes[0]))
     texts, at = [], width * count
     for size in sizes:
         texts.append(msgpack.unpackb(body[at:at + size], raw=False))

@@ -159,13 +159,18 @@ frame_ids = st.text(max_size=30) | st.text(min_size=100, max_size=133)  # long i
 def test_the_ids_field_round_trips_and_gives_any_selection_of_rows(data):
     """Empty, unicode and long ids, sparse chunks and full ones; taking any rows (in any order) gives
     exactly their ids, whatever the encoding the writer chose (plain or zstd, 1 or 2-byte sizes)."""
-    rows = data.draw(st.sampled_from(["sparse", "full"]))
-    present = np.ones(CHUNK, bool) if rows == "full" else np.zeros(CHUNK, bool)
+    rows = data.draw(st.sampled_from(["sparse", "full", "counting"]))
+    present = np.zeros(CHUNK, bool) if rows == "sparse" else np.ones(CHUNK, bool)
     if rows == "sparse":
         present[data.draw(st.lists(st.integers(0, CHUNK - 1), min_size=1, max_size=50, unique=True))] = True
     n = int(present.sum())
-    texts = data.draw(st.lists(frame_ids, min_size=n, max_size=n, unique=True)) if rows == "sparse" else \
-        [data.draw(frame_ids) + f"#{i}" for i in range(n)]
+    if rows == "sparse":
+        texts = data.draw(st.lists(frame_ids, min_size=n, max_size=n, unique=True))
+    elif rows == "full":  # ids of many sizes
+        texts = [data.draw(frame_ids) + f"#{i}" for i in range(n)]
+    else:  # ids of one size (stored byte-shuffled)
+        prefix = data.draw(frame_ids)
+        texts = [f"{prefix}{i:04d}" for i in range(n)]
     codes = np.full(CHUNK, -1, np.int32)
     codes[present] = np.arange(n)
     from maskstore.query import columns
@@ -243,7 +248,8 @@ def test_compressed_ids_truncated_or_flipped_are_an_archive_error_naming_the_chu
     from maskstore.query import columns
     stored = columns._encode_ids(present, StrColumn([f"drive_0001_{i:06d}" for i in range(CHUNK)],
                                                     np.arange(CHUNK, dtype=np.int32)))
-    assert stored[0] == columns.ID_ZSTD and len(stored) < CHUNK  # neighbours' ids compress to under a byte each
+    assert stored[0] == columns.ID_ZSTD and stored[2] == 1  # ids of one size: compressed and byte-shuffled
+    assert len(stored) < 1024  # neighbours' ids compress to under a quarter byte each
     fields = {**encode_fields(_chunk_of([{}])), b"_present": np.packbits(present, bitorder="little").tobytes()}
     for damaged in (stored[:-1], stored[:40] + bytes([stored[40] ^ 0x10]) + stored[41:], stored + b"\0"):
         with pytest.raises(ArchiveError, match=r"scan columns of frames 8192\.\.12287 are damaged: ids"):
