@@ -1,11 +1,11 @@
-"""What would packed posting blocks save over the value index's one dupsort entry per (value, frame)
-(issue 14)? Measured, without changing the archive's layout.
+"""How much do packed posting blocks (the ``ix_*`` layout since ``packed-postings``) save over the
+dupsort layout they replaced (one LMDB entry, an 8-byte seq, per posting), and how fast do they read?
 
-An archive of ``benchmarks/query.py``'s generated frames is built; its ``ix_value`` entries are then
-written a second way into a scratch LMDB file: one entry per (version, mask value, chunk of 4096 seqs)
-whose value is the chunk's seqs as a Roaring-style container (sorted little-endian uint16 offsets when
-that is smaller, else a 512-byte bitmap). Both are measured in LMDB pages in use, and so is reading
-every seq of one value each way (the dupsort cursor, and numpy decoding the blocks).
+An archive of ``benchmarks/query.py``'s generated frames is built (packed blocks, as maskstore writes
+them); the same postings are then written the old way, one dupsort entry per (key, seq), into a scratch
+LMDB file with the old sub-database flags. Both are measured in LMDB pages in use per index
+sub-database, and reading is timed through the one reading function (``maskstore.postings.read``),
+which reads both layouts: every seq of a common mask value, and of one context.
 
     python benchmarks/postings.py                 # 1,000,000 frames
     python benchmarks/postings.py --quick         # 100,000 frames
@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
@@ -28,10 +29,8 @@ sys.path.insert(0, str(HERE))
 from common import machine_lines, table, write_result  # noqa: E402
 from query import MASK_LABELS, PERSON, batches  # noqa: E402
 
-from maskstore import Archive  # noqa: E402
-from maskstore.layout import CHUNK_BITS, U64, entries, u64  # noqa: E402
-
-CHUNK = 1 << CHUNK_BITS
+from maskstore import Archive, postings  # noqa: E402
+from maskstore.layout import INDEX_DBS, u64  # noqa: E402
 
 
 def pages_bytes(txn: lmdb.Transaction, db: object) -> int:
@@ -39,19 +38,27 @@ def pages_bytes(txn: lmdb.Transaction, db: object) -> int:
     return (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
 
 
-def container(offsets: np.ndarray) -> bytes:
-    """A chunk's seqs (offsets within it) as Roaring does: an array of uint16, or a bitmap."""
-    if len(offsets) * 2 < CHUNK // 8:
-        return offsets.astype("<u2").tobytes()
-    bits = np.zeros(CHUNK, bool)
-    bits[offsets] = True
-    return np.packbits(bits, bitorder="little").tobytes()
+class DupsortArchive:
+    """What ``postings.read`` needs of an archive, for the scratch file in the old layout."""
+
+    packed_indexes = False
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.dbs = {name: env.open_db(name.encode(), dupsort=True, dupfixed=True) for name in INDEX_DBS}
+
+    def db(self, name: str) -> object:
+        return self.dbs[name]
 
 
-def seqs_of(block: bytes, base: int) -> np.ndarray:
-    if len(block) == CHUNK // 8:
-        return np.flatnonzero(np.unpackbits(np.frombuffer(block, np.uint8), bitorder="little")) + base
-    return np.frombuffer(block, "<u2").astype(np.int64) + base
+def median_ms(fn: Callable[[], object], runs: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -68,67 +75,50 @@ def main() -> None:
             v.set_masks_labels(MASK_LABELS)
             for frames in batches(n):
                 v.add_frames(frames)
-            scratch = lmdb.open(str(Path(tmp) / "packed.lmdb"), subdir=False, map_size=1 << 34, sync=False, max_dbs=2,
-                                metasync=False)
-            packed_db = scratch.open_db(b"ix_value_packed")
+            scratch = lmdb.open(str(Path(tmp) / "dupsort.lmdb"), subdir=False, map_size=1 << 36, sync=False,
+                                max_dbs=8, metasync=False)
+            old = DupsortArchive(scratch)
+            rows: list[list[object]] = []
+            total_packed = total_dup = 0
             with ar._begin() as txn:
-                dup_bytes = pages_bytes(txn, ar.db("ix_value"))
-                by_value: dict[bytes, list[int]] = {}
-                for key, seq in entries(txn, ar.db("ix_value"), v.prefix):
-                    by_value.setdefault(bytes(key), []).append(U64.unpack(seq)[0])
-            items = []
-            for key in sorted(by_value):
-                seqs = np.asarray(by_value[key], np.int64)
-                for chunk in np.unique(seqs >> CHUNK_BITS):
-                    inside = seqs[(seqs >> CHUNK_BITS) == chunk] - (int(chunk) << CHUNK_BITS)
-                    items.append((key + u64(int(chunk)), container(inside)))
-            with scratch.begin(write=True) as wtxn:
-                wtxn.cursor(db=packed_db).putmulti(items, append=True)
-            with scratch.begin() as stxn:
-                packed_bytes = pages_bytes(stxn, packed_db)
-            person = v.prefix + bytes([PERSON] * 3)
-
-            def read_dupsort() -> np.ndarray:
-                with ar._begin() as txn:
-                    cursor = txn.cursor(db=ar.db("ix_value"))
-                    cursor.set_key(person)
-                    return np.frombuffer(b"".join(cursor.iternext_dup()), ">u8").astype(np.int64)
-
-            def read_packed() -> np.ndarray:
-                with scratch.begin() as stxn:
-                    out = []
-                    for key, block in entries(stxn, packed_db, person):
-                        out.append(seqs_of(bytes(block), U64.unpack(key[-8:])[0] << CHUNK_BITS))
-                    return np.concatenate(out)
-
-            assert np.array_equal(read_dupsort(), read_packed())
-            times = {}
-            for name, fn in (("dupsort", read_dupsort), ("packed", read_packed)):
-                fn()
-                runs = []
-                for _ in range(7):
-                    start = time.perf_counter()
-                    fn()
-                    runs.append(time.perf_counter() - start)
-                times[name] = statistics.median(runs)
-            rows = len(read_dupsort())
+                for name in INDEX_DBS:
+                    pairs = sorted((v.prefix + key, u64(seq)) for key, _, seqs in postings.stored(txn, ar, name, v.prefix)
+                                   for seq in seqs.tolist())
+                    with scratch.begin(write=True) as wtxn:
+                        wtxn.cursor(db=old.db(name)).putmulti(pairs, dupdata=True, append=True)
+                    with scratch.begin() as stxn:
+                        dup_bytes = pages_bytes(stxn, old.db(name))
+                    packed_bytes = pages_bytes(txn, ar.db(name))
+                    rows.append([name, dup_bytes / n, packed_bytes / n, len(pairs), txn.stat(ar.db(name))["entries"]])
+                    total_dup += dup_bytes
+                    total_packed += packed_bytes
+            reads = []
+            for what, name, key in (("mask value (24, 24, 24) (person)", "ix_value", bytes([PERSON] * 3)),
+                                    ("context drive_0421", "ix_context", b"drive_0421")):
+                with ar._begin() as txn, scratch.begin() as stxn:
+                    found = postings.read(txn, ar, name, v.prefix, key)
+                    assert np.array_equal(found, postings.read(stxn, old, name, v.prefix, key))
+                    dup_ms = median_ms(lambda: postings.read(stxn, old, name, v.prefix, key))
+                    packed_ms = median_ms(lambda: postings.read(txn, ar, name, v.prefix, key))
+                reads.append([f"every seq of {what}", len(found), dup_ms, packed_ms, dup_ms / packed_ms])
             scratch.close()
-    entries_count = sum(map(len, by_value.values()))
     text = "\n".join([
-        "# Value index: dupsort entries vs packed posting blocks", "",
+        "# Index postings: packed blocks vs the dupsort entries they replaced", "",
         f"Produced by `python benchmarks/postings.py {' '.join(sys.argv[1:])}`: {n:,} frames of "
-        "`benchmarks/query.py`'s generator. The archive's `ix_value` (one dupsort entry, an 8-byte seq, per "
-        "mask value of each frame) against the same entries written as one LMDB entry per (version, value, "
-        "chunk of 4096 seqs) holding a Roaring-style container (uint16 offsets, or a 512-byte bitmap when "
-        "smaller) in a scratch file; LMDB pages in use. Reading: every seq of `(24, 24, 24)` (person), "
-        "median of 7 after a warm-up. The archive's layout is unchanged: this only measures.", "",
+        "`benchmarks/query.py`'s generator in an archive (packed blocks: one entry per (version, key, chunk of "
+        "4096 seqs) holding uint16 offsets or a 512-byte bitmap, FORMAT.md \"Index blocks\"), and the same "
+        "postings written as before `packed-postings` (one dupsort entry, an 8-byte seq, per posting) into a "
+        "scratch file in key order, so its pages are full as `compact` leaves them (batch by batch ingest left "
+        "the dupsort indexes about twice as large: `scale.md` before this change); LMDB pages in use. Reads go "
+        "through `maskstore.postings.read` for both layouts (the dupsort side is one `getmulti` that LMDB "
+        "fills in C), median of 7 after a warm-up.", "",
         *machine, "",
-        table(["layout", "bytes per frame", "LMDB entries", f"read one value's {rows:,} seqs, ms"],
-              [["dupsort (now)", dup_bytes / n, entries_count, times["dupsort"] * 1e3],
-               ["packed blocks", packed_bytes / n, len(items), times["packed"] * 1e3]]), "",
-        f"Packed blocks would take the value index from {dup_bytes / n:.1f} to {packed_bytes / n:.1f} bytes "
-        f"a frame ({dup_bytes / packed_bytes:.0f}x smaller); writers would rewrite a (value, chunk) block per "
-        "batch instead of adding entries, and deletes would rewrite blocks too.", ""])
+        table(["index", "dupsort bytes per frame", "packed bytes per frame", "postings", "packed entries"],
+              rows + [["all five", total_dup / n, total_packed / n, sum(r[3] for r in rows), sum(r[4] for r in rows)]]),
+        "",
+        table(["read", "seqs", "dupsort ms", "packed ms", "dupsort / packed"], reads), "",
+        f"Packed blocks take the five indexes from {total_dup / n:.1f} to {total_packed / n:.1f} bytes a frame "
+        f"({(total_dup - total_packed) / n:.1f} saved).", ""])
     print(text)
     if not args.no_write:
         write_result("postings", text)

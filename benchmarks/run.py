@@ -37,8 +37,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "records": ("Do frame records compressed with the archive's own zstd dictionary make archives smaller "
                 "without slowing lookups or ingest (this checkout alone; --compare NAME=PYTHON for an A/B)?",
                 ["--quick"]),
-    "postings": ("What would packed posting blocks save over the value index's one dupsort entry per "
-                 "(value, frame)? (measured on a scratch copy; the layout is unchanged)", ["--quick"]),
+    "postings": ("How much smaller and faster to read are the indexes' packed posting blocks than the "
+                 "one dupsort entry per (key, frame) they replaced?", ["--quick"]),
     "firstquery": ("How fast does a new process answer its first query (imports, parser, columns), and how "
                    "much memory does it take?", ["--quick"]),
     "render": ("Does rendering a 2048x1024 frame cost little more than decoding it (end-to-end / decode "

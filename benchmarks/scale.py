@@ -15,6 +15,7 @@ speed as columns). Per size:
     python benchmarks/scale.py --quick     # 100,000 frames
     python benchmarks/scale.py             # 100,000 and 1,000,000 frames, writes results/scale.md
     python benchmarks/scale.py --full      # also 3M and 10M (hours; not in CI)
+    python benchmarks/scale.py --sizes 10000000 --no-write   # one size, printed only
 """
 
 from __future__ import annotations
@@ -355,6 +356,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 frames only")
     parser.add_argument("--full", action="store_true", help="also 3,000,000 and 10,000,000 frames")
+    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")],
+                        help="comma-separated frame counts instead, e.g. 10000000")
     parser.add_argument("--workdir", type=Path, help="where the stores go (default: a temporary folder)")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/scale.md")
     parser.add_argument("--ingest-child", nargs=2, help=argparse.SUPPRESS)
@@ -366,9 +369,10 @@ def main() -> None:
     if args.fresh_child:
         print(json.dumps(fresh_child(args.fresh_child)))
         return
-    sizes = [100_000] if args.quick else [100_000, 1_000_000] + ([3_000_000, 10_000_000] if args.full else [])
+    sizes = args.sizes or ([100_000] if args.quick else [100_000, 1_000_000] + ([3_000_000, 10_000_000] if args.full else []))
     machine = machine_lines()
-    command = "python benchmarks/scale.py" + (" --quick" if args.quick else " --full" if args.full else "")
+    command = "python benchmarks/scale.py" + (f" --sizes {','.join(map(str, sizes))}" if args.sizes else
+                                              " --quick" if args.quick else " --full" if args.full else "")
     workdir = Path(tempfile.mkdtemp(prefix="maskstore-scale-", dir=args.workdir))
     try:
         results = [measure(n, workdir) for n in sizes]

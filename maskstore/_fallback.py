@@ -74,13 +74,12 @@ class Postings:
         """``prefix`` + the key of each text."""
         return [prefix + self._text_bytes(text) for text in texts]
 
-    def items(self, prefix: bytes, seqs: list) -> dict[str, list[tuple[bytes, Any]]]:
-        """``{index sub-database: [(prefix + key, seqs[pos]), ...]}``, sorted by key, then position."""
-        return {"ix_context": _items(self.context, prefix, seqs, False),
-                "ix_value": _items(self.value, prefix, seqs, True),
-                "ix_source": _items(self.source, prefix, seqs, False),
-                "ix_mask": _items(self.mask, prefix, seqs, False),
-                "ix_roi": _items(self.roi, prefix, seqs, False)}
+    def groups(self) -> dict[str, dict[bytes, list[int]]]:
+        """``{index sub-database: {key: [batch positions]}}``: positions in the order frames came, one
+        twice when a frame has a key twice."""
+        values = {bytes((code >> 16, (code >> 8) & 255, code & 255)): positions for code, positions in self.value.items()}
+        return {"ix_context": self.context, "ix_value": values, "ix_source": self.source,
+                "ix_mask": self.mask, "ix_roi": self.roi}
 
 
 def _rgb(v: Sequence[int]) -> int:
@@ -89,14 +88,6 @@ def _rgb(v: Sequence[int]) -> int:
     if not (0 <= r <= 255 and 0 <= g <= 255 and 0 <= b <= 255):
         raise ValueError(f"mask value {v[:3]!r} has a channel outside 0..255")
     return (r << 16) | (g << 8) | b
-
-
-def _items(groups: dict, prefix: bytes, seqs: list, rgb: bool) -> list[tuple[bytes, Any]]:
-    out = []
-    for key in sorted(groups):
-        full_key = prefix + (bytes((key >> 16, (key >> 8) & 255, key & 255)) if rgb else key)
-        out += ((full_key, seqs[pos]) for pos in sorted(groups[key]))
-    return out
 
 
 # ------------------------------------------------------------------------------ reading records

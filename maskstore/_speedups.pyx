@@ -521,8 +521,8 @@ cdef class Postings:
     """Index entries of a batch, grouped by key: context id, source ids, mask ids, mask values
     (r, g, b bytes) and ROI labels, each key with the batch positions of the frames that have it.
 
-    A key may come twice for one frame (a value in two masks); a dupsort database stores the pair
-    once. Texts longer than ``max_key_text`` UTF-8 bytes are keyed by ``text_key``.
+    A key may come twice for one frame (a value in two masks); the index stores the pair once.
+    Texts longer than ``max_key_text`` UTF-8 bytes are keyed by ``text_key``.
     """
 
     cdef dict context, value, source, mask, roi, text_keys
@@ -582,13 +582,15 @@ cdef class Postings:
         """``prefix`` + the key of each text (frame ids: unique, so not remembered)."""
         return [prefix + self._text_bytes(text) for text in texts]
 
-    def items(self, bytes prefix, list seqs):
-        """``{index sub-database: [(prefix + key, seqs[pos]), ...]}``, sorted by key, then position."""
-        return {"ix_context": _items(self.context, prefix, seqs, False),
-                "ix_value": _items(self.value, prefix, seqs, True),
-                "ix_source": _items(self.source, prefix, seqs, False),
-                "ix_mask": _items(self.mask, prefix, seqs, False),
-                "ix_roi": _items(self.roi, prefix, seqs, False)}
+    def groups(self):
+        """``{index sub-database: {key: [batch positions]}}``: positions in the order frames came, one
+        twice when a frame has a key twice (the writer makes them unique seqs, ``postings.from_groups``)."""
+        cdef long code
+        values = {}
+        for code, positions in self.value.items():
+            values[bytes((code >> 16, (code >> 8) & 255, code & 255))] = positions
+        return {"ix_context": self.context, "ix_value": values, "ix_source": self.source,
+                "ix_mask": self.mask, "ix_roi": self.roi}
 
 
 cdef inline void _post(dict groups, object key, Py_ssize_t pos):
@@ -605,23 +607,6 @@ cdef inline object _rgb(object v):
     if not (0 <= r <= 255 and 0 <= g <= 255 and 0 <= b <= 255):
         raise ValueError(f"mask value {v[:3]!r} has a channel outside 0..255")
     return (r << 16) | (g << 8) | b
-
-
-cdef list _items(dict groups, bytes prefix, list seqs, bint rgb):
-    cdef list out = []
-    cdef list positions
-    cdef long code
-    for key in sorted(groups):
-        if rgb:
-            code = key
-            full_key = prefix + bytes((code >> 16, (code >> 8) & 255, code & 255))
-        else:
-            full_key = prefix + key
-        positions = <list>groups[key]
-        positions.sort()  # frames the Python way were added after the batch; sorted input costs one pass
-        for pos in positions:
-            out.append((full_key, seqs[pos]))
-    return out
 
 
 # ------------------------------------------------------------------------------ reading records

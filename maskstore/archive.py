@@ -23,16 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
+import numpy as np
 from PIL import Image
 
-from . import compression, records
+from . import compression, postings, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
                      ReadOnlyError, VersionError, VersionNotFoundError)
 from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
-from .layout import (CURRENT_DICTIONARY_KEY, DUP_DBS, FORMAT_KEY, NEXT_VERSION_KEY, SUB_DATABASES, U64,
-                     VERSION_DBS, entries, index_entries, install_dictionary, load_dictionaries, text_key, u64)
+from .layout import (CURRENT_DICTIONARY_KEY, FORMAT_KEY, INDEX_DBS, NEXT_VERSION_KEY, SUB_DATABASES, U64,
+                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, require_feature,
+                     text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
 from .store import DEFAULT_MAX_READERS, Store, lock_default, network_filesystem
@@ -73,6 +75,7 @@ class Archive:
         self._store = Store(self.path, readonly=readonly, lock=lock_default() if lock is None else lock,
                             map_size=map_size, sync=sync, max_readers=max_readers)
         self._dbs: dict[str, Any] = {}
+        self.packed_indexes = True  # the ix_* layout (postings); set from the format record on open
         # Scan columns the query engine loaded, per version id (query.engine); dropped on close.
         self.column_cache: dict[int, Any] = {}
         self._store.on_reopen = self._open_dbs
@@ -99,11 +102,21 @@ class Archive:
             raise ArchiveError(f"{self.path} is truncated: {size} bytes, but its pages need {needed}; "
                                "restore it from a copy")
 
-    def _decode_format(self, data: bytes) -> None:
+    def _decode_format(self, data: bytes) -> dict[str, Any]:
         try:
-            records.decode_format(data)
+            return records.decode_format(data)
         except ArchiveError as exc:
             raise ArchiveError(f"{self.path}: {exc}") from None
+
+    def _index_layout(self, txn: lmdb.Transaction, fmt: dict[str, Any]) -> None:
+        """Which layout the ``ix_*`` sub-databases hold (``postings``): the format record says, and each
+        index's LMDB flags must agree, or a dupsort entry would be read as a block (or the reverse)."""
+        self.packed_indexes = records.PACKED_POSTINGS in fmt["required_features"]
+        for name in INDEX_DBS:
+            if self._dbs[name].flags(txn)["dupsort"] == self.packed_indexes:
+                raise ArchiveError(f"{self.path} is damaged: index {name} is stored "
+                                   f"{'with' if self.packed_indexes else 'without'} one entry per posting, but the "
+                                   "format record says otherwise; restore it from a copy")
 
     def _open_dbs(self) -> None:
         """Sub-database handles. A read-only open takes them in read transactions, so it never waits for
@@ -119,27 +132,31 @@ class Archive:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
         if missing := set(wanted) - names:
             raise ArchiveError(f"{self.path} is damaged: sub-databases {sorted(missing)} are missing")
-        for name in wanted:
-            self._dbs[name] = self.env.open_db(name.encode(), create=False, dupsort=name in DUP_DBS,
-                                               dupfixed=name in DUP_DBS)
+        for name in wanted:  # an existing sub-database keeps the flags it was created with
+            self._dbs[name] = self.env.open_db(name.encode(), create=False)
         fmt = self.read(lambda t: t.get(FORMAT_KEY, db=self._dbs["meta"]))
         if fmt is None:
             raise ArchiveError(f"{self.path} is not a maskstore archive (no format marker)")
-        self._decode_format(fmt)
+        self.read(lambda t: self._index_layout(t, self._decode_format(fmt)))
 
     def _create_dbs(self, wanted: tuple[str, ...]) -> None:
         def work(txn: lmdb.Transaction) -> None:
             others = [k for k, _ in txn.cursor() if bytes(k).decode(errors="replace") not in wanted]
-            for name in wanted:
-                self._dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True, dupsort=name in DUP_DBS,
-                                                   dupfixed=name in DUP_DBS)
+            for name in wanted:  # an existing sub-database keeps the flags it was created with
+                self._dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True)
             fmt = txn.get(FORMAT_KEY, db=self._dbs["meta"])
             if fmt is None:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
-                txn.put(FORMAT_KEY, records.encode_format(records.FEATURES_FORMAT, required=(records.COLUMN_FIELDS,)), db=self._dbs["meta"])
+                txn.put(FORMAT_KEY, records.encode_format(records.FEATURES_FORMAT, required=(
+                    records.COLUMN_FIELDS, records.PACKED_POSTINGS)), db=self._dbs["meta"])
+                self.packed_indexes = True
+            elif records.PACKED_POSTINGS not in self._decode_format(fmt)["required_features"]:
+                self.packed_indexes = True  # an archive from before packed postings: converted once, here
+                postings.convert(txn, self.env, self._dbs, self)
+                require_feature(txn, self._dbs["meta"], records.PACKED_POSTINGS)
             else:
-                self._decode_format(fmt)
+                self._index_layout(txn, self._decode_format(fmt))
         self.write(work)
 
     def _begin(self, write: bool = False) -> AbstractContextManager[lmdb.Transaction]:
@@ -324,7 +341,7 @@ class Archive:
         for name in VERSION_DBS:
             db = self._dbs[name]
             items = [(dst + key[8:], value) for key, value in entries(txn, db, src)]
-            txn.cursor(db=db).putmulti(items, dupdata=name in DUP_DBS)
+            txn.cursor(db=db).putmulti(items)
 
     def delete_version(self, dataset_name: str, version_name: str, force: bool = False) -> list[DatasetVersion]:
         """Remove a version and everything it holds; returns its children, which keep their frames (each
@@ -342,11 +359,7 @@ class Archive:
                                    "pass force=True to delete it anyway (children keep their frames)")
             prefix = u64(rec["id"])
             for name in VERSION_DBS:
-                cursor = txn.cursor(db=self._dbs[name])
-                if cursor.set_range(prefix):
-                    while cursor.key().startswith(prefix):
-                        if not cursor.delete(dupdata=True):
-                            break
+                delete_prefix(txn, self._dbs[name], prefix)
             txn.delete(prefix, db=self._dbs["versions"])
             for child in children:  # a published child too: its parent link is history, not content
                 child["parent"] = rec["parent"]
@@ -651,7 +664,8 @@ class DatasetVersion:
             if must_exist and len(stored) < len(id_keys):
                 missing = next(i for i, key in zip(batch.ids, id_keys) if key not in stored)
                 raise FrameNotFoundError(f"no frame {missing!r} in {rec['dataset']}/{rec['name']} to update")
-            if stored:  # replaced frames keep their seq, once their old index entries are gone
+            replaced: dict[int, dict[str, Any]] = {}
+            if stored:  # replaced frames keep their seq; their old index postings go
                 numbers = []
                 for key in id_keys:
                     seq = stored.get(key)
@@ -659,9 +673,10 @@ class DatasetVersion:
                         numbers.append(rec["next_seq"])
                         rec["next_seq"] += 1
                     else:
-                        self._unindex(txn, seq, records.decode_frame(txn.get(prefix + seq, db=frames_db),
-                                                                     f"frame seq {U64.unpack(seq)[0]}"))
-                        numbers.append(U64.unpack(seq)[0])
+                        number = U64.unpack(seq)[0]
+                        replaced[number] = records.decode_frame(txn.get(prefix + seq, db=frames_db),
+                                                                f"frame seq {number}")
+                        numbers.append(number)
             else:
                 first = rec["next_seq"]
                 numbers = range(first, first + len(id_keys))
@@ -670,23 +685,16 @@ class DatasetVersion:
             new_ids = [(key, seq) for key, seq in zip(id_keys, seqs) if key not in stored]
             rec["count"] += len(new_ids)
             merge_meta_types(rec["meta_types"], batch)
-            entries = batch.postings.items(prefix, seqs)
-            entries["frames"] = sorted(zip([prefix + seq for seq in seqs], arc._stored_frames(txn, batch.records)))
-            entries["frame_ids"] = sorted(new_ids)
-            for name, items in entries.items():
-                txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
+            postings.update(txn, arc, prefix, postings.of_records(replaced),
+                            postings.from_groups(batch.postings.groups(), np.asarray(numbers, np.uint64)))
+            txn.cursor(db=arc.db("frames")).putmulti(
+                sorted(zip([prefix + seq for seq in seqs], arc._stored_frames(txn, batch.records))))
+            txn.cursor(db=arc.db("frame_ids")).putmulti(sorted(new_ids))
             built.update(columns.update(txn, self, dict(zip(numbers, batch.records))))
             return len(batch.ids)
         built: dict[bytes, Any] = {}
         return self._update(work, built)
 
-
-    def _unindex(self, txn: lmdb.Transaction, seq: bytes, d: Mapping[str, Any]) -> None:
-        arc = self.archive
-        for name, keys in index_entries(d).items():
-            db = arc.db(name)
-            for key in keys:
-                txn.delete(self.prefix + key, seq, db=db)
 
     def add_frames(self, frames: Iterable[Frame | Mapping[str, Any]], *, embed: bool = False) -> int:
         """Add frames (objects or frame dicts) in one transaction: all of them or none.
@@ -720,20 +728,20 @@ class DatasetVersion:
 
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             arc = self.archive
-            deleted: dict[int, None] = {}
+            deleted: dict[int, dict[str, Any]] = {}
             for fid in ids:
                 id_key = self.prefix + text_key(fid)
                 seq = txn.get(id_key, db=arc.db("frame_ids"))
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
                 seq = bytes(seq)
-                self._unindex(txn, seq, records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames")),
-                                                             f"frame {fid!r}"))
+                deleted[U64.unpack(seq)[0]] = records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames")),
+                                                                   f"frame {fid!r}")
                 txn.delete(self.prefix + seq, db=arc.db("frames"))
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
-                deleted[U64.unpack(seq)[0]] = None
-            built.update(columns.update(txn, self, deleted))
+            postings.update(txn, arc, self.prefix, removed=postings.of_records(deleted))
+            built.update(columns.update(txn, self, dict.fromkeys(deleted)))
             return len(ids)
         built: dict[bytes, Any] = {}
         return self._update(work, built)

@@ -2,7 +2,7 @@
 their hashes, every embedded file a frame names is there and every one is used; with ``media``, every
 external file a frame names opens and decodes.
 
-Expected index entries come from the same ``index_entries`` the writer uses, so "what should be
+Expected index postings come from the same ``postings.of_records`` the writer uses, so "what should be
 indexed" has one definition. ``repair_archive`` rebuilds the secondary indexes from the records and
 says what it changed. Problems are sentences about versions, frames and values, never stored bytes.
 """
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
-from . import records
+from . import postings, records
 from .errors import ArchiveError, MaskstoreError
 from .ingest.prepare import file_references
 from .lifecycle import referenced_blobs
-from .layout import (CHUNK_BITS, CURRENT_DICTIONARY_KEY, DICTIONARY_PREFIX, DUP_DBS, FORMAT_KEY, INDEX_DBS,
-                     MAX_KEY_TEXT, U64, VERSION_DBS, entries, index_entries, load_dictionaries, text_key, u64)
+from .layout import (CHUNK_BITS, CURRENT_DICTIONARY_KEY, DICTIONARY_PREFIX, FORMAT_KEY, INDEX_DBS, MAX_KEY_TEXT,
+                     U64, VERSION_DBS, delete_prefix, entries, load_dictionaries, text_key, u64)
 from .media import BLOB_PREFIX, blob_digest
 from .model import meta_types
 from .query import columns
@@ -74,12 +74,30 @@ def _seq(raw: bytes) -> str:
     return str(U64.unpack(raw)[0]) if len(raw) == 8 else f"? (a damaged number of {len(raw)} bytes)"
 
 
-def _expected(frames: dict[bytes, dict[str, Any]], prefix: bytes) -> dict[str, set[tuple[bytes, bytes]]]:
-    expected: dict[str, set[tuple[bytes, bytes]]] = {name: set() for name in INDEX_DBS}
-    for seq, rec in frames.items():
-        for name, keys in index_entries(rec).items():
-            expected[name].update((prefix + key, seq) for key in keys)
-    return expected
+def _wanted(frames: dict[bytes, dict[str, Any]]) -> dict[str, postings.Postings]:
+    """The postings the records give (by seq bytes, as ``_read_frames`` keeps them)."""
+    return postings.of_records({U64.unpack(seq)[0]: rec for seq, rec in frames.items()})
+
+
+def _pairs(by_key: postings.Postings, prefix: bytes) -> set[tuple[bytes, bytes]]:
+    """(version prefix + key, seq bytes) of some postings: what problems are listed by."""
+    return {(prefix + key, u64(seq)) for key, seqs in by_key.items() for seq in seqs.tolist()}
+
+
+def _stored_pairs(arc: Archive, txn: lmdb.Transaction, name: str, prefix: bytes, label: str,
+                  problems: list[Problem]) -> set[tuple[bytes, bytes]]:
+    """The postings an index holds for a version, as pairs; each damaged block becomes a problem."""
+    have, damaged = set(), []
+    for key, chunk, seqs in postings.stored(txn, arc, name, prefix):
+        if isinstance(seqs, str):
+            base = chunk << CHUNK_BITS
+            damaged.append(Problem("error", f"{_where(label)}: {INDEX_WORDS[name][0]} holds a damaged block for "
+                                            f"{key_words(name, key)} (seqs {base}...{base + postings.BLOCK_SEQS - 1}): "
+                                            f"{seqs}"))
+        else:
+            have.update((prefix + key, u64(seq)) for seq in seqs.tolist())
+    problems += damaged[:MAX_LISTED]
+    return have
 
 
 def _size_warnings(label: str, rec: dict[str, Any]) -> list[Problem]:
@@ -133,9 +151,11 @@ def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) ->
     if vrec["count"] != len(frames):
         problems.append(Problem("error", f"{_where(label)}: the version record counts {vrec['count']} frames, "
                                          f"the archive holds {len(frames)}"))
-    for name, want in _expected(frames, prefix).items():
+    wanted = _wanted(frames)
+    for name in INDEX_DBS:
         index, _ = INDEX_WORDS[name]
-        have = set(entries(txn, arc.db(name), prefix))
+        want = _pairs(wanted[name], prefix)
+        have = _stored_pairs(arc, txn, name, prefix, label, problems)
         for key, seq in sorted(want - have)[:MAX_LISTED]:
             problems.append(Problem("error", f"{_where(label, frames[seq]['id'])}: {key_words(name, key[8:])} "
                                              f"is not in {index}"))
@@ -468,17 +488,20 @@ def rebuild_indexes(version: DatasetVersion) -> Rebuilt:
                 frames[key[8:]] = records.decode_frame(data)
             except ArchiveError:
                 continue  # an undecodable record cannot be indexed; check reports it
-        want = {name: sorted(items) for name, items in _expected(frames, prefix).items()}
-        want["frame_ids"] = sorted((prefix + text_key(rec["id"]), seq) for seq, rec in frames.items())
+        wanted = _wanted(frames)
         added = removed = 0
-        for name, items in want.items():
-            have = {(bytes(k), bytes(v)) for k, v in entries(txn, arc.db(name), prefix)}
-            added += len(set(items) - have)
-            removed += len(have - set(items))
-            cursor = txn.cursor(db=arc.db(name))
-            while cursor.set_range(prefix) and cursor.key().startswith(prefix):
-                cursor.delete(dupdata=True)
-            txn.cursor(db=arc.db(name)).putmulti(items, dupdata=name in DUP_DBS)
+        for name in INDEX_DBS:
+            want, damaged = _pairs(wanted[name], prefix), []
+            have = _stored_pairs(arc, txn, name, prefix, "", damaged)
+            added += len(want - have)
+            removed += len(have - want) + len(damaged)
+        postings.rewrite(txn, arc, prefix, wanted)
+        ids = sorted((prefix + text_key(rec["id"]), seq) for seq, rec in frames.items())
+        have_ids = {(bytes(k), bytes(v)) for k, v in entries(txn, arc.db("frame_ids"), prefix)}
+        added += len(set(ids) - have_ids)
+        removed += len(have_ids - set(ids))
+        delete_prefix(txn, arc.db("frame_ids"), prefix)
+        txn.cursor(db=arc.db("frame_ids")).putmulti(ids)
         dirty = {(prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS), b"") for seq in frames}
         txn.cursor(db=arc.db("dirty")).putmulti(sorted(dirty))
         txn.delete(prefix, db=arc.db("columns"))  # the summary: rebuilt with the marked chunks

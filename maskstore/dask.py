@@ -40,10 +40,10 @@ import pyarrow as pa
 from distributed import Client, as_completed, default_client
 
 from . import export as exporting
-from . import records
+from . import postings, records
 from .archive import Archive, DatasetVersion
 from .errors import MaskstoreError, QueryError
-from .layout import CHUNK_BITS, U64, u64
+from .layout import CHUNK_BITS, HASHED_KEY_MARK, u64
 from .query import columns, engine
 from .query.columns import Chunk, StrColumn
 from .query.evaluate import Labels
@@ -229,22 +229,15 @@ def _roi_labels(txn: lmdb.Transaction, version: DatasetVersion, chunk: Chunk, ro
     position = dict(zip(rows[with_rois].tolist(), with_rois.tolist()))  # row in the chunk -> in the partition
     if not position:
         return []
-    keys, postings = txn.cursor(db=version.archive.db("ix_roi")), txn.cursor(db=version.archive.db("ix_roi"))
-    prefix, found = version.prefix, []
-    if keys.set_range(prefix):
-        for key in keys.iternext_nodup(keys=True, values=False):
-            if not key.startswith(prefix):
-                break
-            if key[8:9] == b"\xff":
-                return _roi_labels_of_records(txn, version, chunk, position)
-            name = bytes(key[8:]).decode("utf-8")
-            if postings.set_range_dup(key, u64(chunk.base)):
-                for value in postings.iternext_dup():
-                    row = U64.unpack(value)[0] - chunk.base
-                    if row >= len(chunk.present):
-                        break
-                    if row in position:
-                        found.append((position[row], name))
+    found = []
+    window = [(chunk.base, chunk.base + len(chunk.present))]
+    for key in postings.keys(txn, version.archive, "ix_roi", version.prefix):
+        if key[:1] == HASHED_KEY_MARK:
+            return _roi_labels_of_records(txn, version, chunk, position)
+        name = key.decode("utf-8")
+        for seq in postings.read(txn, version.archive, "ix_roi", version.prefix, key, window).tolist():
+            if seq - chunk.base in position:
+                found.append((position[seq - chunk.base], name))
     return found
 
 

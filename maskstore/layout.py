@@ -11,15 +11,23 @@ meta           b"format", b"next_version"           format record / counter
 versions       version id (8)                       version record
 frames         version id (8) + seq (8)             frame record (the normalized frame dict)
 frame_ids      version id (8) + frame id (utf-8)    seq (8)
-ix_context     version id (8) + context id          seq (dupsort, dupfixed)
-ix_value       version id (8) + r g b (3)           seq (dupsort, dupfixed)
-ix_source      version id (8) + source id           seq (dupsort, dupfixed)
-ix_mask        version id (8) + mask id             seq (dupsort, dupfixed)
-ix_roi         version id (8) + ROI label           seq (dupsort, dupfixed)
+ix_context     version id (8) + len (2) + context id    block: the key's seqs of one chunk (postings)
+               + chunk (8)
+ix_value       version id (8) + 3 (2) + r g b (3)   block
+               + chunk (8)
+ix_source      version id (8) + len (2) + source id     block
+               + chunk (8)
+ix_mask        version id (8) + len (2) + mask id       block
+               + chunk (8)
+ix_roi         version id (8) + len (2) + ROI label     block
+               + chunk (8)
 dirty          version id (8) + chunk (8)           empty: column chunks to rebuild (older writers)
 columns        version id (8) + chunk (8) + field   one field of the scan columns of 4096 seqs (query.columns)
 blobs          sha256 (32)                          embedded image or mask bytes
 =============  ===================================  ==========================================
+
+Archives from before the ``packed-postings`` feature hold one dupsort entry ``key -> seq`` per posting
+in the ``ix_*`` sub-databases instead (``postings`` reads both; a writable open converts them).
 
 Every module that reads or writes keys (the archive façade, the query planner and its columns,
 check and repair, summaries, Dask) takes them from here, so this module and FORMAT.md are the one
@@ -30,19 +38,18 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lmdb
 
-from . import _accel, compression, records
+from . import compression, records
 from .errors import ArchiveError
 
 U64 = struct.Struct(">Q")
 INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 VERSION_DBS = ("frames", "frame_ids", "dirty", "columns") + INDEX_DBS  # keys start with the version id
 SUB_DATABASES = ("meta", "versions", "blobs") + VERSION_DBS
-DUP_DBS = frozenset(INDEX_DBS)  # opened dupsort + dupfixed: one 8-byte seq per duplicate
 FORMAT_KEY = b"format"  # in meta: the format record
 NEXT_VERSION_KEY = b"next_version"  # in meta: the next version id, u64
 DICTIONARY_PREFIX = b"zstd_dictionary"  # in meta, + dictionary id: a compression dictionary (records)
@@ -84,12 +91,11 @@ def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[byt
             yield key, value
 
 
-def index_entries(rec: Mapping[str, Any]) -> dict[str, set[bytes]]:
-    """Index keys (without the version prefix) of one frame record, per index sub-database: the
-    writer's own definition (``_accel.Postings``), so delete, check and repair agree with it."""
-    postings = _accel.Postings(text_key, MAX_KEY_TEXT)
-    postings.add_record(0, rec)
-    return {name: {key for key, _ in items} for name, items in postings.items(b"", [b""]).items()}
+def delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> None:
+    """Delete every entry whose key starts with ``prefix`` (a version's, or one of its index keys')."""
+    cursor = txn.cursor(db=db)
+    while cursor.set_range(prefix) and cursor.key().startswith(prefix):
+        cursor.delete(dupdata=True)
 
 
 def load_dictionaries(txn: lmdb.Transaction, meta_db: Any) -> list[bytes]:

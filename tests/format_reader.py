@@ -18,7 +18,7 @@ import msgpack
 import zstandard
 
 READS_VERSION = 2                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields"})
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields", "packed-postings"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
 DICTIONARY_PREFIX = b"zstd_dictionary"    # "Compressed frame records"
 MAX_RECORD = 256 * 1024 * 1024
@@ -183,6 +183,23 @@ def expected_index_entries(version_id: int, seq: int, frame: dict[str, Any]) -> 
     return out
 
 
+def index_pairs(key: bytes, value: bytes, packed: bool) -> list[tuple[bytes, bytes]]:
+    """"Index blocks": (u64(version) ‖ index key, u64(seq)) of each seq a stored entry holds. Without
+    packed-postings an entry is one (key, seq) duplicate; with it, the key is u64(version) ‖ u16 length
+    ‖ index key ‖ u64(chunk) and the value the chunk's seqs: 512 bytes are a bitmap (bit i of byte
+    i // 8, least significant first, is offset i), fewer an array of little-endian uint16 offsets."""
+    if not packed:
+        return [(key, value)]
+    length = struct.unpack(">H", key[8:10])[0]
+    assert len(key) == 18 + length, "block key length"
+    index_key, base = key[:8] + key[10:10 + length], u64(key[-8:]) * CHUNK
+    if len(value) == CHUNK // 8:
+        offsets = [i for i in range(CHUNK) if value[i // 8] >> (i % 8) & 1]
+    else:
+        offsets = [struct.unpack("<H", value[i:i + 2])[0] for i in range(0, len(value), 2)]
+    return [(index_key, struct.pack(">Q", base + offset)) for offset in offsets]
+
+
 def index_check(path: str | Path) -> tuple[set, set, set, set]:
     """(stored index entries, entries derived from the frame records, stored frame_ids entries,
     derived frame_ids entries): equal pairs show the key layout as FORMAT.md describes it."""
@@ -190,8 +207,10 @@ def index_check(path: str | Path) -> tuple[set, set, set, set]:
     stored, derived, ids_stored, ids_derived = set(), set(), set(), set()
     try:
         with env.begin() as txn:
+            packed = "packed-postings" in read_format(txn, env).get("required_features", [])
             for name in INDEX_DBS:
-                stored |= {(name, key, value) for key, value in _entries(txn, _db(env, txn, name))}
+                for key, value in _entries(txn, _db(env, txn, name)):
+                    stored |= {(name, *pair) for pair in index_pairs(key, value, packed)}
             known = dictionaries(txn, env)
             for key, data in _entries(txn, _db(env, txn, "frames")):
                 frame = frame_record(data, known)

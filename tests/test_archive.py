@@ -16,10 +16,9 @@ from PIL import Image
 
 from maskstore import (Archive, ArchiveError, FrameError, FrameNotFoundError, MaskError, ReadOnlyError,
                        SingleFrame, VersionNotFoundError)
-from maskstore.layout import index_entries
 from maskstore.check import check_archive
 from maskstore.query import columns
-from maskstore import records
+from maskstore import postings, records
 from maskstore.records import encode_format
 
 CITY = "mmsegmentation_cityscapes/frankfurt_000000_000294"
@@ -188,8 +187,9 @@ def test_check_catches_a_broken_index_entry_and_repair_fixes_it(version, pair):
     img, mask = pair
     version.add_frames([SingleFrame(source=img, mask_source=mask, id="f1", context_id="c1")])
     arc = version.archive
-    arc.write(lambda t: t.delete(version.prefix + b"c1", db=arc.db("ix_context")))
-    arc.write(lambda t: t.put(version.prefix + bytes([9, 9, 9]), (0).to_bytes(8, "big"), db=arc.db("ix_value")))
+    arc.write(lambda t: t.delete(postings.block_key(version.prefix, b"c1", 0), db=arc.db("ix_context")))
+    arc.write(lambda t: t.put(postings.block_key(version.prefix, bytes([9, 9, 9]), 0),
+                              postings.encode_block(np.array([0], np.uint16)), db=arc.db("ix_value")))
     messages = [str(p) for p in check_archive(arc)]
     assert messages == ["error: version Example/v1, frame f1: context id 'c1' is not in the context index",
                         "error: version Example/v1, frame f1: the value index lists the frame under mask value "
@@ -275,15 +275,17 @@ def test_newer_archive_format_is_refused(tmp_path):
         Archive(path)
 
 
-def test_index_entries_cover_every_indexed_field():
+def test_index_postings_cover_every_indexed_field():
     rec = {"context_id": "c", "rois": [{"label": ["car", "occluded"]}],
            "sources": [{"id": "front", "masks": [{"id": "00", "values": [[1, 2, 3, 10]]}]}]}
-    assert index_entries(rec) == {"ix_context": {b"c"}, "ix_value": {b"\x01\x02\x03"}, "ix_source": {b"front"},
-                                  "ix_mask": {b"00"}, "ix_roi": {b"car", b"occluded"}}
+    found = {name: {key: seqs.tolist() for key, seqs in by_key.items()}
+             for name, by_key in postings.of_records({7: rec}).items()}
+    assert found == {"ix_context": {b"c": [7]}, "ix_value": {b"\x01\x02\x03": [7]}, "ix_source": {b"front": [7]},
+                     "ix_mask": {b"00": [7]}, "ix_roi": {b"car": [7], b"occluded": [7]}}
 
 
 def test_a_key_twice_in_one_frame_is_one_index_entry(version):
-    # The writer passes index keys on without removing repeats; LMDB must store each pair once.
+    # The batch passes index keys on without removing repeats; a block holds each seq once.
     frame = {"id": "f", "context_id": "c", "rois": [{"label": ["car", "car"]}, {"label": ["car"]}],
              "sources": [{"id": "front", "uri": "a.png", "masks": [
                              {"id": "00", "uri": "m0.png", "values": [[1, 1, 1, 5], [2, 2, 2, 5]]},
@@ -293,10 +295,7 @@ def test_a_key_twice_in_one_frame_is_one_index_entry(version):
     arc = version.archive
 
     def duplicates(name: str, key: bytes) -> int:
-        def work(txn: lmdb.Transaction) -> int:
-            cursor = txn.cursor(db=arc.db(name))
-            return cursor.count() if cursor.set_key(version.prefix + key) else 0
-        return arc.read(work)
+        return arc.read(lambda txn: len(postings.read(txn, arc, name, version.prefix, key)))
 
     repeated = [("ix_value", b"\x01\x01\x01"), ("ix_mask", b"00"), ("ix_roi", b"car")]
     version.add_frames([frame])

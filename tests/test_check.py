@@ -18,6 +18,7 @@ from maskstore import Archive, SingleFrame
 from maskstore.layout import text_key, u64, value_key
 from maskstore.check import check_archive, check_media, repair_archive
 from maskstore.cli import main
+from reliability.helpers import edit_postings
 
 RAW_BYTES = re.compile(r"b'|b\"|\\x[0-9a-f]{2}")
 
@@ -30,11 +31,14 @@ def runner():
 def raw_write(path: Path, db: str, puts=(), deletes=()) -> None:
     env = lmdb.open(str(path), subdir=False, max_dbs=32)
     with env.begin(write=True) as txn:
-        handle = env.open_db(db.encode(), txn=txn, create=False, dupsort=db.startswith("ix_"))
-        for key, value in deletes:
-            assert txn.delete(key, value or b"", db=handle)
-        for key, value in puts:
-            txn.put(key, value, db=handle)
+        handle = env.open_db(db.encode(), txn=txn, create=False)
+        if db.startswith("ix_"):  # postings (version prefix + index key, seq), edited block by block
+            edit_postings(txn, handle, add=puts, remove=deletes)
+        else:
+            for key, value in deletes:
+                assert txn.delete(key, value or b"", db=handle)
+            for key, value in puts:
+                txn.put(key, value, db=handle)
     env.close()
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from maskstore import Archive
+from maskstore import Archive, postings
 from maskstore.cli import main
 
 
@@ -106,7 +106,7 @@ def test_info_check_and_init(runner, tmp_path, folders):
     assert result.exit_code == 0 and "0 errors" in result.stderr
     with Archive(path) as ar:
         v = ar.get_version("D", "v1")
-        ar.write(lambda t: t.delete(v.prefix + b"0", db=ar.db("ix_source")))
+        ar.write(lambda t: t.delete(postings.block_key(v.prefix, b"0", 0), db=ar.db("ix_source")))
     result = runner.invoke(main, ["check", str(path)])
     assert result.exit_code == 1 and "version D/v1, frame a: source id '0' is not in the source index" in result.stdout
     assert runner.invoke(main, ["check", str(path), "--repair"]).exit_code == 0

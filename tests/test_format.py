@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from hypothesis import strategies as st
 import format_reader
 from fixtures.make_archive_format1 import NAME, library_view
 from reliability.test_disk_full import small_disk  # noqa: F401 (a fixture: a real 8 MiB tmpfs)
-from maskstore import Archive, ArchiveError, compression, records
+from maskstore import Archive, ArchiveError, compression, postings, records
 from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.demo import run_demo
@@ -261,16 +262,18 @@ def test_a_damaged_format_record_names_the_field(fixture_copy, body, problem):
         Archive(fixture_copy, readonly=True)
 
 
-def test_a_new_archive_requires_column_fields(tmp_path):
-    """New archives store scan columns field by field, so readers that do not know how must refuse them:
-    the feature for readers that read the lists, format 2 for 0.1.0, which reads only the number."""
+def test_a_new_archive_requires_column_fields_and_packed_postings(tmp_path):
+    """New archives store scan columns field by field and index postings in blocks, so readers that do
+    not know how must refuse them: the features for readers that read the lists, format 2 for 0.1.0,
+    which reads only the number."""
     with Archive(tmp_path / "a.maskstore") as ar:
         data = ar.read(lambda t: bytes(t.get(b"format", db=ar.db("meta"))))
     assert format_reader.record(data, "format") == {"name": "maskstore", "version": 2,
-                                                     "required_features": ["column-fields"]}
-    with pytest.raises(ArchiveError, match="column-fields"):
-        with mock.patch.object(records, "KNOWN_FEATURES", frozenset()):
-            Archive(tmp_path / "a.maskstore", readonly=True)
+                                                     "required_features": ["column-fields", "packed-postings"]}
+    for feature in ("column-fields", "packed-postings"):
+        with pytest.raises(ArchiveError, match=feature):
+            with mock.patch.object(records, "KNOWN_FEATURES", records.KNOWN_FEATURES - {feature}):
+                Archive(tmp_path / "a.maskstore", readonly=True)
 
 
 def _old_layout_keys(path: Path) -> list[bytes]:
@@ -294,7 +297,7 @@ def test_the_column_chunks_of_0_1_0_answer_and_are_stored_field_by_field_when_wr
         assert {v.name: v.ids("timestamp >= 0") for v in ar.versions()} == answers
         assert check_archive(ar) == []
     assert _old_layout_keys(fixture_copy) == []
-    assert raw_format(fixture_copy)["required_features"] == ["column-fields"]
+    assert raw_format(fixture_copy)["required_features"] == ["column-fields", "packed-postings"]
     assert raw_format(fixture_copy)["version"] == 2  # 0.1.0 now refuses it as newer
     assert as_json(library_view(fixture_copy)) == expected
     check_reader_agrees(fixture_copy)
@@ -516,7 +519,9 @@ def worked_examples() -> dict[str, str]:
                     *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)" if len(key) > 8 else
                        f"column summary {value.hex()}") for key, value in entries("columns")]]
         env.close()
-    key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" for name, key, value in keys]
+    key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" if name not in format_reader.INDEX_DBS
+                 else f"{name:<10} {key[:8].hex()} {key[8:10].hex()} {key[10:-8].hex():<14} {key[-8:].hex()} -> {value}"
+                 for name, key, value in keys]
     dictionary = compression.register(EXAMPLE_DICTIONARY)
     (compressed,) = records.compress_frames([frame], dictionary)
     return {
@@ -529,7 +534,41 @@ def worked_examples() -> dict[str, str]:
         "frame-keys": "\n".join(key_lines),
         "ids-field": hex_dump(ids_field),
         "column-summary": hex_dump(np.array([(0, 4096, 0, 4095), (2, 2, 5, 9)], columns.SUMMARY_ROW).tobytes()),
+        "index-blocks": "\n".join(f"{label:<24} -> {runs(postings.encode_block(np.array(offsets, np.uint16)))}"
+                                   for label, offsets in INDEX_BLOCK_EXAMPLES),
     }
+
+
+INDEX_BLOCK_EXAMPLES = [("offsets 0, 5, 4095", [0, 5, 4095]), ("offsets 0 ... 255, 4095", [*range(256), 4095])]
+
+
+def runs(data: bytes) -> str:
+    """Bytes in hex, a run of more than 4 equal bytes as ``ff*32``."""
+    parts: list[str] = []
+    i = 0
+    while i < len(data):
+        j = i
+        while j < len(data) and data[j] == data[i]:
+            j += 1
+        if j - i > 4:
+            parts.append(f"{data[i]:02x}*{j - i}")
+        elif parts and "*" not in parts[-1]:
+            parts[-1] += data[i:j].hex()
+        else:
+            parts.append(data[i:j].hex())
+        i = j
+    return " ".join(parts)
+
+
+def test_format_md_index_block_examples_decode_to_their_offsets():
+    """FORMAT.md's block examples read back, by the library and by the independent reader."""
+    documented = {m["name"]: m["body"] for m in BLOCK.finditer(FORMAT_MD.read_text())}["index-blocks"]
+    for line, (_, offsets) in zip(documented.splitlines(), INDEX_BLOCK_EXAMPLES, strict=True):
+        data = bytes.fromhex("".join(part.split("*")[0] * int(part.split("*")[1]) if "*" in part else part
+                                     for part in line.split("-> ")[1].split()))
+        assert postings.decode_block(data).tolist() == offsets
+        key = bytes(8) + b"\x00\x01k" + bytes(8)
+        assert [struct.unpack(">Q", seq)[0] for _, seq in format_reader.index_pairs(key, data, True)] == offsets
 
 
 BLOCK = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\n```\n(?P<body>.*?)\n```", re.S)
@@ -546,6 +585,8 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
     assert documented["ids-field"] == generated["ids-field"]
+    assert documented["column-summary"] == generated["column-summary"]
+    assert documented["index-blocks"] == generated["index-blocks"]
     assert documented["format-record"] == generated["format-record"]
     assert documented["dictionary-entry"] == generated["dictionary-entry"]
     # The compressed bytes are zstd's to choose (another zstd may pick other matches): the head must be

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskstore import ArchiveError, records
-from maskstore.layout import index_entries
+from maskstore import ArchiveError, postings, records
 from maskstore.labels import mask_labels_dict, parse_color
 from maskstore.model import frame_from_dict, normalize_frame_dict
 from maskstore.query.columns import CHUNK, StrColumn, build_chunk, decode_fields, encode_fields
@@ -112,7 +111,7 @@ def test_a_frame_record_with_any_value_replaced_is_usable_or_an_archive_error(d,
         return
     json.dumps(frame)                              # JSON-lines export
     build_chunk(0, [(0, record)])                  # scan columns
-    index_entries(frame)                           # index keys, check and repair
+    postings.of_records({0: frame})                # index postings: writers, check and repair
     compile_expr(prepare('label == "a" or meta.x.y > 1 or roi.confidence > 0.5', {"x.y": "float"}).where, Labels([]))(frame)
     frame_from_dict(frame)                         # Frame objects (query, export)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import numpy as np
 
-from .. import records
+from .. import postings, records
 from ..labels import within_tolerance
 from ..layout import u64
 from ..model import Frame, frame_from_dict
@@ -70,13 +70,7 @@ def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict, shar
 
 
 def _resolve_tolerance(txn: lmdb.Transaction, version: DatasetVersion, labels: list[dict], tolerance: int) -> list[dict]:
-    cursor = txn.cursor(db=version.archive.db("ix_value"))
-    keys = []
-    if cursor.set_range(version.prefix):
-        for key in cursor.iternext_nodup(keys=True, values=False):
-            if not key.startswith(version.prefix):
-                break
-            keys.append(int.from_bytes(key[len(version.prefix):], "big"))
+    keys = [int.from_bytes(key, "big") for key in postings.keys(txn, version.archive, "ix_value", version.prefix)]
     return within_tolerance(labels, np.array(keys, dtype=np.int64), tolerance)
 
 

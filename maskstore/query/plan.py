@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import numpy as np
 
-from .. import records
-from ..layout import U64, text_key, u64, value_key
+from .. import postings, records
+from ..postings import EMPTY, sorted_unique
+from ..layout import HASHED_KEY_MARK, U64, text_key, u64, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
 from .columns import CHUNK, Chunk, StrColumn, ValueColumn
@@ -27,12 +28,11 @@ from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll
 if TYPE_CHECKING:
     from ..archive import DatasetVersion
 
-EMPTY = np.zeros(0, np.uint64)
 SCALAR_META = ("str", "int", "float", "bool")
 _RANGE_DTYPES = {"int": np.int64, "bool": np.int64, "float": np.float64}
 WALK_SHARE = 16
-"""A window of at most 1/WALK_SHARE of the chunks reads an index's postings by cursor walks over its
-seq ranges; a larger one reads them all in one packed buffer (no Python per posting) and filters."""
+"""A window of at most 1/WALK_SHARE of the chunks reads only the index blocks of its seq ranges; a
+larger one reads every block of the key and filters."""
 
 
 @dataclass
@@ -164,20 +164,15 @@ class Context:
     def roi_labels(self) -> list[str] | None:
         """Distinct ROI labels of the version (for globs), read from the ix_roi keys; None when some
         label is too long to be a key (stored as its hash), so globs must read the records."""
-        prefix = self.version.prefix
-        cursor = self.txn.cursor(db=self.version.archive.db("ix_roi"))
         out = []
-        if cursor.set_range(prefix):
-            for key in cursor.iternext_nodup(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                if key[8:9] == b"\xff":
-                    return None
-                try:
-                    out.append(bytes(key[8:]).decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise ArchiveError(f"{self.where()}: ix_roi holds a key that is not UTF-8 text; "
-                                       "run maskstore check --repair to rebuild the indexes") from None
+        for key in postings.keys(self.txn, self.version.archive, "ix_roi", self.version.prefix):
+            if key[:1] == HASHED_KEY_MARK:
+                return None
+            try:
+                out.append(key.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ArchiveError(f"{self.where()}: ix_roi holds a key that is not UTF-8 text; "
+                                   "run maskstore check --repair to rebuild the indexes") from None
         return out
 
     def value_ranges(self, field: Field) -> Ranges | None:
@@ -303,20 +298,6 @@ def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Ch
                            f"{rec['count']}; run maskstore check --repair")
 
 
-def sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
-    """Union of seq arrays as one sorted unique array (sort-based: numpy's hash unique is slower here)."""
-    if not parts:
-        return EMPTY
-    seqs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if len(seqs) > 1 and (seqs[1:] > seqs[:-1]).all():
-        return seqs  # one posting list, or disjoint ones in order: sorted and unique already
-    # Posting lists arrive as sorted runs (one per key): timsort merges runs instead of re-sorting.
-    seqs = np.sort(seqs, kind="stable")
-    if len(seqs) > 1:
-        seqs = seqs[np.concatenate(([True], seqs[1:] != seqs[:-1]))]
-    return seqs
-
-
 class Step:
     def run(self, ctx: Context) -> np.ndarray:
         raise NotImplementedError
@@ -331,55 +312,19 @@ class Step:
 
 @dataclass
 class Lookup(Step):
-    """Union of the posting lists of some keys of one dupsort index."""
+    """Union of the posting lists of some keys of one index (``postings``)."""
 
     db: str
     keys: tuple[bytes, ...]
     what: str
 
     def run(self, ctx: Context) -> np.ndarray:
-        if ctx.window is not None and np.count_nonzero(ctx.window) * WALK_SHARE <= len(ctx.window):
-            seqs = sorted_unique(self._postings_in(ctx, ctx.window_seqs()))
-        else:
-            seqs = sorted_unique(self._postings(ctx))
+        windowed = ctx.window is not None and np.count_nonzero(ctx.window) * WALK_SHARE <= len(ctx.window)
+        ranges = ctx.window_seqs() if windowed else None
+        arc, prefix = ctx.version.archive, ctx.version.prefix
+        seqs = sorted_unique([postings.read(ctx.txn, arc, self.db, prefix, key, ranges) for key in self.keys])
         ctx.positions(seqs, f"index {self.db}")  # an entry pointing nowhere is damage, not a result
         return seqs
-
-    def _postings_in(self, ctx: Context, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
-        """The keys' postings within some seq ranges: a cursor walk from each range's start (a few
-        chunks' worth, where reading every posting of a common label would cost more)."""
-        cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
-        parts = []
-        for key in self.keys:
-            for start, stop in ranges:
-                if not cursor.set_range_dup(ctx.version.prefix + key, u64(start)):
-                    continue
-                end = u64(stop)
-                found = []
-                for seq in cursor.iternext_dup(keys=False, values=True):
-                    if seq >= end:
-                        break
-                    found.append(seq)
-                raw = b"".join(found)
-                if len(raw) != 8 * len(found):
-                    raise ArchiveError(f"{ctx.where()}: index {self.db} holds a seq that is not 8 bytes; "
-                                       "run maskstore check --repair to rebuild the indexes")
-                parts.append(np.frombuffer(raw, ">u8").astype(np.uint64))
-        return parts
-
-    def _postings(self, ctx: Context) -> list[np.ndarray]:
-        prefix = ctx.version.prefix
-        cursor = ctx.txn.cursor(db=ctx.version.archive.db(self.db))
-        by_length: dict[int, list[bytes]] = {}
-        for key in self.keys:
-            by_length.setdefault(len(key), []).append(prefix + key)
-        parts = []
-        for length, keys in by_length.items():
-            # keyfixed: LMDB hands back every (key, seq) pair packed in one buffer, no Python per posting
-            raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=8, keyfixed=True)
-            pairs = np.frombuffer(raw, dtype=np.dtype([("key", f"V{len(prefix) + length}"), ("seq", ">u8")]))
-            parts.append(pairs["seq"].astype(np.uint64))
-        return parts
 
     def lines(self) -> list[str]:
         return [f"index {self.db}: {self.what}"]

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskstore import Archive, DatasetVersion
+import numpy as np
+
+from maskstore import Archive, DatasetVersion, postings
 from maskstore.check import check_archive
+from maskstore.layout import CHUNK_BITS
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -333,3 +336,24 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.05
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)
+
+
+def edit_postings(txn: Any, db: Any, add: Iterable[tuple[bytes, bytes]] = (),
+                  remove: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Add or remove postings ``(u64(version) + index key, u64(seq))`` of an index sub-database in a write
+    transaction, block by block, as a buggy writer would leave them; a removed posting must be there."""
+    for (full_key, raw_seq), adding in [(pair, True) for pair in add] + [(pair, False) for pair in remove]:
+        seq = int.from_bytes(raw_seq, "big")
+        key = postings.block_key(full_key[:8], full_key[8:], seq >> CHUNK_BITS)
+        data = txn.get(key, db=db)
+        offsets = set() if data is None else set(postings.decode_block(bytes(data)).tolist())
+        offset = seq % postings.BLOCK_SEQS
+        if adding:
+            offsets.add(offset)
+        else:
+            assert offset in offsets, f"no posting of seq {seq} under {full_key!r}"
+            offsets.discard(offset)
+        if offsets:
+            txn.put(key, postings.encode_block(np.array(sorted(offsets), np.uint16)), db=db)
+        else:
+            txn.delete(key, db=db)

@@ -9,7 +9,7 @@ from pathlib import Path
 from maskstore import Archive, records
 from maskstore.layout import text_key, u64, value_key
 
-from .helpers import DATASET, VERSION, assert_archive_consistent, cli, frame_id
+from .helpers import DATASET, VERSION, assert_archive_consistent, cli, edit_postings, frame_id
 
 
 def records_of(path: Path) -> dict[bytes, bytes]:
@@ -28,19 +28,19 @@ def break_indexes(path: Path) -> list[str]:
 
         def work(txn) -> None:
             # Entries deleted: a context entry, a mask-value entry, a source entry, a ROI entry.
-            assert txn.delete(p + text_key("ctx-1"), seq_of[frame_id(0, 1)], db=ar.db("ix_context"))
+            edit_postings(txn, ar.db("ix_context"), remove=[(p + text_key("ctx-1"), seq_of[frame_id(0, 1)])])
             rec = records.decode_frame(txn.get(p + seq_of[frame_id(0, 2)], db=ar.db("frames")))
             v2 = rec["sources"][0]["masks"][0]["values"][1][:3]
-            assert txn.delete(p + value_key(v2), seq_of[frame_id(0, 2)], db=ar.db("ix_value"))
+            edit_postings(txn, ar.db("ix_value"), remove=[(p + value_key(v2), seq_of[frame_id(0, 2)])])
             deleted_value.extend(v2)
-            assert txn.delete(p + text_key("0"), seq_of[frame_id(0, 3)], db=ar.db("ix_source"))
-            assert txn.delete(p + text_key("roi1"), seq_of[frame_id(0, 4)], db=ar.db("ix_roi"))
+            edit_postings(txn, ar.db("ix_source"), remove=[(p + text_key("0"), seq_of[frame_id(0, 3)])])
+            edit_postings(txn, ar.db("ix_roi"), remove=[(p + text_key("roi1"), seq_of[frame_id(0, 4)])])
             # Stale entries added: to a seq with no frame, and to the wrong frame.
-            txn.put(p + text_key("ctx-1"), u64(999_999), db=ar.db("ix_context"), dupdata=True)
-            txn.put(p + text_key("ctx-9"), seq_of[frame_id(5, 5)], db=ar.db("ix_context"), dupdata=True)
-            txn.put(p + value_key((9, 9, 9)), seq_of[frame_id(6, 6)], db=ar.db("ix_value"), dupdata=True)
-            txn.put(p + text_key("src-x"), seq_of[frame_id(7, 7)], db=ar.db("ix_source"), dupdata=True)
-            txn.put(p + text_key("00"), u64(888_888), db=ar.db("ix_mask"), dupdata=True)
+            edit_postings(txn, ar.db("ix_context"), add=[(p + text_key("ctx-1"), u64(999_999)),
+                                                         (p + text_key("ctx-9"), seq_of[frame_id(5, 5)])])
+            edit_postings(txn, ar.db("ix_value"), add=[(p + value_key((9, 9, 9)), seq_of[frame_id(6, 6)])])
+            edit_postings(txn, ar.db("ix_source"), add=[(p + text_key("src-x"), seq_of[frame_id(7, 7)])])
+            edit_postings(txn, ar.db("ix_mask"), add=[(p + text_key("00"), u64(888_888))])
             # Id entries: two deleted, one pointing at another frame's record, one dangling.
             for fid in (frame_id(10, 0), frame_id(10, 1)):
                 assert txn.delete(p + text_key(fid), db=ar.db("frame_ids"))
