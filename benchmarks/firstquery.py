@@ -29,21 +29,23 @@ sys.path.insert(0, str(HERE))
 from common import machine_lines, table, write_result  # noqa: E402
 QUERIES = ['label == "car"', 'context_id == "drive_0421"', 'label == "person" order by timestamp desc limit 100']
 
-NOTES = """Columns: loading a version's scan columns. Since column fields (FORMAT.md, feature
-`column-fields`) that is each chunk's first entry, `_present` (512 bytes of bits), found by jumping
-from chunk to chunk; every other field is fetched, copied out of LMDB and checked when the query first
-touches it (inside "query"). Before it: copying every chunk (one msgpack value, about 135 bytes a
-frame) out of LMDB and walking it once. The parser is loaded from the user's cache directory
-(compiled once per grammar, Lark and Python version).
+NOTES = """Columns: loading a version's scan columns. Since the column summary (FORMAT.md) that is one
+entry per version, 16 bytes a chunk (its number, frames, first and last row); before it, each
+chunk's first entry, `_present` (512 bytes of bits), found by jumping from chunk to chunk; before
+column fields, copying every chunk (one msgpack value, about 135 bytes a frame) out of LMDB. Every
+field is fetched, copied out of LMDB and checked when the query first touches it (inside "query"),
+a chunk's `_present` included (checked against its summary row). The parser is loaded from the
+user's cache directory (compiled once per grammar, Lark and Python version).
 
 Fields are copied (``txn.get``), not mapped: an array that outlived its read transaction would point at
-pages a writer may reuse. A context or label lookup answered by an index copies `_present` of every
-chunk plus `ids` of the chunks holding its results. What still grows with N is file-backed RSS: this
-kernel maps about 192 KiB of page cache around every page a process touches in the map (measured with
-a plain ``mmap``, ``MADV_RANDOM`` or not), and a fresh query touches a few places per chunk (its
-`_present`, and the two frame-record probes of ``plan.check_chunks``): measured at 300,000 frames,
-about 75 KiB of RSS per chunk of 4,096 frames for the first and 190 KiB for the second. That is shared page cache, not heap (anonymous RSS stays flat); one per-version entry for
-presence and one for the record checks would make it constant."""
+pages a writer may reuse. A context or label lookup answered by an index reads the summary, then
+`_present` and `ids` of the chunks holding its results, nothing of the others; `plan.check_chunks`
+checks the records against the summary with three cursor probes (it probed two records per chunk).
+A chunk's ids are stored as slices of one (byte-shuffled, zstd) value, so a result makes one Python
+string per frame it returns (it decoded every id of every chunk it touched). Max RSS still grows with
+the chunks a query touches: this kernel maps a few hundred KiB of page cache around every place a
+process reads in the map (measured with a plain ``mmap``, ``MADV_RANDOM`` or not), shared page
+cache rather than heap; a label matching 10% of the frames touches every chunk."""
 
 
 def build_child(path: str, n: int) -> dict[str, Any]:

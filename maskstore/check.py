@@ -214,16 +214,22 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
         n = U64.unpack(seq)[0]
         by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
     fields: dict[bytes, dict[bytes, bytes]] = {}
+    summary = None
     for key, data in entries(txn, arc.db("columns"), prefix):
+        if len(key) == len(prefix):
+            summary = data
+            continue
         if len(key) < 16:
             problems.append(Problem("error", f"{_where(label)}: a scan column field has a damaged key ({len(key)} "
                                              "bytes; a version id and a chunk number take 16, then the field name)"))
             continue
         fields.setdefault(bytes(key[:16]), {})[bytes(key[16:])] = data
     stored = set()
+    spans: dict[int, tuple[int, int, int] | None] = {}  # None: a chunk the summary need not describe
     for key, chunk_fields in fields.items():
         chunk = U64.unpack(key[8:])[0]
         stored.add(chunk)
+        spans[chunk] = None
         if key in dirty or columns.OLD_LAYOUT in chunk_fields:  # both rebuilt from the records when read
             continue
         base = chunk << CHUNK_BITS
@@ -232,16 +238,34 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
         except ArchiveError as exc:
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
             continue
+        spans[chunk] = stored_chunk.span()
         built = columns.encode_fields(columns.build_chunk(
             base, [(n, records.encode_frame(rec)) for n, rec in by_chunk.get(chunk, [])]))
         if built != columns.encode_fields(stored_chunk):
             problems.append(Problem("error", f"{_where(label)}: the scan columns of frame seqs "
                                              f"{base}..{base + columns.CHUNK - 1} do not match their records"))
+    problems += _check_summary(label, summary, spans)
     for chunk in sorted(by_chunk.keys() - stored - {U64.unpack(k[8:])[0] for k in dirty if len(k) == 16}):
         base = chunk << CHUNK_BITS
         problems.append(Problem("error", f"{_where(label)}: frame seqs {base}..{base + columns.CHUNK - 1} have no "
                                          "scan columns and no rebuild mark, so queries miss them"))
     return problems
+
+
+def _check_summary(label: str, data: bytes | None, spans: dict[int, tuple[int, int, int] | None]) -> list[Problem]:
+    """The version's summary (optional: rebuilt when missing) must list exactly the stored chunks, each
+    with the frames, first and last row of its ``_present``."""
+    if data is None:
+        return []
+    try:
+        rows = {number: (count, first, last) for number, count, first, last in columns.summary_rows(data)}
+    except ArchiveError as exc:
+        return [Problem("error", f"{_where(label)}: {exc}")]
+    wrong = sorted(number for number in rows.keys() | spans.keys()
+                   if number not in rows or number not in spans or spans[number] not in (None, rows[number]))
+    return [Problem("error", f"{_where(label)}: the scan column summary does not match the chunks of frame seqs "
+                             f"{number << CHUNK_BITS}..{(number << CHUNK_BITS) + columns.CHUNK - 1}")
+            for number in wrong[:MAX_LISTED]]
 
 
 class NamedFile(NamedTuple):
@@ -480,6 +504,7 @@ def rebuild_indexes(version: DatasetVersion) -> Rebuilt:
         txn.cursor(db=arc.db("frame_ids")).putmulti(ids)
         dirty = {(prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS), b"") for seq in frames}
         txn.cursor(db=arc.db("dirty")).putmulti(sorted(dirty))
+        txn.delete(prefix, db=arc.db("columns"))  # the summary: rebuilt with the marked chunks
         rebuilt = Rebuilt(f"{vrec['dataset']}/{vrec['name']}", len(frames), added, removed, vrec["count"])
         vrec["count"] = len(frames)
         vrec["generation"] += 1

@@ -121,6 +121,31 @@ def decompress(dictionary: bytes, frame: bytes, max_bytes: int, what: str) -> by
         raise ArchiveError(f"{what} record is damaged: its compressed body does not decode ({exc})") from None
 
 
+def compress_plain(data: bytes) -> bytes:
+    """One zstd frame of ``data`` without a dictionary (columns whose own bytes repeat: a chunk's ids),
+    content size and checksum included."""
+    found = _codecs.compressors.get(b"")
+    if found is None:
+        found = _codecs.compressors[b""] = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True,
+                                                                    write_checksum=True)
+    return found.compress(data)
+
+
+def decompress_plain(frame: bytes, max_bytes: int) -> bytes:
+    """What ``compress_plain`` made; ValueError unless the frame declares at most ``max_bytes``,
+    decodes to exactly that with a matching checksum and has nothing after it (callers name the value)."""
+    found = _codecs.decompressors.get(b"")
+    if found is None:
+        found = _codecs.decompressors[b""] = zstandard.ZstdDecompressor()
+    try:
+        size = zstandard.get_frame_parameters(frame).content_size
+        if size > max_bytes:
+            raise ValueError(f"its zstd frame declares {size} bytes, more than {max_bytes}")
+        return found.decompress(frame, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"its zstd frame does not decode ({exc})") from None
+
+
 def train(samples: Iterable[bytes]) -> bytes | None:
     """A dictionary trained on ``samples`` (frame records), or None when they are too few or too alike
     for zstd to train one."""

@@ -251,13 +251,13 @@ def _meta_column(item: list) -> list[Any]:
     return [v if has else None for v, has in zip(values, present)]
 
 
-def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]]) -> dict[str, Any]:
+def _chunk_from(body: dict[str, Any], strings: Any, meta: dict[str, list[Any]], ids: list[str | None]) -> dict[str, Any]:
     offsets = _array(body["vo"], "q")
     keys, counts = _array(body["vk"], "I"), _array(body["vc"], "q")
     return {
         "present": [bool(b) for b in body["present"]],
         "timestamp": _array(body["ts"], "q"),
-        "id": strings(body["ids"]),
+        "id": ids,
         "context_id": strings(body["ctx"]),
         "n_masks": _array(body["nm"], "i"),
         "n_rois": _array(body["nr"], "i"),
@@ -271,7 +271,8 @@ def decode_chunk(data: bytes) -> dict[str, Any]:
     """A chunk stored as one msgpack map (0.1.0) as per-row lists: present, timestamp, id, context_id,
     n_masks, n_rois, values ({packed rgb: pixel count} per row) and meta ({dotted path: per-row values})."""
     body = msgpack.unpackb(data, raw=False)
-    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()})
+    return _chunk_from(body, _strings, {path: _meta_column(item) for path, item in body["meta"].items()},
+                       _strings(body["ids"]))
 
 
 def _packed_ints(data: bytes, at: int) -> tuple[list[int], int]:
@@ -310,11 +311,21 @@ def _field_strings(data: bytes, at: int = 0) -> list[str | None]:
     return [None if c < 0 else texts[c] for c in codes]
 
 
-def _field_ids(data: bytes) -> list[str | None]:
-    """The `ids` string column: 4096 int32 codes, then a msgpack array of the texts."""
-    codes = _array(data[:4 * CHUNK], "i")
-    texts = msgpack.unpackb(data[4 * CHUNK:], raw=False)
-    return [None if c < 0 else texts[c] for c in codes]
+def _field_ids(data: bytes, present: Any) -> list[str | None]:
+    """"Chunk encoding", the ids field: the present rows' ids in row order, after their sizes."""
+    method, width, shuffled, count = data[0], data[1], data[2], struct.unpack_from("<I", data, 4)[0]
+    body = data[8:] if method == 0 else zstandard.ZstdDecompressor().decompress(data[8:])
+    sizes = struct.unpack_from(f"<{count}{'BHI'[width // 2]}", body)
+    if shuffled:  # byte j of id i at j * count + i: back to one id after another
+        text = body[width * count:]
+        body = body[:width * count] + bytes(text[j * count + i] for i in range(count) for j in range(sizes[0]))
+    texts, at = [], width * count
+    for size in sizes:
+        texts.append(msgpack.unpackb(body[at:at + size], raw=False))
+        at += size
+    assert at == len(body) and len(texts) == sum(present)
+    found = iter(texts)
+    return [next(found) if has else None for has in present]
 
 
 def _field_meta(data: bytes) -> tuple[str, list[Any]]:
@@ -343,7 +354,7 @@ def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
     return {
         "present": present,
         "timestamp": per_row(b"ts"),
-        "id": _field_ids(fields[b"ids"]),
+        "id": _field_ids(fields[b"ids"], present),
         "context_id": _field_strings(fields[b"ctx"]),
         "n_masks": per_row(b"nm"),
         "n_rois": per_row(b"nr"),
@@ -362,12 +373,17 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
             known = dictionaries(txn, env)
             for key, _ in _entries(txn, _db(env, txn, "versions")):
                 fields: dict[int, dict[bytes, bytes]] = {}
+                summary = None
                 for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
+                    if len(k) == 8:  # "Column summary": chunk u64, frames u32, first and last row u16 each
+                        summary = {row[0]: row[1:] for row in struct.iter_unpack("<QIHH", v)}
+                        continue
                     fields.setdefault(u64(k[8:16]), {})[k[16:]] = v
                 out[u64(key)] = {
                     "chunks": {number: decode_chunk(f[b""]) if b"" in f else decode_fields(f)
                                for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
+                    "summary": summary,
                     "frames": {u64(k[8:]): frame_record(v, known) for k, v in _entries(txn, _db(env, txn, "frames"), key)},
                 }
     finally:

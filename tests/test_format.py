@@ -43,6 +43,7 @@ from maskstore.demo import run_demo
 from maskstore.layout import DICTIONARY_PREFIX
 from maskstore.ingest import apply_label_table, builtin_label_table
 from maskstore.model import normalize_frame_dict
+from maskstore.query import columns
 from maskstore.store import DEFAULT_MAP_SIZE
 from maskstore.upgrade import Step, upgrade
 from strategies import frame_dicts
@@ -83,11 +84,14 @@ def check_columns(path: Path) -> None:
     for columns in format_reader.read_columns(path).values():
         chunks_with_frames = {seq >> 12 for seq in columns["frames"]}
         assert chunks_with_frames <= set(columns["chunks"]) | columns["dirty"]  # a clean chunk is stored
+        assert columns["summary"] is None or set(columns["summary"]) == set(columns["chunks"])
         for number, chunk in columns["chunks"].items():
             if number in columns["dirty"]:
                 continue  # stale by definition
             rows = {seq - (number << 12) for seq in columns["frames"] if seq >> 12 == number}
             assert {row for row, here in enumerate(chunk["present"]) if here} == rows
+            if columns["summary"] is not None:
+                assert columns["summary"][number] == (len(rows), min(rows), max(rows))
             for row in rows:
                 frame = columns["frames"][(number << 12) + row]
                 assert format_reader.chunk_row(chunk, row) == format_reader.chunk_row_from_frame(frame)
@@ -506,14 +510,14 @@ def worked_examples() -> dict[str, str]:
                 return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False))]
             fmt = entries("meta")[0][1]
             (frame_key, frame), = entries("frames")
-            fields = {key[16:]: value for key, value in entries("columns")}
+            fields = {key[16:]: value for key, value in entries("columns") if len(key) > 8}  # chunk 0's
             index = [(name, key, value) for name in format_reader.INDEX_DBS for key, value in entries(name)]
             keys = [("frames", frame_key, f"frame record ({len(frame)} bytes, below)"),
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
                     *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
-                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)")
-                      for key, value in entries("columns")]]
+                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)" if len(key) > 8 else
+                       f"column summary {value.hex()}") for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" if name not in format_reader.INDEX_DBS
                  else f"{name:<10} {key[:8].hex()} {key[8:10].hex()} {key[10:-8].hex():<14} {key[-8:].hex()} -> {value}"
@@ -530,6 +534,8 @@ def worked_examples() -> dict[str, str]:
         "frame-keys": "\n".join(key_lines),
         "packed-arrays": "\n\n".join([f"vk\n{hex_dump(fields[b'vk'])}", f"vc\n{hex_dump(fields[b'vc'])}",
                                       f"ts\n{hex_dump(fields[b'ts'])}"]),
+        "ids-field": hex_dump(fields[b"ids"]),
+        "column-summary": hex_dump(np.array([(0, 4096, 0, 4095), (2, 2, 5, 9)], columns.SUMMARY_ROW).tobytes()),
         "index-blocks": "\n".join(f"{label:<24} -> {runs(postings.encode_block(np.array(offsets, np.uint16)))}"
                                    for label, offsets in INDEX_BLOCK_EXAMPLES),
     }
@@ -580,6 +586,8 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert records.decode_frame(frame) == json.loads(documented["frame-decoded"])
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
+    assert documented["ids-field"] == generated["ids-field"]
+    assert documented["column-summary"] == generated["column-summary"]
     assert documented["index-blocks"] == generated["index-blocks"]
     assert documented["format-record"] == generated["format-record"]
     assert documented["dictionary-entry"] == generated["dictionary-entry"]

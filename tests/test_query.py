@@ -858,31 +858,32 @@ def test_int_meta_against_a_float_literal_is_exact_above_two_to_the_53(tmp_path)
             assert sorted(v.ids(query)) == sorted(expected), query
 
 
-def test_a_fresh_lookup_reads_only_present_and_the_ids_of_the_chunks_it_answers_from(tmp_path: Path,
-                                                                                    monkeypatch: Any) -> None:
+def test_a_fresh_lookup_reads_the_summary_and_only_the_chunks_it_answers_from(tmp_path: Path,
+                                                                             monkeypatch: Any) -> None:
     """Columns cost nothing to open: a fresh archive's context or label lookup (answered by an index)
-    fetches every chunk's ``present`` and the ``ids`` of the chunks holding its results, no other
-    field; a meta scan fetches that path's column and nothing else. Counted at the one place stored
-    chunks fetch fields (``FieldReader.fetch``)."""
+    fetches the version's summary (one entry, whatever the number of chunks) and ``present`` and
+    ``ids`` of the chunks holding its results, nothing of the other chunks; a meta scan fetches that
+    path's column and nothing else. Counted at the one place stored chunks fetch fields
+    (``FieldReader.fetch``)."""
     frames = _many_frames(9000)  # chunks 0, 1, 2
     frames[5000] = dict(frames[5000], context_id="only-here")
     frames[8500]["sources"][0]["masks"][0]["values"] = [[7, 7, 7, 4]]
     with Archive(tmp_path / "a.maskstore", jobs=1) as ar:
         make_version(ar, [{"value": [7, 7, 7], "labels": ["seven"]}], frames, "v")
-    fetched: list[tuple[int, bytes]] = []
+    fetched: list[tuple[int, bytes] | str] = []
     fetch = columns.FieldReader.fetch
 
     def counted(self: columns.FieldReader, key: bytes) -> bytes | None:
-        fetched.append((int.from_bytes(key[8:16], "big"), key[16:]))
+        fetched.append("summary" if len(key) == 8 else (int.from_bytes(key[8:16], "big"), key[16:]))
         return fetch(self, key)
     monkeypatch.setattr(columns.FieldReader, "fetch", counted)
     with Archive(tmp_path / "a.maskstore", readonly=True) as ar:
         v = ar.get_version("test", "v")
         assert v.ids('context_id == "only-here"') == ["f05000"]
-        assert sorted(fetched) == [(0, b"_present"), (1, b"_present"), (1, b"ids"), (2, b"_present")]
+        assert fetched == ["summary", (1, b"_present"), (1, b"ids")]
         fetched.clear()
         assert v.ids('label == "seven"') == ["f08500"]
-        assert fetched == [(2, b"ids")]
+        assert fetched == [(2, b"_present"), (2, b"ids")]
         fetched.clear()
         assert v.count("meta.k == 3") == sum(f["meta"]["k"] == 3 for f in frames)
-        assert sorted(fetched) == [(0, b"m:k"), (1, b"m:k"), (2, b"m:k")]
+        assert sorted(fetched) == [(0, b"_present"), (0, b"m:k"), (1, b"m:k"), (2, b"m:k")]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from maskstore import ArchiveError, postings, records
 from maskstore.labels import mask_labels_dict, parse_color
 from maskstore.model import frame_from_dict, normalize_frame_dict
-from maskstore.query.columns import CHUNK, build_chunk, decode_fields, encode_fields
+from maskstore.query.columns import CHUNK, StrColumn, build_chunk, decode_fields, encode_fields
 from maskstore.query.engine import prepare
 from maskstore.query.evaluate import Labels, compile_expr
 
@@ -151,6 +151,37 @@ def test_column_fields_round_trip(ds):
     assert (loaded.value_keys == chunk.value_keys).all() and (loaded.value_counts == chunk.value_counts).all()
 
 
+frame_ids = st.text(max_size=30) | st.text(min_size=100, max_size=133)  # long ids: str16 headers, 2-byte sizes
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_the_ids_field_round_trips_and_gives_any_selection_of_rows(data):
+    """Empty, unicode and long ids, sparse chunks and full ones; taking any rows (in any order) gives
+    exactly their ids, whatever the encoding the writer chose (plain or zstd, 1 or 2-byte sizes)."""
+    rows = data.draw(st.sampled_from(["sparse", "full", "counting"]))
+    present = np.zeros(CHUNK, bool) if rows == "sparse" else np.ones(CHUNK, bool)
+    if rows == "sparse":
+        present[data.draw(st.lists(st.integers(0, CHUNK - 1), min_size=1, max_size=50, unique=True))] = True
+    n = int(present.sum())
+    if rows == "sparse":
+        texts = data.draw(st.lists(frame_ids, min_size=n, max_size=n, unique=True))
+    elif rows == "full":  # ids of many sizes
+        texts = [data.draw(frame_ids) + f"#{i}" for i in range(n)]
+    else:  # ids of one size (stored byte-shuffled)
+        prefix = data.draw(frame_ids)
+        texts = [f"{prefix}{i:04d}" for i in range(n)]
+    codes = np.full(CHUNK, -1, np.int32)
+    codes[present] = np.arange(n)
+    from maskstore.query import columns
+    stored = columns._encode_ids(present, StrColumn(texts, codes))
+    ids = columns._decode_ids(present, stored)
+    wanted = np.flatnonzero(present)[data.draw(st.lists(st.integers(0, n - 1), max_size=60))]
+    assert ids.take(wanted) == [texts[codes[r]] for r in wanted.tolist()]
+    column = ids.column()
+    assert column.uniques == texts and (column.codes == codes).all()
+
+
 def _tampered(value: bytes, how: str, data: Any) -> bytes | None:
     """``value`` truncated, lengthened, with a byte changed, or with 4 or 8 bytes overwritten by a number
     (a code, a text offset, a count or a header field, depending on where it lands); None: deleted."""
@@ -203,7 +234,7 @@ def test_column_field_damage_is_named(tmp_path):
     cases = {
         b"ts": fields[b"ts"][:-1],                                              # truncated
         b"nm": fields[b"nm"] + b"\0\0\0\0",                                      # wrong length
-        b"ids": (5).to_bytes(4, "little", signed=True) + fields[b"ids"][4:],      # a code beyond the texts
+        b"ids": fields[b"ids"][:4] + (5).to_bytes(4, "little") + fields[b"ids"][8:],  # 5 ids for 1 frame
         b"ctx": fields[b"ctx"][:-1] + b"\xff",                                  # not UTF-8
         b"m:city": fields[b"m:city"][:-3] + b"\x92\xa1x",                        # a list claiming 2 texts, holding 1
     }
@@ -212,6 +243,19 @@ def test_column_field_damage_is_named(tmp_path):
             decode_fields(0, {**fields, name: value})
         field = "meta.city" if name == b"m:city" else name.decode()
         assert "frames 0..4095" in str(caught.value) and field in str(caught.value), str(caught.value)
+
+
+def test_compressed_ids_truncated_or_flipped_are_an_archive_error_naming_the_chunk():
+    present = np.ones(CHUNK, bool)
+    from maskstore.query import columns
+    stored = columns._encode_ids(present, StrColumn([f"drive_0001_{i:06d}" for i in range(CHUNK)],
+                                                    np.arange(CHUNK, dtype=np.int32)))
+    assert stored[0] == columns.ID_ZSTD and stored[2] == 1  # ids of one size: compressed and byte-shuffled
+    assert len(stored) < 1024  # neighbours' ids compress to under a quarter byte each
+    fields = {**encode_fields(_chunk_of([{}])), b"_present": np.packbits(present, bitorder="little").tobytes()}
+    for damaged in (stored[:-1], stored[:40] + bytes([stored[40] ^ 0x10]) + stored[41:], stored + b"\0"):
+        with pytest.raises(ArchiveError, match=r"scan columns of frames 8192\.\.12287 are damaged: ids"):
+            decode_fields(8192, {**fields, b"ids": damaged})
 
 
 def test_a_missing_record_is_an_archive_error_naming_it():

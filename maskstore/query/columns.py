@@ -25,7 +25,7 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .. import records
+from .. import compression, records
 from . import packing
 from .packing import Damaged as _Damaged  # a field readers cannot use; StoredChunk names the chunk
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
@@ -77,6 +77,19 @@ class Chunk:
     value_keys: np.ndarray               # uint32 packed RGB
     value_counts: np.ndarray             # int64 pixel counts, summed over the frame's masks
     meta: dict[str, StrColumn | ValueColumn] = field(default_factory=dict)
+
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows``, in that order."""
+        return list(map(self.ids.uniques.__getitem__, self.ids.codes[rows].tolist()))
+
+    def span(self) -> tuple[int, int, int]:
+        """(frames, first row, last row): the chunk's row of the version's summary."""
+        return _span_of(self.present)
+
+
+def _span_of(present: np.ndarray) -> tuple[int, int, int]:
+    rows = np.flatnonzero(present)
+    return (len(rows), int(rows[0]), int(rows[-1])) if len(rows) else (0, 0, 0)
 
 
 def build_chunk(base: int, rows: Iterable[tuple[int, bytes]]) -> Chunk:
@@ -144,12 +157,117 @@ def _pad8(n: int) -> int:
     return n + -n % 8
 
 
-def _encode_str(col: StrColumn, narrow: bool = True) -> bytes:
-    """The codes (packed; ``ids`` keeps 4096 int32), then the texts as one msgpack array of str
-    (msgpack builds a million strs in C five times faster than Python slices and decodes them from
-    UTF-8 offsets)."""
-    codes = packing.pack_ints(col.codes) if narrow else col.codes.astype("<i4").tobytes()
-    return codes + msgpack.packb(col.uniques)
+def _encode_str(col: StrColumn) -> bytes:
+    """The codes, packed, then the texts as one msgpack array of str (msgpack builds a million strs
+    in C five times faster than Python slices and decodes them from UTF-8 offsets)."""
+    return packing.pack_ints(col.codes) + msgpack.packb(col.uniques)
+
+
+ID_PLAIN, ID_ZSTD = 0, 1  # byte 0 of an ``ids`` field: how its body is stored
+
+
+def _encode_ids(present: np.ndarray, col: StrColumn) -> bytes:
+    """The present rows' ids in row order, each a msgpack str, after their sizes (1, 2 or 4 bytes
+    each): one id is a slice, so a query makes Python strs only for the rows it returns. Ids all of
+    one size are stored byte-shuffled (a column of one byte of every id, then the next), and the body
+    is zstd-compressed when that is smaller (ids of neighbouring frames mostly repeat each other):
+    small enough to sit in the LMDB page beside the chunk's keys."""
+    texts = [col.uniques[code] for code in col.codes[present].tolist()]
+    packed = msgpack.packb(texts)
+    packed = packed[1 if len(texts) < 16 else 3 if len(texts) < 1 << 16 else 5:]  # the array header off
+    lengths = np.fromiter(map(len, map(str.encode, texts)), np.int64, len(texts))
+    sizes = lengths + np.select([lengths < 32, lengths < 1 << 8, lengths < 1 << 16], [1, 2, 3], 5)
+    width = 1 if not len(sizes) or sizes.max() < 1 << 8 else 2 if sizes.max() < 1 << 16 else 4
+    shuffled = len(sizes) > 1 and bool((sizes == sizes[0]).all())
+    if shuffled:  # byte j of every id together: ids that count up compress about seven times better
+        packed = np.frombuffer(packed, np.uint8).reshape(len(sizes), -1).T.tobytes()
+    body = sizes.astype(f"<u{width}").tobytes() + packed
+    squeezed = compression.compress_plain(body)
+    method, body = (ID_ZSTD, squeezed) if len(squeezed) < len(body) else (ID_PLAIN, body)
+    return bytes((method, width, int(shuffled), 0)) + struct.pack("<I", len(texts)) + body
+
+
+class IdTexts:
+    """A stored chunk's ids as stored (msgpack strs of the present rows in row order, after their
+    sizes; or byte-shuffled, ``shuffled``: byte j of every id in row ``j`` of a 2-D view): ``take`` turns
+    only the rows asked for into Python strs, in one msgpack call."""
+
+    def __init__(self, present: np.ndarray, text: np.ndarray, sizes: np.ndarray, shuffled: bool) -> None:
+        self.present, self.text, self.sizes = present, text, sizes  # kept per chunk: no more than that
+        self.rank = np.cumsum(present, dtype=np.int16) - 1  # row -> its entry (rows asked for are present)
+        self.shuffled = text.reshape(int(sizes[0]), -1) if shuffled else None
+
+    def byte(self, k: int, which: np.ndarray) -> np.ndarray:
+        """Byte ``k`` of the ``which`` entries (each longer than k): to check their str headers."""
+        if self.shuffled is not None:
+            return self.shuffled[k][which]
+        return self.text[(np.cumsum(self.sizes, dtype=np.int64) - self.sizes)[which] + k]
+
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows`` (row numbers in the chunk), in that order."""
+        entries = self.rank[rows]
+        if not len(entries):
+            return []
+        every = len(entries) == len(self.sizes) and bool((entries[1:] > entries[:-1]).all())
+        if self.shuffled is not None:  # the selected ids' columns, back to one id after another
+            picked = (self.shuffled if every else self.shuffled[:, entries]).T.tobytes()
+        elif every:
+            picked = self.text.tobytes()
+        else:
+            starts = np.cumsum(self.sizes, dtype=np.int64) - self.sizes
+            sizes = self.sizes[entries].astype(np.int64)
+            ends = np.cumsum(sizes)
+            picked = self.text[np.repeat(starts[entries] - (ends - sizes), sizes) + np.arange(ends[-1])].tobytes()
+        try:
+            return msgpack.unpackb(b"\xdd" + struct.pack(">I", len(entries)) + picked, raw=False)
+        except UnicodeDecodeError:
+            raise _Damaged("ids holds texts that are not UTF-8") from None
+
+    def column(self) -> StrColumn:
+        """Every id, as the string column queries over ``id`` scan."""
+        return StrColumn(self.take(np.flatnonzero(self.present)), np.where(self.present, self.rank, -1).astype(np.int32))
+
+
+def _str_header_sizes(ids: IdTexts) -> np.ndarray:
+    """Per entry, the size its msgpack str header declares (header included; -1: not a str header)."""
+    every = np.ones(len(ids.sizes), bool)
+    heads = ids.byte(0, every).astype(np.int64)
+    declared = np.where((heads & 0xE0) == 0xA0, 1 + (heads & 0x1F), -1)
+    for code, head_size in ((0xD9, 2), (0xDA, 3), (0xDB, 5)):
+        mine = heads == code
+        if mine.any():
+            if (ids.sizes[mine] < head_size).any():
+                return np.full(len(heads), -1)
+            length = np.zeros(np.count_nonzero(mine), np.int64)
+            for k in range(1, head_size):
+                length = length << 8 | ids.byte(k, mine)
+            declared[mine] = head_size + length
+    return declared
+
+
+def _decode_ids(present: np.ndarray, data: bytes) -> IdTexts:
+    if len(data) < 8 or data[0] not in (ID_PLAIN, ID_ZSTD) or data[1] not in (1, 2, 4) or data[2] > 1 or data[3]:
+        raise _Damaged("ids has no header")
+    width, count = data[1], struct.unpack_from("<I", data, 4)[0]
+    if count != np.count_nonzero(present):
+        raise _Damaged(f"ids holds {count} ids for {np.count_nonzero(present)} frames")
+    body = memoryview(data)[8:]
+    if data[0] == ID_ZSTD:
+        try:
+            most = count * (width + min(1 << 8 * width, records.MAX_RECORD_BYTES))  # each size fits its width
+            body = memoryview(compression.decompress_plain(body, most))
+        except ValueError as exc:
+            raise _Damaged(f"ids is damaged: {exc}") from None
+    sizes = _array(body, f"<u{width}", count, "ids sizes")
+    text = np.frombuffer(body, np.uint8, offset=width * count)
+    shuffled = bool(data[2])
+    if int(sizes.sum(dtype=np.int64)) != len(text) or (count and sizes.min() < 1) or \
+            (shuffled and (count < 2 or (sizes != sizes[0]).any())):
+        raise _Damaged("ids sizes do not frame its texts")
+    ids = IdTexts(present, text, sizes, shuffled)
+    if count and (_str_header_sizes(ids) != sizes).any():
+        raise _Damaged("ids sizes do not frame its texts as msgpack strs")
+    return ids
 
 
 def _encode_meta(path: str, col: StrColumn | ValueColumn) -> bytes:
@@ -172,7 +290,7 @@ def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
     """Field name -> stored value of every field of ``chunk``, numbers packed (``packing``)."""
     present = chunk.present
     fields = {PRESENT: packing.pack_bits(present), b"ts": packing.pack_ints(chunk.timestamp, present=present),
-              b"ids": _encode_str(chunk.ids, narrow=False), b"ctx": _encode_str(chunk.context),
+              b"ids": _encode_ids(present, chunk.ids), b"ctx": _encode_str(chunk.context),
               b"nm": packing.pack_ints(chunk.n_masks, present=present),
               b"nr": packing.pack_ints(chunk.n_rois, present=present),
               b"vo": packing.pack_ints(np.diff(chunk.value_offsets)),
@@ -207,11 +325,8 @@ def _ints(data: bytes, field: str, length: int = CHUNK, within: tuple[int, int] 
     return _whole(packing.unpack_ints(data, 0, length, field, within, dtype, present), data, field)
 
 
-def _decode_str(data: bytes, field: str, offset: int = 0, narrow: bool = True) -> StrColumn:
-    if narrow:
-        codes, offset = packing.unpack_ints(data, offset, CHUNK, field, (-1, CHUNK - 1))
-    else:
-        codes, offset = _array(data, "<i4", CHUNK, field, offset), offset + 4 * CHUNK
+def _decode_str(data: bytes, field: str, offset: int = 0) -> StrColumn:
+    codes, offset = packing.unpack_ints(data, offset, CHUNK, field, (-1, CHUNK - 1))
     rest = memoryview(data)[offset:]
     try:
         texts = msgpack.unpackb(rest, **_unpacker_limits(len(rest)))
@@ -295,8 +410,8 @@ def _values(present: np.ndarray, vo: bytes, vk: bytes, vc: bytes) -> tuple[np.nd
     return offsets, keys, counts
 
 
-def _str_of_frames(present: np.ndarray, data: bytes, field: str, narrow: bool = True) -> StrColumn:
-    col = _decode_str(data, field, narrow=narrow)  # the texts end where the value does: no bytes after them
+def _str_of_frames(present: np.ndarray, data: bytes, field: str) -> StrColumn:
+    col = _decode_str(data, field)  # the texts end where the value does: no bytes after them
     if ((col.codes >= 0) != present).any():
         raise _Damaged(f"{field} disagrees with the present frames")
     return col
@@ -310,7 +425,7 @@ def _row_counts(present: np.ndarray, data: bytes, field: str) -> np.ndarray:
 # O(CHUNK) numpy work, so queries can index with these arrays without bounds surprises).
 _DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
     ("timestamp",): ((b"ts",), lambda present, ts: (_ints(ts, "ts", present=present),)),
-    ("ids",): ((b"ids",), lambda present, data: (_str_of_frames(present, data, "ids", narrow=False),)),
+    ("id_texts",): ((b"ids",), lambda present, data: (_decode_ids(present, data),)),
     ("context",): ((b"ctx",), lambda present, data: (_str_of_frames(present, data, "ctx"),)),
     ("n_masks",): ((b"nm",), lambda present, nm: (_row_counts(present, nm, "nm"),)),
     ("n_rois",): ((b"nr",), lambda present, nr: (_row_counts(present, nr, "nr"),)),
@@ -330,6 +445,14 @@ def _present(data: bytes) -> np.ndarray:
     return np.unpackbits(_exactly(data, np.uint8, CHUNK // 8, "_present"), count=CHUNK, bitorder="little").view(np.bool_)
 
 
+def _present_as_summarized(data: bytes, span: tuple[int, int, int]) -> np.ndarray:
+    present = _present(data)
+    if _span_of(present) != span:
+        raise _Damaged(f"_present holds {_span_of(present)} (frames, first row, last row), the version's summary "
+                       f"{span}")
+    return present
+
+
 class StoredChunk(Chunk):
     """A stored chunk whose fields are fetched (``fetch``: field name -> value or None) and checked on
     first use: a fresh process's first query on millions of frames would otherwise copy every field
@@ -337,11 +460,17 @@ class StoredChunk(Chunk):
     for the few callers that walk every meta column (writers' merges, check)."""
 
     def __init__(self, base: int, fetch: Callable[[bytes], bytes | None],
-                 names: Callable[[], Iterable[bytes]]) -> None:  # noqa: D107 - the dataclass fields come lazily
+                 names: Callable[[], Iterable[bytes]], span: tuple[int, int, int] | None = None) -> None:  # noqa: D107
         self.base = base
         self._fetch = fetch
-        self.present = self._decoded(lambda: _present(self._field(PRESENT)))
         self.meta = _LazyMeta(self, names)
+        self._span = span  # from the version's summary: ``present`` comes when a query touches the chunk
+        if span is None:
+            self.present = self._decoded(lambda: _present(self._field(PRESENT)))
+            self._span = _span_of(self.present)
+
+    def span(self) -> tuple[int, int, int]:
+        return self._span  # type: ignore[return-value]
 
     def _meta_name(self, name: bytes) -> str:
         """The path of meta field ``name``; a hashed key (a long path) gives it only with its value."""
@@ -370,8 +499,18 @@ class StoredChunk(Chunk):
         except _Damaged as exc:
             raise _archive_error(self.base, str(exc)) from None
 
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of present ``rows``, from the stored bytes: no str made for any other row."""
+        return self._decoded(lambda: self.id_texts.take(rows))
+
     def __getattr__(self, name: str) -> Any:
         """Called only for a field not decoded yet: fetch and decode it (and its group), keep it."""
+        if name == "ids":  # scans over ids and merges need every id as a string column
+            self.ids = self._decoded(lambda: self.id_texts.column())
+            return self.ids
+        if name == "present":
+            self.present = self._decoded(lambda: _present_as_summarized(self._field(PRESENT), self._span))
+            return self.present
         names = _DECODER_OF.get(name)
         if names is None:
             raise AttributeError(name)
@@ -425,7 +564,7 @@ def decode_fields(base: int, fields: Mapping[bytes, bytes]) -> Chunk:
     """A chunk from its stored fields, every one decoded now, or ArchiveError naming its frames and the
     field when it is not one this module wrote (``maskstore check``, Dask workers, tests)."""
     chunk = StoredChunk(base, fields.get, fields.keys)
-    for names in _DECODERS:
+    for names in (*_DECODERS, ("ids",)):
         getattr(chunk, names[0])
     for path in chunk.meta:
         chunk.meta[path]
@@ -485,6 +624,9 @@ def _chunk_heads(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, 
         key = cursor.key()
         if not key.startswith(prefix):
             break
+        if len(key) == len(prefix):  # the version's summary
+            seek = prefix + bytes(8)
+            continue
         if len(key) < 16:
             raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
                                "version id and a chunk number; run maskstore check --repair")
@@ -517,11 +659,82 @@ def _build_dirty(txn: lmdb.Transaction, version: DatasetVersion, keys: list[byte
     return built
 
 
+# ------------------------------------------------------------------------------ the version's summary
+#
+# One entry per version, ``columns/u64(v)`` (8 bytes, so before every chunk of the version): per chunk
+# its number, frames, first and last row. A fresh query reads it instead of every chunk's ``_present``
+# (each a page of the map, which this kernel maps with ~192 KiB around it), and checks the records
+# against it with O(1) probes (``plan.check_chunks``); a chunk's ``_present`` is checked against its row
+# when a query first touches the chunk. Writers keep it current in the transaction that stores chunks.
+
+SUMMARY_ROW = np.dtype([("chunk", "<u8"), ("count", "<u4"), ("first", "<u2"), ("last", "<u2")])
+
+
+def summary_rows(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(chunk, frames, first row, last row) of a stored summary, or ArchiveError saying why not."""
+    if len(data) % SUMMARY_ROW.itemsize:
+        raise ArchiveError(f"the scan column summary is damaged: it is {len(data)} bytes, not whole rows of "
+                           f"{SUMMARY_ROW.itemsize}")
+    rows = np.frombuffer(data, SUMMARY_ROW)
+    number = rows["chunk"]
+    count, first, last = (rows[name].astype(np.int64) for name in ("count", "first", "last"))
+    if (count < 1).any() or (count > CHUNK).any() or (last >= CHUNK).any() or (last - first + 1 < count).any() \
+            or ((count == 1) & (first != last)).any() or (number >= 1 << (64 - CHUNK_BITS)).any() \
+            or (number[1:] <= number[:-1]).any():
+        raise ArchiveError("the scan column summary is damaged: its rows are not increasing chunks of 1 to 4096 "
+                           "frames between their first and last row")
+    return rows.tolist()
+
+
+def read_summary(txn: lmdb.Transaction, version: DatasetVersion,
+                 data: bytes | None = None) -> list[tuple[int, int, int, int]] | None:
+    """The version's summary rows (stored, or its value ``data``); None when it has none (written
+    before summaries: its chunks are walked)."""
+    if data is None:
+        data = txn.get(version.prefix, db=version.archive.db("columns"))
+    if data is None:
+        return None
+    try:
+        return summary_rows(data)
+    except ArchiveError as exc:
+        rec = version.record(txn)
+        raise ArchiveError(f"{rec['dataset']}/{rec['name']}: {exc}; run maskstore check --repair") from None
+
+
+def _summary_before(txn: lmdb.Transaction, version: DatasetVersion,
+                    built: dict[bytes, Chunk | None]) -> dict[int, tuple[int, int, int]]:
+    """Chunk number -> span of the stored chunks, before ``built`` is stored. Without a (sound) summary,
+    from every chunk's ``_present``; chunks only the records can give (0.1.0's, damaged) join ``built``."""
+    try:
+        rows = read_summary(txn, version)
+    except ArchiveError:
+        rows = None  # rebuilt from the chunks below
+    if rows is not None:
+        return {number: (count, first, last) for number, count, first, last in rows}
+    db, out = version.archive.db("columns"), {}
+    for key, head in _chunk_heads(txn, version).items():
+        if key in built:
+            continue
+        number = U64.unpack(key[8:])[0]
+        try:
+            span = _span_of(_present(txn.get(key + PRESENT, db=db) or b"")) if head == PRESENT else (0, 0, 0)
+        except _Damaged:
+            span = (0, 0, 0)
+        if span[0]:
+            out[number] = span
+        else:
+            chunk = records_chunk(txn, version, number)
+            built[key] = chunk if chunk.present.any() else None
+    return out
+
+
 def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None]) -> None:
-    """Write built chunks and clear their dirty marks (in a write transaction). Only fields whose bytes
-    changed are put; fields the chunk no longer has (and a 0.1.0 chunk value) are deleted."""
+    """Write built chunks and clear their dirty marks (in a write transaction), and the version's
+    summary. Only fields whose bytes changed are put; fields the chunk no longer has (and a 0.1.0 chunk
+    value) are deleted."""
     arc = version.archive
     db = arc.db("columns")
+    summary = _summary_before(txn, version, built)
     for key, chunk in built.items():
         fields = {} if chunk is None else encode_fields(chunk)
         stale = []
@@ -536,8 +749,15 @@ def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Ch
         for name, value in fields.items():
             txn.put(key + name, value, db=db)
         txn.delete(key, db=arc.db("dirty"))
-    if built:  # chunks stored field by field: readers without the feature must refuse (0.1.0 archives get it now)
-        require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
+        number = U64.unpack(key[8:])[0]
+        if chunk is None:
+            summary.pop(number, None)
+        else:
+            summary[number] = chunk.span()
+    rows = np.array([(number, *span) for number, span in sorted(summary.items())], SUMMARY_ROW)
+    txn.put(version.prefix, rows.tobytes(), db=db)
+    # chunks stored field by field, and a summary: readers without the feature must refuse (0.1.0 archives get it now)
+    require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -592,22 +812,29 @@ class FieldReader:
 
 
 def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cached:
-    """The version's chunks as of ``txn`` (of the version's ``generation``): each chunk's first entry,
-    ``_present``; other fields come when a query touches them. Dirty chunks and chunks of
+    """The version's chunks as of ``txn`` (of the version's ``generation``), from the version's summary
+    (one entry; without one, each chunk's first entry, ``_present``, and the summary is stored when no
+    writer holds the archive); fields come when a query touches them. Dirty chunks and chunks of
     0.1.0 are built in memory, then stored only if no writer holds the archive and the version is
     still at that generation: a read never takes or waits for the writer lock, and never fails on a
     cache write."""
     arc = version.archive
     reader = FieldReader(version, generation)
     reader.use(txn)
-    heads = _chunk_heads(txn, version)
-    rebuild = _to_rebuild(txn, version, heads)
+    summary = read_summary(txn, version, reader.fetch(version.prefix))
+    if summary is None:
+        heads = _chunk_heads(txn, version)
+        rebuild = _to_rebuild(txn, version, heads)
+        spans: dict[bytes, tuple[int, int, int] | None] = dict.fromkeys(heads)  # ``_present`` read now
+    else:
+        spans = {version.prefix + u64(number): (count, first, last) for number, count, first, last in summary}
+        rebuild = _dirty_keys(txn, version)
     skip = set(rebuild)
     chunks: dict[bytes, Chunk | None] = {
         key: StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, partial(_fetch_field, reader, key),
-                         partial(reader.names, key))
-        for key in heads if key not in skip}
-    if rebuild:
+                         partial(reader.names, key), span)
+        for key, span in spans.items() if key not in skip}
+    if rebuild or (summary is None and spans):
         built = _build_dirty(txn, version, rebuild)
         chunks.update(built)
         arc.try_write(lambda wtxn: _store_if_current(wtxn, version, generation, built))

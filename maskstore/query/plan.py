@@ -94,23 +94,14 @@ class Context:
             self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
         return self.shared["bases"]
 
-    def dense_ids(self) -> np.ndarray:
-        """Frame id at every position (None where no frame): ids of any result are one fancy-index."""
-        return self._dense("ids", (np.array(c.ids.uniques + [None], dtype=object)[c.ids.codes] for c in self.chunks))
-
     def ids_of(self, seqs: np.ndarray) -> list[str]:
-        """Ids in the order of ``seqs``. A few ids (a fresh process's first lookup) come from the chunks
-        that hold them, so no Python string is made for every frame of the version."""
-        positions = self.positions(seqs)
-        if "ids" in self.shared or len(positions) * 16 >= self.size():
-            return self.dense_ids()[positions].tolist()
-        chunk_of, rows = np.divmod(positions, CHUNK)
-        order = np.argsort(chunk_of, kind="stable")
-        numbers, starts = np.unique(chunk_of[order], return_index=True)
+        """Ids in the order of ``seqs``, taken chunk by chunk from the stored ids (``Chunk.ids_at``):
+        a Python str is made for each result, none for the frames around it."""
         found: list[str] = []  # in chunk order: a plain list, no object array per chunk
-        for number, part in zip(numbers.tolist(), np.split(order, starts[1:])):
-            ids = self.chunks[number].ids  # a result's row holds a frame: its code is >= 0 (loading checks)
-            found += map(ids.uniques.__getitem__, ids.codes[rows[part]].tolist())
+        parts = self.by_chunk(self.positions(seqs))
+        for number, _, rows in parts:
+            found += self.chunks[number].ids_at(rows)
+        order = np.concatenate([part for _, part, _ in parts]) if parts else np.zeros(0, np.intp)
         if len(order) < 2 or (order[1:] > order[:-1]).all():
             return found
         out = np.empty(len(found), object)
@@ -137,11 +128,32 @@ class Context:
             found = bases[index] == seqs - rows if len(bases) else np.zeros(len(seqs), bool)
             positions = (index * CHUNK + rows.astype(np.intp)).astype(np.intp)
         if source is not None:
-            found[found] = self.present()[positions[found]]
+            found[found] = self._present_at(positions[found])
             if not found.all():
                 raise ArchiveError(f"{self.where()}: {source} points at frame seq {seqs[~found][0]}, where no "
                                    "frame lives; run maskstore check --repair to rebuild the indexes")
         return positions
+
+    def _present_at(self, positions: np.ndarray) -> np.ndarray:
+        """Whether a frame lives at each position, reading only the chunks they fall in (a lookup's
+        results in a fresh process: the other chunks' ``present`` stays unread)."""
+        if "present" in self.shared:
+            return self.shared["present"][positions]
+        out = np.zeros(len(positions), bool)
+        for number, part, rows in self.by_chunk(positions):
+            out[part] = self.chunks[number].present[rows]
+        return out
+
+    def by_chunk(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(chunk, indexes into ``positions``, rows in the chunk) per chunk the positions fall in, in chunk
+        order: a few numpy calls and a Python step per chunk, none per position."""
+        chunk_of, rows = np.divmod(positions, CHUNK)
+        if len(positions) > 1 and not (positions[1:] >= positions[:-1]).all():
+            order = np.argsort(chunk_of, kind="stable")
+        else:
+            order = np.arange(len(positions))
+        parts = np.split(order, np.flatnonzero(np.diff(chunk_of[order])) + 1) if len(order) else []
+        return [(int(chunk_of[part[0]]), part, rows[part]) for part in parts]
 
     def seqs_at(self, positions: np.ndarray) -> np.ndarray:
         if self.contiguous():
@@ -255,31 +267,32 @@ def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
 
 
 def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Chunk]) -> None:
-    """What loaded chunks must agree on with the records, checked with a few cursor probes per chunk
-    (no per-frame work): every present seq below the version's next_seq, no frame record outside the
-    present rows' ranges, the first and last present row of each chunk a record, and as many present
-    frames as the version counts. A chunk that lies about rows between its first and last frame, or
-    about their values, gets past this; ``maskstore check`` compares every chunk with its records."""
+    """What loaded chunks must agree on with the records, from their spans (the version's summary: no
+    chunk read) and three cursor probes: every present seq below the version's next_seq, as many
+    frames as the version counts, the first and last present seq of the version a record and no
+    record before the first or after the last. Each chunk's ``present`` is checked against its span
+    when a query first touches it; ``maskstore check`` compares every chunk with its records."""
     rec = version.record(txn)
-    cursor = txn.cursor(db=version.archive.db("frames"))
     where = f"{rec['dataset']}/{rec['name']}"
-    start, total = 0, 0
-    for chunk in chunks:
-        rows = np.flatnonzero(chunk.present)
-        if not len(rows):
-            continue
-        first, last = chunk.base + int(rows[0]), chunk.base + int(rows[-1])
+    spans = [chunk.span() for chunk in chunks]
+    held = [(chunk, span) for chunk, span in zip(chunks, spans) if span[0]]
+    total = sum(span[0] for span in spans)
+    cursor = txn.cursor(db=version.archive.db("frames"))
+    if not held:
+        stray = _next_record(cursor, version.prefix, 0)
+        if stray is not None:
+            raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
+    else:
+        first, last = held[0][0].base + held[0][1][1], held[-1][0].base + held[-1][1][2]
         if last >= rec["next_seq"]:
             raise ArchiveError(f"{where}: the scan columns hold frame seq {last}, beyond the version's next_seq "
                                f"{rec['next_seq']}; the archive is damaged")
-        found = _next_record(cursor, version.prefix, start)
-        if found != first or _next_record(cursor, version.prefix, last) != last:
-            raise ArchiveError(f"{where}: the scan columns of frames {chunk.base}..{chunk.base + CHUNK - 1} do not "
-                               "match the frame records; run maskstore check --repair to rebuild them")
-        start, total = last + 1, total + len(rows)
-    stray = _next_record(cursor, version.prefix, start)
-    if stray is not None:
-        raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
+        if _next_record(cursor, version.prefix, 0) != first or _next_record(cursor, version.prefix, last) != last:
+            raise ArchiveError(f"{where}: the scan columns (frames {first}..{last}) do not match the frame records; "
+                               "run maskstore check --repair to rebuild them")
+        stray = _next_record(cursor, version.prefix, last + 1)
+        if stray is not None:
+            raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
     if total != rec["count"]:
         raise ArchiveError(f"{where}: the scan columns hold {total} frames, the version record counts "
                            f"{rec['count']}; run maskstore check --repair")

@@ -502,8 +502,8 @@ def test_a_frame_seq_of_2_36_is_refused_without_allocating(template: Path, tmp_p
 
 
 def lie_in_chunk(path: Path, change: Any) -> None:
-    """Rewrite chunk 0 of the version, fields as ``columns.encode_fields`` stores them, after ``change``
-    edited a writable copy of it."""
+    """Rewrite chunk 0 of the version, fields as ``columns.encode_fields`` stores them and its row of
+    the version's summary, after ``change`` edited a writable copy of it."""
     from maskstore.query import columns
     prefix = version_prefix(path)
     key = prefix + u64(0)
@@ -515,7 +515,9 @@ def lie_in_chunk(path: Path, change: Any) -> None:
                           stored.value_keys.copy(), stored.value_counts.copy(),
                           {path: copy(col) for path, col in stored.meta.items()})
     change(chunk)
-    raw_write(path, "columns", puts=[(key + name, value) for name, value in columns.encode_fields(chunk).items()])
+    summary = np.array([(0, *chunk.span())], columns.SUMMARY_ROW).tobytes()  # the version's one chunk, as it now is
+    raw_write(path, "columns", puts=[(key + name, value) for name, value in columns.encode_fields(chunk).items()] +
+              [(prefix, summary)])
 
 
 def drop_row(chunk: Any, row: int = 2) -> None:
@@ -551,6 +553,34 @@ def test_a_chunk_whose_present_bits_disagree_with_the_records_is_refused(templat
             (command, result.stdout, result.stderr)
     result = cli("check", path)
     assert result.returncode == 1 and "do not match their records" in result.stdout, result.stdout
+
+
+def summary_of(path: Path) -> bytes:
+    return dict(raw_entries(path, "columns"))[version_prefix(path)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "a byte flipped", "fewer frames", "a later first row",
+                                    "a chunk more", "no chunks"])
+def test_a_torn_or_tampered_column_summary_is_an_archive_error_and_a_check_finding(template: Path, tmp_path: Path,
+                                                                                   damage: str) -> None:
+    """The summary stands in for every chunk's ``present`` when a query loads columns: each way it can
+    lie is refused by the query (never a wrong answer) and reported by check; repair rebuilds it."""
+    path = copy_of(template, tmp_path)
+    good = summary_of(path)
+    assert good == bytes(8) + (6).to_bytes(4, "little") + (0).to_bytes(2, "little") + (5).to_bytes(2, "little")
+    value = {"truncated": good[:-1], "a byte flipped": good[:8] + bytes([good[8] ^ 0x40]) + good[9:],
+             "fewer frames": good[:8] + (5).to_bytes(4, "little") + good[12:],
+             "a later first row": good[:12] + (1).to_bytes(2, "little") + good[14:],
+             "a chunk more": good + (1).to_bytes(8, "little") + good[8:], "no chunks": b""}[damage]
+    raw_write(path, "columns", puts=[(version_prefix(path), value)])
+    for command in (["query", 'context_id == "c1"'], ["query", "--count"], ["query", 'label == "car"']):
+        result = cli(command[0], path, *command[1:])
+        assert result.returncode == 1 and result.stderr.startswith("Error: "), (command, result.stdout, result.stderr)
+        assert "scan column" in result.stderr, result.stderr
+    result = cli("check", path)
+    assert result.returncode == 1 and "scan column summary" in result.stdout, result.stdout
+    assert cli("check", "--repair", path).returncode == 0
+    assert cli("query", path, 'context_id == "c1"').stdout.split() == ["f1", "f3", "f5"]
 
 
 def test_check_finds_a_well_formed_chunk_that_lies_about_mask_values(template: Path, tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def mark_dirty(ar: Archive) -> None:
     """Every column chunk marked for rebuild, as writers did before they kept the columns current:
     queries then rebuild them (archives written by those writers must keep working)."""
     def work(txn: lmdb.Transaction) -> None:
-        keys = sorted({bytes(key[:16]) for key, _ in txn.cursor(db=ar.db("columns"))})  # chunk keys of the fields
+        keys = sorted({bytes(key[:16]) for key, _ in txn.cursor(db=ar.db("columns")) if len(key) > 8})  # chunk keys
         txn.cursor(db=ar.db("dirty")).putmulti([(key, b"") for key in keys])
     ar.write(work)
 
