@@ -89,6 +89,12 @@ class Context:
         """Whether a frame lives at each position."""
         return self._dense("present", (c.present for c in self.chunks))
 
+    def frame_counts(self) -> np.ndarray:
+        """Frames in each chunk (the summary's spans: no ``present`` read)."""
+        if "frame counts" not in self.shared:
+            self.shared["frame counts"] = np.array([c.span()[0] for c in self.chunks], np.int64)
+        return self.shared["frame counts"]
+
     def bases(self) -> np.ndarray:
         if "bases" not in self.shared:
             self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
@@ -363,17 +369,34 @@ class Scan(Step):
             ratio = ValueColumn("float", ctx.coverage(self.node.label), ctx.in_window(ctx.present()))
             return _value_mask(ratio, self.node.op, self.node.value)
         out = np.zeros(ctx.size(), bool)
-        always, never = _zones(self.node, ctx)
-        for i in np.flatnonzero(~never if ctx.window is None else ~never & ctx.window).tolist():
-            c = ctx.chunks[i]
-            out[i * CHUNK:(i + 1) * CHUNK] = c.present if always[i] else column_mask(self.node, i, ctx) & c.present
+        whole, looked_at = self._chunks(ctx)
+        for i in np.flatnonzero(whole).tolist():
+            out[i * CHUNK:(i + 1) * CHUNK] = ctx.chunks[i].present
+        for i in looked_at:
+            out[i * CHUNK:(i + 1) * CHUNK] = self._rows(i, ctx)
         return out
+
+    def _chunks(self, ctx: Context) -> tuple[np.ndarray, list[int]]:
+        """(per chunk, whether the zone maps say every frame matches; the chunks whose rows must be
+        looked at), both within the window."""
+        always, never = _zones(self.node, ctx)
+        wanted = ~never if ctx.window is None else ~never & ctx.window
+        return wanted & always, np.flatnonzero(wanted & ~always).tolist()
+
+    def _rows(self, number: int, ctx: Context) -> np.ndarray:
+        return column_mask(self.node, number, ctx) & ctx.chunks[number].present
 
     def run(self, ctx: Context) -> np.ndarray:
         return ctx.seqs_at(np.flatnonzero(self.mask(ctx)))
 
     def count(self, ctx: Context) -> int:
-        return int(np.count_nonzero(self.mask(ctx)))
+        """Chunks the zone maps decide count their frames from the version's summary; only the others'
+        rows are looked at (a range count over 10M frames touches its two border chunks, not a dense
+        mask of every position)."""
+        if isinstance(self.node, Coverage):
+            return int(np.count_nonzero(self.mask(ctx)))
+        whole, looked_at = self._chunks(ctx)
+        return int(ctx.frame_counts()[whole].sum()) + sum(int(np.count_nonzero(self._rows(i, ctx))) for i in looked_at)
 
     def lines(self) -> list[str]:
         return [f"scan columns: {to_text(self.node)}"]
