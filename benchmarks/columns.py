@@ -25,7 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine_lines, table, write_result  # noqa: E402
+from common import checkout_parser, checkout_pythons, machine_lines, table, write_result  # noqa: E402
 
 GROUPS = {"ts": "timestamp", "ctx": "context", "nm": "n_masks", "nr": "n_rois", "vo vk vc": "value_offsets",
           "ids": "ids"}
@@ -94,14 +94,9 @@ def fresh_child(path: str, attr: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=100_000)
-    ap.add_argument("--quick", action="store_true", help="100,000 frames")
-    ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
-                    help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
+    ap = checkout_parser(__doc__.splitlines()[0], "columns", 100_000, "100,000 frames")
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--workdir", type=Path, help="keep the archives here, and reuse NAME.maskstore found there")
-    ap.add_argument("--no-write", action="store_true", help="print only, leave results/columns.md alone")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--fresh-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -113,7 +108,7 @@ def main() -> None:
         return
     machine = machine_lines()
     n = 100_000 if args.quick else args.frames
-    pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
+    pythons = checkout_pythons(args)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in pythons}
     with tempfile.TemporaryDirectory(prefix="columns-") as tmp:
         paths = {name: (args.workdir or Path(tmp)) / f"{name}.maskstore" for name in pythons}

@@ -6,6 +6,7 @@ Each script in ``benchmarks/`` answers one question against a baseline measured 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -125,3 +126,20 @@ def parallel_speedup(processes: int = 2, work: int = 5_000_000) -> float:
         _spin(work)
     serial = time.perf_counter() - start
     return serial / parallel
+
+
+def checkout_parser(description: str, name: str, frames: int, quick: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that measures this checkout against others' interpreters, in the
+    same run: frame count, ``--quick`` (its help ``quick``), ``--compare NAME=PYTHON``, ``--no-write``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--frames", type=int, default=frames)
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
+                    help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
+    ap.add_argument("--no-write", action="store_true", help=f"print only, leave results/{name}.md alone")
+    return ap
+
+
+def checkout_pythons(args: argparse.Namespace) -> dict[str, str]:
+    """Name -> interpreter of every checkout measured: this one first, then ``--compare``'s."""
+    return {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}

@@ -26,7 +26,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine_lines, table, write_result  # noqa: E402
+from common import checkout_parser, checkout_pythons, machine_lines, table, write_result  # noqa: E402
 QUERIES = ['label == "car"', 'context_id == "drive_0421"', 'label == "person" order by timestamp desc limit 100']
 
 NOTES = """Columns: loading a version's scan columns. Since the column summary (FORMAT.md) that is one
@@ -104,13 +104,8 @@ def run_fresh(python: str, path: Path, text: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=200_000)
-    ap.add_argument("--quick", action="store_true", help="100,000 frames, 3 rounds")
-    ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
-                    help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
+    ap = checkout_parser(__doc__.splitlines()[0], "firstquery", 200_000, "100,000 frames, 3 rounds")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-write", action="store_true", help="print only, leave results/firstquery.md alone")
     ap.add_argument("--fresh-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--build-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -122,7 +117,7 @@ def main() -> None:
         return
     machine = machine_lines()
     n, rounds = (100_000, 3) if args.quick else (args.frames, args.rounds)
-    pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
+    pythons = checkout_pythons(args)
     with tempfile.TemporaryDirectory(prefix="firstquery-") as tmp:
         paths = {name: Path(tmp) / f"{name}.maskstore" for name in pythons}
         for name, python in pythons.items():

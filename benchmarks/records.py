@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine_lines, table, write_result  # noqa: E402
+from common import checkout_parser, checkout_pythons, machine_lines, table, write_result  # noqa: E402
 
 CONTEXT_QUERY = 'context_id == "drive_0421"'
 LABEL_QUERY = 'label == "person"'
@@ -84,13 +84,8 @@ def _run(python: str, *args: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--quick", action="store_true", help="100,000 frames, 3 rounds")
-    ap.add_argument("--compare", action="append", default=[], metavar="NAME=PYTHON",
-                    help="also measure the maskstore of this interpreter (another checkout's venv); repeatable")
+    ap = checkout_parser(__doc__.splitlines()[0], "records", 1_000_000, "100,000 frames, 3 rounds")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-write", action="store_true", help="print only, leave results/records.md alone")
     ap.add_argument("--build-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--lookup-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -102,7 +97,7 @@ def main() -> None:
         return
     machine = machine_lines()
     n, rounds = (100_000, 3) if args.quick else (args.frames, args.rounds)
-    pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.compare)}
+    pythons = checkout_pythons(args)
     commits = {name: subprocess.run([python, "-c", "import maskstore, subprocess, pathlib; print(subprocess.run("
                                      "['git', 'log', '-1', '--format=%h %s'], capture_output=True, text=True, "
                                      "cwd=pathlib.Path(maskstore.__file__).parent).stdout.strip()[:70])"],
