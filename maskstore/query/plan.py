@@ -284,11 +284,8 @@ def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Ch
     held = [(chunk, span) for chunk, span in zip(chunks, spans) if span[0]]
     total = sum(span[0] for span in spans)
     cursor = txn.cursor(db=version.archive.db("frames"))
-    if not held:
-        stray = _next_record(cursor, version.prefix, 0)
-        if stray is not None:
-            raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
-    else:
+    after = 0  # the first seq no record may hold: past the version's last present frame
+    if held:
         first, last = held[0][0].base + held[0][1][1], held[-1][0].base + held[-1][1][2]
         if last >= rec["next_seq"]:
             raise ArchiveError(f"{where}: the scan columns hold frame seq {last}, beyond the version's next_seq "
@@ -296,9 +293,10 @@ def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Ch
         if _next_record(cursor, version.prefix, 0) != first or _next_record(cursor, version.prefix, last) != last:
             raise ArchiveError(f"{where}: the scan columns (frames {first}..{last}) do not match the frame records; "
                                "run maskstore check --repair to rebuild them")
-        stray = _next_record(cursor, version.prefix, last + 1)
-        if stray is not None:
-            raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
+        after = last + 1
+    stray = _next_record(cursor, version.prefix, after)
+    if stray is not None:
+        raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
     if total != rec["count"]:
         raise ArchiveError(f"{where}: the scan columns hold {total} frames, the version record counts "
                            f"{rec['count']}; run maskstore check --repair")
