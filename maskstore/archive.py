@@ -26,14 +26,14 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from . import compression, postings, records
+from . import compression, frame_groups, postings, records
 from .errors import (ArchiveError, FrameError, FrameNotFoundError, MaskstoreError, NetworkFilesystemWarning,
                      ReadOnlyError, VersionError, VersionNotFoundError)
 from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused, merge_frame, merge_meta_types,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .layout import (CURRENT_DICTIONARY_KEY, FORMAT_KEY, INDEX_DBS, NEXT_VERSION_KEY, SUB_DATABASES, U64,
-                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, require_feature,
+                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, put_sorted, require_feature,
                      text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
@@ -76,6 +76,7 @@ class Archive:
                             map_size=map_size, sync=sync, max_readers=max_readers)
         self._dbs: dict[str, Any] = {}
         self.packed_indexes = True  # the ix_* layout (postings); set from the format record on open
+        self.frame_groups = True  # the frames layout (frame_groups); set from the format record on open
         # Scan columns the query engine loaded, per version id (query.engine); dropped on close.
         self.column_cache: dict[int, Any] = {}
         self._store.on_reopen = self._open_dbs
@@ -112,6 +113,7 @@ class Archive:
         """Which layout the ``ix_*`` sub-databases hold (``postings``): the format record says, and each
         index's LMDB flags must agree, or a dupsort entry would be read as a block (or the reverse)."""
         self.packed_indexes = records.PACKED_POSTINGS in fmt["required_features"]
+        self.frame_groups = records.FRAME_GROUPS in fmt["required_features"]
         for name in INDEX_DBS:
             if self._dbs[name].flags(txn)["dupsort"] == self.packed_indexes:
                 raise ArchiveError(f"{self.path} is damaged: index {name} is stored "
@@ -149,14 +151,19 @@ class Archive:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
                 txn.put(FORMAT_KEY, records.encode_format(records.FEATURES_FORMAT, required=(
-                    records.COLUMN_FIELDS, records.PACKED_POSTINGS)), db=self._dbs["meta"])
-                self.packed_indexes = True
-            elif records.PACKED_POSTINGS not in self._decode_format(fmt)["required_features"]:
+                    records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.FRAME_GROUPS)), db=self._dbs["meta"])
+                self.packed_indexes = self.frame_groups = True
+                return
+            required = self._decode_format(fmt)["required_features"]
+            if records.PACKED_POSTINGS not in required:
                 self.packed_indexes = True  # an archive from before packed postings: converted once, here
                 postings.convert(txn, self.env, self._dbs, self)
                 require_feature(txn, self._dbs["meta"], records.PACKED_POSTINGS)
-            else:
-                self._index_layout(txn, self._decode_format(fmt))
+            if records.FRAME_GROUPS not in required:  # from before frame groups: converted once, here
+                load_dictionaries(txn, self._dbs["meta"])
+                frame_groups.convert(txn, self._dbs["frames"], self._frame_dictionary(txn, []))
+                require_feature(txn, self._dbs["meta"], records.FRAME_GROUPS)
+            self._index_layout(txn, self._decode_format(txn.get(FORMAT_KEY, db=self._dbs["meta"])))
         self.write(work)
 
     def _begin(self, write: bool = False) -> AbstractContextManager[lmdb.Transaction]:
@@ -187,20 +194,17 @@ class Archive:
         if self._store.env is not None and self._dbs:
             self.read(lambda txn: load_dictionaries(txn, self._dbs["meta"]))
 
-    def _stored_frames(self, txn: lmdb.Transaction, plain: list[bytes]) -> list[bytes]:
-        """Frame records as written: compressed with the archive's current dictionary. Until it has one,
-        the first batch of ``compression.TRAIN_MIN_RECORDS`` frames or more trains it; archives that
-        never get such a batch stay plain until ``maskstore compact``."""
+    def _frame_dictionary(self, txn: lmdb.Transaction, plain: list[bytes]) -> bytes | None:
+        """The dictionary frame groups are written with: the archive's current one. Until it has one,
+        the first batch of ``compression.TRAIN_MIN_RECORDS`` frames or more (``plain``) trains it;
+        archives that never get such a batch compress without one until ``maskstore compact``."""
         meta = self._dbs["meta"]
         current = txn.get(CURRENT_DICTIONARY_KEY, db=meta)
         if current is None:
             trained = compression.train(compression.sample(plain))
-            if trained is None:
-                return plain
-            current = install_dictionary(txn, meta, trained)
-        else:
-            load_dictionaries(txn, meta)  # when another process stored it after this one opened
-        return records.compress_frames(plain, bytes(current))
+            return None if trained is None else install_dictionary(txn, meta, trained)
+        load_dictionaries(txn, meta)  # when another process stored it after this one opened
+        return bytes(current)
 
     def close(self) -> None:
         compression.remove_source(self)
@@ -633,7 +637,7 @@ class DatasetVersion:
 
     def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         def work(txn: lmdb.Transaction) -> dict[str, dict[str, Any]]:
-            out = {}
+            out, stored = {}, frame_groups.Records(txn, self.archive, self.prefix)
             for fid in ids:
                 try:
                     seq = txn.get(self.prefix + text_key(fid), db=self.archive.db("frame_ids"))
@@ -641,8 +645,7 @@ class DatasetVersion:
                     seq = None
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
-                out[fid] = records.decode_frame(txn.get(self.prefix + seq, db=self.archive.db("frames")),
-                                                f"frame {fid!r}")
+                out[fid] = records.decode_frame(stored.plain(U64.unpack(seq)[0]), f"frame {fid!r}")
             return out
         return self.archive.read(work)
 
@@ -658,7 +661,7 @@ class DatasetVersion:
                 txn.put(digest, data, db=arc.db("blobs"), overwrite=False)
             blobs_db = arc.db("blobs")
             check_blobs_present(batch, lambda key: txn.get(key, db=blobs_db) is not None, str(arc.path))
-            ids_db, frames_db = arc.db("frame_ids"), arc.db("frames")
+            ids_db, stored_records = arc.db("frame_ids"), frame_groups.Records(txn, arc, prefix)
             id_keys = batch.postings.id_keys(prefix, batch.ids)
             stored = dict(txn.cursor(db=ids_db).getmulti(id_keys))
             if must_exist and len(stored) < len(id_keys):
@@ -674,8 +677,7 @@ class DatasetVersion:
                         rec["next_seq"] += 1
                     else:
                         number = U64.unpack(seq)[0]
-                        replaced[number] = records.decode_frame(txn.get(prefix + seq, db=frames_db),
-                                                                f"frame seq {number}")
+                        replaced[number] = stored_records.frame(number)
                         numbers.append(number)
             else:
                 first = rec["next_seq"]
@@ -687,9 +689,9 @@ class DatasetVersion:
             merge_meta_types(rec["meta_types"], batch)
             postings.update(txn, arc, prefix, postings.of_records(replaced),
                             postings.from_groups(batch.postings.groups(), np.asarray(numbers, np.uint64)))
-            txn.cursor(db=arc.db("frames")).putmulti(
-                sorted(zip([prefix + seq for seq in seqs], arc._stored_frames(txn, batch.records))))
-            txn.cursor(db=arc.db("frame_ids")).putmulti(sorted(new_ids))
+            frame_groups.write(txn, arc.db("frames"), prefix, dict(zip(numbers, batch.records)),
+                               dictionary=arc._frame_dictionary(txn, batch.records))
+            put_sorted(txn, arc.db("frame_ids"), sorted(new_ids))
             built.update(columns.update(txn, self, dict(zip(numbers, batch.records))))
             return len(batch.ids)
         built: dict[bytes, Any] = {}
@@ -729,17 +731,18 @@ class DatasetVersion:
         def work(txn: lmdb.Transaction, rec: dict[str, Any]) -> int:
             arc = self.archive
             deleted: dict[int, dict[str, Any]] = {}
+            stored = frame_groups.Records(txn, arc, self.prefix)
             for fid in ids:
                 id_key = self.prefix + text_key(fid)
                 seq = txn.get(id_key, db=arc.db("frame_ids"))
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
-                seq = bytes(seq)
-                deleted[U64.unpack(seq)[0]] = records.decode_frame(txn.get(self.prefix + seq, db=arc.db("frames")),
-                                                                   f"frame {fid!r}")
-                txn.delete(self.prefix + seq, db=arc.db("frames"))
+                number = U64.unpack(seq)[0]
+                deleted[number] = records.decode_frame(stored.plain(number), f"frame {fid!r}")
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1
+            frame_groups.write(txn, arc.db("frames"), self.prefix, {}, deleted,
+                               dictionary=arc._frame_dictionary(txn, []))
             postings.update(txn, arc, self.prefix, removed=postings.of_records(deleted))
             built.update(columns.update(txn, self, dict.fromkeys(deleted)))
             return len(ids)
@@ -787,16 +790,15 @@ class DatasetVersion:
         """(seq, frame dict) in insertion order, or for the given sorted seqs, from one snapshot."""
         arc = self.archive
         with arc._begin() as txn:
+            stored = frame_groups.Records(txn, arc, self.prefix)
             if seqs is None:
-                for key, data in entries(txn, arc.db("frames"), self.prefix):
-                    seq = U64.unpack(key[8:])[0]
-                    yield seq, records.decode_frame(data, f"frame seq {seq}")
+                for seq, plain in stored.items():
+                    yield seq, records.decode_frame(plain, f"frame seq {seq}")
             else:
-                frames_db = arc.db("frames")
                 for seq in seqs.tolist():
-                    data = txn.get(self.prefix + u64(seq), db=frames_db)
-                    if data is not None:
-                        yield seq, records.decode_frame(data, f"frame seq {seq}")
+                    plain = stored.plain(seq)
+                    if plain is not None:
+                        yield seq, records.decode_frame(plain, f"frame seq {seq}")
 
     def __iter__(self) -> Iterator[Frame]:
         return (frame_from_dict(d) for _, d in self.iter_records())

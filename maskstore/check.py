@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
-from . import postings, records
+from . import compression, frame_groups, postings, records
 from .errors import ArchiveError, MaskstoreError
 from .ingest.prepare import file_references
 from .lifecycle import referenced_blobs
@@ -124,19 +124,44 @@ def _read_frames(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any], labe
             problems.append(Problem("error", f"{_where(label)}: a frame record has a damaged key ({len(key)} bytes; "
                                              "a version id and a seq take 16)"))
             continue
-        seq = U64.unpack(key[8:])[0]
-        if seq >= vrec["next_seq"]:
-            problems.append(Problem("error", f"{_where(label)}: frame seq {seq} is beyond the version's next_seq "
-                                             f"{vrec['next_seq']} (no write hands out such a seq)"))
+        number = U64.unpack(key[8:])[0]
         try:
-            if (data[1:2] == records.KIND_FRAME_ZSTD and len(data) > records.ZSTD_BODY
-                    and records.record_dictionary(data) not in held):
-                raise ArchiveError(f"frame seq {seq} record is compressed with dictionary "
-                                   f"{records.record_dictionary(data).hex()}, which the archive does not hold")
-            frames[key[8:]] = records.decode_frame(data, f"frame seq {seq}")
+            members = _members(arc, data, number, held)
         except ArchiveError as exc:
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
+            continue
+        for seq, stored in members:
+            if seq >= vrec["next_seq"]:
+                problems.append(Problem("error", f"{_where(label)}: frame seq {seq} is beyond the version's next_seq "
+                                                 f"{vrec['next_seq']} (no write hands out such a seq)"))
+            try:
+                _check_dictionary(stored, f"frame seq {seq} record", records.ZSTD_HEAD, held)
+                frames[u64(seq)] = records.decode_frame(stored, f"frame seq {seq}")
+            except ArchiveError as exc:
+                problems.append(Problem("error", f"{_where(label)}: {exc}"))
     return frames
+
+
+def _members(arc: Archive, data: bytes, number: int, held: set[bytes]) -> list[tuple[int, Any]]:
+    """(seq, record as stored) of one ``frames`` entry: a group's members, or the record of one seq
+    (the layout from before frame groups)."""
+    if not arc.frame_groups:
+        return [(number, data)]
+    if number & frame_groups.LOW_BITS:
+        raise ArchiveError(f"a frame group has the key of seq {number}, which is not a multiple of "
+                           f"{frame_groups.GROUP_SEQS}")
+    what = f"frame group of seqs {number}..{number + frame_groups.LOW_BITS}"
+    if bytes(data[len(frame_groups.GROUP_HEAD):frame_groups.BODY_START]) != frame_groups.NO_DICTIONARY:
+        _check_dictionary(data, what, frame_groups.GROUP_HEAD, held)
+    return frame_groups.decode_group(data, number)
+
+
+def _check_dictionary(data: Any, what: str, head: bytes, held: set[bytes]) -> None:
+    """ArchiveError when a compressed value (``head``, dictionary id, body) names a dictionary the
+    archive does not hold (another archive's, known to this process, would still decode it)."""
+    dictionary = bytes(data[len(head):len(head) + compression.ID_BYTES])
+    if data[:len(head)] == head and len(data) > len(head) + compression.ID_BYTES and dictionary not in held:
+        raise ArchiveError(f"{what} is compressed with dictionary {dictionary.hex()}, which the archive does not hold")
 
 
 def _check_version(arc: Archive, txn: lmdb.Transaction, vrec: dict[str, Any]) -> list[Problem]:
@@ -482,12 +507,7 @@ def rebuild_indexes(version: DatasetVersion) -> Rebuilt:
 
     def work(txn: lmdb.Transaction) -> Rebuilt:
         vrec = version.record(txn)
-        frames = {}
-        for key, data in entries(txn, arc.db("frames"), prefix):
-            try:
-                frames[key[8:]] = records.decode_frame(data)
-            except ArchiveError:
-                continue  # an undecodable record cannot be indexed; check reports it
+        frames = _read_frames(arc, txn, vrec, "", [])  # an undecodable record cannot be indexed; check reports it
         wanted = _wanted(frames)
         added = removed = 0
         for name in INDEX_DBS:

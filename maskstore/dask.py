@@ -40,10 +40,10 @@ import pyarrow as pa
 from distributed import Client, as_completed, default_client
 
 from . import export as exporting
-from . import postings, records
+from . import frame_groups, postings
 from .archive import Archive, DatasetVersion
 from .errors import MaskstoreError, QueryError
-from .layout import CHUNK_BITS, HASHED_KEY_MARK, u64
+from .layout import CHUNK_BITS, HASHED_KEY_MARK
 from .query import columns, engine
 from .query.columns import Chunk, StrColumn
 from .query.evaluate import Labels
@@ -243,11 +243,10 @@ def _roi_labels(txn: lmdb.Transaction, version: DatasetVersion, chunk: Chunk, ro
 
 def _roi_labels_of_records(txn: lmdb.Transaction, version: DatasetVersion, chunk: Chunk,
                            position: dict[int, int]) -> list[tuple[int, str]]:
-    frames_db = version.archive.db("frames")
+    stored = frame_groups.Records(txn, version.archive, version.prefix)
     found = []
     for row, i in position.items():
-        rec = records.decode_frame(txn.get(version.prefix + u64(chunk.base + row), db=frames_db),
-                                   f"frame seq {chunk.base + row}")
+        rec = stored.frame(chunk.base + row)
         found += [(i, name) for name in dict.fromkeys(n for roi in rec["rois"] for n in roi["label"])]
     return found
 
@@ -326,9 +325,8 @@ def _frame_dicts(part: Part) -> list[dict[str, Any]]:
     """The partition's frame dicts, from the planned snapshot."""
     with _snapshot(part) as (version, txn, _):
         seqs = _rows(part, _chunk(txn, version, part.base)) + part.base if part.seqs is None else part.seqs
-        frames_db = version.archive.db("frames")
-        return [records.decode_frame(txn.get(version.prefix + u64(int(s)), db=frames_db), f"frame seq {s}")
-                for s in seqs]
+        stored = frame_groups.Records(txn, version.archive, version.prefix)
+        return [stored.frame(int(s)) for s in seqs]
 
 
 # ------------------------------------------------------------------------------------------ public API

@@ -36,6 +36,7 @@ place the layout is spelt out.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,19 @@ def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[byt
             if not key.startswith(prefix):
                 return
             yield key, value
+
+
+def put_sorted(txn: lmdb.Transaction, db: Any, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write (key, value) pairs sorted by key. Those after the sub-database's last key are appended
+    (``MDB_APPEND``): LMDB then starts a new page instead of splitting the last one in half, so an
+    ingest leaves its pages full (frame groups at 55 % of a page without it)."""
+    cursor = txn.cursor(db=db)
+    last = bytes(cursor.key()) if cursor.last() else None
+    split = 0 if last is None else bisect.bisect_right([key for key, _ in items], last)
+    if split:
+        cursor.putmulti(items[:split])
+    if split < len(items):
+        cursor.putmulti(items[split:], append=True)
 
 
 def delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> None:

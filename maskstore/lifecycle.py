@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from . import compression, records
+from . import compression, frame_groups, records
 from .ingest.prepare import file_references
 from .layout import DICTIONARY_PREFIX, U64, entries, install_dictionary
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
@@ -99,14 +99,14 @@ def _frame_ids(txn: lmdb.Transaction, arc: Archive, version: DatasetVersion, cou
     return {key[8:]: seq for key, seq in entries(txn, arc.db("frame_ids"), prefix)}
 
 
-def _records(txn: lmdb.Transaction, arc: Archive, keys: list[bytes]) -> list[bytes]:
-    found = txn.cursor(db=arc.db("frames")).getmulti(keys)
-    if len(found) != len(keys):
-        have = {k for k, _ in found}
-        missing = next(k for k in keys if k not in have)
-        raise ArchiveError(f"frame seq {U64.unpack(missing[8:])[0]} has an id entry but no record; "
+def _records(stored: frame_groups.Records, seqs: list[bytes]) -> list[bytes | memoryview]:
+    """The plain records of some seqs (u64 bytes, from the id table)."""
+    found = [stored.plain(U64.unpack(seq)[0]) for seq in seqs]
+    if None in found:
+        missing = seqs[found.index(None)]
+        raise ArchiveError(f"frame seq {U64.unpack(missing)[0]} has an id entry but no record; "
                            "run maskstore check --repair")
-    return [value for _, value in found]
+    return found
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -140,10 +140,11 @@ def diff(new: DatasetVersion, old: DatasetVersion) -> VersionDiff:
         old_ids = _frame_ids(txn, arc, old, old_rec["count"])
         common = [i for i in old_ids if i in new_ids]  # in id order, so the changed ids come out sorted
         changed = []
+        old_records, new_records = frame_groups.Records(txn, arc, old.prefix), frame_groups.Records(txn, arc, new.prefix)
         for start in range(0, len(common), DIFF_CHUNK):
             chunk = common[start:start + DIFF_CHUNK]
-            olds = _records(txn, arc, [old.prefix + old_ids[i] for i in chunk])
-            news = _records(txn, arc, [new.prefix + new_ids[i] for i in chunk])
+            olds = _records(old_records, [old_ids[i] for i in chunk])
+            news = _records(new_records, [new_ids[i] for i in chunk])
             differ = [n for n, (a, b) in enumerate(zip(olds, news)) if a != b]
             changed += [chunk[n] for n in differ
                         if not same_value(records.decode_frame(olds[n]), records.decode_frame(news[n]))]
@@ -343,16 +344,11 @@ def referenced_blobs(txn: lmdb.Transaction, arc: Archive) -> set[bytes]:
     """Digests of every embedded file a frame record of any version names, found in the record bytes
     without decoding (a meta string that spells a blob URI keeps that blob too: never too few)."""
     found: set[bytes] = set()
-    for key, data in txn.cursor(db=arc.db("frames")):
-        data = _plain(key, data)
+    for _, data in frame_groups.every_record(txn, arc):
+        data = bytes(data)
         if _BLOB_MARK in data:
             found.update(bytes.fromhex(h.decode()) for h in _BLOB_URI.findall(data))
     return found
-
-
-def _plain(key: bytes, data: bytes) -> bytes:
-    """A stored frame record as the plain one it holds (decompressed when compressed), named by its key."""
-    return bytes(records.plain_frame(data, f"frame {bytes(key).hex()}"))
 
 
 def temp_path(out: Path) -> Path:
@@ -448,7 +444,7 @@ def _logical_copy(arc: Archive, tmp: Path, report: CompactReport) -> None:
                 dictionary_id = compression.register(dictionary)
                 kept = {b"blobs": referenced, b"meta": lambda key, _: not key.startswith(DICTIONARY_PREFIX)}
                 report.counts = copy_databases(arc.env, txn, dst, kept,
-                                               {b"frames": lambda key, value: _recompressed(key, value, dictionary_id)})
+                                               {b"frames": lambda key, value: frame_groups.recompressed(key, value, dictionary_id)})
                 with dst.begin(write=True) as wtxn:
                     install_dictionary(wtxn, dst.open_db(b"meta", txn=wtxn), dictionary)
         dst.sync(True)
@@ -460,14 +456,9 @@ def _logical_copy(arc: Archive, tmp: Path, report: CompactReport) -> None:
 
 def _training_records(txn: lmdb.Transaction, arc: Archive) -> list[bytes]:
     """Plain frame records spread evenly over the whole archive, for the dictionary compact trains."""
-    frames_db = arc.db("frames")
-    step = max(1, -(-txn.stat(frames_db)["entries"] // compression.TRAIN_MAX_RECORDS))
-    return [_plain(key, data) for key, data in islice(txn.cursor(db=frames_db), 0, None, step)]
-
-
-def _recompressed(key: bytes, value: bytes, dictionary: bytes) -> bytes:
-    """A frame record compressed with the dictionary compact trained (whatever it was before)."""
-    return records.compress_frames([_plain(key, value)], dictionary)[0]
+    per_entry = frame_groups.GROUP_SEQS if arc.frame_groups else 1
+    step = max(1, -(-txn.stat(arc.db("frames"))["entries"] * per_entry // compression.TRAIN_MAX_RECORDS))
+    return [bytes(data) for _, data in islice(frame_groups.every_record(txn, arc), 0, None, step)]
 
 
 def _copy_failure(tmp: Path, exc: lmdb.Error) -> str:

@@ -106,10 +106,13 @@ COLUMN_FIELDS = "column-fields"
 """Required feature: each field of a scan-column chunk is its own ``columns`` entry (FORMAT.md)."""
 PACKED_POSTINGS = "packed-postings"
 """Required feature: the ``ix_*`` sub-databases hold packed posting blocks, not dupsort entries (FORMAT.md)."""
+FRAME_GROUPS = "frame-groups"
+"""Required feature: the ``frames`` sub-database holds the records of 16 consecutive seqs per entry,
+compressed together (FORMAT.md, "Frame groups")."""
 FEATURES_FORMAT = 2
 """0.1.0 reads no feature lists, only the format number: an archive listing a required feature is at
 least format 2, which 0.1.0 refuses as newer."""
-KNOWN_FEATURES: frozenset[str] = frozenset({ZSTD_FEATURE, COLUMN_FIELDS, PACKED_POSTINGS})
+KNOWN_FEATURES: frozenset[str] = frozenset({ZSTD_FEATURE, COLUMN_FIELDS, PACKED_POSTINGS, FRAME_GROUPS})
 """Format features this release implements (FORMAT.md, "Compatibility"): an archive whose format
 record lists a required feature outside this set is refused; unknown optional features are ignored."""
 FEATURE_LISTS = ("required_features", "optional_features")

@@ -17,9 +17,9 @@ import lmdb
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .layout import text_key, u64
+from .layout import text_key
 from .labels import RGB, label_colors
-from . import records
+from . import frame_groups
 from .query import columns, engine
 from .query.evaluate import Labels
 from .query.plan import EMPTY, Context, Lookup, sorted_unique
@@ -114,10 +114,10 @@ def _roi_frames(ctx: Context) -> dict[str, np.ndarray]:
     if ctx.roi_labels is not None:
         return {name: Lookup("ix_roi", (text_key(name),), name).run(ctx) for name in ctx.roi_labels}
     found: dict[str, set[int]] = {}
-    frames_db = ctx.version.archive.db("frames")
+    stored = frame_groups.Records(ctx.txn, ctx.version.archive, ctx.version.prefix)
     for chunk in ctx.chunks:
         for seq in (np.nonzero(chunk.present & (chunk.n_rois > 0))[0] + chunk.base).tolist():
-            rec = records.decode_frame(ctx.txn.get(ctx.version.prefix + u64(seq), db=frames_db), f"frame seq {seq}")
+            rec = stored.frame(seq)
             for name in {n for roi in rec["rois"] for n in roi["label"]}:
                 found.setdefault(name, set()).add(seq)
     return {name: np.array(sorted(seqs), np.uint64) for name, seqs in found.items()}

@@ -19,7 +19,7 @@ import msgpack
 import zstandard
 
 READS_VERSION = 2                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields", "packed-postings"})
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields", "packed-postings", "frame-groups"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
 DICTIONARY_PREFIX = b"zstd_dictionary"    # "Compressed frame records"
 MAX_RECORD = 256 * 1024 * 1024
@@ -79,6 +79,33 @@ def frame_record(data: bytes, known: dict[bytes, zstandard.ZstdDecompressor]) ->
     return record(data, "frame")
 
 
+def frames(txn: lmdb.Transaction, env: lmdb.Environment, known: dict[bytes, zstandard.ZstdDecompressor],
+           prefix: bytes = b"") -> list[tuple[int, int, Any]]:
+    """(version id, seq, frame) of every frame record under ``prefix``, in key order. "Frame groups":
+    with the required feature frame-groups, the entry ``version ‖ u64(base)`` (base a multiple of 16)
+    holds 2 ‖ "G" ‖ dictionary id (8, zeros: none) ‖ zstd(count (u8) ‖ offsets (u8 each) ‖ lengths
+    (u32 LE each) ‖ frame records); before it, one record per ``version ‖ u64(seq)``."""
+    grouped = "frame-groups" in read_format(txn, env).get("required_features", [])
+    out = []
+    for key, value in _entries(txn, _db(env, txn, "frames"), prefix):
+        version, number = u64(key[:8]), u64(key[8:])
+        if not grouped:
+            out.append((version, number, frame_record(value, known)))
+            continue
+        if value[:2] != b"\x02G" or number % 16:
+            raise FormatError(f"frame group at seq {number} is damaged")
+        ident, body = value[2:10], value[10:]
+        data = (zstandard.ZstdDecompressor() if ident == bytes(8) else known[ident]).decompress(
+            body, max_output_size=MAX_RECORD, allow_extra_data=False)
+        count = data[0]
+        lengths = struct.unpack_from(f"<{count}I", data, 1 + count)
+        at = 1 + 5 * count
+        for offset, length in zip(data[1:1 + count], lengths):
+            out.append((version, number + offset, frame_record(data[at:at + length], known)))
+            at += length
+    return out
+
+
 def _db(env: lmdb.Environment, txn: lmdb.Transaction, name: str) -> Any:
     return env.open_db(name.encode(), txn=txn, create=False)
 
@@ -115,19 +142,19 @@ def read_archive(path: str | Path) -> dict[str, Any]:
         with env.begin() as txn:
             fmt = read_format(txn, env)
             versions, blobs = [], {}
-            frames_db, blobs_db = _db(env, txn, "frames"), _db(env, txn, "blobs")
+            blobs_db = _db(env, txn, "blobs")
             known = dictionaries(txn, env)
             for key, data in _entries(txn, _db(env, txn, "versions")):
                 rec = record(data, "version")
                 assert rec["id"] == u64(key)
-                frames = [frame_record(value, known) for _, value in _entries(txn, frames_db, key)]
+                held = [frame for _, _, frame in frames(txn, env, known, key)]
                 versions.append({
                     "record": rec,
                     "masks_labels": [[entry["value"], entry["labels"]] for entry in rec["mask_labels"]],
                     "label_colors": rec["label_colors"],
-                    "frames": frames,
+                    "frames": held,
                 })
-                for uri in _file_uris(frames):
+                for uri in _file_uris(held):
                     if uri.startswith(BLOB_PREFIX):
                         digest = bytes.fromhex(uri[len(BLOB_PREFIX):])
                         data = txn.get(digest, db=blobs_db)
@@ -213,10 +240,9 @@ def index_check(path: str | Path) -> tuple[set, set, set, set]:
                 for key, value in _entries(txn, _db(env, txn, name)):
                     stored |= {(name, *pair) for pair in index_pairs(key, value, packed)}
             known = dictionaries(txn, env)
-            for key, data in _entries(txn, _db(env, txn, "frames")):
-                frame = frame_record(data, known)
-                derived |= expected_index_entries(u64(key[:8]), u64(key[8:]), frame)
-                ids_derived.add((key[:8] + text_key(frame["id"]), key[8:]))
+            for version, seq, frame in frames(txn, env, known):
+                derived |= expected_index_entries(version, seq, frame)
+                ids_derived.add((struct.pack(">Q", version) + text_key(frame["id"]), struct.pack(">Q", seq)))
             ids_stored = set(_entries(txn, _db(env, txn, "frame_ids")))
     finally:
         env.close()
@@ -384,7 +410,7 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
                                for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
                     "summary": summary,
-                    "frames": {u64(k[8:]): frame_record(v, known) for k, v in _entries(txn, _db(env, txn, "frames"), key)},
+                    "frames": {seq: frame for _, seq, frame in frames(txn, env, known, key)},
                 }
     finally:
         env.close()

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 
-from maskstore import Archive, compact, compression, records
+from maskstore import Archive, compact, compression, frame_groups, records
 from maskstore.check import check_archive
 from maskstore.errors import ArchiveError
 from maskstore.layout import CURRENT_DICTIONARY_KEY, DICTIONARY_PREFIX, FORMAT_KEY, u64
@@ -61,6 +61,13 @@ def stored(path: Path, db: str = "frames") -> list[tuple[bytes, bytes]]:
     return items
 
 
+def dictionaries_used(path: Path) -> set[bytes]:
+    """The dictionary id of every frame group (``frame_groups.NO_DICTIONARY``: none)."""
+    groups = stored(path)
+    assert all(value[:2] == frame_groups.GROUP_HEAD for _, value in groups)
+    return {value[2:frame_groups.BODY_START] for _, value in groups}
+
+
 def put(path: Path, key: bytes, value: bytes | None, db: str = "frames") -> None:
     env = lmdb.open(str(path), subdir=False, max_dbs=64)
     with env.begin(write=True) as txn:
@@ -96,13 +103,14 @@ def test_a_compressed_record_decodes_to_what_its_plain_record_does(dictionary, g
 
 def test_a_large_batch_trains_the_dictionary_and_is_stored_compressed(compressed):
     frames = stored(compressed)
-    assert all(value[:2] == records.ZSTD_HEAD for _, value in frames)
     meta = dict(stored(compressed, "meta"))
     current = meta[CURRENT_DICTIONARY_KEY]
+    assert dictionaries_used(compressed) == {current}
     assert {k for k in meta if k.startswith(DICTIONARY_PREFIX)} == {DICTIONARY_PREFIX + current}
     fmt = records.decode_format(meta[FORMAT_KEY])
     assert fmt["version"] == records.ZSTD_FORMAT
-    assert fmt["required_features"] == sorted([records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.ZSTD_FEATURE])
+    assert fmt["required_features"] == sorted([records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.ZSTD_FEATURE,
+                                               records.FRAME_GROUPS])
     plain = sum(len(r) for r in records.encode_frames([normalize_frame_dict(f) for f in FRAMES]))
     assert sum(len(v) for _, v in frames) * 2 < plain  # the point of it
     with Archive(compressed, readonly=True) as ar:
@@ -123,11 +131,11 @@ def test_small_batches_stay_plain_and_later_batches_use_the_dictionary(compresse
         changed = dict(FRAMES[3], meta={"city": "köln"})
         ar.get_version("d", "v1").update_frames([changed])
         assert ar.get_version("d", "v1").get_frame_dict(changed["id"])["meta"] == {"city": "köln"}
-    assert all(value[:2] == records.ZSTD_HEAD for _, value in stored(compressed))
+    assert dictionaries_used(compressed) == {dict(stored(compressed, "meta"))[CURRENT_DICTIONARY_KEY]}
     small = tmp_path / "small.maskstore"
     with Archive(small, jobs=1) as ar:
         ar.create_version(dataset_name="d", version_name="v1").add_frames(FRAMES[:100])
-    assert all(value[:2] == records.FRAME_HEAD for _, value in stored(small))
+    assert dictionaries_used(small) == {frame_groups.NO_DICTIONARY}
     assert records.ZSTD_FEATURE not in records.decode_format(dict(stored(small, "meta"))[FORMAT_KEY])["required_features"]
 
 
@@ -140,8 +148,9 @@ def test_the_format_1_fixture_reads_and_takes_compressed_frames_beside_its_plain
     with Archive(path, readonly=True) as ar:
         assert {v.label: list(v.frame_dicts()) for v in ar.versions() if v.label != "new/v1"} == before
         assert check_archive(ar) == []
-    kinds = {value[:2] for _, value in stored(path)}
-    assert kinds == {records.FRAME_HEAD, records.ZSTD_HEAD}
+    # Its plain records became groups without a dictionary when it was opened writable; the new
+    # version's batch trained one.
+    assert dictionaries_used(path) == {frame_groups.NO_DICTIONARY, dict(stored(path, "meta"))[CURRENT_DICTIONARY_KEY]}
 
 
 def test_older_releases_refuse_a_compressed_archive(compressed, monkeypatch):
@@ -168,10 +177,10 @@ def test_compact_compresses_a_plain_archive_and_keeps_the_blobs_its_records_name
             v.add_frames(frames[start:start + 200], embed=True)
         expected = list(v.frame_dicts())
         answer = v.ids('meta.city == "bremen"')
-    assert all(value[:2] == records.FRAME_HEAD for _, value in stored(path))
+    assert dictionaries_used(path) == {frame_groups.NO_DICTIONARY}
     report = compact(path)
     assert report.blobs_kept == 1 and report.blobs_dropped == 0 and report.after < report.before
-    assert all(value[:2] == records.ZSTD_HEAD for _, value in stored(path))
+    assert dictionaries_used(path) == {dict(stored(path, "meta"))[CURRENT_DICTIONARY_KEY]}
     compact(path)  # compressed records name their blobs too
     with Archive(path, readonly=True) as ar:
         v = ar.get_version("d", "v1")
@@ -225,7 +234,8 @@ def _run_query(path: Path) -> subprocess.CompletedProcess:
 
 
 def _damage(path: Path, seq: int, change) -> None:
-    key = u64(1) + u64(seq)
+    """Change the stored group of ``seq`` (its layout starts as a compressed record's: head, id, zstd)."""
+    key = u64(1) + u64(frame_groups.group_base(seq))
     put(path, key, change(dict(stored(path))[key]))
 
 
@@ -243,18 +253,18 @@ HUGE_FRAME = bytes([0xE0]) + (2**40).to_bytes(8, "little") + b"\x01\x00\x00"  # 
     pytest.param(lambda r: r[:10] + records.ZSTD_HEAD + r, id="compressed-twice"),
     pytest.param(lambda r: bytes([records.FORMAT_VERSION + 1]) + r[1:], id="newer-format"),
 ])
-def test_a_damaged_compressed_record_is_an_archive_error_naming_the_frame(compressed, change):
+def test_a_damaged_compressed_group_is_an_archive_error_naming_its_frames(compressed, change):
     _damage(compressed, 40, change)
     with Archive(compressed, readonly=True) as ar:
         v = ar.get_version("d", "v1")
-        with pytest.raises(ArchiveError, match="frame seq 40 record"):
+        with pytest.raises(ArchiveError, match=r"frame group of seqs 32\.\.47"):
             list(v.query_dicts(f'context_id == "{FRAMES[40]["context_id"]}"'))
-        assert v.get_frame_dict(FRAMES[41]["id"]) == normalize_frame_dict(FRAMES[41])  # the others read on
-        problems = check_archive(ar)  # the record, then what no longer agrees with it
-        assert {p.severity for p in problems} == {"error"} and "frame seq 40 record" in problems[0].message
+        assert v.get_frame_dict(FRAMES[48]["id"]) == normalize_frame_dict(FRAMES[48])  # the other groups read on
+        problems = check_archive(ar)  # the group, then what no longer agrees with its frames
+        assert {p.severity for p in problems} == {"error"} and "frame group of seqs 32..47" in problems[0].message
     done = _run_query(compressed)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "record" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "frame group" in done.stderr
 
 
 def test_a_missing_dictionary_is_an_archive_error(compressed):
@@ -266,7 +276,7 @@ def test_a_missing_dictionary_is_an_archive_error(compressed):
     with Archive(compressed, readonly=True) as ar:
         messages = [p.message for p in check_archive(ar)]
     assert any(f"current compression dictionary {current.hex()} is missing" in m for m in messages)
-    assert any("frame seq 0 record is compressed with dictionary" in m for m in messages)
+    assert any("frame group of seqs 0..15 is compressed with dictionary" in m for m in messages)
 
 
 def test_a_damaged_dictionary_is_an_archive_error(compressed):

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 import format_reader
 from fixtures.make_archive_format1 import NAME, library_view
 from reliability.test_disk_full import small_disk  # noqa: F401 (a fixture: a real 8 MiB tmpfs)
-from maskstore import Archive, ArchiveError, compression, postings, records
+from maskstore import Archive, ArchiveError, compression, frame_groups, postings, records
 from maskstore.check import check_archive
 from maskstore.cli import main
 from maskstore.demo import run_demo
@@ -262,15 +262,16 @@ def test_a_damaged_format_record_names_the_field(fixture_copy, body, problem):
         Archive(fixture_copy, readonly=True)
 
 
-def test_a_new_archive_requires_column_fields_and_packed_postings(tmp_path):
-    """New archives store scan columns field by field and index postings in blocks, so readers that do
-    not know how must refuse them: the features for readers that read the lists, format 2 for 0.1.0,
-    which reads only the number."""
+def test_a_new_archive_requires_column_fields_packed_postings_and_frame_groups(tmp_path):
+    """New archives store scan columns field by field, index postings in blocks and frame records in
+    groups, so readers that do not know how must refuse them: the features for readers that read the
+    lists, format 2 for 0.1.0, which reads only the number."""
     with Archive(tmp_path / "a.maskstore") as ar:
         data = ar.read(lambda t: bytes(t.get(b"format", db=ar.db("meta"))))
     assert format_reader.record(data, "format") == {"name": "maskstore", "version": 2,
-                                                     "required_features": ["column-fields", "packed-postings"]}
-    for feature in ("column-fields", "packed-postings"):
+                                                     "required_features": ["column-fields", "frame-groups",
+                                                                           "packed-postings"]}
+    for feature in ("column-fields", "frame-groups", "packed-postings"):
         with pytest.raises(ArchiveError, match=feature):
             with mock.patch.object(records, "KNOWN_FEATURES", records.KNOWN_FEATURES - {feature}):
                 Archive(tmp_path / "a.maskstore", readonly=True)
@@ -297,7 +298,7 @@ def test_the_column_chunks_of_0_1_0_answer_and_are_stored_field_by_field_when_wr
         assert {v.name: v.ids("timestamp >= 0") for v in ar.versions()} == answers
         assert check_archive(ar) == []
     assert _old_layout_keys(fixture_copy) == []
-    assert raw_format(fixture_copy)["required_features"] == ["column-fields", "packed-postings"]
+    assert raw_format(fixture_copy)["required_features"] == ["column-fields", "frame-groups", "packed-postings"]
     assert raw_format(fixture_copy)["version"] == 2  # 0.1.0 now refuses it as newer
     assert as_json(library_view(fixture_copy)) == expected
     check_reader_agrees(fixture_copy)
@@ -509,10 +510,12 @@ def worked_examples() -> dict[str, str]:
             def entries(name: str) -> list[tuple[bytes, bytes]]:
                 return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False))]
             fmt = entries("meta")[0][1]
-            (frame_key, frame), = entries("frames")
+            (frame_key, group), = entries("frames")
+            (_, frame), = frame_groups.decode_group(group, 0)
+            frame, body = bytes(frame), zstandard.ZstdDecompressor().decompress(group[frame_groups.BODY_START:])
             fields = {key[16:]: value for key, value in entries("columns") if len(key) > 8}  # chunk 0's
             index = [(name, key, value) for name in format_reader.INDEX_DBS for key, value in entries(name)]
-            keys = [("frames", frame_key, f"frame record ({len(frame)} bytes, below)"),
+            keys = [("frames", frame_key, "frame group (below)"),
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
                     *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
@@ -528,6 +531,9 @@ def worked_examples() -> dict[str, str]:
         "dictionary-entry": f"meta {(DICTIONARY_PREFIX + dictionary).hex()}\n  -> "
                             f"{records.encode_dictionary(EXAMPLE_DICTIONARY).hex()}",
         "compressed-record": hex_dump(compressed),
+        "frame-group": f"value  {group[:2].hex(' ')} | {group[2:10].hex()} | zstd frame of the body\n"
+                       f"body   {body[:1].hex()} | {body[1:2].hex()} | {body[2:6].hex()} | "
+                       f"the frame record above ({len(body) - 6} bytes)",
         "format-record": hex_dump(fmt) + "\n\n" + json.dumps(format_reader.record(fmt, "format")),
         "frame-record": hex_dump(frame),
         "frame-decoded": readable_json(format_reader.record(frame, "frame")),
@@ -586,6 +592,7 @@ def test_format_md_worked_examples_are_what_the_code_writes():
     assert records.decode_frame(frame) == json.loads(documented["frame-decoded"])
     assert json.loads(documented["frame-decoded"]) == json.loads(generated["frame-decoded"])
     assert documented["frame-keys"] == generated["frame-keys"]
+    assert documented["frame-group"] == generated["frame-group"]
     assert documented["ids-field"] == generated["ids-field"]
     assert documented["column-summary"] == generated["column-summary"]
     assert documented["index-blocks"] == generated["index-blocks"]

@@ -21,7 +21,7 @@ FACADE = "maskstore.archive"
 ON_TOP = {"maskstore", "maskstore.cli", "maskstore.demo", "maskstore.dask", "maskstore.torch",
           "maskstore.viewer", "maskstore.viewer.app", "maskstore.viewer.server"}
 # The stages the façade calls (and their packages' modules): none of them may import it.
-BELOW = {"maskstore.errors", "maskstore.layout", "maskstore.postings", "maskstore.store", "maskstore.records",
+BELOW = {"maskstore.errors", "maskstore.layout", "maskstore.postings", "maskstore.frame_groups", "maskstore.store", "maskstore.records",
          "maskstore.compression",
          "maskstore.model", "maskstore.labels", "maskstore.media", "maskstore.stats", "maskstore.render", "maskstore.export",
          "maskstore.loaders", "maskstore.check", "maskstore.summary", "maskstore.layouts", "maskstore.upgrade",

@@ -202,7 +202,7 @@ def test_a_dupsort_archive_is_read_as_it_is_and_converted_by_a_writable_open(tem
     with Archive(path) as ar:
         assert ar.packed_indexes and check_archive(ar) == []
         fmt = records.decode_format(ar.read(lambda t: t.get(b"format", db=ar.db("meta"))))
-    assert records.PACKED_POSTINGS in fmt["required_features"]
+    assert records.PACKED_POSTINGS in fmt["required_features"] and records.FRAME_GROUPS in fmt["required_features"]
     assert blocks(path, "ix_value") == blocks(template, "ix_value")
     assert answers(path) == answers(template)
     assert format_reader.index_check(path)[0] == format_reader.index_check(path)[1]

@@ -25,7 +25,7 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .. import compression, records
+from .. import compression, frame_groups, records
 from . import packing
 from .packing import Damaged as _Damaged  # a field readers cannot use; StoredChunk names the chunk
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
@@ -588,16 +588,9 @@ def stored_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) ->
 
 def _records_in(txn: lmdb.Transaction, version: DatasetVersion, base: int) -> Iterator[tuple[int, bytes]]:
     """The frame records of one chunk, plain (decompressed), each checked by decoding it (ArchiveError when damaged)."""
-    cursor = txn.cursor(db=version.archive.db("frames"))
-    start, stop = version.prefix + u64(base), version.prefix + u64(base + CHUNK)
-    if cursor.set_range(start):
-        for key, data in cursor:
-            if key >= stop:
-                return
-            seq = U64.unpack(key[8:])[0]
-            plain = records.plain_frame(data, f"frame seq {seq}")
-            records.decode_frame(plain, f"frame seq {seq}")
-            yield seq, plain
+    for seq, plain in frame_groups.Records(txn, version.archive, version.prefix).items(base, base + CHUNK):
+        records.decode_frame(plain, f"frame seq {seq}")
+        yield seq, plain
 
 
 def records_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) -> Chunk:

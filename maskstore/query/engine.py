@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import numpy as np
 
-from .. import postings, records
+from .. import frame_groups, postings
 from ..labels import within_tolerance
-from ..layout import u64
 from ..model import Frame, frame_from_dict
 from . import columns
 from .check import check_query, warn_unknown_labels
@@ -262,6 +261,5 @@ def snapshot(version: DatasetVersion, text: str | Query) -> Iterator[tuple[dict,
     long it runs and whatever another process writes meanwhile. Use the frames inside the ``with``."""
     with version.archive._begin() as txn:
         seqs, _ = select(version, text, txn)
-        frames_db = version.archive.db("frames")
-        yield version.record(txn), (records.decode_frame(txn.get(version.prefix + u64(seq), db=frames_db),
-                                                         f"frame seq {seq}") for seq in seqs.tolist())
+        stored = frame_groups.Records(txn, version.archive, version.prefix)
+        yield version.record(txn), (stored.frame(seq) for seq in seqs.tolist())

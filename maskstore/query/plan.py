@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import numpy as np
 
-from .. import postings, records
+from .. import frame_groups, postings
 from ..postings import EMPTY, sorted_unique
-from ..layout import HASHED_KEY_MARK, U64, text_key, u64, value_key
+from ..layout import HASHED_KEY_MARK, U64, text_key, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
 from .columns import CHUNK, Chunk, StrColumn, ValueColumn
@@ -262,16 +262,6 @@ class Context:
         return self.seqs_at(np.flatnonzero(self.in_window(self.present())))
 
 
-def _next_record(cursor: lmdb.Cursor, prefix: bytes, seq: int) -> int | None:
-    """The first frame seq at or after ``seq`` that has a record, or None."""
-    if seq >= 2**64 or not cursor.set_range(prefix + u64(seq)) or not cursor.key().startswith(prefix):
-        return None
-    key = cursor.key()
-    if len(key) != 16:
-        raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq")
-    return U64.unpack(key[8:])[0]
-
-
 def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Chunk]) -> None:
     """What loaded chunks must agree on with the records, from their spans (the version's summary: no
     chunk read) and three cursor probes: every present seq below the version's next_seq, as many
@@ -283,18 +273,18 @@ def check_chunks(txn: lmdb.Transaction, version: DatasetVersion, chunks: list[Ch
     spans = [chunk.span() for chunk in chunks]
     held = [(chunk, span) for chunk, span in zip(chunks, spans) if span[0]]
     total = sum(span[0] for span in spans)
-    cursor = txn.cursor(db=version.archive.db("frames"))
+    stored = frame_groups.Records(txn, version.archive, version.prefix)
     after = 0  # the first seq no record may hold: past the version's last present frame
     if held:
         first, last = held[0][0].base + held[0][1][1], held[-1][0].base + held[-1][1][2]
         if last >= rec["next_seq"]:
             raise ArchiveError(f"{where}: the scan columns hold frame seq {last}, beyond the version's next_seq "
                                f"{rec['next_seq']}; the archive is damaged")
-        if _next_record(cursor, version.prefix, 0) != first or _next_record(cursor, version.prefix, last) != last:
+        if stored.next_present(0) != first or stored.next_present(last) != last:
             raise ArchiveError(f"{where}: the scan columns (frames {first}..{last}) do not match the frame records; "
                                "run maskstore check --repair to rebuild them")
         after = last + 1
-    stray = _next_record(cursor, version.prefix, after)
+    stray = stored.next_present(after)
     if stray is not None:
         raise ArchiveError(f"{where}: frame seq {stray} has a record but no scan columns; run maskstore check")
     if total != rec["count"]:
@@ -456,10 +446,8 @@ class Filter(Step):
 
     def run(self, ctx: Context) -> np.ndarray:
         test = compile_expr(self.node, ctx.labels)
-        frames_db = ctx.version.archive.db("frames")
-        prefix = ctx.version.prefix
-        keep = [seq for seq in self.source.run(ctx).tolist()
-                if test(records.decode_frame(ctx.txn.get(prefix + u64(seq), db=frames_db), f"frame seq {seq}"))]
+        stored = frame_groups.Records(ctx.txn, ctx.version.archive, ctx.version.prefix)
+        keep = [seq for seq in self.source.run(ctx).tolist() if test(stored.frame(seq))]
         return np.array(keep, np.uint64)
 
     def lines(self) -> list[str]:

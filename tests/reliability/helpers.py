@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from maskstore import Archive, DatasetVersion, postings
+from maskstore import Archive, DatasetVersion, frame_groups, postings
 from maskstore.check import check_archive
-from maskstore.layout import CHUNK_BITS
+from maskstore.layout import CHUNK_BITS, u64
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -357,3 +357,34 @@ def edit_postings(txn: Any, db: Any, add: Iterable[tuple[bytes, bytes]] = (),
             txn.put(key, postings.encode_block(np.array(sorted(offsets), np.uint16)), db=db)
         else:
             txn.delete(key, db=db)
+
+
+def frame_records(txn: Any, db: Any) -> list[tuple[bytes, bytes]]:
+    """Every frame record of a ``frames`` sub-database as ``(u64(version) + u64(seq), stored bytes)``,
+    out of their groups: what tampering tests change one record at a time."""
+    out = []
+    for key, data in txn.cursor(db=db):
+        base = int.from_bytes(key[8:], "big")
+        out += [(bytes(key[:8]) + u64(seq), bytes(member)) for seq, member in frame_groups.decode_group(data, base)]
+    return out
+
+
+def put_frame_records(txn: Any, db: Any, puts: Iterable[tuple[bytes, bytes]] = (),
+                      deletes: Iterable[bytes] = ()) -> None:
+    """Store ``(u64(version) + u64(seq), record)`` pairs in their groups and drop the records of
+    ``deletes`` (same keys), the other members as they were, bypassing every check: what a damaged or
+    hostile file holds. Groups are compressed without a dictionary."""
+    changes: dict[bytes, dict[int, bytes | None]] = defaultdict(dict)
+    for key, record in [(k, r) for k, r in puts] + [(k, None) for k in deletes]:
+        seq = int.from_bytes(key[8:], "big")
+        changes[bytes(key[:8]) + u64(frame_groups.group_base(seq))][seq] = record
+    for group_key, changed in changes.items():
+        base = int.from_bytes(group_key[8:], "big")
+        data = txn.get(group_key, db=db)
+        members = {} if data is None else {seq: bytes(m) for seq, m in frame_groups.decode_group(data, base)}
+        members.update(changed)
+        kept = [(seq - base, record) for seq, record in members.items() if record is not None]
+        if kept:
+            txn.put(group_key, frame_groups.encode_group(kept, None), db=db)
+        else:
+            txn.delete(group_key, db=db)

@@ -21,7 +21,7 @@ from maskstore import Archive, ArchiveError, records
 from maskstore.layout import u64
 from maskstore.check import check_archive
 
-from .helpers import DATASET, VERSION, cli, frame_id
+from .helpers import DATASET, VERSION, cli, frame_id, put_frame_records
 
 OPEN_SCRIPT = r"""
 import sys
@@ -197,8 +197,10 @@ def plant(path: Path, record: bytes, seq: int = 0, db: str = "frames") -> None:
     write path (``archive.write``), the way a hostile or damaged file would present it."""
     with Archive(path, jobs=1) as ar:
         v = ar.get_version(DATASET, VERSION)
-        key = v.prefix + u64(seq) if db == "frames" else v.prefix
-        ar.write(lambda txn: txn.put(key, record, db=ar.db(db)))
+        if db == "frames":
+            ar.write(lambda txn: put_frame_records(txn, ar.db(db), [(v.prefix + u64(seq), record)]))
+        else:
+            ar.write(lambda txn: txn.put(v.prefix, record, db=ar.db(db)))
 
 
 HUGE = {

@@ -33,7 +33,7 @@ from PIL import Image
 from maskstore import Archive
 from maskstore.layout import CHUNK_BITS, u64
 
-from .helpers import child_env, edit_postings
+from .helpers import child_env, edit_postings, frame_records, put_frame_records
 from .helpers import cli as plain_cli
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -95,10 +95,11 @@ def raw_env(path: Path) -> lmdb.Environment:
 
 
 def raw_entries(path: Path, db: str) -> list[tuple[bytes, bytes]]:
+    """The entries of ``db``; of ``frames``, its records one by one (out of their groups)."""
     env = raw_env(path)
     with env.begin() as txn:
         handle = env.open_db(db.encode(), txn=txn, create=False)
-        items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=handle)]
+        items = frame_records(txn, handle) if db == "frames" else [(bytes(k), bytes(v)) for k, v in txn.cursor(db=handle)]
     env.close()
     return items
 
@@ -107,10 +108,13 @@ def raw_write(path: Path, db: str, puts: list[tuple[bytes, bytes]] = (), deletes
     env = raw_env(path)
     with env.begin(write=True) as txn:
         handle = env.open_db(db.encode(), txn=txn, create=False)
-        for key, value in deletes:
-            txn.delete(key, value or b"", db=handle)
-        for key, value in puts:
-            txn.put(key, value, db=handle)
+        if db == "frames":  # records one by one, in their groups
+            put_frame_records(txn, handle, puts, [key for key, _ in deletes])
+        else:
+            for key, value in deletes:
+                txn.delete(key, value or b"", db=handle)
+            for key, value in puts:
+                txn.put(key, value, db=handle)
     env.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskstore import Archive, records
+from maskstore import Archive, frame_groups, records
 from maskstore.layout import text_key, u64, value_key
 
 from .helpers import DATASET, VERSION, assert_archive_consistent, cli, edit_postings, frame_id
@@ -29,7 +29,7 @@ def break_indexes(path: Path) -> list[str]:
         def work(txn) -> None:
             # Entries deleted: a context entry, a mask-value entry, a source entry, a ROI entry.
             edit_postings(txn, ar.db("ix_context"), remove=[(p + text_key("ctx-1"), seq_of[frame_id(0, 1)])])
-            rec = records.decode_frame(txn.get(p + seq_of[frame_id(0, 2)], db=ar.db("frames")))
+            rec = frame_groups.Records(txn, ar, p).frame(int.from_bytes(seq_of[frame_id(0, 2)], "big"))
             v2 = rec["sources"][0]["masks"][0]["values"][1][:3]
             edit_postings(txn, ar.db("ix_value"), remove=[(p + value_key(v2), seq_of[frame_id(0, 2)])])
             deleted_value.extend(v2)

@@ -146,7 +146,7 @@ def read(path: str, seconds: str, size: str, seed: str, map_size: str = "0") -> 
         def snapshot(txn):
             rec = v.record(txn)
             ids = [bytes(k[8:]).decode() for k, _ in txn.cursor(db=ids_db) if bytes(k[:8]) == v.prefix]
-            n_records = sum(1 for k, _ in txn.cursor(db=frames_db) if bytes(k[:8]) == v.prefix)
+            n_records = sum(1 for k, _ in h.frame_records(txn, frames_db) if k[:8] == v.prefix)
             return rec["count"], ids, n_records
         count, ids, n_records = ar.read(snapshot)
         assert count == len(ids) == n_records, f"one snapshot: count {count}, ids {len(ids)}, records {n_records}"
