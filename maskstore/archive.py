@@ -33,7 +33,7 @@ from .ingest.prepare import (Prepared, Preparer, check_blobs_present, gc_paused,
                              partial_frame_dict)
 from .labels import RGB, check_tolerance, mask_labels_dict, normalize_label_colors, normalize_mask_labels, parse_color
 from .layout import (CURRENT_DICTIONARY_KEY, FORMAT_KEY, INDEX_DBS, NEXT_VERSION_KEY, SUB_DATABASES, U64,
-                     VERSION_DBS, delete_prefix, entries, install_dictionary, load_dictionaries, put_sorted, require_feature,
+                     VERSION_DBS, delete_prefix, entries, id_entry_seq, install_dictionary, load_dictionaries, put_sorted, require_feature,
                      text_key, u64)
 from .media import BLOB_PREFIX, blob_digest, local_path, open_image
 from .model import Frame, frame_from_dict
@@ -645,7 +645,7 @@ class DatasetVersion:
                     seq = None
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {self.label}")
-                out[fid] = records.decode_frame(stored.plain(U64.unpack(seq)[0]), f"frame {fid!r}")
+                out[fid] = records.decode_frame(stored.plain(id_entry_seq(seq, fid)), f"frame {fid!r}")
             return out
         return self.archive.read(work)
 
@@ -670,13 +670,13 @@ class DatasetVersion:
             replaced: dict[int, dict[str, Any]] = {}
             if stored:  # replaced frames keep their seq; their old index postings go
                 numbers = []
-                for key in id_keys:
+                for fid, key in zip(batch.ids, id_keys):
                     seq = stored.get(key)
                     if seq is None:
                         numbers.append(rec["next_seq"])
                         rec["next_seq"] += 1
                     else:
-                        number = U64.unpack(seq)[0]
+                        number = id_entry_seq(seq, fid)
                         replaced[number] = stored_records.frame(number)
                         numbers.append(number)
             else:
@@ -737,7 +737,7 @@ class DatasetVersion:
                 seq = txn.get(id_key, db=arc.db("frame_ids"))
                 if seq is None:
                     raise FrameNotFoundError(f"no frame {fid!r} in {rec['dataset']}/{rec['name']} to delete")
-                number = U64.unpack(seq)[0]
+                number = id_entry_seq(seq, fid)
                 deleted[number] = records.decode_frame(stored.plain(number), f"frame {fid!r}")
                 txn.delete(id_key, db=arc.db("frame_ids"))
                 rec["count"] -= 1

@@ -92,6 +92,14 @@ def entries(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[byt
             yield key, value
 
 
+def id_entry_seq(raw: bytes | memoryview, frame_id: str) -> int:
+    """The seq a ``frame_ids`` value holds; ArchiveError naming the frame when it is not 8 bytes."""
+    if len(raw) != 8:
+        raise ArchiveError(f"the id table entry of frame {frame_id!r} is damaged ({len(raw)} bytes; a seq "
+                           "takes 8); run maskstore check --repair")
+    return U64.unpack(raw)[0]
+
+
 def put_sorted(txn: lmdb.Transaction, db: Any, items: Sequence[tuple[bytes, bytes]]) -> None:
     """Write (key, value) pairs sorted by key. Those after the sub-database's last key are appended
     (``MDB_APPEND``): LMDB then starts a new page instead of splitting the last one in half, so an

@@ -28,7 +28,7 @@ import lmdb
 
 from . import compression, frame_groups, records
 from .ingest.prepare import file_references
-from .layout import DICTIONARY_PREFIX, U64, entries, install_dictionary
+from .layout import DICTIONARY_PREFIX, entries, id_entry_seq, install_dictionary
 from .errors import ArchiveError, MaskstoreError, ReadOnlyError
 from .labels import mask_labels_dict
 from .media import BLOB_PREFIX
@@ -99,13 +99,15 @@ def _frame_ids(txn: lmdb.Transaction, arc: Archive, version: DatasetVersion, cou
     return {key[8:]: seq for key, seq in entries(txn, arc.db("frame_ids"), prefix)}
 
 
-def _records(stored: frame_groups.Records, seqs: list[bytes]) -> list[bytes | memoryview]:
-    """The plain records of some seqs (u64 bytes, from the id table)."""
-    found = [stored.plain(U64.unpack(seq)[0]) for seq in seqs]
-    if None in found:
-        missing = seqs[found.index(None)]
-        raise ArchiveError(f"frame seq {U64.unpack(missing)[0]} has an id entry but no record; "
-                           "run maskstore check --repair")
+def _records(stored: frame_groups.Records, ids: list[bytes], seqs: dict[bytes, bytes]) -> list[bytes | memoryview]:
+    """The plain records of some frames, by id (UTF-8) through their id table entries ``seqs``."""
+    found = []
+    for fid in ids:
+        seq = id_entry_seq(seqs[fid], fid.decode("utf-8", "replace"))
+        record = stored.plain(seq)
+        if record is None:
+            raise ArchiveError(f"frame seq {seq} has an id entry but no record; run maskstore check --repair")
+        found.append(record)
     return found
 
 
@@ -143,8 +145,7 @@ def diff(new: DatasetVersion, old: DatasetVersion) -> VersionDiff:
         old_records, new_records = frame_groups.Records(txn, arc, old.prefix), frame_groups.Records(txn, arc, new.prefix)
         for start in range(0, len(common), DIFF_CHUNK):
             chunk = common[start:start + DIFF_CHUNK]
-            olds = _records(old_records, [old_ids[i] for i in chunk])
-            news = _records(new_records, [new_ids[i] for i in chunk])
+            olds, news = _records(old_records, chunk, old_ids), _records(new_records, chunk, new_ids)
             differ = [n for n, (a, b) in enumerate(zip(olds, news)) if a != b]
             changed += [chunk[n] for n in differ
                         if not same_value(records.decode_frame(olds[n]), records.decode_frame(news[n]))]

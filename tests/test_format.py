@@ -9,6 +9,7 @@ the Compatibility section says.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -397,13 +398,17 @@ UPGRADE_CHILD = textwrap.dedent("""
 """)
 
 
+def _noise(i: int) -> str:
+    return "".join(hashlib.sha512(f"{i}.{part}".encode()).hexdigest() for part in range(3))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["copying", "in a step"])
 def test_sigkill_during_upgrade_leaves_the_original_intact(tmp_path, moment):
     path = tmp_path / "big.maskstore"
-    with Archive(path, jobs=1) as ar:  # large enough that the copy takes a while
+    with Archive(path, jobs=1) as ar:  # large enough that the copy takes a while: pads zstd cannot shrink
         v = ar.create_version(dataset_name="d", version_name="v1")
-        v.add_frames([{"id": f"f{i}", "context_id": f"c{i % 97}", "meta": {"n": i, "pad": "x" * 200},
+        v.add_frames([{"id": f"f{i}", "context_id": f"c{i % 97}", "meta": {"n": i, "pad": _noise(i)},
                        "sources": [{"uri": f"{i}.png", "masks": [{"uri": f"{i}m.png", "values": [[i % 7, 1, 2, 9]]}]}]}
                       for i in range(20_000)])
         v.ids("meta.n > 5")

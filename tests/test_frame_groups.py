@@ -141,3 +141,14 @@ def test_groups_are_compressed_with_the_archive_dictionary_once_it_has_one(tmp_p
         current = ar.read(lambda t: bytes(t.get(b"zstd_current", db=ar.db("meta"))))
     assert len(values) == compression.TRAIN_MIN_RECORDS // frame_groups.GROUP_SEQS
     assert {d[2:frame_groups.BODY_START] for d in values} == {current}
+
+
+def test_a_truncated_id_entry_is_an_archive_error_naming_the_frame(archive_of_40: Path):
+    """Found by the tampering fuzz: a ``frame_ids`` value shorter than a seq was a struct.error."""
+    with Archive(archive_of_40, jobs=1) as ar:
+        v = ar.get_version("d", "v")
+        ar.write(lambda txn: txn.put(v.prefix + b"f05", b"\x00\x01", db=ar.db("frame_ids")))
+        for attempt in (lambda: v.get_frame("f05"), lambda: v.delete_frames(["f05"]),
+                        lambda: v.add_frames([frame("f05", 5)])):
+            with pytest.raises(ArchiveError, match="id table entry of frame 'f05' is damaged"):
+                attempt()
