@@ -887,3 +887,25 @@ def test_a_fresh_lookup_reads_the_summary_and_only_the_chunks_it_answers_from(tm
         fetched.clear()
         assert v.count("meta.k == 3") == sum(f["meta"]["k"] == 3 for f in frames)
         assert sorted(fetched) == [(0, b"_present"), (0, b"m:k"), (1, b"m:k"), (2, b"m:k")]
+
+
+def test_cached_lookups_and_present_follow_every_write(tmp_path):
+    """Lookups keep their seqs, and large ones the dense ``present``, with the chunks of one
+    generation (plan.POSTINGS, plan.DENSE_FROM): a write, through this version object or another, shows at once."""
+    def frame(fid: str, value: int) -> dict:
+        return {"id": fid, "sources": [{"id": "s", "uri": f"{fid}.png",
+                                        "masks": [{"id": "m", "uri": f"{fid}m.png", "values": [[value] * 3 + [9]]}]}]}
+    path = tmp_path / "a.maskstore"
+    with Archive(path) as ar:
+        v = ar.create_version(dataset_name="d", version_name="v")
+        v.set_masks_labels([{"value": [24, 24, 24], "labels": ["person"]}])
+        v.add_frames([frame(f"p{i}", 24) for i in range(3)] + [frame("c", 1)])
+        assert v.ids('label == "person"') == ["p0", "p1", "p2"]
+        assert v.ids('label == "person"') == ["p0", "p1", "p2"]  # from the cache
+        w = ar.get_version("d", "v")
+        w.add_frames([frame("p3", 24)])
+        w.delete_frames(["p0"])
+        assert v.ids('label == "person"') == ["p1", "p2", "p3"]
+        assert v.ids('label == "person" and mask.id == "m"') == ["p1", "p2", "p3"]
+        v.update_frames([frame("p1", 1)])
+        assert v.ids('label == "person"') == ["p2", "p3"] == w.ids('label == "person"')
