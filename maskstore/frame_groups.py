@@ -132,8 +132,7 @@ class Records:
             yield seq, records.plain_frame(stored, f"frame seq {seq}")
 
     def stored(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Member]]:
-        """(seq, record as stored: plain or compressed alone) in seq order, for walks that check
-        each record themselves (``maskstore check``)."""
+        """(seq, record as stored: plain, or compressed alone) of the frames in ``[start, stop)``, in seq order."""
         if start >= 2**64:
             return
         cursor = self._txn.cursor(db=self._db)
@@ -162,16 +161,15 @@ class Records:
         return next((found for found, _ in self.stored(seq)), None)
 
 
-def every_record(txn: lmdb.Transaction, arc: Any) -> Iterator[tuple[str, Member]]:
-    """(what, plain record) of every frame of every version, in key order: for walks over the whole
+def every_record(txn: lmdb.Transaction, arc: Any) -> Iterator[Member]:
+    """The plain record of every frame of every version, in key order: for walks over the whole
     archive (embedded files still named, compaction's training sample)."""
     for key, data in txn.cursor(db=arc.db("frames")):
         if len(key) != 16:
             raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq; run maskstore check")
         number = U64.unpack(key[8:])[0]
         for seq, stored in decode_group(data, number) if arc.frame_groups else [(number, data)]:
-            what = f"frame seq {seq} of version {U64.unpack(key[:8])[0]}"
-            yield what, records.plain_frame(stored, what)
+            yield records.plain_frame(stored, f"frame seq {seq} of version {U64.unpack(key[:8])[0]}")
 
 
 # ------------------------------------------------------------------------------ writing

@@ -345,7 +345,7 @@ def referenced_blobs(txn: lmdb.Transaction, arc: Archive) -> set[bytes]:
     """Digests of every embedded file a frame record of any version names, found in the record bytes
     without decoding (a meta string that spells a blob URI keeps that blob too: never too few)."""
     found: set[bytes] = set()
-    for _, data in frame_groups.every_record(txn, arc):
+    for data in frame_groups.every_record(txn, arc):
         data = bytes(data)
         if _BLOB_MARK in data:
             found.update(bytes.fromhex(h.decode()) for h in _BLOB_URI.findall(data))
@@ -459,7 +459,7 @@ def _training_records(txn: lmdb.Transaction, arc: Archive) -> list[bytes]:
     """Plain frame records spread evenly over the whole archive, for the dictionary compact trains."""
     per_entry = frame_groups.GROUP_SEQS if arc.frame_groups else 1
     step = max(1, -(-txn.stat(arc.db("frames"))["entries"] * per_entry // compression.TRAIN_MAX_RECORDS))
-    return [bytes(data) for _, data in islice(frame_groups.every_record(txn, arc), 0, None, step)]
+    return [bytes(data) for data in islice(frame_groups.every_record(txn, arc), 0, None, step)]
 
 
 def _copy_failure(tmp: Path, exc: lmdb.Error) -> str:

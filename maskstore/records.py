@@ -221,11 +221,6 @@ def compress_frames(plain: list[bytes], dictionary: bytes) -> list[bytes]:
 ZSTD_BODY = len(ZSTD_HEAD) + compression.ID_BYTES  # where a compressed record's zstd frame starts
 
 
-def record_dictionary(data: bytes | memoryview) -> bytes:
-    """The id of the dictionary a compressed frame record names."""
-    return bytes(data[len(ZSTD_HEAD):ZSTD_BODY])
-
-
 def plain_frame(data: bytes | memoryview | None, what: str = "frame") -> bytes | memoryview | None:
     """A frame record as the plain one (kind ``F``) it holds: decompressed when compressed, else as
     it is (checked by ``decode_frame``)."""
