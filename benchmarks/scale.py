@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -86,9 +87,24 @@ def _db_bytes(ar: Archive, name: str) -> int:
     return (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
 
 
-def fresh_child(path: str) -> dict[str, Any]:
-    """A new process: open read-only, first query (loads the columns it needs), RSS after."""
+def drop_from_page_cache(path: str) -> None:
+    """Evict the file's pages from the page cache, as after a reboot or on another machine. Right
+    after an ingest the cache holds the writer's pages in large folios, which a reader's fault maps
+    whole (hundreds of KiB per page touched), so its RSS says more about the writer than about it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def fresh_child(path: str, cold: bool = False) -> dict[str, Any]:
+    """A new process: open read-only, first query (loads the columns it needs), RSS after; ``cold``:
+    with the file dropped from the page cache first."""
     warnings.simplefilter("ignore")
+    if cold:
+        drop_from_page_cache(path)
     start = time.perf_counter()
     with Archive(path, readonly=True) as ar:
         v = ar.get_version("bench", "v1")
@@ -280,6 +296,8 @@ def measure(n: int, workdir: Path) -> dict[str, Any]:
         f"{ingest['warm_s'] * 1e3:.1f} ms")
     fresh = _child("--fresh-child", str(ms_path))
     log(f"  fresh process: first query {fresh['first_s'] * 1e3:.1f} ms, RSS {fresh['rss_mib']:.0f} MiB")
+    cold = _child("--fresh-child", str(ms_path), "--cold")
+    log(f"  fresh process, file not cached: first query {cold['first_s'] * 1e3:.1f} ms, RSS {cold['rss_mib']:.0f} MiB")
     log("  SQLite and DuckDB")
     others = build_others(n, sq_path, duck_path, whole_path)
     warm = run_warm(n, ms_path, sq_path, duck_path)
@@ -287,7 +305,7 @@ def measure(n: int, workdir: Path) -> dict[str, Any]:
              "DuckDB": duck_path.stat().st_size, "DuckDB whole frames": whole_path.stat().st_size}
     for path in (ms_path, sq_path, duck_path, whole_path):
         path.unlink()
-    return {"n": n, "ingest": ingest, "fresh": fresh, "build_s": others, "warm": warm, "sizes": sizes}
+    return {"n": n, "ingest": ingest, "fresh": fresh, "cold": cold, "build_s": others, "warm": warm, "sizes": sizes}
 
 
 def report(results: list[dict[str, Any]], machine: list[str], command: str) -> str:
@@ -306,6 +324,9 @@ def report(results: list[dict[str, Any]], machine: list[str], command: str) -> s
         ["fresh process: RSS after it, MiB (anonymous)",
          *[f"{r['fresh']['rss_mib']:,.0f} ({r['fresh']['anon_mib']:,.0f})" for r in results]],
         ["fresh process: then a context lookup, ms", *[ms(r["fresh"]["lookup_s"]) for r in results]],
+        ["fresh process, the file not in the page cache: first query, ms", *[ms(r["cold"]["first_s"]) for r in results]],
+        ["the same: RSS after it, MiB (anonymous)",
+         *[f"{r['cold']['rss_mib']:,.0f} ({r['cold']['anon_mib']:,.0f})" for r in results]],
         *[[f"`{w['name']}`, ms", *[ms(next(x for x in r["warm"] if x["name"] == w["name"])["maskstore_s"])
                                   for r in results]] for w in results[0]["warm"] if w["name"].startswith("order by")],
         *[[f"bytes per frame: {store}", *[f"{r['sizes'][store] / r['n']:,.0f}" for r in results]]
@@ -362,12 +383,13 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/scale.md")
     parser.add_argument("--ingest-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--fresh-child", help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest_child:
         print(json.dumps(ingest_child(args.ingest_child[0], int(args.ingest_child[1]))))
         return
     if args.fresh_child:
-        print(json.dumps(fresh_child(args.fresh_child)))
+        print(json.dumps(fresh_child(args.fresh_child, args.cold)))
         return
     sizes = args.sizes or ([100_000] if args.quick else [100_000, 1_000_000] + ([3_000_000, 10_000_000] if args.full else []))
     machine = machine_lines()
