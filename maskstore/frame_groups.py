@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -62,10 +63,29 @@ def encode_group(members: Iterable[tuple[int, Member]], dictionary: bytes | None
     return GROUP_HEAD + dictionary + compression.compressor(dictionary).compress(body)
 
 
+class Group(NamedTuple):
+    """A decompressed group: member ``i`` is at offset ``offsets[i]`` from the group's base, its
+    record ``body[starts[i]:starts[i + 1]]``. A read of one frame slices one member out, no more."""
+
+    offsets: bytes
+    starts: list[int]
+    body: memoryview
+
+    def member(self, offset: int) -> memoryview | None:
+        i = self.offsets.find(offset)
+        return None if i < 0 else self.body[self.starts[i]:self.starts[i + 1]]
+
+
 def decode_group(data: Member, base: int) -> list[tuple[int, memoryview]]:
     """(seq, frame record as stored in the group: plain, or as conversion found it when it did not
     decompress) of every member; ArchiveError naming the group when its bytes are not what
     ``encode_group`` writes. A damaged member spoils only itself; a damaged group all sixteen."""
+    group = read_group(data, base)
+    return [(base + offset, group.body[group.starts[i]:group.starts[i + 1]]) for i, offset in enumerate(group.offsets)]
+
+
+def read_group(data: Member, base: int) -> Group:
+    """``decode_group``'s work but the slicing: the checked header and body of a group."""
     what = _what(base)
     if data[:2] != GROUP_HEAD:
         if data[:1] and data[0] > records.FORMAT_VERSION:
@@ -86,17 +106,13 @@ def decode_group(data: Member, base: int) -> list[tuple[int, memoryview]]:
     if not 1 <= count <= GROUP_SEQS or len(body) < head:
         raise ArchiveError(f"{what} is damaged: it says it holds {count} records")
     offsets = body[1:1 + count]
-    if any(b <= a for a, b in zip(offsets, offsets[1:])) or offsets[-1] > LOW_BITS:
+    if offsets != bytes(sorted(set(offsets))) or offsets[-1] > LOW_BITS:
         raise ArchiveError(f"{what} is damaged: its offsets {list(offsets)} are not increasing within 0..{LOW_BITS}")
-    lengths = struct.unpack_from(f"<{count}I", body, 1 + count)
-    if head + sum(lengths) != len(body):
-        raise ArchiveError(f"{what} is damaged: its records take {sum(lengths)} bytes, its body holds "
+    starts = list(accumulate(struct.unpack_from(f"<{count}I", body, 1 + count), initial=head))
+    if starts[-1] != len(body):
+        raise ArchiveError(f"{what} is damaged: its records take {starts[-1] - head} bytes, its body holds "
                            f"{len(body) - head}")
-    view, at, out = memoryview(body), head, []
-    for offset, length in zip(offsets, lengths):  # each member is checked when it is decoded (records)
-        out.append((base + offset, view[at:at + length]))
-        at += length
-    return out
+    return Group(offsets, starts, memoryview(body))  # each member is checked when it is decoded (records)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -108,7 +124,7 @@ class Records:
         self._txn, self._db, self._prefix = txn, arc.db("frames"), prefix
         self._grouped: bool = arc.frame_groups
         self._base = -1
-        self._members: dict[int, memoryview] = {}
+        self._group: Group | None = None
 
     def plain(self, seq: int) -> Member | None:
         """The plain record (kind ``F``, not yet checked) of frame ``seq``, or None when it has none."""
@@ -117,9 +133,9 @@ class Records:
         base = seq & ~LOW_BITS
         if base != self._base:
             data = self._txn.get(self._prefix + u64(base), db=self._db)
-            self._members = {} if data is None else dict(decode_group(data, base))
+            self._group = None if data is None else read_group(data, base)
             self._base = base
-        found = self._members.get(seq)
+        found = None if self._group is None else self._group.member(seq - base)
         return None if found is None else records.plain_frame(found, f"frame seq {seq}")
 
     def frame(self, seq: int) -> dict[str, Any]:
