@@ -98,7 +98,8 @@ def main() -> None:
     machine = machine_lines()
     n, rounds = (100_000, 3) if args.quick else (args.frames, args.rounds)
     pythons = checkout_pythons(args)
-    commits = {name: subprocess.run([python, "-c", "import maskstore, subprocess, pathlib; print(subprocess.run("
+    # -P: the maskstore of that interpreter, not the one in the folder this runs in (sys.path[0] of -c)
+    commits = {name: subprocess.run([python, "-P", "-c", "import maskstore, subprocess, pathlib; print(subprocess.run("
                                      "['git', 'log', '-1', '--format=%h %s'], capture_output=True, text=True, "
                                      "cwd=pathlib.Path(maskstore.__file__).parent).stdout.strip()[:70])"],
                                     capture_output=True, text=True,
