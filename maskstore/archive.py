@@ -160,8 +160,9 @@ class Archive:
                 postings.convert(txn, self.env, self._dbs, self)
                 require_feature(txn, self._dbs["meta"], records.PACKED_POSTINGS)
             if records.FRAME_GROUPS not in required:  # from before frame groups: converted once, here
-                load_dictionaries(txn, self._dbs["meta"])
-                frame_groups.convert(txn, self._dbs["frames"], self._frame_dictionary(txn, []))
+                load_dictionaries(txn, self._dbs["meta"])  # its compressed records decompress on the way
+                current = txn.get(CURRENT_DICTIONARY_KEY, db=self._dbs["meta"])
+                frame_groups.convert(txn, self._dbs["frames"], None if current is None else bytes(current))
                 require_feature(txn, self._dbs["meta"], records.FRAME_GROUPS)
             self._index_layout(txn, self._decode_format(txn.get(FORMAT_KEY, db=self._dbs["meta"])))
         self.write(work)

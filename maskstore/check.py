@@ -147,12 +147,9 @@ def _members(arc: Archive, data: bytes, number: int, held: set[bytes]) -> list[t
     (the layout from before frame groups)."""
     if not arc.frame_groups:
         return [(number, data)]
-    if number & frame_groups.LOW_BITS:
-        raise ArchiveError(f"a frame group has the key of seq {number}, which is not a multiple of "
-                           f"{frame_groups.GROUP_SEQS}")
-    what = f"frame group of seqs {number}..{number + frame_groups.LOW_BITS}"
+    frame_groups.check_base(number)
     if bytes(data[len(frame_groups.GROUP_HEAD):frame_groups.BODY_START]) != frame_groups.NO_DICTIONARY:
-        _check_dictionary(data, what, frame_groups.GROUP_HEAD, held)
+        _check_dictionary(data, frame_groups.group_name(number), frame_groups.GROUP_HEAD, held)
     return frame_groups.decode_group(data, number)
 
 

@@ -42,8 +42,23 @@ def group_base(seq: int) -> int:
     return seq & ~LOW_BITS
 
 
-def _what(base: int) -> str:
+def group_name(base: int) -> str:
+    """How messages name the group at ``base``."""
     return f"frame group of seqs {base}..{base + LOW_BITS}"
+
+
+def key_seq(key: bytes, hint: str = "") -> int:
+    """The seq a ``frames`` key names (a group's base, or in the layout before groups a frame's);
+    ArchiveError unless the key is a version id and a seq."""
+    if len(key) != 16:
+        raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq{hint}")
+    return U64.unpack(key[8:])[0]
+
+
+def check_base(number: int) -> None:
+    """ArchiveError unless ``number``, a group key's seq, is a multiple of GROUP_SEQS."""
+    if number & LOW_BITS:
+        raise ArchiveError(f"a frame group has the key of seq {number}, which is not a multiple of {GROUP_SEQS}")
 
 
 # ------------------------------------------------------------------------------ group bytes
@@ -73,7 +88,10 @@ class Group(NamedTuple):
 
     def member(self, offset: int) -> memoryview | None:
         i = self.offsets.find(offset)
-        return None if i < 0 else self.body[self.starts[i]:self.starts[i + 1]]
+        return None if i < 0 else self.record(i)
+
+    def record(self, i: int) -> memoryview:
+        return self.body[self.starts[i]:self.starts[i + 1]]
 
 
 def decode_group(data: Member, base: int) -> list[tuple[int, memoryview]]:
@@ -81,12 +99,12 @@ def decode_group(data: Member, base: int) -> list[tuple[int, memoryview]]:
     decompress) of every member; ArchiveError naming the group when its bytes are not what
     ``encode_group`` writes. A damaged member spoils only itself; a damaged group all sixteen."""
     group = read_group(data, base)
-    return [(base + offset, group.body[group.starts[i]:group.starts[i + 1]]) for i, offset in enumerate(group.offsets)]
+    return [(base + offset, group.record(i)) for i, offset in enumerate(group.offsets)]
 
 
 def read_group(data: Member, base: int) -> Group:
     """``decode_group``'s work but the slicing: the checked header and body of a group."""
-    what = _what(base)
+    what = group_name(base)
     if data[:2] != GROUP_HEAD:
         if data[:1] and data[0] > records.FORMAT_VERSION:
             raise ArchiveError(f"{what} is {records.newer_format_message(data[0])}")
@@ -157,17 +175,13 @@ class Records:
         for key, data in cursor:
             if not key.startswith(self._prefix):
                 return
-            if len(key) != 16:
-                raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq")
-            number = U64.unpack(key[8:])[0]
+            number = key_seq(key)
             if stop is not None and number >= stop:
                 return
             if not self._grouped:
                 yield number, data
                 continue
-            if number & LOW_BITS:
-                raise ArchiveError(f"frame group key {bytes(key)!r} is damaged: seq {number} is not a multiple "
-                                   f"of {GROUP_SEQS}")
+            check_base(number)
             for seq, member in decode_group(data, number):
                 if seq >= start and (stop is None or seq < stop):
                     yield seq, member
@@ -181,11 +195,9 @@ def every_record(txn: lmdb.Transaction, arc: Any) -> Iterator[Member]:
     """The plain record of every frame of every version, in key order: for walks over the whole
     archive (embedded files still named, compaction's training sample)."""
     for key, data in txn.cursor(db=arc.db("frames")):
-        if len(key) != 16:
-            raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq; run maskstore check")
-        number = U64.unpack(key[8:])[0]
+        number, version = key_seq(key, "; run maskstore check"), U64.unpack(key[:8])[0]
         for seq, stored in decode_group(data, number) if arc.frame_groups else [(number, data)]:
-            yield records.plain_frame(stored, f"frame seq {seq} of version {U64.unpack(key[:8])[0]}")
+            yield records.plain_frame(stored, f"frame seq {seq} of version {version}")
 
 
 # ------------------------------------------------------------------------------ writing
@@ -229,10 +241,7 @@ def convert(txn: lmdb.Transaction, db: Any, dictionary: bytes | None) -> None:
     (readers and ``maskstore check`` still name it), so nothing is lost."""
     by_group: dict[bytes, list[tuple[int, Member]]] = {}
     for key, data in txn.cursor(db=db):
-        if len(key) != 16:
-            raise ArchiveError(f"frame record key {bytes(key)!r} is not a version id and a seq; "
-                               "open the archive read-only and run maskstore check")
-        seq = U64.unpack(key[8:])[0]
+        seq = key_seq(key, "; open the archive read-only and run maskstore check")
         try:
             data = records.plain_frame(data, f"frame seq {seq}")
         except ArchiveError:

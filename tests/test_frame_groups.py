@@ -149,6 +149,6 @@ def test_a_truncated_id_entry_is_an_archive_error_naming_the_frame(archive_of_40
         v = ar.get_version("d", "v")
         ar.write(lambda txn: txn.put(v.prefix + b"f05", b"\x00\x01", db=ar.db("frame_ids")))
         for attempt in (lambda: v.get_frame("f05"), lambda: v.delete_frames(["f05"]),
-                        lambda: v.add_frames([frame("f05", 5)])):
+                        lambda: v.add_frames([frame("f05", 5)]), lambda: v.ids('id == "f05"')):
             with pytest.raises(ArchiveError, match="id table entry of frame 'f05' is damaged"):
                 attempt()

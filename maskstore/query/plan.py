@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import frame_groups, postings
 from ..postings import EMPTY, sorted_unique
-from ..layout import HASHED_KEY_MARK, U64, text_key, value_key
+from ..layout import HASHED_KEY_MARK, id_entry_seq, text_key, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
 from .columns import CHUNK, Chunk, StrColumn, ValueColumn
@@ -351,12 +351,8 @@ class IdLookup(Step):
 
     def run(self, ctx: Context) -> np.ndarray:
         db = ctx.version.archive.db("frame_ids")
-        found = [ctx.txn.get(ctx.version.prefix + text_key(i), db=db) for i in self.ids]
-        found = [s for s in found if s is not None]
-        if any(len(s) != 8 for s in found):
-            raise ArchiveError(f"{ctx.where()}: index frame_ids holds a seq that is not 8 bytes; "
-                               "run maskstore check --repair to rebuild the indexes")
-        seqs = sorted_unique([np.array([U64.unpack(s)[0] for s in found], np.uint64)])
+        found = [(i, ctx.txn.get(ctx.version.prefix + text_key(i), db=db)) for i in self.ids]
+        seqs = sorted_unique([np.array([id_entry_seq(s, i) for i, s in found if s is not None], np.uint64)])
         ctx.positions(seqs, "index frame_ids")
         return seqs
 
