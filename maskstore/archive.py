@@ -151,7 +151,8 @@ class Archive:
                 if txn.stat(self._dbs["versions"])["entries"] or others:
                     raise ArchiveError(f"{self.path} is an LMDB file but not a maskstore archive")
                 txn.put(FORMAT_KEY, records.encode_format(records.FEATURES_FORMAT, required=(
-                    records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.FRAME_GROUPS)), db=self._dbs["meta"])
+                    records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.FRAME_GROUPS, records.COLUMN_ZONES)),
+                    db=self._dbs["meta"])
                 self.packed_indexes = self.frame_groups = True
                 return
             required = self._decode_format(fmt)["required_features"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
+import numpy as np
 
 from . import compression, frame_groups, postings, records
 from .errors import ArchiveError, MaskstoreError
@@ -26,7 +27,7 @@ from .layout import (CHUNK_BITS, CURRENT_DICTIONARY_KEY, DICTIONARY_PREFIX, FORM
                      U64, VERSION_DBS, delete_prefix, entries, load_dictionaries, text_key, u64)
 from .media import BLOB_PREFIX, blob_digest
 from .model import meta_types
-from .query import columns
+from .query import columns, zones
 
 if TYPE_CHECKING:
     from .archive import Archive, DatasetVersion
@@ -237,9 +238,13 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
         by_chunk.setdefault(n >> CHUNK_BITS, []).append((n, rec))
     fields: dict[bytes, dict[bytes, bytes]] = {}
     summary = None
+    zone_maps: dict[bytes, bytes] = {}  # u64(block) + field name -> rows of a zone map; b"": the version keeps them
     for key, data in entries(txn, arc.db("columns"), prefix):
         if len(key) == len(prefix):
             summary = data
+            continue
+        if key[8:16] == zones.MARK:
+            zone_maps[bytes(key[16:])] = data
             continue
         if len(key) < 16:
             problems.append(Problem("error", f"{_where(label)}: a scan column field has a damaged key ({len(key)} "
@@ -248,6 +253,7 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
         fields.setdefault(bytes(key[:16]), {})[bytes(key[16:])] = data
     stored = set()
     spans: dict[int, tuple[int, int, int] | None] = {}  # None: a chunk the summary need not describe
+    zone_rows: dict[bytes, dict[int, zones.Zone]] = {}  # of the chunks that decode, as their columns give them
     for key, chunk_fields in fields.items():
         chunk = U64.unpack(key[8:])[0]
         stored.add(chunk)
@@ -261,12 +267,15 @@ def _check_columns(arc: Archive, txn: lmdb.Transaction, prefix: bytes, label: st
             problems.append(Problem("error", f"{_where(label)}: {exc}"))
             continue
         spans[chunk] = stored_chunk.span()
+        for name, row in columns.zone_rows(stored_chunk).items():
+            zone_rows.setdefault(name, {})[chunk] = row
         built = columns.encode_fields(columns.build_chunk(
             base, [(n, records.encode_frame(rec)) for n, rec in by_chunk.get(chunk, [])]))
         if built != columns.encode_fields(stored_chunk):
             problems.append(Problem("error", f"{_where(label)}: the scan columns of frame seqs "
                                              f"{base}..{base + columns.CHUNK - 1} do not match their records"))
     problems += _check_summary(label, summary, spans)
+    problems += _check_zones(label, zone_maps, zone_rows, [n for n, span in spans.items() if span is None])
     for chunk in sorted(by_chunk.keys() - stored - {U64.unpack(k[8:])[0] for k in dirty if len(k) == 16}):
         base = chunk << CHUNK_BITS
         problems.append(Problem("error", f"{_where(label)}: frame seqs {base}..{base + columns.CHUNK - 1} have no "
@@ -288,6 +297,36 @@ def _check_summary(label: str, data: bytes | None, spans: dict[int, tuple[int, i
     return [Problem("error", f"{_where(label)}: the scan column summary does not match the chunks of frame seqs "
                              f"{number << CHUNK_BITS}..{(number << CHUNK_BITS) + columns.CHUNK - 1}")
             for number in wrong[:MAX_LISTED]]
+
+
+def _check_zones(label: str, stored: dict[bytes, bytes], rows: dict[bytes, dict[int, zones.Zone]],
+                 unread: list[int]) -> list[Problem]:
+    """Each field's zone map (kept once the version has its marker) must hold exactly the rows its
+    chunks' columns give; rows of chunks rebuilt from their records (``unread``) are not compared."""
+    if b"" not in stored:
+        return [Problem("error", f"{_where(label)}: scan column zone maps are stored without their marker")] \
+            if stored else []
+    problems, have = [], {}
+    for key in sorted(stored.keys() - {b""}):
+        if len(key) < 8:
+            problems.append(Problem("error", f"{_where(label)}: a scan column zone map has a damaged key"))
+            continue
+        block, name = U64.unpack(key[:8])[0], key[8:]
+        try:
+            have.setdefault(name, []).append(zones.decode(stored[key], columns.field_label(name), block))
+        except ArchiveError as exc:
+            problems.append(Problem("error", f"{_where(label)}: {exc}"))
+            have.setdefault(name, []).append(None)
+    skip = np.array(unread, np.uint64)
+    for name in sorted(have.keys() | rows.keys()):
+        tables = have.get(name, [])
+        if None in tables:
+            continue  # reported above
+        want = zones.Table.of(rows.get(name, {}))
+        if zones.Table.joined(tables).replaced(skip, {}).encode() != want.replaced(skip, {}).encode():
+            problems.append(Problem("error", f"{_where(label)}: the scan column zone map of "
+                                             f"{columns.field_label(name)} does not match the chunks' columns"))
+    return problems[:MAX_LISTED]
 
 
 class NamedFile(NamedTuple):
@@ -522,6 +561,7 @@ def rebuild_indexes(version: DatasetVersion) -> Rebuilt:
         dirty = {(prefix + u64(U64.unpack(seq)[0] >> CHUNK_BITS), b"") for seq in frames}
         txn.cursor(db=arc.db("dirty")).putmulti(sorted(dirty))
         txn.delete(prefix, db=arc.db("columns"))  # the summary: rebuilt with the marked chunks
+        delete_prefix(txn, arc.db("columns"), prefix + zones.MARK)  # the zone maps too
         rebuilt = Rebuilt(f"{vrec['dataset']}/{vrec['name']}", len(frames), added, removed, vrec["count"])
         vrec["count"] = len(frames)
         vrec["generation"] += 1

@@ -109,10 +109,15 @@ PACKED_POSTINGS = "packed-postings"
 FRAME_GROUPS = "frame-groups"
 """Required feature: the ``frames`` sub-database holds the records of 16 consecutive seqs per entry,
 compressed together (FORMAT.md, "Frame groups")."""
+COLUMN_ZONES = "column-zones"
+"""Required feature: writers keep each version's zone maps of its scan columns (FORMAT.md, "Zone
+maps"), which readers trust to skip chunks: a writer that stored chunks without them would make
+queries miss frames."""
 FEATURES_FORMAT = 2
 """0.1.0 reads no feature lists, only the format number: an archive listing a required feature is at
 least format 2, which 0.1.0 refuses as newer."""
-KNOWN_FEATURES: frozenset[str] = frozenset({ZSTD_FEATURE, COLUMN_FIELDS, PACKED_POSTINGS, FRAME_GROUPS})
+KNOWN_FEATURES: frozenset[str] = frozenset({ZSTD_FEATURE, COLUMN_FIELDS, PACKED_POSTINGS, FRAME_GROUPS,
+                                            COLUMN_ZONES})
 """Format features this release implements (FORMAT.md, "Compatibility"): an archive whose format
 record lists a required feature outside this set is refused; unknown optional features are ignored."""
 FEATURE_LISTS = ("required_features", "optional_features")

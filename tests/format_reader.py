@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import msgpack
 import zstandard
 
 READS_VERSION = 2                          # "Compatibility": the highest format number this reader knows
-KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields", "packed-postings", "frame-groups"})
+KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset({"zstd-records", "column-fields", "packed-postings", "frame-groups",
+                                                     "column-zones"})
 KINDS = {"format": b"M", "version": b"V", "frame": b"F"}
 DICTIONARY_PREFIX = b"zstd_dictionary"    # "Compressed frame records"
 MAX_RECORD = 256 * 1024 * 1024
@@ -27,6 +29,8 @@ INDEX_DBS = ("ix_context", "ix_value", "ix_source", "ix_mask", "ix_roi")
 MAX_KEY_TEXT = 400
 CHUNK = 4096
 BLOB_PREFIX = "blob:sha256:"
+ZONE_MARK = b"\xff" * 8                  # "Zone maps": where a chunk number would be
+MAX_ZONE_TEXT = 64
 
 
 class FormatError(Exception):
@@ -386,6 +390,8 @@ def decode_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
         "n_rois": per_row(b"nr"),
         "values": [dict(zip(keys[offsets[i]:offsets[i + 1]], counts[offsets[i]:offsets[i + 1]])) for i in range(CHUNK)],
         "meta": dict(_field_meta(value) for name, value in fields.items() if name.startswith(b"m:")),
+        "meta_fields": {_field_meta(value)[0]: (name, chr(value[0])) for name, value in fields.items()
+                        if name.startswith(b"m:")},  # path -> (field name, column kind)
     }
 
 
@@ -400,9 +406,13 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
             for key, _ in _entries(txn, _db(env, txn, "versions")):
                 fields: dict[int, dict[bytes, bytes]] = {}
                 summary = None
+                zone_maps: dict[bytes, bytes] = {}
                 for k, v in _entries(txn, _db(env, txn, "columns"), key):  # key: version, chunk, field name
                     if len(k) == 8:  # "Column summary": chunk u64, frames u32, first and last row u16 each
                         summary = {row[0]: row[1:] for row in struct.iter_unpack("<QIHH", v)}
+                        continue
+                    if k[8:16] == ZONE_MARK:  # "Zone maps": the marker, then u64 block and field name
+                        zone_maps[k[16:]] = v
                         continue
                     fields.setdefault(u64(k[8:16]), {})[k[16:]] = v
                 out[u64(key)] = {
@@ -410,11 +420,45 @@ def read_columns(path: str | Path) -> dict[int, dict[str, Any]]:
                                for number, f in fields.items()},
                     "dirty": {u64(k[8:]) for k, _ in _entries(txn, _db(env, txn, "dirty"), key)},
                     "summary": summary,
+                    "zones": _zone_maps(zone_maps) if b"" in zone_maps else None,
                     "frames": {seq: frame for _, seq, frame in frames(txn, env, known, key)},
                 }
     finally:
         env.close()
     return out
+
+
+def read_zone_map(data: bytes) -> dict[int, tuple[str, int, Any, Any]]:
+    """"Zone maps": chunk number -> (kind, frames holding a value, lowest, highest)."""
+    head, crc = struct.unpack_from("<4sI", data)
+    if head != b"Z\0\0\0" or zlib.crc32(data[8:]) != crc:
+        raise FormatError("a zone map has a wrong header or checksum")
+    numbers, kinds, counts, lows, highs = msgpack.unpackb(data[8:], raw=False)
+    return {number: (chr(kind), count, low, high) for (number,), kind, (count,), low, high in
+            zip(struct.iter_unpack("<Q", numbers), kinds, struct.iter_unpack("<H", counts), lows, highs)}
+
+
+def _zone_maps(entries: dict[bytes, bytes]) -> dict[bytes, dict[int, tuple[str, int, Any, Any]]]:
+    """Field name -> its zone map's rows of every block."""
+    out: dict[bytes, dict[int, tuple[str, int, Any, Any]]] = {}
+    for key, value in entries.items():
+        if key:
+            rows = read_zone_map(value)
+            assert all(number >> 8 == u64(key[:8]) for number in rows)  # a block holds 256 chunks
+            out.setdefault(key[8:], {}).update(rows)
+    return out
+
+
+def zone_row(kind: str, values: list[Any]) -> tuple[str, int, Any, Any]:
+    """A chunk's row of a zone map, by FORMAT.md's rules, for the values its frames hold (at least one)."""
+    if kind in "op":
+        return kind, len(values), None, None
+    if kind == "f" and any(v != v for v in values):
+        return kind, len(values), float("nan"), float("nan")
+    low, high = min(values), max(values)
+    if kind == "s" and max(len(low.encode()), len(high.encode())) > MAX_ZONE_TEXT:
+        return kind, len(values), None, None
+    return kind, len(values), low, high
 
 
 def meta_paths(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

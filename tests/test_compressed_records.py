@@ -110,7 +110,7 @@ def test_a_large_batch_trains_the_dictionary_and_is_stored_compressed(compressed
     fmt = records.decode_format(meta[FORMAT_KEY])
     assert fmt["version"] == records.ZSTD_FORMAT
     assert fmt["required_features"] == sorted([records.COLUMN_FIELDS, records.PACKED_POSTINGS, records.ZSTD_FEATURE,
-                                               records.FRAME_GROUPS])
+                                               records.FRAME_GROUPS, records.COLUMN_ZONES])
     plain = sum(len(r) for r in records.encode_frames([normalize_frame_dict(f) for f in FRAMES]))
     assert sum(len(v) for _, v in frames) * 2 < plain  # the point of it
     with Archive(compressed, readonly=True) as ar:

@@ -44,7 +44,7 @@ from maskstore.demo import run_demo
 from maskstore.layout import DICTIONARY_PREFIX
 from maskstore.ingest import apply_label_table, builtin_label_table
 from maskstore.model import normalize_frame_dict
-from maskstore.query import columns
+from maskstore.query import columns, zones
 from maskstore.store import DEFAULT_MAP_SIZE
 from maskstore.upgrade import Step, upgrade
 from strategies import frame_dicts
@@ -96,6 +96,30 @@ def check_columns(path: Path) -> None:
             for row in rows:
                 frame = columns["frames"][(number << 12) + row]
                 assert format_reader.chunk_row(chunk, row) == format_reader.chunk_row_from_frame(frame)
+        if columns["zones"] is not None:
+            check_zone_maps(columns)
+
+
+def check_zone_maps(columns: dict[str, Any]) -> None:
+    """Each field's zone map holds, for every chunk without a dirty mark, the row its column gives."""
+    want: dict[bytes, dict[int, tuple]] = {}
+    for number, chunk in columns["chunks"].items():
+        if number in columns["dirty"] or "meta_fields" not in chunk:
+            continue
+        rows = [row for row, here in enumerate(chunk["present"]) if here]
+        if rows:
+            want.setdefault(b"ts", {})[number] = format_reader.zone_row("i", [chunk["timestamp"][r] for r in rows])
+        for path, (name, kind) in chunk["meta_fields"].items():
+            values = [chunk["meta"][path][r] for r in rows if chunk["meta"][path][r] is not None]
+            if values:
+                want.setdefault(name, {})[number] = format_reader.zone_row(kind, values)
+    have = {name: kept for name, table in columns["zones"].items()
+            if (kept := {n: row for n, row in table.items() if n not in columns["dirty"]})}
+    assert have.keys() == want.keys()
+    for name, table in want.items():
+        assert table.keys() == have[name].keys()
+        for number, row in table.items():
+            assert all(a == b or a != a and b != b for a, b in zip(row, have[name][number])), (name, number, row)
 
 
 @pytest.fixture
@@ -263,16 +287,16 @@ def test_a_damaged_format_record_names_the_field(fixture_copy, body, problem):
         Archive(fixture_copy, readonly=True)
 
 
-def test_a_new_archive_requires_column_fields_packed_postings_and_frame_groups(tmp_path):
+def test_a_new_archive_requires_column_fields_zones_packed_postings_and_frame_groups(tmp_path):
     """New archives store scan columns field by field, index postings in blocks and frame records in
     groups, so readers that do not know how must refuse them: the features for readers that read the
     lists, format 2 for 0.1.0, which reads only the number."""
     with Archive(tmp_path / "a.maskstore") as ar:
         data = ar.read(lambda t: bytes(t.get(b"format", db=ar.db("meta"))))
     assert format_reader.record(data, "format") == {"name": "maskstore", "version": 2,
-                                                     "required_features": ["column-fields", "frame-groups",
-                                                                           "packed-postings"]}
-    for feature in ("column-fields", "frame-groups", "packed-postings"):
+                                                     "required_features": ["column-fields", "column-zones",
+                                                                           "frame-groups", "packed-postings"]}
+    for feature in ("column-fields", "column-zones", "frame-groups", "packed-postings"):
         with pytest.raises(ArchiveError, match=feature):
             with mock.patch.object(records, "KNOWN_FEATURES", records.KNOWN_FEATURES - {feature}):
                 Archive(tmp_path / "a.maskstore", readonly=True)
@@ -281,7 +305,8 @@ def test_a_new_archive_requires_column_fields_packed_postings_and_frame_groups(t
 def _old_layout_keys(path: Path) -> list[bytes]:
     env = format_reader.open_archive(path)
     with env.begin() as txn:
-        keys = [bytes(k) for k, _ in txn.cursor(db=env.open_db(b"columns", txn=txn, create=False)) if len(k) == 16]
+        keys = [bytes(k) for k, _ in txn.cursor(db=env.open_db(b"columns", txn=txn, create=False))
+                if len(k) == 16 and k[8:] != zones.MARK]  # the zone maps' marker is 16 bytes too
     env.close()
     return keys
 
@@ -299,7 +324,8 @@ def test_the_column_chunks_of_0_1_0_answer_and_are_stored_field_by_field_when_wr
         assert {v.name: v.ids("timestamp >= 0") for v in ar.versions()} == answers
         assert check_archive(ar) == []
     assert _old_layout_keys(fixture_copy) == []
-    assert raw_format(fixture_copy)["required_features"] == ["column-fields", "frame-groups", "packed-postings"]
+    assert raw_format(fixture_copy)["required_features"] == ["column-fields", "column-zones", "frame-groups",
+                                                             "packed-postings"]
     assert raw_format(fixture_copy)["version"] == 2  # 0.1.0 now refuses it as newer
     assert as_json(library_view(fixture_copy)) == expected
     check_reader_agrees(fixture_copy)
@@ -518,14 +544,14 @@ def worked_examples() -> dict[str, str]:
             (frame_key, group), = entries("frames")
             (_, frame), = frame_groups.decode_group(group, 0)
             frame, body = bytes(frame), zstandard.ZstdDecompressor().decompress(group[frame_groups.BODY_START:])
-            fields = {key[16:]: value for key, value in entries("columns") if len(key) > 8}  # chunk 0's
+            fields = {key[16:]: value for key, value in entries("columns") if len(key) > 8 and key[8:16] == bytes(8)}  # chunk 0's
+            zone_maps = {key[24:]: value for key, value in entries("columns") if key[8:16] == zones.MARK}  # block 0's
             index = [(name, key, value) for name in format_reader.INDEX_DBS for key, value in entries(name)]
             keys = [("frames", frame_key, "frame group (below)"),
                     *[(name, key, value.hex()) for name, key, value in
                       [("frame_ids", *entries("frame_ids")[0])] + index],
                     *[("dirty", key, "(empty)") for key, _ in entries("dirty")],
-                    *[("columns", key, f"chunk field {key[16:].decode()} ({len(value)} bytes)" if len(key) > 8 else
-                       f"column summary {value.hex()}") for key, value in entries("columns")]]
+                    *[("columns", key, _columns_entry(key, value)) for key, value in entries("columns")]]
         env.close()
     key_lines = [f"{name:<10} {key[:8].hex()} {key[8:].hex():<18} -> {value}" if name not in format_reader.INDEX_DBS
                  else f"{name:<10} {key[:8].hex()} {key[8:10].hex()} {key[10:-8].hex():<14} {key[-8:].hex()} -> {value}"
@@ -546,10 +572,20 @@ def worked_examples() -> dict[str, str]:
         "packed-arrays": "\n\n".join([f"vk\n{hex_dump(fields[b'vk'])}", f"vc\n{hex_dump(fields[b'vc'])}",
                                       f"ts\n{hex_dump(fields[b'ts'])}"]),
         "ids-field": hex_dump(fields[b"ids"]),
+        "zone-map": hex_dump(zone_maps[b"ts"]),
         "column-summary": hex_dump(np.array([(0, 4096, 0, 4095), (2, 2, 5, 9)], columns.SUMMARY_ROW).tobytes()),
         "index-blocks": "\n".join(f"{label:<24} -> {runs(postings.encode_block(np.array(offsets, np.uint16)))}"
                                    for label, offsets in INDEX_BLOCK_EXAMPLES),
     }
+
+
+def _columns_entry(key: bytes, value: bytes) -> str:
+    if len(key) == 8:
+        return f"column summary {value.hex()}"
+    if key[8:16] != zones.MARK:
+        return f"chunk field {key[16:].decode()} ({len(value)} bytes)"
+    return f"zone map of {key[24:].decode()}, block {int.from_bytes(key[16:24], 'big')} ({len(value)} bytes)" \
+        if len(key) > 16 else "zone map marker (empty)"
 
 
 INDEX_BLOCK_EXAMPLES = [("offsets 0, 5, 4095", [0, 5, 4095]), ("offsets 0 ... 255, 4095", [*range(256), 4095])]

@@ -863,7 +863,7 @@ def test_a_fresh_lookup_reads_the_summary_and_only_the_chunks_it_answers_from(tm
     """Columns cost nothing to open: a fresh archive's context or label lookup (answered by an index)
     fetches the version's summary (one entry, whatever the number of chunks) and ``present`` and
     ``ids`` of the chunks holding its results, nothing of the other chunks; a meta scan fetches that
-    path's column and nothing else. Counted at the one place stored chunks fetch fields
+    path's zone map and the path's column of the chunks its bounds do not decide, nothing else. Counted at the one place stored chunks fetch fields
     (``FieldReader.fetch``)."""
     frames = _many_frames(9000)  # chunks 0, 1, 2
     frames[5000] = dict(frames[5000], context_id="only-here")
@@ -886,7 +886,11 @@ def test_a_fresh_lookup_reads_the_summary_and_only_the_chunks_it_answers_from(tm
         assert fetched == [(2, b"_present"), (2, b"ids")]
         fetched.clear()
         assert v.count("meta.k == 3") == sum(f["meta"]["k"] == 3 for f in frames)
-        assert sorted(fetched) == [(0, b"_present"), (0, b"m:k"), (1, b"m:k"), (2, b"m:k")]
+        zone_maps = [(2**64 - 1, b""), (2**64 - 1, bytes(8) + b"m:k")]  # the zone maps' marker, then block 0 of the field's
+        assert sorted(fetched) == [(0, b"_present"), (0, b"m:k"), (1, b"m:k"), (2, b"m:k"), *zone_maps]
+        fetched.clear()  # bounds that rule a value out, or in for every frame: no chunk is read
+        assert (v.count("meta.k == 9"), v.count("meta.k >= 0"), v.count("meta.k < 7 and meta.k > -1")) == (0, 9000, 9000)
+        assert fetched == []
 
 
 def test_cached_lookups_and_present_follow_every_write(tmp_path):

@@ -26,10 +26,11 @@ import msgpack
 import numpy as np
 
 from .. import compression, frame_groups, records
-from . import packing
+from . import packing, zones
 from .packing import Damaged as _Damaged  # a field readers cannot use; StoredChunk names the chunk
+from .packing import unpacker_limits
 from .._accel import chunk_rows  # compiled, or its pure-Python twin
-from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, entries, require_feature, text_key, u64
+from ..layout import CHUNK_BITS, HASHED_KEY_MARK, U64, delete_prefix, entries, require_feature, text_key, u64
 from ..errors import ArchiveError, MaskstoreError
 
 if TYPE_CHECKING:
@@ -153,8 +154,34 @@ _META_KINDS = {"s": b"s", "int": b"i", "float": b"f", "bool": b"b", "present": b
 _KIND_OF_CODE = {code: kind for kind, code in _META_KINDS.items()}
 
 
-def _meta_field(path: str) -> bytes:
+def meta_field(path: str) -> bytes:
     return META_FIELD + text_key(path)
+
+
+def field_label(name: bytes) -> str:
+    """A field name as messages say it: ``timestamp``, ``meta.<path>`` (a hashed long path: its key)."""
+    if name == b"ts":
+        return "timestamp"
+    key = name[len(META_FIELD):]
+    if name.startswith(META_FIELD) and key[:1] != HASHED_KEY_MARK:
+        return "meta." + key.decode("utf-8", errors="replace")
+    return f"field {name[:40]!r}"
+
+
+def zone_of(col: StrColumn | ValueColumn | None) -> zones.Zone | None:
+    """A chunk's row of the zone map of a field, from its column (None: no frame holds a value)."""
+    if col is None:
+        return None
+    if isinstance(col, StrColumn):
+        return zones.of_texts(col.uniques, int(np.count_nonzero(col.codes >= 0)))
+    return zones.of_values(_META_KINDS[col.kind].decode(), col.values[col.present])
+
+
+def zone_rows(chunk: Chunk) -> dict[bytes, zones.Zone]:
+    """Field name -> the chunk's row of its zone map: ``ts`` and each meta path the chunk holds."""
+    rows = {b"ts": zone_of(ValueColumn("int", chunk.timestamp, chunk.present))}
+    rows.update((meta_field(path), zone_of(col)) for path, col in chunk.meta.items())
+    return {name: row for name, row in rows.items() if row is not None}
 
 
 def _pad8(n: int) -> int:
@@ -299,7 +326,7 @@ def encode_fields(chunk: Chunk) -> dict[bytes, bytes]:
               b"nr": packing.pack_ints(chunk.n_rois, present=present),
               b"vo": packing.pack_ints(np.diff(chunk.value_offsets)),
               b"vk": packing.pack_ints(chunk.value_keys, table=True), b"vc": packing.pack_ints(chunk.value_counts)}
-    fields.update((_meta_field(path), _encode_meta(path, col)) for path, col in chunk.meta.items())
+    fields.update((meta_field(path), _encode_meta(path, col)) for path, col in chunk.meta.items())
     return fields
 
 
@@ -333,7 +360,7 @@ def _decode_str(data: bytes, field: str, offset: int = 0) -> StrColumn:
     codes, offset = packing.unpack_ints(data, offset, CHUNK, field, (-1, CHUNK - 1))
     rest = memoryview(data)[offset:]
     try:
-        texts = msgpack.unpackb(rest, **_unpacker_limits(len(rest)))
+        texts = msgpack.unpackb(rest, **unpacker_limits(len(rest)))
     except UnicodeDecodeError:
         raise _Damaged(f"{field} holds texts that are not UTF-8") from None
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
@@ -381,7 +408,7 @@ def _decode_meta(path: str, data: bytes, present: np.ndarray) -> StrColumn | Val
             values = _whole((has, start), data, field)
         elif kind == "object":
             try:
-                values = msgpack.unpackb(memoryview(data)[start:], **_unpacker_limits(len(data) - start))
+                values = msgpack.unpackb(memoryview(data)[start:], **unpacker_limits(len(data) - start))
             except (ValueError, msgpack.UnpackException, TypeError) as exc:
                 raise _Damaged(f"{field} is not {CHUNK} numbers: {exc}") from None
             if type(values) is not list or len(values) != CHUNK or \
@@ -436,12 +463,6 @@ _DECODERS: dict[tuple[str, ...], tuple[tuple[bytes, ...], Any]] = {
     ("value_offsets", "value_keys", "value_counts"): ((b"vo", b"vk", b"vc"), _values),
 }
 _DECODER_OF = {name: names for names in _DECODERS for name in names}
-
-
-def _unpacker_limits(n: int) -> dict[str, Any]:
-    """msgpack limits for a value of ``n`` bytes: no length field may claim more than the bytes hold."""
-    return dict(raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n, max_array_len=n,
-                max_map_len=n // 2, max_ext_len=0)
 
 
 def _present(data: bytes) -> np.ndarray:
@@ -534,7 +555,7 @@ class _LazyMeta(Mapping):
     def __getitem__(self, path: str) -> StrColumn | ValueColumn:
         if path not in self._columns:
             chunk = self._chunk
-            data = chunk._fetch(_meta_field(path))
+            data = chunk._fetch(meta_field(path))
             if data is None:
                 raise KeyError(path)
             self._columns[path] = chunk._decoded(lambda: _decode_meta(path, data, chunk.present))
@@ -602,8 +623,9 @@ def records_chunk(txn: lmdb.Transaction, version: DatasetVersion, number: int) -
 
 def _dirty_keys(txn: lmdb.Transaction, version: DatasetVersion) -> list[bytes]:
     keys = [bytes(key) for key, _ in entries(txn, version.archive.db("dirty"), version.prefix)]
-    if bad := [key for key in keys if len(key) != 16]:
-        raise ArchiveError(f"dirty entry {bad[0].hex()} is damaged: its key is not 16 bytes; run maskstore check --repair")
+    if bad := [key for key in keys if len(key) != 16 or U64.unpack(key[8:])[0] >= 1 << (64 - CHUNK_BITS)]:
+        raise ArchiveError(f"dirty entry {bad[0].hex()} is damaged: its key is not a version id and a chunk "
+                           "number; run maskstore check --repair")
     return keys
 
 
@@ -624,11 +646,10 @@ def _chunk_heads(txn: lmdb.Transaction, version: DatasetVersion) -> dict[bytes, 
         if len(key) < 16:
             raise ArchiveError(f"columns entry {bytes(key).hex()} is damaged: its key is shorter than a "
                                "version id and a chunk number; run maskstore check --repair")
-        out[bytes(key[:16])] = bytes(key[16:])
-        number = U64.unpack(key[8:16])[0]
-        if number == 2**64 - 1:
+        if key[8:16] == zones.MARK:  # the zone maps, after every chunk
             break
-        seek = prefix + u64(number + 1)
+        out[bytes(key[:16])] = bytes(key[16:])
+        seek = prefix + u64(U64.unpack(key[8:16])[0] + 1)
     return out
 
 
@@ -722,13 +743,50 @@ def _summary_before(txn: lmdb.Transaction, version: DatasetVersion,
     return out
 
 
+Zones = dict[tuple[int, bytes], zones.Table]  # (block, field name) -> that block's rows of the field's zone map
+
+
+def _zones_before(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None],
+                  stored: Iterable[int]) -> Zones:
+    """The zone maps of the blocks ``built`` touches, before it is stored. A version without zone maps
+    (stored before them, or after a repair), or with a damaged one, gets them for every ``stored``
+    chunk from its columns, once (its marker is deleted, so every block is written); chunks only the
+    records can give join ``built``."""
+    db, mark = version.archive.db("columns"), version.prefix + zones.MARK
+    if txn.get(mark, db=db) is not None:
+        tables: Zones = {}
+        try:
+            for block in zones.blocks(np.array([U64.unpack(key[8:])[0] for key in built], np.uint64)):
+                for key, data in entries(txn, db, mark + u64(block)):
+                    name = bytes(key[len(mark) + 8:])
+                    tables[block, name] = zones.decode(data, field_label(name), block)
+            return tables
+        except ArchiveError:
+            txn.delete(mark, db=db)
+    rows: dict[tuple[int, bytes], dict[int, zones.Zone]] = {}
+    for number in stored:
+        key = version.prefix + u64(number)
+        if key in built:
+            continue
+        chunk = StoredChunk(number << CHUNK_BITS, lambda name, key=key: txn.get(key + name, db=db),
+                            partial(_chunk_names, txn, version.archive, key))
+        try:
+            for name, row in zone_rows(chunk).items():
+                rows.setdefault((number >> zones.BLOCK_BITS, name), {})[number] = row
+        except ArchiveError:
+            built[key] = records_chunk(txn, version, number)
+    return {where: zones.Table.of(table) for where, table in rows.items()}
+
+
 def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None]) -> None:
-    """Write built chunks and clear their dirty marks (in a write transaction), and the version's
-    summary. Only fields whose bytes changed are put; fields the chunk no longer has (and a 0.1.0 chunk
-    value) are deleted."""
+    """Write built chunks and clear their dirty marks (in a write transaction), the version's summary
+    and its zone maps. Only fields whose bytes changed are put; fields the chunk no longer has (and a
+    0.1.0 chunk value) are deleted."""
     arc = version.archive
     db = arc.db("columns")
     summary = _summary_before(txn, version, built)
+    tables = _zones_before(txn, version, built, list(summary))
+    new_rows: dict[tuple[int, bytes], dict[int, zones.Zone]] = {}
     for key, chunk in built.items():
         fields = {} if chunk is None else encode_fields(chunk)
         stale = []
@@ -746,12 +804,33 @@ def _store(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Ch
         number = U64.unpack(key[8:])[0]
         if chunk is None:
             summary.pop(number, None)
-        else:
-            summary[number] = chunk.span()
+            continue
+        summary[number] = chunk.span()
+        for name, row in zone_rows(chunk).items():
+            new_rows.setdefault((number >> zones.BLOCK_BITS, name), {})[number] = row
     rows = np.array([(number, *span) for number, span in sorted(summary.items())], SUMMARY_ROW)
     txn.put(version.prefix, rows.tobytes(), db=db)
-    # chunks stored field by field, and a summary: readers without the feature must refuse (0.1.0 archives get it now)
+    _store_zones(txn, version, tables, new_rows, np.array([U64.unpack(key[8:])[0] for key in built], np.uint64))
+    # chunks stored field by field, a summary and zone maps: readers without the features must refuse
     require_feature(txn, arc.db("meta"), records.COLUMN_FIELDS)
+    require_feature(txn, arc.db("meta"), records.COLUMN_ZONES)
+
+
+def _store_zones(txn: lmdb.Transaction, version: DatasetVersion, tables: Zones,
+                 new_rows: dict[tuple[int, bytes], dict[int, zones.Zone]], numbers: np.ndarray) -> None:
+    """The zone maps with the rows of chunks ``numbers`` replaced by ``new_rows``: only the entries of
+    the blocks they fall in, every entry when the version did not keep zone maps yet."""
+    db, mark = version.archive.db("columns"), version.prefix + zones.MARK
+    if txn.get(mark, db=db) is None:
+        delete_prefix(txn, db, mark)  # leftovers of a damaged or stale set
+        txn.put(mark, b"", db=db)
+    empty = zones.Table.of({})
+    for block, name in tables.keys() | new_rows.keys():
+        table = tables.get((block, name), empty).replaced(numbers, new_rows.get((block, name), {}))
+        if len(table):
+            txn.put(zones.key(version.prefix, block, name), table.encode(), db=db)
+        else:
+            txn.delete(zones.key(version.prefix, block, name), db=db)
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -832,7 +911,8 @@ def load(txn: lmdb.Transaction, version: DatasetVersion, generation: int) -> Cac
         built = _build_dirty(txn, version, rebuild)
         chunks.update(built)
         arc.try_write(lambda wtxn: _store_if_current(wtxn, version, generation, built))
-    return Cached(generation, [chunk for _, chunk in sorted(chunks.items()) if chunk is not None], reader=reader)
+    return Cached(generation, [chunk for _, chunk in sorted(chunks.items()) if chunk is not None], reader=reader,
+                  rebuilt=frozenset(U64.unpack(key[8:])[0] for key in rebuild))
 
 
 def _fetch_field(reader: FieldReader, key: bytes, name: bytes) -> bytes | None:
@@ -957,6 +1037,22 @@ class Cached:
     chunks: list[Chunk]
     shared: dict[str, Any] = field(default_factory=dict)
     reader: FieldReader | None = None  # where its stored chunks fetch fields (None: all built in memory)
+    zoned: bool | None = None  # the version keeps zone maps (None: not asked yet)
+    rebuilt: frozenset[int] = frozenset()  # chunks built from their records in memory: stored zone rows may be stale
+
+    def stored_zones(self, name: bytes, blocks: list[int]) -> zones.Table | None:
+        """The rows of the version's stored zone map of field ``name`` in ``blocks`` (none where no
+        chunk holds the field); None when the version keeps no zone maps."""
+        if self.reader is None:
+            return None
+        prefix = self.reader.version.prefix
+        if self.zoned is None:  # asked once, when a query first needs a zone map: lookups never do
+            self.zoned = self.reader.fetch(prefix + zones.MARK) is not None
+        if not self.zoned:
+            return None
+        found = [(block, self.reader.fetch(zones.key(prefix, block, name))) for block in blocks]
+        return zones.Table.joined([zones.decode(data, field_label(name), block) for block, data in found
+                                   if data is not None])
 
     def use(self, txn: lmdb.Transaction) -> None:
         """Let the stored chunks fetch fields through ``txn`` (a transaction of this generation)."""
@@ -984,4 +1080,6 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
     shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
     if cached.reader is not None:  # the chunks it serves were not written: the next generation has them too
         cached.reader.generation = generation + 1
-    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared, cached.reader)
+    written = {U64.unpack(key[8:])[0] for key in built}  # stored with their zone rows, which are kept from now on
+    cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared, cached.reader,
+                               True if built else cached.zoned, cached.rebuilt - written)

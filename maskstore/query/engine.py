@@ -49,7 +49,7 @@ def context(txn: lmdb.Transaction, version: DatasetVersion, rec: dict | None = N
         cached = cache[version.id] = columns.load(txn, version, rec["generation"])
     cached.use(txn)
     return Context(txn, version, cached.chunks, Labels(_mask_labels(txn, version, rec, cached.shared)),
-                   rec["meta_types"], cached.shared)
+                   rec["meta_types"], cached.shared, stored_zones=cached.stored_zones, rebuilt=cached.rebuilt)
 
 
 def _mask_labels(txn: lmdb.Transaction, version: DatasetVersion, rec: dict, shared: dict[str, Any]) -> list[dict]:

@@ -30,6 +30,12 @@ class Damaged(Exception):
     """Stored bytes that are not an array these encodings wrote; the caller names the chunk."""
 
 
+def unpacker_limits(n: int) -> dict[str, Any]:
+    """msgpack limits for a value of ``n`` bytes: no length field may claim more than the bytes hold."""
+    return dict(raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n, max_array_len=n,
+                max_map_len=n // 2, max_ext_len=0)
+
+
 def _width(span: int) -> int:
     """Bytes an unsigned offset of at most ``span`` takes."""
     return (span.bit_length() + 7) // 8

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,11 @@ import numpy as np
 
 from .. import frame_groups, postings
 from ..postings import EMPTY, sorted_unique
-from ..layout import HASHED_KEY_MARK, id_entry_seq, text_key, value_key
+from ..layout import CHUNK_BITS, HASHED_KEY_MARK, id_entry_seq, text_key, value_key
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
-from .columns import CHUNK, Chunk, StrColumn, ValueColumn
+from . import zones
+from .columns import CHUNK, Chunk, StrColumn, ValueColumn, meta_field, zone_of
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
 from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll, to_text
 
@@ -75,6 +77,11 @@ class Context:
     """Chunks a step must answer for (bool per chunk; None: all). A step returns every frame it selects
     in these chunks, and may return frames it selects elsewhere: a top-k asks only where its first
     rows can be."""
+    stored_zones: Callable[[bytes, list[int]], zones.Table | None] = lambda name, blocks: None
+    """The version's stored zone map of a field, in some blocks (``columns.Cached.stored_zones``);
+    None: none kept."""
+    rebuilt: frozenset[int] = frozenset()
+    """Chunk numbers whose stored zone rows may be stale: built from their records in memory."""
 
     def __post_init__(self) -> None:
         if "checked" not in self.shared:  # once per load of the chunks, not per query
@@ -194,29 +201,41 @@ class Context:
                                    "run maskstore check --repair to rebuild the indexes") from None
         return out
 
+    def zones(self, field: Field) -> zones.Table:
+        """Per chunk, the kind, frames holding a value, and lowest and highest value of a single-valued
+        field (timestamp, meta.<path>): the zone map that lets a scan or a top-k skip chunks without
+        reading their columns. From the version's stored zone map (an entry per 256 chunks), rows of
+        chunks built in memory (and every row, when the version keeps none) from their columns; once
+        per version generation."""
+        key = ("zones", field.name, field.path)
+        if key not in self.shared:
+            name = b"ts" if field.name == "timestamp" else meta_field(".".join(field.path))
+            numbers = self.bases() >> np.uint64(CHUNK_BITS)
+            stored = self.stored_zones(name, zones.blocks(numbers))
+            table = (stored or zones.Table.of({})).aligned(numbers)
+            own = range(len(self.chunks)) if stored is None else \
+                np.flatnonzero(np.isin(numbers, np.array(sorted(self.rebuilt), np.uint64))).tolist()
+            for i in own:
+                table.put(i, zone_of(field_column(field, self.chunks[i])))
+            self.shared[key] = table
+        return self.shared[key]
+
     def value_ranges(self, field: Field) -> Ranges | None:
         """Per chunk, the lowest and highest value of a numeric field (timestamp, meta.<path>) over
-        the frames holding one: the zone map that lets a top-k or a range scan skip chunks. None when
-        some chunk holds strings, Python numbers (ints that int64 or float64 would round) or ints
-        beside floats, which have no such array. Built on first use per version generation."""
-        key = ("ranges", field.name, field.path)
-        if key not in self.shared:
-            kinds: set[str] = set()
-            bounds: list[tuple[Any, Any] | None] = []
-            full = np.ones(len(self.chunks), bool)
-            for i, chunk in enumerate(self.chunks):
-                col = field_column(field, chunk)
-                values = col.values[col.present] if isinstance(col, ValueColumn) else ()
-                if col is not None:
-                    kinds.add(col.kind if isinstance(col, ValueColumn) else "str")
-                bounds.append((values.min(), values.max()) if len(values) else None)
-                full[i] = len(values) == np.count_nonzero(chunk.present)
-            kind = kinds.pop() if len(kinds) == 1 else "int" if not kinds else "mixed"
-            dtype = _RANGE_DTYPES.get(kind)
-            self.shared[key] = None if dtype is None else Ranges(
-                kind, np.array([b[0] if b else 0 for b in bounds], dtype), np.array([b[1] if b else 0 for b in bounds], dtype),
-                np.array([b is not None for b in bounds], bool), full)
-        return self.shared[key]
+        the frames holding one, from its zone map: what lets a top-k skip chunks. None when some chunk
+        holds strings, Python numbers (ints that int64 or float64 would round) or ints beside floats,
+        which have no such array."""
+        table = self.zones(field)
+        has = table.counts > 0
+        kinds = set(table.kinds[has].tolist())
+        kind = {frozenset(): "int", frozenset({b"i"}): "int", frozenset({b"f"}): "float",
+                frozenset({b"b"}): "bool"}.get(frozenset(kinds))
+        if kind is None:
+            return None
+        dtype = _RANGE_DTYPES[kind]
+        low, high = np.zeros(len(has), dtype), np.zeros(len(has), dtype)
+        low[has], high[has] = table.low[has].tolist(), table.high[has].tolist()
+        return Ranges(kind, low, high, has, table.counts == self.frame_counts())
 
     def pixel_totals(self) -> np.ndarray:
         """All mask pixels of the frame at every position (int64): coverage's denominator."""
@@ -613,9 +632,9 @@ def _frame_sums(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _zones(node: Expr, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     """Per chunk, whether ``node`` holds for every frame (first array) or for none (second), from the
-    lowest and highest value of each numeric field it compares (``Context.value_ranges``); neither
-    where that takes looking at the rows. Vectorized over chunks, bounds compared as Python numbers
-    (exact for ints beyond 2**53 against floats)."""
+    zone map of each field it compares (``Context.zones``); neither where that takes looking at the
+    rows. Vectorized over chunks; bounds compared as Python values with ``compare``'s rules (exact for
+    ints beyond 2**53 against floats; values of other kinds never equal and never ordered)."""
     undecided = np.zeros(len(ctx.chunks), bool)
     if isinstance(node, (And, Or)):
         parts = [_zones(item, ctx) for item in node.items]
@@ -624,29 +643,47 @@ def _zones(node: Expr, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(node, Not):
         always, never = _zones(node.item, ctx)
         return never, always
-    if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path):
+    if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path) or \
+            (isinstance(node, Compare) and node.op not in _COMPARISONS):
         return undecided, undecided
-    values = node.values if isinstance(node, In) else (node.value,)
-    if not all(comparable(0, v) and v is not None for v in values):
-        return undecided, undecided  # not a number: the columns' rules for other kinds are not ranges
-    ranges = ctx.value_ranges(node.field)
-    if ranges is None or ranges.kind == "bool":
-        return undecided, undecided
-    low, high = ranges.low.astype(object), ranges.high.astype(object)
-    if isinstance(node, In) or node.op in ("==", "!="):
-        hit, miss = undecided.copy(), ~undecided
-        for v in values:
-            hit |= (low == v) & (high == v)
-            miss &= (low > v) | (high < v)
-        always, never = (miss, hit) if isinstance(node, Compare) and node.op == "!=" else (hit, miss)
-    elif node.op in ("<", "<=", ">", ">="):
-        v = node.value
-        always, never = {"<": (high < v, low >= v), "<=": (high <= v, low > v), ">": (low > v, high <= v),
-                         ">=": (low >= v, high < v)}[node.op]
+    table = ctx.zones(node.field)
+    if isinstance(node, Compare):
+        return _zone_compare(table, node.op, node.value, ctx)
+    parts = [_zone_compare(table, "==", value, ctx) for value in node.values]
+    if not parts:
+        return undecided, ~undecided
+    return np.logical_or.reduce([a for a, _ in parts]), np.logical_and.reduce([b for _, b in parts])
+
+
+_COMPARISONS = frozenset(("==", "!=", "<", "<=", ">", ">="))
+
+
+def _zone_compare(table: zones.Table, op: str, value: Any, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """(every frame, no frame) per chunk for ``field op value``: rows without a value match no
+    comparison, so "every frame" needs every frame of the chunk to hold one."""
+    has = table.counts > 0
+    full = has & (table.counts == ctx.frame_counts())
+    if isinstance(value, (str, bool)):
+        ranged = kinds = [b"s" if isinstance(value, str) else b"b"]
+    elif comparable(0, value) and value is not None:
+        ranged, kinds = [b"i", b"f"], [b"i", b"f", b"o"]
     else:
-        return undecided, undecided
-    # rows without a value match no comparison: "every frame" needs every frame to hold one
-    return always & ranges.full & ranges.has, never | ~ranges.has
+        return np.zeros(len(has), bool), ~has  # no literal of another kind reaches a scan; nothing decided
+    other = has & ~np.isin(table.kinds, kinds)  # values of another kind: never equal, never ordered
+    always, never = (full & other, ~has) if op == "!=" else (np.zeros(len(has), bool), ~has | other)
+    rows = np.flatnonzero(np.isin(table.kinds, ranged) & (table.low != None))  # noqa: E711 (elementwise)
+    low, high = table.low[rows], table.high[rows]
+    if op in ("==", "!="):
+        hit = (low == value) & (high == value)
+        miss = (low > value) | (high < value)
+        if op == "!=":
+            hit, miss = miss, hit
+    else:
+        hit = {"<": high < value, "<=": high <= value, ">": low > value, ">=": low >= value}[op]
+        miss = {"<": low >= value, "<=": low > value, ">": high <= value, ">=": high < value}[op]
+    always[rows] = hit.astype(bool) & full[rows]
+    never[rows] = miss.astype(bool)
+    return always, never
 
 
 def column_mask(node: Expr, number: int, ctx: Context) -> np.ndarray:
