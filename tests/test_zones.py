@@ -133,7 +133,8 @@ def comparisons(draw: st.DrawFn) -> str:
 
 @st.composite
 def zone_queries(draw: st.DrawFn) -> str:
-    parts = draw(st.lists(comparisons(), min_size=1, max_size=2))
+    has = st.sampled_from(["has(meta.city)", "has(meta.x)", "has(meta.flag)", "has(meta.nowhere)"])
+    parts = draw(st.lists(st.one_of(comparisons(), comparisons(), has), min_size=1, max_size=2))
     text = f" {draw(st.sampled_from(['and', 'or']))} ".join(parts)
     return f"not ({text})" if draw(st.integers(0, 4)) == 0 else text
 
@@ -171,6 +172,9 @@ def test_a_scan_reads_only_the_chunks_its_bounds_do_not_decide(zoned: Path, monk
         fetched.clear()
         assert v.count("timestamp >= 2000000 and timestamp < 4000000") == 2 * CHUNK
         assert fetched == [(2**64 - 1, bytes(8) + b"ts")]  # its zone map (block 0) decides every chunk
+        fetched.clear()
+        assert v.count("has(meta.x) and not has(meta.flag)") == CHUNK  # chunk 3: every frame has x, none flag
+        assert fetched == [(2**64 - 1, bytes(8) + b"m:x"), (2**64 - 1, bytes(8) + b"m:flag")]
 
 
 # ----------------------------------------------------------------------------------- writes

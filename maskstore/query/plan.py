@@ -643,6 +643,9 @@ def _zones(node: Expr, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(node, Not):
         always, never = _zones(node.item, ctx)
         return never, always
+    if isinstance(node, Has) and node.field.path:
+        counts = ctx.zones(node.field).counts
+        return counts == ctx.frame_counts(), counts == 0
     if not isinstance(node, (Compare, In)) or (node.field.name != "timestamp" and not node.field.path) or \
             (isinstance(node, Compare) and node.op not in _COMPARISONS):
         return undecided, undecided
