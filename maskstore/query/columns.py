@@ -828,7 +828,9 @@ def _store_zones(txn: lmdb.Transaction, version: DatasetVersion, tables: Zones,
     for block, name in tables.keys() | new_rows.keys():
         table = tables.get((block, name), empty).replaced(numbers, new_rows.get((block, name), {}))
         if len(table):
-            txn.put(zones.key(version.prefix, block, name), table.encode(), db=db)
+            data = table.encode()
+            txn.put(zones.key(version.prefix, block, name), data, db=db)
+            zones.keep(block, data, table)  # by content: right whether or not this write commits
         else:
             txn.delete(zones.key(version.prefix, block, name), db=db)
 

@@ -12,7 +12,9 @@ chunk silently skipped.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -155,8 +157,38 @@ def _objects(items: list[Any]) -> np.ndarray:
     return out
 
 
+KEPT = 256
+"""Decoded entries kept per process, by content (``keep``): about 2 MiB at 7 KiB an entry."""
+_kept: OrderedDict[tuple[int, bytes], Table] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def keep(block: int, data: bytes, table: Table) -> None:
+    """Remember that ``data`` (an entry of ``block``) decodes to ``table``, made read-only: writers
+    keep each entry they write, so the query after an ingest decodes none, and a query after a write
+    only the entries another process changed."""
+    for name in ("numbers", "kinds", "counts", "low", "high"):
+        getattr(table, name).flags.writeable = False
+    with _kept_lock:
+        _kept[block, data] = table
+        _kept.move_to_end((block, data))
+        while len(_kept) > KEPT:
+            _kept.popitem(last=False)
+
+
 def decode(data: bytes, what: str, block: int) -> Table:
-    """The stored rows of one block of a zone map, or ArchiveError naming ``what`` (the field) and why not."""
+    """The stored rows of one block of a zone map (read-only), or ArchiveError naming ``what`` (the
+    field) and why not."""
+    with _kept_lock:
+        found = _kept.get((block, data))
+    if found is not None:
+        return found
+    table = _decoded(data, what, block)
+    keep(block, data, table)
+    return table
+
+
+def _decoded(data: bytes, what: str, block: int) -> Table:
     def damaged(why: str) -> ArchiveError:
         return ArchiveError(f"the scan column zone map of {what} is damaged: {why}; run maskstore check --repair")
 
