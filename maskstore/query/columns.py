@@ -759,7 +759,7 @@ def _zones_before(txn: lmdb.Transaction, version: DatasetVersion, built: dict[by
             for block in zones.blocks(np.array([U64.unpack(key[8:])[0] for key in built], np.uint64)):
                 for key, data in entries(txn, db, mark + u64(block)):
                     name = bytes(key[len(mark) + 8:])
-                    tables[block, name] = zones.decode(data, field_label(name), block)
+                    tables[block, name] = zones.read(_slot(version, block, name), data, field_label(name))
             return tables
         except ArchiveError:
             txn.delete(mark, db=db)
@@ -830,9 +830,13 @@ def _store_zones(txn: lmdb.Transaction, version: DatasetVersion, tables: Zones,
         if len(table):
             data = table.encode()
             txn.put(zones.key(version.prefix, block, name), data, db=db)
-            zones.keep(block, data, table)  # by content: right whether or not this write commits
+            zones.keep(_slot(version, block, name), data, table)  # by content: right whether or not this commits
         else:
             txn.delete(zones.key(version.prefix, block, name), db=db)
+
+
+def _slot(version: DatasetVersion, block: int, name: bytes) -> zones.Slot:
+    return str(version.archive.path), version.prefix, block, name
 
 
 def refresh(version: DatasetVersion) -> None:
@@ -1047,14 +1051,14 @@ class Cached:
         chunk holds the field); None when the version keeps no zone maps."""
         if self.reader is None:
             return None
-        prefix = self.reader.version.prefix
+        version = self.reader.version
         if self.zoned is None:  # asked once, when a query first needs a zone map: lookups never do
-            self.zoned = self.reader.fetch(prefix + zones.MARK) is not None
+            self.zoned = self.reader.fetch(version.prefix + zones.MARK) is not None
         if not self.zoned:
             return None
-        found = [(block, self.reader.fetch(zones.key(prefix, block, name))) for block in blocks]
-        return zones.Table.joined([zones.decode(data, field_label(name), block) for block, data in found
-                                   if data is not None])
+        found = [(block, self.reader.fetch(zones.key(version.prefix, block, name))) for block in blocks]
+        return zones.Table.joined([zones.read(_slot(version, block, name), data, field_label(name))
+                                   for block, data in found if data is not None])
 
     def use(self, txn: lmdb.Transaction) -> None:
         """Let the stored chunks fetch fields through ``txn`` (a transaction of this generation)."""
@@ -1079,9 +1083,32 @@ def remember(version: DatasetVersion, generation: int, built: dict[bytes, Chunk 
             chunks[base] = chunk
     # Derived arrays stay right while no chunk changes; the agreement with the records that loading
     # checks (plan.check_chunks) holds for chunks this writer built from its own records.
-    shared = cached.shared if not built else {"checked": True} if "checked" in cached.shared else {}
+    shared = cached.shared if not built else _carried(cached.shared, built, chunks)
     if cached.reader is not None:  # the chunks it serves were not written: the next generation has them too
         cached.reader.generation = generation + 1
     written = {U64.unpack(key[8:])[0] for key in built}  # stored with their zone rows, which are kept from now on
     cache[version.id] = Cached(generation + 1, [chunks[base] for base in sorted(chunks)], shared, cached.reader,
                                True if built else cached.zoned, cached.rebuilt - written)
+
+
+BASES, FRAME_COUNTS = "bases", "frame counts"  # keys of ``Cached.shared``: per chunk, as plan.Context gives them
+
+
+def _carried(shared: dict[str, Any], built: dict[bytes, Chunk | None], chunks: dict[int, Chunk]) -> dict[str, Any]:
+    """The derived arrays of the next generation that follow from this one's without a step per chunk:
+    the check of the load, and each chunk's base and frame count (``plan.Context``) with the written
+    chunks' rows replaced (made whole once), so the first query after an ingest does not walk 2,442
+    chunks for them."""
+    out: dict[str, Any] = {"checked": True} if "checked" in shared else {}
+    if BASES in shared and FRAME_COUNTS in shared:
+        written = np.array([U64.unpack(key[8:])[0] << CHUNK_BITS for key in built], np.uint64)
+        kept = ~np.isin(shared[BASES], written)
+        now = [base for base in written.tolist() if base in chunks]
+        bases = np.concatenate((shared[BASES][kept], np.array(now, np.uint64)))
+        counts = np.concatenate((shared[FRAME_COUNTS][kept], np.array([chunks[b].span()[0] for b in now], np.int64)))
+        order = np.argsort(bases, kind="stable")
+        out[BASES], out[FRAME_COUNTS] = bases[order], counts[order]
+    else:
+        out[BASES] = np.array(sorted(chunks), np.uint64)
+        out[FRAME_COUNTS] = np.array([chunks[b].span()[0] for b in sorted(chunks)], np.int64)
+    return out

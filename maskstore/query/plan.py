@@ -23,7 +23,7 @@ from ..layout import CHUNK_BITS, HASHED_KEY_MARK, id_entry_seq, text_key, value_
 from ..errors import ArchiveError
 from ..labels import unpack_rgb
 from . import zones
-from .columns import CHUNK, Chunk, StrColumn, ValueColumn, meta_field, zone_of
+from .columns import BASES, CHUNK, FRAME_COUNTS, Chunk, StrColumn, ValueColumn, meta_field, zone_of
 from .evaluate import Labels, comparable, compare, compile_expr, glob, rgb_value
 from .nodes import And, Compare, Coverage, Expr, Field, Has, In, Not, Or, RoiAll, to_text
 
@@ -109,14 +109,14 @@ class Context:
 
     def frame_counts(self) -> np.ndarray:
         """Frames in each chunk (the summary's spans: no ``present`` read)."""
-        if "frame counts" not in self.shared:
-            self.shared["frame counts"] = np.array([c.span()[0] for c in self.chunks], np.int64)
-        return self.shared["frame counts"]
+        if FRAME_COUNTS not in self.shared:
+            self.shared[FRAME_COUNTS] = np.array([c.span()[0] for c in self.chunks], np.int64)
+        return self.shared[FRAME_COUNTS]
 
     def bases(self) -> np.ndarray:
-        if "bases" not in self.shared:
-            self.shared["bases"] = np.array([c.base for c in self.chunks], np.uint64)
-        return self.shared["bases"]
+        if BASES not in self.shared:
+            self.shared[BASES] = np.array([c.base for c in self.chunks], np.uint64)
+        return self.shared[BASES]
 
     def ids_of(self, seqs: np.ndarray) -> list[str]:
         """Ids in the order of ``seqs``, taken chunk by chunk from the stored ids (``Chunk.ids_at``):

@@ -157,38 +157,41 @@ def _objects(items: list[Any]) -> np.ndarray:
     return out
 
 
-KEPT = 256
-"""Decoded entries kept per process, by content (``keep``): about 2 MiB at 7 KiB an entry."""
-_kept: OrderedDict[tuple[int, bytes], Table] = OrderedDict()
+Slot = tuple[str, bytes, int, bytes]
+"""Where an entry lives: (archive path, version prefix, block, field name)."""
+KEPT = 1024
+"""Decoded entries kept per process, one per slot (about 7 MiB at 7 KiB an entry)."""
+_kept: OrderedDict[Slot, tuple[bytes, Table]] = OrderedDict()
 _kept_lock = threading.Lock()
 
 
-def keep(block: int, data: bytes, table: Table) -> None:
-    """Remember that ``data`` (an entry of ``block``) decodes to ``table``, made read-only: writers
-    keep each entry they write, so the query after an ingest decodes none, and a query after a write
-    only the entries another process changed."""
+def keep(slot: Slot, data: bytes, table: Table) -> None:
+    """Remember that the entry at ``slot`` holds ``data``, which decodes to ``table`` (made read-only):
+    a writer keeps each entry it writes, so neither its next batch nor the query after an ingest
+    decodes it again."""
     for name in ("numbers", "kinds", "counts", "low", "high"):
         getattr(table, name).flags.writeable = False
     with _kept_lock:
-        _kept[block, data] = table
-        _kept.move_to_end((block, data))
+        _kept[slot] = (data, table)
+        _kept.move_to_end(slot)
         while len(_kept) > KEPT:
             _kept.popitem(last=False)
 
 
-def decode(data: bytes, what: str, block: int) -> Table:
-    """The stored rows of one block of a zone map (read-only), or ArchiveError naming ``what`` (the
-    field) and why not."""
+def read(slot: Slot, data: bytes, what: str) -> Table:
+    """The entry ``data`` found at ``slot``, decoded (``decode``), or as kept when it holds the same
+    bytes: only entries another process (or handle) changed are decoded again."""
     with _kept_lock:
-        found = _kept.get((block, data))
-    if found is not None:
-        return found
-    table = _decoded(data, what, block)
-    keep(block, data, table)
+        found = _kept.get(slot)
+    if found is not None and found[0] == data:
+        return found[1]
+    table = decode(data, what, slot[2])
+    keep(slot, data, table)
     return table
 
 
-def _decoded(data: bytes, what: str, block: int) -> Table:
+def decode(data: bytes, what: str, block: int) -> Table:
+    """The stored rows of one block of a zone map, or ArchiveError naming ``what`` (the field) and why not."""
     def damaged(why: str) -> ArchiveError:
         return ArchiveError(f"the scan column zone map of {what} is damaged: {why}; run maskstore check --repair")
 
