@@ -2,8 +2,9 @@
 one, and the lowest and highest of them (FORMAT.md, "Zone maps").
 
 A fresh process answering ``meta.city == "frankfurt"`` on 10M frames would otherwise read the city
-column of all 2,442 chunks, one random page each from a cold disk; from one entry per field it reads
-only the chunks whose bounds can hold the value, as DuckDB's and Parquet's min/max statistics do.
+column of all 2,442 chunks, one random page each from a cold disk; from one entry per field and
+million frames it reads only the chunks whose bounds can hold the value, as DuckDB's and Parquet's
+min/max statistics do.
 Rows are kept by writers in the transaction that stores the chunks (``columns._store``), so they are
 derived data like the columns themselves; a CRC-32 makes a torn or flipped entry damage, never a
 chunk silently skipped.
