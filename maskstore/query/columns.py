@@ -746,6 +746,13 @@ def _summary_before(txn: lmdb.Transaction, version: DatasetVersion,
 Zones = dict[tuple[int, bytes], zones.Table]  # (block, field name) -> that block's rows of the field's zone map
 
 
+def _stored_in(txn: lmdb.Transaction, version: DatasetVersion, key: bytes,
+               names: Callable[[], Iterable[bytes]]) -> StoredChunk:
+    """Chunk ``key`` as a writer's transaction holds it, each field fetched when first touched."""
+    db = version.archive.db("columns")
+    return StoredChunk(U64.unpack(key[8:])[0] << CHUNK_BITS, lambda name: txn.get(key + name, db=db), names)
+
+
 def _zones_before(txn: lmdb.Transaction, version: DatasetVersion, built: dict[bytes, Chunk | None],
                   stored: Iterable[int]) -> Zones:
     """The zone maps of the blocks ``built`` touches, before it is stored. A version without zone maps
@@ -768,8 +775,7 @@ def _zones_before(txn: lmdb.Transaction, version: DatasetVersion, built: dict[by
         key = version.prefix + u64(number)
         if key in built:
             continue
-        chunk = StoredChunk(number << CHUNK_BITS, lambda name, key=key: txn.get(key + name, db=db),
-                            partial(_chunk_names, txn, version.archive, key))
+        chunk = _stored_in(txn, version, key, partial(_chunk_names, txn, version.archive, key))
         try:
             for name, row in zone_rows(chunk).items():
                 rows.setdefault((number >> zones.BLOCK_BITS, name), {})[number] = row
@@ -1025,7 +1031,7 @@ def update(txn: lmdb.Transaction, version: DatasetVersion,
             else:
                 touched = np.zeros(CHUNK, bool)
                 touched[np.array(seqs[lo:hi], np.int64) - base] = True
-                stored = StoredChunk(base, lambda name: txn.get(key + name, db=arc.db("columns")), lambda: names)
+                stored = _stored_in(txn, version, key, lambda: names)
                 chunk = merge(stored, new, touched)
         lo = hi
         if chunk is None:

@@ -85,6 +85,9 @@ def of_texts(texts: list[str], count: int) -> Zone | None:
     return Zone("s", count, low, high)
 
 
+_ARRAYS = ("numbers", "kinds", "counts", "low", "high")  # Table's fields, in order
+
+
 @dataclass
 class Table:
     """A field's zone map as arrays, one row per chunk: decoded, aligned with a version's chunks and
@@ -111,22 +114,17 @@ class Table:
         if not tables:
             return cls.of({})
         return cls(*(np.concatenate([getattr(t, name) for t in tables])
-                     for name in ("numbers", "kinds", "counts", "low", "high")))
+                     for name in _ARRAYS))
 
     def __len__(self) -> int:
         return len(self.numbers)
-
-    def block(self, block: int) -> Table:
-        """The rows of the chunks of ``block``."""
-        keep = (self.numbers >> np.uint64(BLOCK_BITS)) == block
-        return Table(*(getattr(self, name)[keep] for name in ("numbers", "kinds", "counts", "low", "high")))
 
     def replaced(self, numbers: np.ndarray, rows: dict[int, Zone]) -> Table:
         """This table without the rows of chunks ``numbers``, with ``rows`` (a subset of them) instead."""
         keep = ~np.isin(self.numbers, numbers)
         new = Table.of(rows)
         parts = [np.concatenate((getattr(self, name)[keep], getattr(new, name)))
-                 for name in ("numbers", "kinds", "counts", "low", "high")]
+                 for name in _ARRAYS]
         order = np.argsort(parts[0], kind="stable")
         return Table(*(part[order] for part in parts))
 
@@ -136,7 +134,7 @@ class Table:
         found = self.numbers[at] == numbers if len(self) else np.zeros(len(numbers), bool)
         out = Table(numbers, np.full(len(numbers), b"\0", "S1"), np.zeros(len(numbers), np.int64),
                     np.full(len(numbers), None, object), np.full(len(numbers), None, object))
-        for name in ("kinds", "counts", "low", "high"):
+        for name in _ARRAYS[1:]:
             getattr(out, name)[found] = getattr(self, name)[at[found]]
         return out
 
@@ -170,7 +168,7 @@ def keep(slot: Slot, data: bytes, table: Table) -> None:
     """Remember that the entry at ``slot`` holds ``data``, which decodes to ``table`` (made read-only):
     a writer keeps each entry it writes, so neither its next batch nor the query after an ingest
     decodes it again."""
-    for name in ("numbers", "kinds", "counts", "low", "high"):
+    for name in _ARRAYS:
         getattr(table, name).flags.writeable = False
     with _kept_lock:
         _kept[slot] = (data, table)
