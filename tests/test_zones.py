@@ -323,3 +323,15 @@ def test_a_dirty_chunk_s_zone_rows_are_not_trusted(zoned: Path, tmp_path: Path) 
     with Archive(path, readonly=True) as ar:
         assert_same_answer(ar.get_version("test", "v"), 'meta.city == "aaa"', frames)
     assert np.array_equal(table.numbers, np.arange(5, dtype=np.uint64))
+
+
+def test_a_dirty_mark_beyond_any_chunk_is_an_archive_error(zoned: Path, tmp_path: Path) -> None:
+    """Marking every ``columns`` key dirty also marks the zone maps' marker (chunk 2**64 - 1): the
+    compiled chunk builder failed with an OverflowError on it; it is damage, said as such."""
+    path = copy_zoned(zoned, tmp_path)
+    with Archive(path) as ar:
+        v = ar.get_version("test", "v")
+        ar.write(lambda t: t.put(v.prefix + zones.MARK, b"", db=ar.db("dirty")))
+    with Archive(path, readonly=True) as ar:
+        with pytest.raises(ArchiveError, match="dirty entry .* is damaged: its key is not a version id and a chunk number"):
+            ar.get_version("test", "v").count('meta.city == "ulm"')
